@@ -1,0 +1,170 @@
+-- Loads an application directory: runs every app/routers/*.lua in name order
+-- against a fresh router registry and returns the resulting route table.
+--
+-- Application modules (require("app.controllers.x")) are found under the app
+-- root by a package searcher and get chunk names relative to that root, so
+-- errors read "app/controllers/x.lua:12: ..." wherever the app lives.
+local core = require("routemq.core")
+
+local M = {}
+
+-- Searcher state lives in the registry, not in this module, so that a second
+-- copy of this module (busted insulation re-requires modules) shares it
+-- instead of stacking another searcher that looks under a stale root.
+local REGISTRY_KEY = "routemq.app.searcher"
+
+local function read_file(path)
+  local f = io.open(path, "rb")
+  if not f then
+    return nil
+  end
+  local data = f:read("*a") -- nil for a directory
+  f:close()
+  return data
+end
+
+local function searcher_state()
+  local registry = debug.getregistry()
+  local state = registry[REGISTRY_KEY]
+  if state then
+    return state
+  end
+  state = { root = nil, modules = {} }
+  -- searcher(name) -> loader | "no file" text, looking under the app root.
+  state.searcher = function(name)
+    local root = state.root
+    if not root then
+      return nil
+    end
+    local rel = name:gsub("%.", "/")
+    local tried = {}
+    for _, candidate in ipairs({ rel .. ".lua", rel .. "/init.lua" }) do
+      local path = root .. "/" .. candidate
+      local source = read_file(path)
+      if source then
+        local chunk, err = loadstring(source, "@" .. candidate)
+        if not chunk then
+          error(err, 0) -- already "file:line: reason"
+        end
+        state.modules[name] = true
+        return chunk
+      end
+      tried[#tried + 1] = "\n\tno file '" .. path .. "'"
+    end
+    return table.concat(tried)
+  end
+  table.insert(package.loaders, 2, state.searcher)
+  registry[REGISTRY_KEY] = state
+  return state
+end
+
+-- Modules of the previously loaded app must not leak into the next one.
+local function forget_app_modules(state)
+  for name in pairs(state.modules) do
+    package.loaded[name] = nil
+  end
+  state.modules = {}
+end
+
+local function has_location(msg)
+  return msg:match("^[^\n]-:%d+:") ~= nil
+end
+
+-- Runs one router file; returns true or nil, "file:line: reason", traceback.
+local function run_router(root, rel)
+  local source = read_file(root .. "/" .. rel)
+  if not source then
+    return nil, rel .. ": cannot read file"
+  end
+  local chunk, err = loadstring(source, "@" .. rel)
+  if not chunk then
+    return nil, err, err
+  end
+  local traceback
+  local ok, failure = xpcall(chunk, function(e)
+    traceback = debug.traceback(tostring(e), 2)
+    return e
+  end)
+  if ok then
+    return true
+  end
+  local msg = tostring(failure)
+  if type(failure) ~= "string" or not has_location(msg) then
+    msg = rel .. ": " .. msg
+  end
+  return nil, msg, traceback
+end
+
+local function check_options(opts)
+  if opts == nil then
+    return "routemq", 30
+  end
+  if type(opts) ~= "table" then
+    return nil, "app.load: options must be a table"
+  end
+  local group = opts.group_name or "routemq"
+  local timeout = opts.handler_timeout or 30
+  if type(group) ~= "string" or group == "" or group:find("[/+#]") then
+    return nil, "app.load: group_name must be a non-empty string without '/', '+' or '#'"
+  end
+  if type(timeout) ~= "number" or timeout ~= timeout or timeout <= 0 then
+    return nil, "app.load: handler_timeout must be a positive number"
+  end
+  return group, timeout
+end
+
+-- load(root, { group_name =, handler_timeout = }) -> app | nil, err, traceback
+-- app = { root =, routes = { route records }, middleware = { global mw }, files = }
+function M.load(root, opts)
+  root = root or "."
+  if type(root) ~= "string" or root == "" then
+    return nil, "app.load: root must be a non-empty string"
+  end
+  root = root:gsub("(.)/+$", "%1")
+  local group_name, handler_timeout = check_options(opts)
+  if not group_name then
+    return nil, handler_timeout
+  end
+
+  -- Required here, not at the top, so app files and this loader share the
+  -- router instance that package.loaded holds right now.
+  local router = require("routemq.router")
+  router._reset()
+  local state = searcher_state()
+  forget_app_modules(state)
+  state.root = root
+
+  local names = core.listdir(root .. "/app/routers")
+  if not names then
+    return nil, "no app/routers directory in " .. root
+  end
+  local files = {}
+  for _, name in ipairs(names) do
+    if name:sub(1, 1) ~= "." and name:match("%.lua$") then
+      local rel = "app/routers/" .. name
+      local ok, err, traceback = run_router(root, rel)
+      if not ok then
+        router._reset()
+        return nil, err, traceback
+      end
+      files[#files + 1] = rel
+    end
+  end
+
+  local routes = router._routes()
+  for i, route in ipairs(routes) do
+    route.index = i
+    route.group = route.group or group_name
+    route.timeout = route.timeout or handler_timeout
+    route.sub = route.shared and ("$share/" .. route.group .. "/" .. route.filter)
+      or route.filter
+  end
+  return {
+    root = root,
+    routes = routes,
+    middleware = router._middleware(),
+    files = files,
+  }
+end
+
+return M

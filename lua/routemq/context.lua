@@ -1,0 +1,230 @@
+-- The per-message `ctx` handed to handlers and middleware.
+--
+-- The runtime builds one ctx per message, so a ctx is a single flat table
+-- sharing one metatable; methods live in that metatable and no closure is
+-- created per message. Route views, the log table and the empty tables are
+-- shared between messages.
+local cjson = require("cjson")
+local cjson_safe = require("cjson.safe")
+local core = require("routemq.core")
+local util = require("routemq.util")
+
+local raise, describe = util.raise, util.describe
+local setmetatable, type, pairs = setmetatable, type, pairs
+
+local M = {}
+
+-- Private cjson instances: the app may reconfigure the global cjson module.
+local json_encode = cjson.new().encode
+local json_decode = cjson_safe.new().decode
+
+local function read_only(what)
+  return setmetatable({}, {
+    __newindex = function()
+      error(what .. " is read-only", 2)
+    end,
+  })
+end
+
+-- Most messages carry no properties or params: share one frozen empty table.
+local NO_PROPS = read_only("ctx.props")
+local NO_PARAMS = read_only("ctx.params")
+
+local Context = {}
+local context_mt = { __index = Context }
+
+-- new(view, topic, params, payload, qos, retain, dup, props, redelivered,
+--     worker, log, io) -> ctx; positional to keep the per-message cost low.
+function M.new(view, topic, params, payload, qos, retain, dup, props, redelivered,
+               worker, log, io)
+  return setmetatable({
+    topic = topic,
+    params = params or NO_PARAMS,
+    payload = payload or "",
+    qos = qos or 0,
+    retain = retain or false,
+    dup = dup or false,
+    redelivered = redelivered or false,
+    props = props or NO_PROPS,
+    route = view,
+    worker = worker,
+    log = log,
+    _io = io,
+  }, context_mt)
+end
+
+local view_mt = {
+  __tostring = function(view)
+    return view.pattern
+  end,
+}
+
+-- route_view(route) -> the public { pattern, name, filter, qos } of a route,
+-- built once per route and shared by all its messages.
+function M.route_view(route)
+  return setmetatable({
+    pattern = route.pattern,
+    name = route.name,
+    filter = route.filter,
+    qos = route.qos,
+  }, view_mt)
+end
+
+-- ctx:json() -> decoded payload (cached) | nil, err; never raises.
+function Context:json()
+  local value = self._json
+  if value ~= nil then
+    return value
+  end
+  if self._json_err then
+    return nil, self._json_err
+  end
+  local err
+  value, err = json_decode(self.payload)
+  if value == nil then
+    self._json_err = err or "invalid JSON"
+    return nil, self._json_err
+  end
+  self._json = value
+  return value
+end
+
+local PUBLISH_OPTIONS = { qos = true, retain = true, props = true }
+
+local PROPS = {
+  content_type = "string",
+  response_topic = "topic",
+  correlation_data = "string",
+  message_expiry = "seconds",
+  user = "pairs",
+}
+-- Checked in a fixed order so that the reported problem is stable.
+local PROP_ORDER = { "content_type", "response_topic", "correlation_data", "message_expiry",
+  "user" }
+
+local function check_props(fname, props)
+  if type(props) ~= "table" then
+    raise(fname .. ": option 'props' must be a table, got " .. describe(props))
+  end
+  local bad = util.unknown_key(props, PROPS)
+  if bad ~= nil then
+    raise(fname .. ": unknown property " .. util.key_text(bad))
+  end
+  for _, key in ipairs(PROP_ORDER) do
+    local kind, v = PROPS[key], props[key]
+    if v ~= nil then
+      local what = "props." .. key
+      if kind == "string" or kind == "topic" then
+        if type(v) ~= "string" then
+          raise(fname .. ": " .. what .. " must be a string, got " .. describe(v))
+        end
+        -- MQTT encodes these with a 16-bit length; longer would be cut short.
+        if #v > 65535 then
+          raise(fname .. ": " .. what .. " is longer than 65535 bytes")
+        end
+        if kind == "topic" then
+          local ok, reason = core.validate_topic(v)
+          if not ok then
+            raise(fname .. ": " .. what .. " '" .. v .. "' is not a valid topic: "
+              .. tostring(reason))
+          end
+        end
+      elseif kind == "seconds" then
+        if not util.is_integer(v) or v < 0 or v > 4294967295 then
+          raise(fname .. ": " .. what .. " must be a whole number of seconds, got "
+            .. describe(v))
+        end
+      else
+        if type(v) ~= "table" then
+          raise(fname .. ": " .. what .. " must be a table of strings, got " .. describe(v))
+        end
+        for k, s in pairs(v) do
+          if type(k) ~= "string" or type(s) ~= "string" then
+            raise(fname .. ": " .. what .. " must map strings to strings, got "
+              .. util.key_text(k) .. " = " .. describe(s))
+          end
+        end
+      end
+    end
+  end
+end
+
+-- Validates and sends; `correlation` (for replies) fills a missing
+-- props.correlation_data.
+local function send(self, fname, topic, payload, opts, correlation)
+  if type(topic) ~= "string" then
+    raise(fname .. ": topic must be a string, got " .. describe(topic))
+  end
+  local ok, reason = core.validate_topic(topic)
+  if not ok then
+    raise(fname .. ": invalid topic '" .. topic .. "': " .. tostring(reason))
+  end
+  local kind = type(payload)
+  if kind == "table" then
+    local encoded_ok, encoded = pcall(json_encode, payload)
+    if not encoded_ok then
+      raise(fname .. ": cannot encode the payload as JSON: " .. tostring(encoded))
+    end
+    payload = encoded
+  elseif payload == nil then
+    payload = ""
+  elseif kind ~= "string" then
+    raise(fname .. ": payload must be a string or a table, got " .. describe(payload))
+  end
+  local qos, retain, props = 0, false, nil
+  if opts ~= nil then
+    if type(opts) ~= "table" then
+      raise(fname .. ": options must be a table, got " .. describe(opts))
+    end
+    local bad = util.unknown_key(opts, PUBLISH_OPTIONS)
+    if bad ~= nil then
+      raise(fname .. ": unknown option " .. util.key_text(bad))
+    end
+    if opts.qos ~= nil then
+      qos = opts.qos
+      if qos ~= 0 and qos ~= 1 and qos ~= 2 then
+        raise(fname .. ": option 'qos' must be 0, 1 or 2, got " .. describe(qos))
+      end
+    end
+    if opts.retain ~= nil then
+      retain = opts.retain
+      if type(retain) ~= "boolean" then
+        raise(fname .. ": option 'retain' must be a boolean, got " .. describe(retain))
+      end
+    end
+    props = opts.props
+    if props ~= nil then
+      check_props(fname, props)
+    end
+  end
+  if correlation ~= nil and (props == nil or props.correlation_data == nil) then
+    local merged = { correlation_data = correlation }
+    for k, v in pairs(props or NO_PROPS) do
+      merged[k] = v
+    end
+    props = merged
+  end
+  return self._io.publish(topic, payload, qos, retain, props)
+end
+
+-- ctx:publish(topic, payload, opts) -> what the runtime's publish returns;
+-- payload is a string or a table (sent as JSON); raises on bad input.
+function Context:publish(topic, payload, opts)
+  return send(self, "ctx:publish", topic, payload, opts, nil)
+end
+
+-- ctx:reply(payload, opts): publish to the request's response_topic, carrying
+-- its correlation_data; raises when the request has no response_topic.
+function Context:reply(payload, opts)
+  local request = self.props
+  local topic = request.response_topic
+  if topic == nil then
+    raise("ctx:reply: the message has no response_topic")
+  end
+  return send(self, "ctx:reply", topic, payload, opts, request.correlation_data)
+end
+
+M.NO_PROPS = NO_PROPS
+M.NO_PARAMS = NO_PARAMS
+
+return M

@@ -1,0 +1,299 @@
+-- The route registry that application router files fill in.
+--
+-- One registry per Lua state: routemq.app resets it before loading an
+-- application's routers and reads it back afterwards. Every error raised here
+-- names the user's call site ("app/routers/x.lua:12: ..."), not this file.
+--
+-- Middleware scopes: global (router.use), then each enclosing group (its
+-- `middleware` option and r.use), then the route's own `middleware` option.
+-- A `use` call applies to every route of its scope, including routes
+-- registered before it, the same way router.use does for global middleware.
+local core = require("routemq.core")
+local util = require("routemq.util")
+
+local raise, describe, callable = util.raise, util.describe, util.callable
+
+local M = {}
+
+local routes     -- registered route records, in registration order
+local by_filter  -- filter -> route record, to reject duplicates
+local root       -- the global scope: its middleware is the global middleware
+
+local function new_scope(parent, prefix, middleware)
+  return { parent = parent, prefix = prefix, middleware = middleware }
+end
+
+-- _reset(): forget every route and middleware (the loader calls it first).
+function M._reset()
+  routes, by_filter = {}, {}
+  root = new_scope(nil, nil, {})
+end
+
+M._reset()
+
+local function copy(list)
+  local out = {}
+  for i = 1, #list do
+    out[i] = list[i]
+  end
+  return out
+end
+
+-- Returns an error reason when `list` is not a list of callables.
+local function check_middleware_list(what, list)
+  if type(list) ~= "table" or callable(list) then
+    return what .. " must be a list of functions, got " .. describe(list)
+  end
+  local max = 0
+  for k in pairs(list) do
+    if not util.is_integer(k) or k < 1 then
+      return what .. " must be a list of functions, got a table with key "
+        .. util.key_text(k)
+    end
+    if k > max then
+      max = k
+    end
+  end
+  for i = 1, max do
+    if not callable(list[i]) then
+      return what .. " item " .. i .. " must be a function, got " .. describe(list[i])
+    end
+  end
+end
+
+-- Each check returns true when the value is valid, plus what is expected.
+local ROUTE_OPTIONS = {
+  qos = function(v)
+    return v == 0 or v == 1 or v == 2, "0, 1 or 2"
+  end,
+  shared = function(v)
+    return type(v) == "boolean", "a boolean"
+  end,
+  worker_count = function(v)
+    return util.is_integer(v) and v >= 1, "a positive integer"
+  end,
+  group = function(v)
+    -- MQTT forbids '/', '+' and '#' in a share name.
+    return type(v) == "string" and v ~= "" and not v:find("[/+#]"),
+      "a non-empty string without '/', '+' or '#'"
+  end,
+  timeout = function(v)
+    return type(v) == "number" and v > 0 and v < math.huge, "a positive number of seconds"
+  end,
+  name = function(v)
+    return type(v) == "string" and v ~= "", "a non-empty string"
+  end,
+  middleware = true, -- checked by check_middleware_list
+}
+
+local function check_route_options(opts)
+  if opts == nil then
+    return {}
+  end
+  if type(opts) ~= "table" then
+    raise("options must be a table, got " .. describe(opts))
+  end
+  local bad = util.unknown_key(opts, ROUTE_OPTIONS)
+  if bad ~= nil then
+    raise("unknown option " .. util.key_text(bad))
+  end
+  for _, key in ipairs({ "qos", "shared", "worker_count", "group", "timeout", "name" }) do
+    local v = opts[key]
+    if v ~= nil then
+      local ok, expected = ROUTE_OPTIONS[key](v)
+      if not ok then
+        raise("option '" .. key .. "' must be " .. expected .. ", got " .. describe(v))
+      end
+    end
+  end
+  if opts.middleware ~= nil then
+    local reason = check_middleware_list("option 'middleware'", opts.middleware)
+    if reason then
+      raise(reason)
+    end
+  end
+  return opts
+end
+
+-- The scope chain's middleware, outermost group first; global excluded
+-- because dispatch prepends it when it builds the chains.
+local function scope_middleware(scope, own)
+  local chain = {}
+  local scopes = {}
+  while scope and scope ~= root do
+    scopes[#scopes + 1] = scope
+    scope = scope.parent
+  end
+  for i = #scopes, 1, -1 do
+    local mw = scopes[i].middleware
+    for j = 1, #mw do
+      chain[#chain + 1] = mw[j]
+    end
+  end
+  for j = 1, #own do
+    chain[#chain + 1] = own[j]
+  end
+  return chain
+end
+
+local function full_pattern(scope, pattern)
+  if not scope.prefix then
+    return pattern
+  end
+  if pattern == "" then
+    return scope.prefix
+  end
+  if pattern:sub(1, 1) == "/" then
+    raise("invalid pattern '" .. pattern .. "' in group '" .. scope.prefix
+      .. "': must not start with '/'")
+  end
+  return scope.prefix .. "/" .. pattern
+end
+
+local function add_route(scope, pattern, handler, opts, api)
+  if pattern == api then
+    raise("call router.on with a dot, not a colon")
+  end
+  if type(pattern) ~= "string" then
+    raise("pattern must be a string, got " .. describe(pattern))
+  end
+  local full = full_pattern(scope, pattern)
+  if not callable(handler) then
+    raise("handler for '" .. full .. "' must be a function, got " .. describe(handler))
+  end
+  opts = check_route_options(opts)
+  local compiled, reason = core.compile(full)
+  if not compiled then
+    raise("invalid pattern '" .. full .. "': " .. tostring(reason))
+  end
+  local source = util.where()
+  local previous = by_filter[compiled.filter]
+  if previous then
+    local what = full == compiled.filter and ("'" .. full .. "'")
+      or ("'" .. full .. "' (filter '" .. compiled.filter .. "')")
+    raise("duplicate route " .. what .. ": already registered at " .. previous.source)
+  end
+  local own = copy(opts.middleware or {})
+  local route = {
+    pattern = full,
+    filter = compiled.filter,
+    names = compiled.names,
+    handler = handler,
+    qos = opts.qos or 0,
+    shared = opts.shared or false,
+    worker_count = opts.worker_count or 1,
+    group = opts.group,
+    timeout = opts.timeout,
+    name = opts.name or full,
+    source = source,
+    middleware = scope_middleware(scope, own),
+    _scope = scope,
+    _own_middleware = own,
+  }
+  routes[#routes + 1] = route
+  by_filter[compiled.filter] = route
+end
+
+local function add_middleware(scope, mw, api)
+  if mw == api then
+    raise("call router.use with a dot, not a colon")
+  end
+  if not callable(mw) then
+    raise("middleware must be a function, got " .. describe(mw))
+  end
+  local list = scope.middleware
+  list[#list + 1] = mw
+end
+
+local GROUP_OPTIONS = { prefix = true, middleware = true }
+
+local make_api
+
+local function add_group(scope, opts, body, api)
+  if opts == api then
+    raise("call router.group with a dot, not a colon")
+  end
+  if type(opts) ~= "table" then
+    raise("group options must be a table, got " .. describe(opts))
+  end
+  local bad = util.unknown_key(opts, GROUP_OPTIONS)
+  if bad ~= nil then
+    raise("unknown group option " .. util.key_text(bad))
+  end
+  local prefix = opts.prefix
+  if prefix ~= nil then
+    if type(prefix) ~= "string" or prefix == "" then
+      raise("group option 'prefix' must be a non-empty string, got " .. describe(prefix))
+    end
+    if prefix:sub(1, 1) == "/" or prefix:sub(-1) == "/" then
+      raise("group option 'prefix' must not start or end with '/', got " .. describe(prefix))
+    end
+    if scope.prefix then
+      prefix = scope.prefix .. "/" .. prefix
+    end
+  else
+    prefix = scope.prefix
+  end
+  local mw = {}
+  if opts.middleware ~= nil then
+    local reason = check_middleware_list("group option 'middleware'", opts.middleware)
+    if reason then
+      raise(reason)
+    end
+    mw = copy(opts.middleware)
+  end
+  if not callable(body) then
+    raise("group body must be a function, got " .. describe(body))
+  end
+  body(make_api(new_scope(scope, prefix, mw)))
+end
+
+-- The `r` handed to a group body: on/use/group bound to the group's scope.
+function make_api(scope)
+  local api = {}
+  -- r.on(pattern, handler, opts): register a route under the group's prefix.
+  function api.on(pattern, handler, opts)
+    add_route(scope, pattern, handler, opts, api)
+  end
+  -- r.use(mw): add middleware to every route of this group.
+  function api.use(mw)
+    add_middleware(scope, mw, api)
+  end
+  -- r.group(opts, body): nested group; prefixes join with '/'.
+  function api.group(opts, body)
+    add_group(scope, opts, body, api)
+  end
+  return api
+end
+
+-- on(pattern, handler, opts): register a route; raises "file:line: reason".
+function M.on(pattern, handler, opts)
+  add_route(root, pattern, handler, opts, M)
+end
+
+-- use(mw): add global middleware, applied to every route (even earlier ones).
+function M.use(mw)
+  add_middleware(root, mw, M)
+end
+
+-- group({ prefix =, middleware = }, function(r) ... end): routes sharing a
+-- prefix and middleware.
+function M.group(opts, body)
+  add_group(root, opts, body, M)
+end
+
+-- _routes() -> the route records in registration order, with `middleware`
+-- recomputed so group-level use() calls made after a route still count.
+function M._routes()
+  for _, route in ipairs(routes) do
+    route.middleware = scope_middleware(route._scope, route._own_middleware)
+  end
+  return copy(routes)
+end
+
+-- _middleware() -> a copy of the global middleware list.
+function M._middleware()
+  return copy(root.middleware)
+end
+
+return M
