@@ -1,0 +1,318 @@
+/* Configuration loading and validation. Every bad value stops the start with
+ * a message that names the variable and the value's problem. */
+#include "config.h"
+#include "log.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+static char **dotenv;  /* KEY=VALUE pairs from <app>/.env */
+
+/* The value of name: the real environment wins over .env. */
+static const char *cfg_get(const char *name)
+{
+    const char *v = getenv(name);
+    if (v) return v;
+    size_t n = strlen(name);
+    for (char **e = dotenv; e && *e; e++)
+        if (!strncmp(*e, name, n) && (*e)[n] == '=') return *e + n + 1;
+    return NULL;
+}
+
+static char *dup_or(const char *name, const char *def)
+{
+    const char *v = cfg_get(name);
+    if (v && !*v) v = NULL;
+    v = v ? v : def;
+    return v ? strdup(v) : NULL;
+}
+
+static int get_long(const char *name, long def, long min, long max, long *out, char *err, size_t errlen)
+{
+    const char *v = cfg_get(name);
+    if (!v || !*v) { *out = def; return 0; }
+    char *end;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (errno || *end || end == v || x < min || x > max) {
+        snprintf(err, errlen, "%s: '%s' is not a whole number from %ld to %ld", name, v, min, max);
+        return -1;
+    }
+    *out = x;
+    return 0;
+}
+
+static int get_int(const char *name, int def, int min, int max, int *out, char *err, size_t errlen)
+{
+    long x;
+    if (get_long(name, def, min, max, &x, err, errlen)) return -1;
+    *out = (int)x;
+    return 0;
+}
+
+static int get_double(const char *name, double def, double min, double *out, char *err, size_t errlen)
+{
+    const char *v = cfg_get(name);
+    if (!v || !*v) { *out = def; return 0; }
+    char *end;
+    double x = strtod(v, &end);
+    if (*end || end == v || !(x >= min) || x > 1e9) {
+        snprintf(err, errlen, "%s: '%s' is not a number of seconds >= %g", name, v, min);
+        return -1;
+    }
+    *out = x;
+    return 0;
+}
+
+static int get_bool(const char *name, int def, int *out, char *err, size_t errlen)
+{
+    const char *v = cfg_get(name);
+    if (!v || !*v) { *out = def; return 0; }
+    if (!strcasecmp(v, "true") || !strcmp(v, "1") || !strcasecmp(v, "yes") || !strcasecmp(v, "on")) *out = 1;
+    else if (!strcasecmp(v, "false") || !strcmp(v, "0") || !strcasecmp(v, "no") || !strcasecmp(v, "off")) *out = 0;
+    else {
+        snprintf(err, errlen, "%s: '%s' is not a boolean (true or false)", name, v);
+        return -1;
+    }
+    return 0;
+}
+
+static void free_list(char **l)
+{
+    for (char **e = l; e && *e; e++) free(*e);
+    free(l);
+}
+
+/* Strips a dotenv value: quotes (with \n and \" inside double quotes), or an
+ * unquoted value with a trailing " # comment". Returns 0 or -1 (unterminated quote). */
+static int dotenv_value(char *v)
+{
+    char q = *v;
+    if (q == '"' || q == '\'') {
+        char *w = v, *r = v + 1;
+        for (; *r && *r != q; r++) {
+            if (q == '"' && *r == '\\' && r[1]) {
+                r++;
+                *w++ = *r == 'n' ? '\n' : *r;
+            } else *w++ = *r;
+        }
+        if (*r != q) return -1;
+        *w = 0;
+        return 0;
+    }
+    char *hash = strstr(v, " #");
+    if (hash) *hash = 0;
+    size_t n = strlen(v);
+    while (n && isspace((unsigned char)v[n - 1])) v[--n] = 0;
+    return 0;
+}
+
+int config_read_dotenv(const char *path, char ***out, char *err, size_t errlen)
+{
+    *out = NULL;
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        if (errno == ENOENT) return 0;
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        return -1;
+    }
+    size_t n = 0, cap = 8;
+    char **list = calloc(cap, sizeof *list);
+    char line[8192];
+    int lineno = 0, rc = 0;
+    while (list && fgets(line, sizeof line, f)) {
+        lineno++;
+        line[strcspn(line, "\r\n")] = 0;
+        char *s = line;
+        while (isspace((unsigned char)*s)) s++;
+        if (!*s || *s == '#') continue;
+        if (!strncmp(s, "export ", 7)) s += 7;
+        while (isspace((unsigned char)*s)) s++;
+        char *eq = strchr(s, '=');
+        char *k = s;
+        size_t klen = eq ? (size_t)(eq - s) : 0;
+        while (klen && isspace((unsigned char)k[klen - 1])) klen--;
+        int ok = eq && klen > 0;
+        for (size_t i = 0; ok && i < klen; i++)
+            ok = isalnum((unsigned char)k[i]) || k[i] == '_';
+        if (!ok) {
+            snprintf(err, errlen, "%s:%d: expected KEY=VALUE", path, lineno);
+            rc = -1;
+            break;
+        }
+        char *v = eq + 1;
+        while (isspace((unsigned char)*v)) v++;
+        if (dotenv_value(v)) {
+            snprintf(err, errlen, "%s:%d: unterminated quote", path, lineno);
+            rc = -1;
+            break;
+        }
+        if (n + 2 > cap) {
+            char **nl = realloc(list, (cap *= 2) * sizeof *list);
+            if (!nl) break;
+            list = nl;
+        }
+        size_t vlen = strlen(v);
+        list[n] = malloc(klen + vlen + 2);
+        if (!list[n]) break;
+        memcpy(list[n], k, klen);
+        list[n][klen] = '=';
+        memcpy(list[n] + klen + 1, v, vlen + 1);
+        list[++n] = NULL;
+    }
+    fclose(f);
+    if (!list) { snprintf(err, errlen, "%s: out of memory", path); return -1; }
+    if (rc) { free_list(list); return -1; }
+    *out = list;
+    return 0;
+}
+
+static int load_values(config *c, char *err, size_t errlen)
+{
+    long l;
+    const char *v;
+
+    c->broker_from_env = cfg_get("MQTT_BROKER") != NULL && *cfg_get("MQTT_BROKER");
+    c->broker = dup_or("MQTT_BROKER", "localhost");
+    if (get_int("MQTT_PORT", 1883, 1, 65535, &c->port, err, errlen)) {
+        snprintf(err, errlen, "MQTT_PORT: '%s' is not a port number (1-65535)", cfg_get("MQTT_PORT"));
+        return -1;
+    }
+    c->username = dup_or("MQTT_USERNAME", NULL);
+    c->password = dup_or("MQTT_PASSWORD", NULL);
+    c->client_id = dup_or("MQTT_CLIENT_ID", "routemq");
+    c->group_name = dup_or("MQTT_GROUP_NAME", "routemq");
+    if (strpbrk(c->group_name, "/+#")) {
+        snprintf(err, errlen, "MQTT_GROUP_NAME: '%s' must not contain '/', '+' or '#'", c->group_name);
+        return -1;
+    }
+    v = cfg_get("MQTT_PROTOCOL");
+    if (!v || !*v || !strcmp(v, "5") || !strcmp(v, "5.0") || !strcasecmp(v, "mqttv5")) c->protocol = 5;
+    else if (!strcmp(v, "3.1.1") || !strcmp(v, "4") || !strcasecmp(v, "mqttv311")) c->protocol = 4;
+    else {
+        snprintf(err, errlen, "MQTT_PROTOCOL: '%s' is not a supported protocol (5 or 3.1.1)", v);
+        return -1;
+    }
+    if (get_int("MQTT_KEEPALIVE", 60, 5, 65535, &c->keepalive, err, errlen)) return -1;
+    if (get_int("MQTT_SESSION_EXPIRY", 300, 0, INT_MAX, &c->session_expiry, err, errlen)) return -1;
+    if (get_bool("MQTT_TLS_ENABLED", 0, &c->tls_enabled, err, errlen)) return -1;
+    c->tls_ca_certs = dup_or("MQTT_TLS_CA_CERTS", NULL);
+    c->tls_certfile = dup_or("MQTT_TLS_CERTFILE", NULL);
+    c->tls_keyfile = dup_or("MQTT_TLS_KEYFILE", NULL);
+    if (get_bool("MQTT_TLS_INSECURE", 0, &c->tls_insecure, err, errlen)) return -1;
+    if (c->tls_enabled && !c->tls_ca_certs) {
+        snprintf(err, errlen, "MQTT_TLS_CA_CERTS: required when MQTT_TLS_ENABLED=true");
+        return -1;
+    }
+    if (!c->tls_certfile != !c->tls_keyfile) {
+        snprintf(err, errlen, "%s: required together with %s",
+                 c->tls_certfile ? "MQTT_TLS_KEYFILE" : "MQTT_TLS_CERTFILE",
+                 c->tls_certfile ? "MQTT_TLS_CERTFILE" : "MQTT_TLS_KEYFILE");
+        return -1;
+    }
+    if (get_double("MQTT_RETRY_MIN_DELAY", 1, 0.01, &c->retry_min_delay, err, errlen)) return -1;
+    if (get_double("MQTT_RETRY_MAX_DELAY", 30, 0.01, &c->retry_max_delay, err, errlen)) return -1;
+    if (c->retry_max_delay < c->retry_min_delay) {
+        snprintf(err, errlen, "MQTT_RETRY_MAX_DELAY: %g is less than MQTT_RETRY_MIN_DELAY %g",
+                 c->retry_max_delay, c->retry_min_delay);
+        return -1;
+    }
+
+    if (get_int("WORKER_COUNT", 0, 1, 1024, &c->worker_count, err, errlen)) return -1;
+    if (get_bool("WORKER_AUTO_SCALE", 0, &c->auto_scale, err, errlen)) return -1;
+    if (get_int("WORKER_MIN_COUNT", 1, 1, 1024, &c->min_count, err, errlen)) return -1;
+    if (get_int("WORKER_MAX_COUNT", 8, 1, 1024, &c->max_count, err, errlen)) return -1;
+    if (c->max_count < c->min_count) {
+        snprintf(err, errlen, "WORKER_MAX_COUNT: %d is less than WORKER_MIN_COUNT %d", c->max_count, c->min_count);
+        return -1;
+    }
+    if (get_double("WORKER_HEARTBEAT_TIMEOUT", 10, 0.1, &c->heartbeat_timeout, err, errlen)) return -1;
+    if (get_double("WORKER_HANDLER_TIMEOUT", 30, 0.01, &c->handler_timeout, err, errlen)) return -1;
+    if (get_double("WORKER_STOP_TIMEOUT", 10, 0, &c->stop_timeout, err, errlen)) return -1;
+    if (get_long("WORKER_MAX_MESSAGES", 0, 0, LONG_MAX, &c->max_messages, err, errlen)) return -1;
+    if (get_long("WORKER_MAX_MEMORY_MB", 0, 0, 1L << 30, &c->max_memory_mb, err, errlen)) return -1;
+
+    c->http = dup_or("ROUTEMQ_HTTP", NULL);
+    if (c->http && !strchr(c->http, ':')) {
+        snprintf(err, errlen, "ROUTEMQ_HTTP: '%s' is not host:port", c->http);
+        return -1;
+    }
+    c->instance = dup_or("ROUTEMQ_INSTANCE", NULL);
+    if (!c->instance) {
+        char host[256] = "localhost";
+        gethostname(host, sizeof host - 1);
+        c->instance = strdup(host);
+    }
+    if (strpbrk(c->instance, "/+#")) {
+        snprintf(err, errlen, "ROUTEMQ_INSTANCE: '%s' must not contain '/', '+' or '#'", c->instance);
+        return -1;
+    }
+    c->run_dir = dup_or("ROUTEMQ_RUN_DIR", NULL);
+    if (!c->run_dir && asprintf(&c->run_dir, "%s/.routemq", c->app_dir) < 0) c->run_dir = NULL;
+    if (get_long("ROUTEMQ_POISON_ATTEMPTS", 3, 1, 1000, &l, err, errlen)) return -1;
+    c->poison_attempts = (int)l;
+    c->dlq_topic = dup_or("ROUTEMQ_DLQ_TOPIC", NULL);
+    if (c->dlq_topic && strpbrk(c->dlq_topic, "+#")) {
+        snprintf(err, errlen, "ROUTEMQ_DLQ_TOPIC: '%s' must not contain '+' or '#'", c->dlq_topic);
+        return -1;
+    }
+    v = cfg_get("LOG_LEVEL");
+    c->log_level = LOGL_INFO;
+    if (v && *v && (c->log_level = log_level_parse(v)) < 0) {
+        snprintf(err, errlen, "LOG_LEVEL: '%s' is not one of debug, info, warn, error", v);
+        return -1;
+    }
+    v = cfg_get("LOG_FORMAT");
+    if (!v || !*v || !strcmp(v, "text")) c->log_json = 0;
+    else if (!strcmp(v, "json")) c->log_json = 1;
+    else {
+        snprintf(err, errlen, "LOG_FORMAT: '%s' is not text or json", v);
+        return -1;
+    }
+    if (!c->broker || !c->client_id || !c->group_name || !c->instance || !c->run_dir) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+int config_load(config *c, const char *app_dir, char *err, size_t errlen)
+{
+    memset(c, 0, sizeof *c);
+    c->app_dir = realpath(app_dir, NULL);
+    if (!c->app_dir) {
+        snprintf(err, errlen, "--app %s: %s", app_dir, strerror(errno));
+        return -1;
+    }
+    char *path;
+    if (asprintf(&path, "%s/.env", c->app_dir) < 0) return -1;
+    int rc = config_read_dotenv(path, &dotenv, err, errlen);
+    free(path);
+    if (rc == 0) rc = load_values(c, err, errlen);
+    free_list(dotenv);
+    dotenv = NULL;
+    return rc;
+}
+
+void config_free(config *c)
+{
+    if (c->password) explicit_bzero(c->password, strlen(c->password));
+    char **strs[] = { &c->app_dir, &c->broker, &c->username, &c->password, &c->client_id,
+                      &c->group_name, &c->tls_ca_certs, &c->tls_certfile, &c->tls_keyfile,
+                      &c->http, &c->instance, &c->run_dir, &c->dlq_topic };
+    for (size_t i = 0; i < sizeof strs / sizeof *strs; i++) { free(*strs[i]); *strs[i] = NULL; }
+}
+
+void config_scrub_environ(char **envp)
+{
+    for (char **e = envp; e && *e; e++)
+        if (!strncmp(*e, "MQTT_PASSWORD=", 14))
+            memset(*e + 14, 'x', strlen(*e + 14));
+    unsetenv("MQTT_PASSWORD");
+}

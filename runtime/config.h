@@ -1,0 +1,52 @@
+/* Configuration: the environment, then <app>/.env, then defaults (SPEC §6). */
+#ifndef ROUTEMQ_CONFIG_H
+#define ROUTEMQ_CONFIG_H
+
+#include <stddef.h>
+
+typedef struct config {
+    char *app_dir;          /* absolute path of the application root */
+    char *broker;
+    int port;
+    char *username;
+    char *password;         /* never logged; wiped from the environment block */
+    char *client_id;
+    char *group_name;
+    int protocol;           /* 5 or 4 (MQTT 3.1.1) */
+    int keepalive;
+    int session_expiry;
+    int tls_enabled;
+    char *tls_ca_certs, *tls_certfile, *tls_keyfile;
+    int tls_insecure;
+    double retry_min_delay, retry_max_delay;
+
+    int worker_count;       /* 0: unset, each route's worker_count applies */
+    int auto_scale;
+    int min_count, max_count;
+    double heartbeat_timeout, handler_timeout, stop_timeout;
+    long max_messages;      /* 0: never recycle on messages */
+    long max_memory_mb;     /* 0: never recycle on memory */
+
+    char *http;             /* host:port or NULL */
+    char *instance;         /* host part of client ids */
+    char *run_dir;
+    int poison_attempts;
+    char *dlq_topic;        /* prefix; NULL means routemq/dlq/<topic> */
+    int log_level;
+    int log_json;
+    int broker_from_env;    /* MQTT_BROKER was set (env or .env) */
+} config;
+
+/* Loads the configuration for the application in app_dir. 0 ok; -1 with a
+ * message naming the variable in err. */
+int config_load(config *c, const char *app_dir, char *err, size_t errlen);
+/* Frees what config_load allocated (and zeroes the password first). */
+void config_free(config *c);
+/* Parses one dotenv file into a NULL-terminated KEY=VALUE list. 0 ok or the
+ * file is missing; -1 with "<file>:<line>: reason" in err. */
+int config_read_dotenv(const char *path, char ***out, char *err, size_t errlen);
+/* Overwrites MQTT_PASSWORD=... in the process's original environment block so
+ * /proc/<pid>/environ of the master and its forked workers does not show it. */
+void config_scrub_environ(char **envp);
+
+#endif

@@ -1,0 +1,120 @@
+/* Logging to stderr. Each line is written with one write() so lines from
+ * the master and the workers sharing one stderr pipe do not interleave. */
+#include "log.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+static log_level log_min = LOGL_INFO;
+static int log_json;
+static int log_slot = -1;
+
+static const char *const level_names[] = { "debug", "info", "warn", "error" };
+
+void log_setup(log_level min, int json) { log_min = min; log_json = json; }
+void log_set_process(int slot) { log_slot = slot; }
+int log_enabled(log_level lvl) { return lvl >= log_min; }
+
+int log_level_parse(const char *s)
+{
+    if (!strcasecmp(s, "debug")) return LOGL_DEBUG;
+    if (!strcasecmp(s, "info")) return LOGL_INFO;
+    if (!strcasecmp(s, "warn") || !strcasecmp(s, "warning")) return LOGL_WARN;
+    if (!strcasecmp(s, "error")) return LOGL_ERROR;
+    return -1;
+}
+
+typedef struct { char *p; size_t len, cap; } buf;
+
+static void buf_put(buf *b, const char *s, size_t n)
+{
+    if (b->len + n >= b->cap) n = b->cap - b->len - 1;
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+}
+static void buf_puts(buf *b, const char *s) { buf_put(b, s, strlen(s)); }
+
+/* JSON string escaping; control bytes become \u00XX, other bytes pass through. */
+static void buf_json_str(buf *b, const char *s)
+{
+    buf_put(b, "\"", 1);
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        char esc[8];
+        if (c == '"' || c == '\\') { esc[0] = '\\'; esc[1] = (char)c; buf_put(b, esc, 2); }
+        else if (c == '\n') buf_put(b, "\\n", 2);
+        else if (c == '\t') buf_put(b, "\\t", 2);
+        else if (c < 0x20) { snprintf(esc, sizeof esc, "\\u%04x", c); buf_put(b, esc, 6); }
+        else buf_put(b, (const char *)&c, 1);
+    }
+    buf_put(b, "\"", 1);
+}
+
+static void timestamp(char *out, size_t n)
+{
+    struct timespec ts;
+    struct tm tm;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    size_t k = strftime(out, n, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out + k, n - k, ".%03ldZ", ts.tv_nsec / 1000000);
+}
+
+static void log_write(log_level lvl, const log_fields *f, const char *fmt, va_list ap)
+{
+    char msg[4096], ts[40], line[16384], proc[32];
+    buf b = { line, 0, sizeof line };
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    timestamp(ts, sizeof ts);
+    if (log_slot < 0) snprintf(proc, sizeof proc, "master");
+    else snprintf(proc, sizeof proc, "worker %d", log_slot);
+
+    if (log_json) {
+        buf_puts(&b, "{\"ts\":\""); buf_puts(&b, ts);
+        buf_puts(&b, "\",\"level\":\""); buf_puts(&b, level_names[lvl]);
+        buf_puts(&b, "\",\"process\":"); buf_json_str(&b, proc);
+        if (log_slot >= 0) { char n[16]; snprintf(n, sizeof n, "%d", log_slot);
+            buf_puts(&b, ",\"worker\":"); buf_puts(&b, n); }
+        buf_puts(&b, ",\"msg\":"); buf_json_str(&b, msg);
+        if (f && f->route) { buf_puts(&b, ",\"route\":"); buf_json_str(&b, f->route); }
+        if (f && f->topic) { buf_puts(&b, ",\"topic\":"); buf_json_str(&b, f->topic); }
+        if (f && f->error) { buf_puts(&b, ",\"error\":"); buf_json_str(&b, f->error); }
+        if (f && f->traceback) { buf_puts(&b, ",\"traceback\":"); buf_json_str(&b, f->traceback); }
+        buf_puts(&b, "}\n");
+    } else {
+        char head[128];
+        snprintf(head, sizeof head, "%s %-5s [%s] ", ts, level_names[lvl], proc);
+        buf_puts(&b, head);
+        buf_puts(&b, msg);
+        if (f && f->route) { buf_puts(&b, " route="); buf_puts(&b, f->route); }
+        if (f && f->topic) { buf_puts(&b, " topic="); buf_puts(&b, f->topic); }
+        if (f && f->error) { buf_puts(&b, ": "); buf_puts(&b, f->error); }
+        if (f && f->traceback) { buf_puts(&b, "\n"); buf_puts(&b, f->traceback); }
+        buf_puts(&b, "\n");
+    }
+    /* A short write to stderr has nowhere better to be reported. */
+    ssize_t w = write(STDERR_FILENO, b.p, b.len);
+    (void)w;
+}
+
+void log_msg(log_level lvl, const char *fmt, ...)
+{
+    if (lvl < log_min) return;
+    va_list ap;
+    va_start(ap, fmt);
+    log_write(lvl, NULL, fmt, ap);
+    va_end(ap);
+}
+
+void log_with(log_level lvl, const log_fields *f, const char *fmt, ...)
+{
+    if (lvl < log_min) return;
+    va_list ap;
+    va_start(ap, fmt);
+    log_write(lvl, f, fmt, ap);
+    va_end(ap);
+}
