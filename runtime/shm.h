@@ -1,0 +1,77 @@
+/* State shared between the master and its workers: one anonymous shared
+ * mapping made before the first fork, one slot per worker slot. Workers write
+ * their slot with plain atomic stores (no locks, no system calls); the master
+ * reads every slot on its timer and after a worker dies. */
+#ifndef ROUTEMQ_SHM_H
+#define ROUTEMQ_SHM_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define SHM_MAX_SLOTS   256
+#define SHM_MSG_MAX     (256 * 1024)  /* topic + payload kept for replay */
+#define SHM_REASON_MAX  256
+#define SHM_HIST_BUCKETS 14           /* handler duration buckets, see shm_hist_bounds */
+
+enum slot_state {
+    SLOT_EMPTY = 0,      /* no worker */
+    SLOT_STARTING,       /* forked, loading the application */
+    SLOT_CONNECTING,     /* connecting or reconnecting to the broker */
+    SLOT_READY,          /* connected and every subscription acknowledged */
+    SLOT_DRAINING,       /* stopping: finishing the handler in progress */
+};
+
+/* Exit codes a worker uses to tell the master why it ended. */
+enum {
+    WORKER_EXIT_OK = 0,         /* stopped, retired or recycled on request */
+    WORKER_EXIT_RECYCLE = 10,   /* asks to be replaced (max messages / memory) */
+    WORKER_EXIT_BROKER_AUTH = 11, /* the broker refused our credentials: fatal */
+    WORKER_EXIT_APP = 12,       /* the application failed to load */
+    WORKER_EXIT_INIT = 13,      /* could not set up (out of memory, fds) */
+};
+
+/* The message a handler is working on, kept so that a replacement worker can
+ * handle it again if this one dies (libmosquitto has already acknowledged it). */
+typedef struct shm_inflight {
+    _Atomic uint32_t active;        /* 1 from before the handler runs until it returns */
+    uint32_t attempts;              /* deaths while handling it; written by the master */
+    char reason[SHM_REASON_MAX];    /* last death's cause; written by the master */
+    int32_t route_index;
+    uint8_t qos, retain, complete;  /* complete: topic and payload fitted in data */
+    uint32_t topic_len, payload_len;
+    char data[SHM_MSG_MAX];         /* topic bytes, then payload bytes */
+} shm_inflight;
+
+typedef struct shm_slot {
+    _Atomic int32_t pid;
+    _Atomic int32_t state;              /* enum slot_state */
+    _Atomic uint32_t generation;
+    _Atomic int64_t started_ns;         /* monotonic, when forked */
+    _Atomic int64_t heartbeat_ns;       /* monotonic, last turn of the event loop */
+    _Atomic int64_t handler_start_ns;   /* monotonic, 0 when no handler runs */
+    _Atomic int32_t handler_route;      /* route index (1-based) of the running handler */
+    _Atomic int32_t connected;          /* 1 while the MQTT connection is up */
+    _Atomic int64_t ready_ns;           /* monotonic, when it last became READY */
+    _Atomic uint64_t messages;          /* handled, whatever the result */
+    _Atomic uint64_t errors;            /* handler errors */
+    _Atomic uint64_t unmatched;
+    _Atomic uint64_t dead_lettered;
+    _Atomic uint64_t busy_ns;           /* total time spent in handlers */
+    _Atomic uint64_t rss_kb;            /* sampled about once a second */
+    shm_inflight inflight;
+} shm_slot;
+
+typedef struct shm_area {
+    int nslots;
+    shm_slot slots[];
+} shm_area;
+
+/* Maps the shared area for nslots slots (MAP_SHARED|MAP_ANONYMOUS); NULL on failure. */
+shm_area *shm_create(int nslots);
+/* Unmaps it. */
+void shm_destroy(shm_area *a);
+/* Monotonic clock in nanoseconds (vDSO, no system call). */
+int64_t shm_now_ns(void);
+
+#endif

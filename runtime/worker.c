@@ -1,0 +1,230 @@
+/* The worker process: set-up, its one event loop (epoll over the MQTT socket
+ * and a signalfd), heartbeat, recycling and stopping. */
+#include "worker_internal.h"
+#include "log.h"
+#include "luavm.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#define READ_BUDGET 256   /* packets read before looking at signals and timers again */
+
+static int setup_signals(worker *w)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGUSR2);
+    sigaddset(&set, SIGQUIT);
+    sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGTTIN);
+    sigaddset(&set, SIGTTOU);
+    if (sigprocmask(SIG_BLOCK, &set, NULL)) return -1;
+    signal(SIGPIPE, SIG_IGN);
+    w->sigfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+    if (w->sigfd < 0) return -1;
+    w->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (w->epfd < 0) return -1;
+    struct epoll_event ev = { .events = EPOLLIN, .data.fd = w->sigfd };
+    return epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->sigfd, &ev);
+}
+
+/* Starts a graceful stop; the loop ends once the DISCONNECT is written. */
+void worker_begin_stop(worker *w, enum stop_kind kind)
+{
+    if (w->stopping) {
+        if (kind == STOP_RETIRE) w->stopping = STOP_RETIRE;
+        return;
+    }
+    w->stopping = kind;
+    atomic_store(&w->shm->state, SLOT_DRAINING);
+    if (kind == STOP_RECYCLE) log_info("recycling after %llu messages", (unsigned long long)w->handled);
+    else log_debug("stopping%s", kind == STOP_RETIRE ? " (slot retired)" : "");
+    worker_mqtt_disconnect(w);
+}
+
+static void on_signals(worker *w)
+{
+    struct signalfd_siginfo si;
+    while (read(w->sigfd, &si, sizeof si) == sizeof si) {
+        switch (si.ssi_signo) {
+        case SIGTERM:
+        case SIGINT:
+            if (getppid() != w->args->master_pid && !w->master_gone) {
+                /* The master died: leave within a second whatever a handler does. */
+                w->master_gone = 1;
+                alarm(1);
+            }
+            worker_begin_stop(w, STOP_KEEP);
+            break;
+        case SIGUSR2: worker_begin_stop(w, STOP_RETIRE); break;
+        case SIGQUIT: exit(WORKER_EXIT_OK);
+        default: break;  /* SIGHUP and friends belong to the master */
+        }
+    }
+}
+
+/* Keeps the epoll registration in step with libmosquitto's socket and wishes. */
+static void update_socket(worker *w)
+{
+    int fd = w->mosq ? mosquitto_socket(w->mosq) : -1;
+    int events = EPOLLIN | (fd >= 0 && mosquitto_want_write(w->mosq) ? EPOLLOUT : 0);
+    if (fd != w->sock) {
+        if (w->sock >= 0) epoll_ctl(w->epfd, EPOLL_CTL_DEL, w->sock, NULL);  /* may be closed already */
+        w->sock = -1;
+        if (fd >= 0) {
+            struct epoll_event ev = { .events = (uint32_t)events, .data.fd = fd };
+            if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &ev) == 0) { w->sock = fd; w->sock_events = events; }
+        }
+    } else if (fd >= 0 && events != w->sock_events) {
+        struct epoll_event ev = { .events = (uint32_t)events, .data.fd = fd };
+        if (epoll_ctl(w->epfd, EPOLL_CTL_MOD, fd, &ev) == 0) w->sock_events = events;
+    }
+}
+
+static void read_socket(worker *w)
+{
+    for (int i = 0; i < READ_BUDGET && mosquitto_socket(w->mosq) >= 0; i++) {
+        errno = 0;
+        int rc = mosquitto_loop_read(w->mosq, 1);
+        if (rc != MOSQ_ERR_SUCCESS || errno == EAGAIN || errno == EWOULDBLOCK) break;
+        if (w->stopping && w->disconnect_sent) break;
+    }
+}
+
+static void sample_memory(worker *w)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    unsigned long size, rss;
+    if (!f) return;
+    if (fscanf(f, "%lu %lu", &size, &rss) == 2) {
+        uint64_t kb = (uint64_t)rss * (uint64_t)(sysconf(_SC_PAGESIZE) / 1024);
+        atomic_store(&w->shm->rss_kb, kb);
+        if (w->cfg->max_memory_mb && kb / 1024 > (uint64_t)w->cfg->max_memory_mb && !w->stopping) {
+            log_info("RSS %llu MB is above WORKER_MAX_MEMORY_MB=%ld", (unsigned long long)(kb / 1024),
+                     w->cfg->max_memory_mb);
+            worker_begin_stop(w, STOP_RECYCLE);
+        }
+    }
+    fclose(f);
+}
+
+static void periodic(worker *w, int64_t now)
+{
+    if (now < w->next_misc_ns) return;
+    w->next_misc_ns = now + 1000000000LL;
+    if (w->mosq && mosquitto_socket(w->mosq) >= 0) mosquitto_loop_misc(w->mosq);
+    sample_memory(w);
+    if (!w->master_gone && getppid() != w->args->master_pid) {
+        w->master_gone = 1;
+        alarm(1);
+        worker_begin_stop(w, STOP_KEEP);
+    }
+    if (w->errlog_suppressed && now - w->errlog_window_ns > 10000000000LL) {
+        log_warn("%d handler errors were not logged (rate limit: 10 per 10 s)", w->errlog_suppressed);
+        w->errlog_suppressed = 0;
+    }
+}
+
+static int timeout_ms(worker *w, int64_t now)
+{
+    int64_t next = w->next_misc_ns;
+    if (w->reconnect_pending && w->next_connect_ns < next) next = w->next_connect_ns;
+    int64_t ms = (next - now) / 1000000;
+    return ms < 0 ? 0 : ms > 1000 ? 1000 : (int)ms;
+}
+
+static int run_loop(worker *w)
+{
+    struct epoll_event evs[4];
+    for (;;) {
+        int64_t now = shm_now_ns();
+        atomic_store_explicit(&w->shm->heartbeat_ns, now, memory_order_relaxed);
+        if (w->stopping && (w->disconnect_sent || !w->connected)) {
+            if (!w->mosq || mosquitto_socket(w->mosq) < 0 || !mosquitto_want_write(w->mosq)) break;
+        }
+        if (w->reconnect_pending && now >= w->next_connect_ns && !w->stopping) worker_mqtt_connect(w);
+        update_socket(w);
+        int n = epoll_wait(w->epfd, evs, 4, timeout_ms(w, now));
+        if (n < 0 && errno != EINTR) { log_error("epoll_wait: %s", strerror(errno)); return WORKER_EXIT_INIT; }
+        for (int i = 0; i < n; i++) {
+            if (evs[i].data.fd == w->sigfd) { on_signals(w); continue; }
+            if (evs[i].data.fd != w->sock || mosquitto_socket(w->mosq) != w->sock) continue;
+            if (evs[i].events & EPOLLOUT) mosquitto_loop_write(w->mosq, 1);
+            if (evs[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)) read_socket(w);
+        }
+        if (w->mosq && mosquitto_socket(w->mosq) >= 0 && mosquitto_want_write(w->mosq))
+            mosquitto_loop_write(w->mosq, 1);
+        periodic(w, shm_now_ns());
+    }
+    switch (w->stopping) {
+    case STOP_RECYCLE: return WORKER_EXIT_RECYCLE;
+    default: return w->exit_code;
+    }
+}
+
+static int load_app(worker *w)
+{
+    char err[4096], tb[8192];
+    luavm_paths paths;
+    if (luavm_find_paths(&paths, err, sizeof err) || !(w->L = luavm_new(&paths, err, sizeof err))) {
+        log_error("%s", err);
+        return -1;
+    }
+    if (app_load(w->L, w->cfg, &w->app, err, sizeof err, tb, sizeof tb)) {
+        log_with(LOGL_ERROR, &(log_fields){ .traceback = tb[0] ? tb : NULL }, "cannot load the application: %s", err);
+        return -1;
+    }
+    if (w->args->workers_override) app_override_workers(&w->app, w->args->workers_override);
+    return 0;
+}
+
+int worker_main(const worker_args *a)
+{
+    worker w;
+    memset(&w, 0, sizeof w);
+    w.args = a;
+    w.cfg = a->cfg;
+    w.shm = a->shm;
+    w.sock = w.sigfd = w.epfd = -1;
+    w.call_ref = w.envelope_ref = w.empty_ref = LUA_NOREF;
+    atomic_store(&w.shm->pid, getpid());
+    atomic_store(&w.shm->state, SLOT_STARTING);
+    atomic_store(&w.shm->connected, 0);
+    atomic_store(&w.shm->handler_start_ns, 0);
+    atomic_store(&w.shm->heartbeat_ns, shm_now_ns());
+
+    int rc = WORKER_EXIT_INIT;
+    if (setup_signals(&w)) { log_error("cannot set up signals: %s", strerror(errno)); goto out; }
+    if (load_app(&w)) { rc = WORKER_EXIT_APP; goto out; }
+    if (worker_dispatch_setup(&w) || worker_mqtt_setup(&w)) goto out;
+    if (a->cfg->max_messages > 0) {
+        srand((unsigned)getpid());
+        w.recycle_after = (uint64_t)a->cfg->max_messages + (uint64_t)(rand() % (a->cfg->max_messages / 10 + 1));
+    }
+    atomic_store(&w.shm->state, SLOT_CONNECTING);
+    worker_mqtt_connect(&w);
+    rc = run_loop(&w);
+out:
+    atomic_store(&w.shm->connected, 0);
+    worker_mqtt_free(&w);
+    if (w.L) lua_close(w.L);
+    app_free(&w.app);
+    if (w.trie) topic_trie_free(w.trie);
+    if (w.sigfd >= 0) close(w.sigfd);
+    if (w.epfd >= 0) close(w.epfd);
+    return rc;
+}
+
+void worker_after_message(worker *w)
+{
+    if (w->recycle_after && ++w->handled >= w->recycle_after && !w->stopping) worker_begin_stop(w, STOP_RECYCLE);
+    else if (!w->recycle_after) w->handled++;
+}

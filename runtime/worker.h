@@ -1,0 +1,26 @@
+/* A worker process: one LuaJIT state with the application, one MQTT
+ * connection, one event loop. Runs in the child after the master forks. */
+#ifndef ROUTEMQ_WORKER_H
+#define ROUTEMQ_WORKER_H
+
+#include <stdint.h>
+#include <sys/types.h>
+#include "config.h"
+#include "shm.h"
+
+typedef struct worker_args {
+    const config *cfg;
+    int slot;                /* 0-based slot number */
+    uint32_t generation;     /* how many times this slot was started, 1 first */
+    shm_slot *shm;           /* this slot's shared state */
+    int workers_override;    /* worker_count of every shared route, 0: as routed */
+    pid_t master_pid;
+} worker_args;
+
+/* Runs the worker until it is told to stop; returns its exit code (WORKER_EXIT_*).
+ * Signals: SIGTERM/SIGINT stop gracefully keeping the MQTT session; SIGUSR2
+ * retires the slot for good (ends the session); SIGQUIT stops at once. The
+ * worker also stops when the master dies. */
+int worker_main(const worker_args *a);
+
+#endif

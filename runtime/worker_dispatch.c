@@ -1,0 +1,245 @@
+/* Messages into Lua: match the topic, keep the message in shared memory while
+ * its handler runs, call the dispatcher under a traceback handler, and replay
+ * or dead-letter the message a previous worker of this slot died on. */
+#include "worker_internal.h"
+#include "log.h"
+#include "luavm.h"
+
+#include <lauxlib.h>
+#include <mqtt_protocol.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_SUB_IDS 16
+
+static int require_field(lua_State *L, const char *mod, const char *field, char *err, size_t errlen)
+{
+    lua_getglobal(L, "require");
+    lua_pushstring(L, mod);
+    if (luavm_pcall(L, 1, 1, err, errlen, NULL, 0)) return -1;
+    lua_getfield(L, -1, field);
+    lua_remove(L, -2);
+    return 0;
+}
+
+static int readonly(lua_State *L)
+{
+    return luaL_error(L, "this table is read-only (ctx.props and ctx.params of a message without any)");
+}
+
+int worker_dispatch_setup(worker *w)
+{
+    char err[2048];
+    lua_State *L = w->L;
+    w->trie = topic_trie_new();
+    if (!w->trie) { log_error("out of memory"); return -1; }
+    for (int i = 0; i < w->app.nroutes; i++) {
+        route_info *r = &w->app.routes[i];
+        if (topic_trie_add(w->trie, r->filter, strlen(r->filter), r->index, err, sizeof err)) {
+            log_error("route %s: %s", r->pattern, err);
+            return -1;
+        }
+    }
+    /* d = require("routemq.dispatch").new(app, io, slot); keep d.call */
+    if (require_field(L, "routemq.dispatch", "new", err, sizeof err)) goto fail;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, w->app.app_ref);
+    worker_lua_push_io(w);
+    lua_pushinteger(L, w->args->slot);
+    if (luavm_pcall(L, 3, 1, err, sizeof err, NULL, 0)) goto fail;
+    lua_getfield(L, -1, "call");
+    if (!lua_isfunction(L, -1)) { snprintf(err, sizeof err, "routemq.dispatch: no call function"); goto fail; }
+    w->call_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pop(L, 1);
+    if (require_field(L, "routemq.dlq", "envelope", err, sizeof err)) goto fail;
+    w->envelope_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_newtable(L);
+    lua_newtable(L);
+    lua_pushcfunction(L, readonly);
+    lua_setfield(L, -2, "__newindex");
+    lua_setmetatable(L, -2);
+    w->empty_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    return 0;
+fail:
+    log_error("cannot set up the dispatcher: %s", err);
+    return -1;
+}
+
+static void log_handler_error(worker *w, const route_info *r, const char *topic, const char *err, const char *tb)
+{
+    int64_t now = shm_now_ns();
+    if (now - w->errlog_window_ns > 10000000000LL) {
+        w->errlog_window_ns = now;
+        w->errlog_count = 0;
+    }
+    if (++w->errlog_count > 10) { w->errlog_suppressed++; return; }
+    log_with(LOGL_ERROR, &(log_fields){ .route = r->pattern, .topic = topic, .error = err, .traceback = tb },
+             "handler error");
+}
+
+static void push_params(worker *w, const route_info *r, const topic_span *caps, int ncaps)
+{
+    lua_State *L = w->L;
+    int named = 0;
+    for (int i = 0; i < r->nwild; i++) named += r->names[i] != NULL;
+    if (!named) { lua_rawgeti(L, LUA_REGISTRYINDEX, w->empty_ref); return; }
+    lua_createtable(L, 0, named);
+    for (int i = 0; i < r->nwild && i < ncaps; i++) {
+        if (!r->names[i] || !caps[i].ptr) continue;
+        lua_pushlstring(L, caps[i].ptr, caps[i].len);
+        lua_setfield(L, -2, r->names[i]);
+    }
+}
+
+/* Runs route `rid`'s handler on one message. The message must already be in
+ * the in-flight record when redelivered; otherwise it is copied there first. */
+static void dispatch(worker *w, int rid, const char *topic, size_t tlen, const void *payload, size_t plen,
+                     int qos, int retain, const mosquitto_property *props, const topic_span *caps, int ncaps,
+                     int redelivered)
+{
+    const route_info *r = &w->app.routes[rid - 1];
+    shm_inflight *in = &w->shm->inflight;
+    lua_State *L = w->L;
+    if (!redelivered) {
+        in->route_index = rid;
+        in->qos = (uint8_t)qos;
+        in->retain = (uint8_t)retain;
+        in->topic_len = (uint32_t)tlen;
+        in->payload_len = (uint32_t)plen;
+        in->attempts = 0;
+        in->reason[0] = 0;
+        in->complete = tlen + plen <= SHM_MSG_MAX;
+        if (in->complete) {
+            memcpy(in->data, topic, tlen);
+            if (plen) memcpy(in->data + tlen, payload, plen);
+        }
+    }
+    atomic_store_explicit(&in->active, 1, memory_order_release);
+    int64_t t0 = shm_now_ns();
+    atomic_store_explicit(&w->shm->handler_route, rid, memory_order_relaxed);
+    atomic_store_explicit(&w->shm->handler_start_ns, t0, memory_order_release);
+
+    lua_rawgeti(L, LUA_REGISTRYINDEX, w->call_ref);
+    lua_pushinteger(L, rid);
+    lua_pushlstring(L, topic, tlen);
+    lua_pushlstring(L, payload ? payload : "", plen);
+    lua_pushinteger(L, qos);
+    lua_pushboolean(L, retain);
+    lua_pushboolean(L, 0);  /* libmosquitto does not expose the DUP flag */
+    worker_lua_push_props(w, props, NULL, 0, NULL);
+    lua_pushboolean(L, redelivered);
+    push_params(w, r, caps, ncaps);
+    char err[2048], tb[8192];
+    int rc = luavm_pcall(L, 9, 0, err, sizeof err, tb, sizeof tb);
+
+    int64_t t1 = shm_now_ns();
+    atomic_store_explicit(&w->shm->handler_start_ns, 0, memory_order_release);
+    atomic_store_explicit(&in->active, 0, memory_order_release);
+    atomic_fetch_add_explicit(&w->shm->messages, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&w->shm->busy_ns, (uint64_t)(t1 - t0), memory_order_relaxed);
+    if (rc) {
+        atomic_fetch_add_explicit(&w->shm->errors, 1, memory_order_relaxed);
+        char t[1024];
+        snprintf(t, sizeof t, "%.*s", (int)tlen, topic);
+        log_handler_error(w, r, t, err, tb);
+    }
+    worker_after_message(w);
+}
+
+static int delivered_for(const mosquitto_property *props, int rid)
+{
+    int id, n = 0, hit = 0;
+    const mosquitto_property *p = props;
+    for (int skip = 0; (p = mosquitto_property_read_varint(p, MQTT_PROP_SUBSCRIPTION_IDENTIFIER,
+                                                           (uint32_t *)&id, skip)); skip = 1) {
+        n++;
+        if (id == rid) hit = 1;
+    }
+    return n == 0 || hit;
+}
+
+void worker_on_message(struct mosquitto *m, void *ud, const struct mosquitto_message *msg,
+                       const mosquitto_property *props)
+{
+    worker *w = ud;
+    topic_span caps[TOPIC_MAX_WILDCARDS];
+    int ncaps = 0;
+    size_t tlen = strlen(msg->topic);
+    int rid = topic_trie_match(w->trie, msg->topic, tlen, caps, TOPIC_MAX_WILDCARDS, &ncaps);
+    if (rid <= 0) {
+        atomic_fetch_add_explicit(&w->shm->unmatched, 1, memory_order_relaxed);
+        log_debug("no route matches %s", msg->topic);
+        return;
+    }
+    /* With overlapping routes the broker delivers one copy per subscription;
+     * only the copy sent for the most specific route is handled. */
+    if (props && !delivered_for(props, rid)) {
+        log_debug("%s: copy for a less specific overlapping route skipped", msg->topic);
+        return;
+    }
+    dispatch(w, rid, msg->topic, tlen, msg->payload, (size_t)msg->payloadlen, msg->qos, msg->retain, props,
+             caps, ncaps, 0);
+}
+
+static void dlq_topic(worker *w, const char *topic, char *out, size_t n)
+{
+    const char *tpl = w->cfg->dlq_topic ? w->cfg->dlq_topic : "routemq/dlq/{topic}";
+    const char *at = strstr(tpl, "{topic}");
+    if (at) snprintf(out, n, "%.*s%s%s", (int)(at - tpl), tpl, topic, at + 7);
+    else snprintf(out, n, "%s", tpl);
+}
+
+static void dead_letter(worker *w, const char *topic, const char *payload, size_t plen)
+{
+    shm_inflight *in = &w->shm->inflight;
+    lua_State *L = w->L;
+    int ri = in->route_index;
+    const char *route = ri >= 1 && ri <= w->app.nroutes ? w->app.routes[ri - 1].pattern : "";
+    char err[1024], dtopic[2048];
+    lua_rawgeti(L, LUA_REGISTRYINDEX, w->envelope_ref);
+    lua_pushstring(L, topic);
+    lua_pushlstring(L, payload, plen);
+    lua_pushstring(L, route);
+    lua_pushstring(L, in->reason);
+    lua_pushinteger(L, in->attempts);
+    if (luavm_pcall(L, 5, 1, err, sizeof err, NULL, 0)) {
+        log_error("cannot build the dead-letter message: %s", err);
+        return;
+    }
+    size_t elen;
+    const char *env = lua_tolstring(L, -1, &elen);
+    dlq_topic(w, topic, dtopic, sizeof dtopic);
+    int rc = mosquitto_publish_v5(w->mosq, NULL, dtopic, (int)elen, env, 1, 0, NULL);
+    lua_pop(L, 1);
+    atomic_fetch_add(&w->shm->dead_lettered, 1);
+    log_with(LOGL_ERROR, &(log_fields){ .route = route, .topic = topic, .error = in->reason },
+             "message dead-lettered to %s after %u failed attempts%s", dtopic, in->attempts,
+             rc == MOSQ_ERR_SUCCESS ? "" : " (publish failed)");
+}
+
+void worker_replay_inflight(worker *w)
+{
+    shm_inflight *in = &w->shm->inflight;
+    if (!atomic_load_explicit(&in->active, memory_order_acquire)) return;
+    char *topic = strndup(in->data, in->complete ? in->topic_len : 0);
+    const char *payload = in->data + in->topic_len;
+    if (!topic) return;
+    if (!in->complete) {
+        log_error("a message of %u bytes was in a handler when the worker died; too large to keep, it is lost",
+                  in->topic_len + in->payload_len);
+    } else if (in->attempts >= (uint32_t)w->cfg->poison_attempts) {
+        dead_letter(w, topic, payload, in->payload_len);
+    } else {
+        topic_span caps[TOPIC_MAX_WILDCARDS];
+        int ncaps = 0;
+        int rid = topic_trie_match(w->trie, topic, in->topic_len, caps, TOPIC_MAX_WILDCARDS, &ncaps);
+        if (rid > 0) {
+            log_warn("redelivering the message on %s a previous worker died on (%s)", topic, in->reason);
+            dispatch(w, rid, topic, in->topic_len, payload, in->payload_len, in->qos, in->retain, NULL, caps,
+                     ncaps, 1);
+        } else {
+            log_warn("the message on %s a previous worker died on matches no route any more; dropped", topic);
+        }
+    }
+    atomic_store_explicit(&in->active, 0, memory_order_release);
+    free(topic);
+}

@@ -1,0 +1,78 @@
+/* The worker's state, shared by its files (worker.c: set-up and the event
+ * loop; worker_mqtt.c: the connection; worker_dispatch.c: messages into Lua;
+ * worker_lua.c: the functions Lua calls back). Not for use outside worker_*. */
+#ifndef ROUTEMQ_WORKER_INTERNAL_H
+#define ROUTEMQ_WORKER_INTERNAL_H
+
+#include <mosquitto.h>
+#include <lua.h>
+#include <lauxlib.h>
+#include <stdint.h>
+
+#include "app.h"
+#include "topic_pattern.h"
+#include "topic_trie.h"
+#include "worker.h"
+
+enum stop_kind { STOP_NONE = 0, STOP_KEEP, STOP_RETIRE, STOP_RECYCLE };
+
+typedef struct worker {
+    const worker_args *args;
+    const config *cfg;
+    shm_slot *shm;
+    lua_State *L;
+    app_def app;
+    topic_trie *trie;
+    int call_ref;            /* dispatch's d.call */
+    int envelope_ref;        /* routemq.dlq envelope builder */
+    int empty_ref;           /* shared read-only empty table for props/params */
+
+    struct mosquitto *mosq;
+    char client_id[512];
+    int persistent;          /* this slot holds a qos >= 1 route: keep a session */
+    int epfd, sigfd;
+    int sock;                /* fd registered with epoll, -1 when none */
+    int sock_events;         /* the events it is registered for */
+    int connected;           /* CONNACK received */
+    int subs_pending;        /* SUBACKs still awaited */
+    int reconnect_pending;   /* a connect attempt is due at next_connect_ns */
+    int64_t next_connect_ns;
+    double retry_delay;      /* current backoff, seconds */
+    int auth_failures;
+    int64_t next_misc_ns;
+
+    enum stop_kind stopping;
+    int disconnect_sent;
+    int exit_code;
+    int master_gone;
+
+    uint64_t handled;        /* messages handled by this process */
+    uint64_t recycle_after;  /* 0: never */
+
+    int64_t errlog_window_ns;
+    int errlog_count;
+    int errlog_suppressed;
+} worker;
+
+/* worker.c */
+void worker_begin_stop(worker *w, enum stop_kind kind); /* graceful stop; the loop ends after DISCONNECT */
+void worker_after_message(worker *w);                   /* counts a message; recycles after WORKER_MAX_MESSAGES */
+
+/* worker_mqtt.c */
+int worker_mqtt_setup(worker *w);                 /* mosquitto_new, options, callbacks */
+void worker_mqtt_connect(worker *w);              /* one connect attempt; schedules the next on failure */
+void worker_mqtt_schedule_reconnect(worker *w);   /* backoff from MQTT_RETRY_MIN/MAX_DELAY */
+void worker_mqtt_disconnect(worker *w);           /* DISCONNECT, ending the session when retiring */
+void worker_mqtt_free(worker *w);
+
+/* worker_dispatch.c */
+void worker_on_message(struct mosquitto *m, void *ud, const struct mosquitto_message *msg,
+                       const mosquitto_property *props);
+void worker_replay_inflight(worker *w);           /* after CONNACK: redeliver or dead-letter */
+int worker_dispatch_setup(worker *w);             /* trie, d.call and helper refs */
+
+/* worker_lua.c */
+void worker_lua_push_io(worker *w);               /* pushes the io table for dispatch.new */
+int worker_lua_push_props(worker *w, const mosquitto_property *props, int *sub_ids, int max_ids, int *nids);
+
+#endif

@@ -1,0 +1,186 @@
+/* The worker's MQTT connection: set-up, connect with backoff, subscriptions
+ * on every (re)connect, and the DISCONNECT that keeps or ends the session. */
+#include "worker_internal.h"
+#include "log.h"
+
+#include <mqtt_protocol.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *broker_name(worker *w)
+{
+    static char name[300];
+    snprintf(name, sizeof name, "%s:%d", w->cfg->broker, w->cfg->port);
+    return name;
+}
+
+static void on_subscribe(struct mosquitto *m, void *ud, int mid, int n, const int *granted,
+                         const mosquitto_property *props)
+{
+    worker *w = ud;
+    for (int i = 0; i < n; i++)
+        if (granted[i] >= 0x80) log_error("the broker %s refused a subscription (reason %d)", broker_name(w), granted[i]);
+    if (w->subs_pending > 0 && --w->subs_pending == 0 && !w->stopping) {
+        atomic_store(&w->shm->ready_ns, shm_now_ns());
+        atomic_store(&w->shm->state, SLOT_READY);
+        log_debug("subscribed");
+    }
+}
+
+static int subscribe_all(worker *w)
+{
+    int n = 0;
+    for (int i = 0; i < w->app.nroutes; i++) {
+        route_info *r = &w->app.routes[i];
+        if (!app_slot_subscribes(r, w->args->slot)) continue;
+        mosquitto_property *props = NULL;
+        /* The subscription identifier tells which route a copy was delivered for
+         * when routes overlap (MQTT 5 only). */
+        if (w->cfg->protocol == 5) mosquitto_property_add_varint(&props, MQTT_PROP_SUBSCRIPTION_IDENTIFIER, r->index);
+        int rc = mosquitto_subscribe_v5(w->mosq, NULL, r->sub, r->qos, 0, props);
+        mosquitto_property_free_all(&props);
+        if (rc != MOSQ_ERR_SUCCESS) {
+            log_error("cannot subscribe to %s: %s", r->sub, mosquitto_strerror(rc));
+            continue;
+        }
+        n++;
+    }
+    return n;
+}
+
+static int is_auth_failure(int rc)
+{
+    return rc == CONNACK_REFUSED_BAD_USERNAME_PASSWORD || rc == CONNACK_REFUSED_NOT_AUTHORIZED ||
+           rc == MQTT_RC_BAD_USERNAME_OR_PASSWORD || rc == MQTT_RC_NOT_AUTHORIZED;
+}
+
+static void on_connect(struct mosquitto *m, void *ud, int rc, int flags, const mosquitto_property *props)
+{
+    worker *w = ud;
+    if (rc != 0) {
+        log_error("the broker %s refused the connection of %s: %s", broker_name(w), w->client_id,
+                  w->cfg->protocol == 5 ? mosquitto_reason_string(rc) : mosquitto_connack_string(rc));
+        if (is_auth_failure(rc) && ++w->auth_failures >= 3) {
+            log_error("giving up after %d refused logins: check MQTT_USERNAME and MQTT_PASSWORD", w->auth_failures);
+            w->exit_code = WORKER_EXIT_BROKER_AUTH;
+            w->stopping = STOP_KEEP;
+        }
+        return;
+    }
+    w->connected = 1;
+    w->auth_failures = 0;
+    w->retry_delay = w->cfg->retry_min_delay;
+    atomic_store(&w->shm->connected, 1);
+    if (w->stopping) return;
+    w->subs_pending = subscribe_all(w);
+    log_info("connected to %s as %s, %d subscription%s%s", broker_name(w), w->client_id, w->subs_pending,
+             w->subs_pending == 1 ? "" : "s", (flags & 1) ? ", session resumed" : "");
+    if (w->subs_pending == 0) {
+        atomic_store(&w->shm->ready_ns, shm_now_ns());
+        atomic_store(&w->shm->state, SLOT_READY);
+    }
+    worker_replay_inflight(w);
+}
+
+static void on_disconnect(struct mosquitto *m, void *ud, int rc, const mosquitto_property *props)
+{
+    worker *w = ud;
+    int was = w->connected;
+    w->connected = 0;
+    w->subs_pending = 0;
+    atomic_store(&w->shm->connected, 0);
+    if (w->stopping) return;
+    atomic_store(&w->shm->state, SLOT_CONNECTING);
+    if (was) log_warn("lost the connection to %s: %s", broker_name(w), mosquitto_strerror(rc));
+    worker_mqtt_schedule_reconnect(w);
+}
+
+void worker_mqtt_schedule_reconnect(worker *w)
+{
+    if (w->reconnect_pending || w->stopping) return;
+    double d = w->retry_delay > 0 ? w->retry_delay : w->cfg->retry_min_delay;
+    w->reconnect_pending = 1;
+    w->next_connect_ns = shm_now_ns() + (int64_t)(d * 1e9);
+    w->retry_delay = d * 2 > w->cfg->retry_max_delay ? w->cfg->retry_max_delay : d * 2;
+}
+
+static int slot_is_persistent(worker *w)
+{
+    for (int i = 0; i < w->app.nroutes; i++)
+        if (app_slot_subscribes(&w->app.routes[i], w->args->slot) && w->app.routes[i].qos > 0) return 1;
+    return 0;
+}
+
+int worker_mqtt_setup(worker *w)
+{
+    const config *c = w->cfg;
+    mosquitto_lib_init();
+    snprintf(w->client_id, sizeof w->client_id, "%s-%s-%d", c->client_id, c->instance, w->args->slot);
+    w->persistent = slot_is_persistent(w);
+    w->mosq = mosquitto_new(w->client_id, !w->persistent, w);
+    if (!w->mosq) { log_error("cannot create the MQTT client: out of memory"); return -1; }
+    mosquitto_int_option(w->mosq, MOSQ_OPT_PROTOCOL_VERSION, c->protocol == 5 ? MQTT_PROTOCOL_V5 : MQTT_PROTOCOL_V311);
+    if (c->username && mosquitto_username_pw_set(w->mosq, c->username, c->password) != MOSQ_ERR_SUCCESS) {
+        log_error("cannot set MQTT_USERNAME");
+        return -1;
+    }
+    if (c->tls_enabled) {
+        int rc = mosquitto_tls_set(w->mosq, c->tls_ca_certs, NULL, c->tls_certfile, c->tls_keyfile, NULL);
+        if (rc != MOSQ_ERR_SUCCESS) {
+            log_error("MQTT_TLS_*: cannot set up TLS: %s", mosquitto_strerror(rc));
+            return -1;
+        }
+        mosquitto_tls_insecure_set(w->mosq, c->tls_insecure);
+    }
+    mosquitto_connect_v5_callback_set(w->mosq, on_connect);
+    mosquitto_disconnect_v5_callback_set(w->mosq, on_disconnect);
+    mosquitto_subscribe_v5_callback_set(w->mosq, on_subscribe);
+    mosquitto_message_v5_callback_set(w->mosq, worker_on_message);
+    w->retry_delay = c->retry_min_delay;
+    return 0;
+}
+
+void worker_mqtt_connect(worker *w)
+{
+    mosquitto_property *props = NULL;
+    /* Passed on every attempt: libmosquitto's reconnect functions drop CONNECT properties. */
+    if (w->cfg->protocol == 5 && w->persistent)
+        mosquitto_property_add_int32(&props, MQTT_PROP_SESSION_EXPIRY_INTERVAL, (uint32_t)w->cfg->session_expiry);
+    w->reconnect_pending = 0;
+    int rc = mosquitto_connect_bind_v5(w->mosq, w->cfg->broker, w->cfg->port, w->cfg->keepalive, NULL, props);
+    mosquitto_property_free_all(&props);
+    if (rc != MOSQ_ERR_SUCCESS) {
+        log_warn("cannot connect to %s: %s; retrying in %.1f s", broker_name(w),
+                 rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc),
+                 w->retry_delay > 0 ? w->retry_delay : w->cfg->retry_min_delay);
+        worker_mqtt_schedule_reconnect(w);
+    }
+}
+
+void worker_mqtt_disconnect(worker *w)
+{
+    if (!w->mosq || mosquitto_socket(w->mosq) < 0) return;
+    mosquitto_property *props = NULL;
+    if (w->stopping == STOP_RETIRE) {
+        if (w->cfg->protocol == 5 && w->persistent) {
+            /* Session expiry 0 on DISCONNECT ends the session: the broker stops queueing for the slot. */
+            mosquitto_property_add_int32(&props, MQTT_PROP_SESSION_EXPIRY_INTERVAL, 0);
+        } else {
+            for (int i = 0; i < w->app.nroutes; i++)
+                if (app_slot_subscribes(&w->app.routes[i], w->args->slot))
+                    mosquitto_unsubscribe(w->mosq, NULL, w->app.routes[i].sub);
+        }
+    }
+    int rc = mosquitto_disconnect_v5(w->mosq, 0, props);
+    mosquitto_property_free_all(&props);
+    w->disconnect_sent = rc == MOSQ_ERR_SUCCESS;
+}
+
+void worker_mqtt_free(worker *w)
+{
+    if (w->mosq) mosquitto_destroy(w->mosq);
+    w->mosq = NULL;
+    mosquitto_lib_cleanup();
+}
