@@ -1,0 +1,66 @@
+#!/bin/sh
+# Runs every test: C unit tests (plain and under ASan/UBSan, one under
+# valgrind), luacheck, busted unit specs, the default app's specs and the
+# end-to-end specs against a real mosquitto. Ends with "N passed, N failed".
+# Usage: scripts/test.sh BUILD_DIR ASAN_DIR
+set -u
+BUILD=${1:-build}
+ASAN=${2:-build-asan}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+LOG=$(mktemp -d /tmp/routemq-test.XXXXXX)
+passed=0
+failed=0
+
+count() {  # count NAME PASSED FAILED
+  echo "== $1: $2 passed, $3 failed"
+  passed=$((passed + $2))
+  failed=$((failed + $3))
+}
+
+ctest_run() {  # ctest_run NAME DIR
+  (cd "$2" && ctest --output-on-failure) > "$LOG/$1.log" 2>&1
+  tail -n 30 "$LOG/$1.log" | grep -E "tests passed|Failed|FAILED|\*\*\*" || true
+  line=$(grep -E "tests passed, [0-9]+ tests failed out of" "$LOG/$1.log" | tail -n 1)
+  total=$(echo "$line" | sed -E 's/.* out of ([0-9]+).*/\1/')
+  bad=$(echo "$line" | sed -E 's/.* ([0-9]+) tests failed.*/\1/')
+  if [ -z "$line" ]; then cat "$LOG/$1.log"; count "$1" 0 1; return; fi
+  count "$1" $((total - bad)) "$bad"
+}
+
+busted_run() {  # busted_run NAME PATHS...
+  name=$1; shift
+  LUA_PATH="$ROOT/lua/?.lua;$ROOT/lua/?/init.lua;./?.lua;./?/init.lua;;" \
+  LUA_CPATH="$ROOT/$BUILD/lib/?.so;;" ROUTEMQ_ROOT="$ROOT" ROUTEMQ_BIN="$ROOT/$BUILD/routemq" \
+    busted --lua=luajit -o utfTerminal "$@" > "$LOG/$name.log" 2>&1
+  sed -n '/Failure\|Error →\|Error ->/,$p' "$LOG/$name.log" | head -n 200
+  line=$(grep -E "[0-9]+ successes? / [0-9]+ failures? / [0-9]+ errors?" "$LOG/$name.log" | tail -n 1)
+  if [ -z "$line" ]; then tail -n 40 "$LOG/$name.log"; count "$name" 0 1; return; fi
+  ok=$(echo "$line" | grep -oE '[0-9]+ success' | grep -oE '[0-9]+')
+  ko=$(echo "$line" | grep -oE '[0-9]+ failure' | grep -oE '[0-9]+')
+  er=$(echo "$line" | grep -oE '[0-9]+ error' | grep -oE '[0-9]+')
+  count "$name" "$ok" $((ko + er))
+}
+
+ctest_run "C tests" "$BUILD"
+ctest_run "C tests (ASan+UBSan)" "$ASAN"
+
+if valgrind --error-exitcode=1 --leak-check=full -q "$BUILD/test_topic" > "$LOG/valgrind.log" 2>&1; then
+  count "valgrind test_topic" 1 0
+else
+  tail -n 30 "$LOG/valgrind.log"; count "valgrind test_topic" 0 1
+fi
+
+if luacheck -q lua app spec > "$LOG/luacheck.log" 2>&1; then
+  count "luacheck" 1 0
+else
+  cat "$LOG/luacheck.log"; count "luacheck" 0 1
+fi
+
+busted_run "busted unit specs" $(ls spec/*_spec.lua)
+busted_run "default app specs" app/spec
+busted_run "end-to-end specs" spec/e2e
+
+echo "logs: $LOG"
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

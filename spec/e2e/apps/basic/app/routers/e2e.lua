@@ -1,0 +1,15 @@
+local router = require("routemq.router")
+local C = require("app.controllers.record")
+
+local workers = tonumber(os.getenv("E2E_SHARED_WORKERS") or "3")
+
+router.on("shared/{n}", C.count, { shared = true, worker_count = workers, qos = 1 })
+router.on("single/{n}", C.count, { qos = 1 })
+router.on("ctx/params/{a}/{rest...}", C.params)
+router.on("ctx/binary", C.binary)
+router.on("ctx/json", C.json)
+router.on("ctx/reply", C.reply)
+router.on("fail/{n}", C.fail, { qos = 1 })
+router.on("crash/{n}", C.crash, { shared = true, worker_count = workers, qos = 1 })
+router.on("hang/{n}", C.hang, { qos = 1, timeout = 1 })
+router.on("slow", C.slow, { qos = 1 })

@@ -1,0 +1,200 @@
+--- End-to-end test support: a real mosquitto on a free 127.0.0.1 port, the
+-- routemq executable run against it, and the records the test application's
+-- handlers leave behind. Every process started here is stopped by its pid.
+local ffi = require("ffi")
+
+ffi.cdef [[
+  int kill(int pid, int sig);
+  int usleep(unsigned int usec);
+  int socket(int domain, int type, int protocol);
+  int bind(int fd, const void *addr, unsigned int len);
+  int getsockname(int fd, void *addr, unsigned int *len);
+  int close(int fd);
+  struct e2e_sockaddr_in { uint16_t family; uint16_t port; uint32_t addr; uint8_t zero[8]; };
+]]
+
+local M = {}
+
+M.root = os.getenv("ROUTEMQ_ROOT") or "."
+M.bin = os.getenv("ROUTEMQ_BIN") or (M.root .. "/build/routemq")
+
+local function sh(cmd)
+  local p = assert(io.popen(cmd))
+  local out = p:read("*a")
+  p:close()
+  return out
+end
+M.sh = sh
+
+--- Sleeps for s seconds.
+function M.sleep(s) ffi.C.usleep(math.floor(s * 1e6)) end
+
+--- A TCP port on 127.0.0.1 that nothing listens on right now.
+function M.free_port()
+  local fd = ffi.C.socket(2, 1, 0)
+  local a = ffi.new("struct e2e_sockaddr_in", { family = 2, port = 0, addr = 0x0100007f })
+  assert(ffi.C.bind(fd, a, ffi.sizeof(a)) == 0, "bind")
+  local len = ffi.new("unsigned int[1]", ffi.sizeof(a))
+  ffi.C.getsockname(fd, a, len)
+  ffi.C.close(fd)
+  local p = a.port
+  return math.floor(p / 256) + (p % 256) * 256  -- network to host order
+end
+
+--- True while process pid exists (and is not a zombie of ours).
+function M.alive(pid)
+  if ffi.C.kill(pid, 0) ~= 0 then return false end
+  local st = sh("cat /proc/" .. pid .. "/stat 2>/dev/null")
+  return st ~= "" and not st:match("^%d+ %b() Z")
+end
+
+--- Sends a signal (by number or name) to pid.
+function M.kill(pid, sig)
+  local n = { TERM = 15, KILL = 9, INT = 2, HUP = 1, QUIT = 3, USR2 = 12, TTIN = 21, TTOU = 22 }
+  return ffi.C.kill(pid, type(sig) == "number" and sig or n[sig or "TERM"]) == 0
+end
+
+--- Waits until fn() is truthy or timeout seconds pass; returns fn()'s value.
+function M.wait_for(fn, timeout, step)
+  local deadline = os.time() + (timeout or 10)
+  local v = fn()
+  while not v and os.time() <= deadline do
+    M.sleep(step or 0.05)
+    v = fn()
+  end
+  return v
+end
+
+--- A fresh temporary directory.
+function M.tmpdir()
+  return (sh("mktemp -d /tmp/routemq-e2e.XXXXXX"):gsub("%s+$", ""))
+end
+
+--- Starts cmd in the background with its output in logfile; returns its pid
+-- and the file its exit code will be written to when it ends.
+function M.spawn(cmd, logfile, env)
+  local prefix = ""
+  for k, v in pairs(env or {}) do prefix = prefix .. "export " .. k .. "='" .. tostring(v) .. "'; " end
+  local rcfile = logfile .. ".rc"
+  os.remove(rcfile)
+  local script = string.format("cd %s; %s %s > %s 2>&1 < /dev/null & echo $! > %s.pid; wait $!; echo $? > %s",
+    M.root, prefix, cmd, logfile, logfile, rcfile)
+  sh("sh -c " .. M.quote(script) .. " > /dev/null 2>&1 &")
+  local pid = M.wait_for(function() return tonumber(M.read(logfile .. ".pid"):match("%d+")) end, 5, 0.01)
+  return pid, rcfile
+end
+
+--- Quotes s for sh.
+function M.quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+
+--- Reads a whole file, "" when missing.
+function M.read(path)
+  local f = io.open(path)
+  if not f then return "" end
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+--- Starts a mosquitto on a free port. Returns { port =, pid =, dir =, stop = fn }.
+function M.broker(opts)
+  opts = opts or {}
+  local dir = M.tmpdir()
+  local port = opts.port or M.free_port()
+  local conf = dir .. "/mosquitto.conf"
+  local f = assert(io.open(conf, "w"))
+  f:write("listener ", port, " 127.0.0.1\n", "allow_anonymous ", opts.password_file and "false" or "true", "\n",
+    "max_queued_messages 0\n", "persistence false\n", "log_type error\nlog_type warning\n")
+  if opts.password_file then f:write("password_file ", opts.password_file, "\n") end
+  f:close()
+  local exe = io.open("/usr/sbin/mosquitto") and "/usr/sbin/mosquitto" or "mosquitto"
+  local b = { port = port, dir = dir, conf = conf }
+  function b.start()
+    b.pid = M.spawn(exe .. " -c " .. conf, dir .. "/broker.log")
+    assert(M.wait_for(function()
+      return sh("mosquitto_pub -p " .. port .. " -t routemq/probe -n 2>&1; echo $?"):match("0%s*$")
+    end, 10), "mosquitto did not start: " .. M.read(dir .. "/broker.log"))
+  end
+  function b.stop()
+    if b.pid and M.alive(b.pid) then
+      M.kill(b.pid, "TERM")
+      M.wait_for(function() return not M.alive(b.pid) end, 5)
+      if M.alive(b.pid) then M.kill(b.pid, "KILL") end
+    end
+  end
+  b.start()
+  return b
+end
+
+--- Publishes each line of `lines` (a table of strings) with mosquitto_pub -l.
+function M.publish_lines(port, topic, lines, qos, extra)
+  local file = os.tmpname()
+  local f = assert(io.open(file, "w"))
+  f:write(table.concat(lines, "\n"), "\n")
+  f:close()
+  local out = sh(string.format("mosquitto_pub -p %d -t '%s' -q %d %s -l < %s 2>&1; echo rc=$?", port, topic,
+    qos or 1, extra or "", file))
+  os.remove(file)
+  return out
+end
+
+--- Publishes one message; extra is passed to mosquitto_pub as is.
+function M.publish(port, topic, payload, extra)
+  return sh(string.format("mosquitto_pub -p %d -t '%s' -m '%s' %s 2>&1", port, topic, payload, extra or ""))
+end
+
+--- Runs routemq `args` against broker b for the app in app_dir; returns a handle
+-- with pid, log, stop(), workers().
+function M.routemq(b, app_dir, args, env)
+  local dir = M.tmpdir()
+  local e = { MQTT_BROKER = "127.0.0.1", MQTT_PORT = b.port, ROUTEMQ_RUN_DIR = dir .. "/run",
+    E2E_OUT = dir, WORKER_STOP_TIMEOUT = 5, MQTT_RETRY_MIN_DELAY = 0.1, MQTT_RETRY_MAX_DELAY = 1 }
+  for k, v in pairs(env or {}) do e[k] = v end
+  local r = { dir = dir, log = dir .. "/routemq.log" }
+  r.pid, r.rcfile = M.spawn(M.bin .. " " .. (args or "run") .. " --app " .. app_dir, r.log, e)
+  function r.workers()
+    local pids = {}
+    for pid in sh("pgrep -P " .. r.pid .. " 2>/dev/null"):gmatch("%d+") do
+      local title = M.read("/proc/" .. pid .. "/cmdline")
+      if title:match("worker") then pids[#pids + 1] = tonumber(pid) end
+    end
+    return pids
+  end
+  function r.ready(n)
+    -- A worker logs "connected to ..." once subscribed: count those lines.
+    local _, c = M.read(r.log):gsub("connected to [^\n]* subscription", "")
+    return c >= n
+  end
+  function r.stop()
+    if M.alive(r.pid) then
+      M.kill(r.pid, "TERM")
+      M.wait_for(function() return not M.alive(r.pid) end, 15)
+      if M.alive(r.pid) then M.kill(r.pid, "KILL") end
+    end
+    return r.exit_code()
+  end
+  function r.exit_code()
+    M.wait_for(function() return M.read(r.rcfile) ~= "" end, 5)
+    return tonumber(M.read(r.rcfile):match("%d+"))
+  end
+  return r
+end
+
+--- Reads every record the test app's handlers wrote under dir: a list of
+-- { route =, payload =, pid =, redelivered = } and counts by payload.
+function M.records(dir)
+  local list, by_payload = {}, {}
+  for file in sh("ls " .. dir .. "/*.rec 2>/dev/null"):gmatch("[^\n]+") do
+    for line in M.read(file):gmatch("[^\n]+") do
+      local route, payload, pid, red = line:match("^(.-)\t(.-)\t(%d+)\t(%a+)$")
+      if route then
+        local r = { route = route, payload = payload, pid = tonumber(pid), redelivered = red == "true" }
+        list[#list + 1] = r
+        by_payload[payload] = (by_payload[payload] or 0) + 1
+      end
+    end
+  end
+  return list, by_payload
+end
+
+return M
