@@ -100,11 +100,18 @@ end
 function M.broker(opts)
   opts = opts or {}
   local dir = M.tmpdir()
+  -- mosquitto started as root drops to the mosquitto user: let it read and write here.
+  sh("chmod 0777 " .. dir)
   local port = opts.port or M.free_port()
   local conf = dir .. "/mosquitto.conf"
   local f = assert(io.open(conf, "w"))
   f:write("listener ", port, " 127.0.0.1\n", "allow_anonymous ", opts.password_file and "false" or "true", "\n",
-    "max_queued_messages 0\n", "persistence false\n", "log_type error\nlog_type warning\n")
+    "max_queued_messages 0\n", "log_type error\nlog_type warning\n")
+  if opts.persistence then
+    f:write("persistence true\npersistence_location ", dir, "/\nautosave_interval 1\n")
+  else
+    f:write("persistence false\n")
+  end
   if opts.password_file then f:write("password_file ", opts.password_file, "\n") end
   f:close()
   local exe = io.open("/usr/sbin/mosquitto") and "/usr/sbin/mosquitto" or "mosquitto"
@@ -112,7 +119,9 @@ function M.broker(opts)
   function b.start()
     b.pid = M.spawn(exe .. " -c " .. conf, dir .. "/broker.log")
     assert(M.wait_for(function()
-      return sh("mosquitto_pub -p " .. port .. " -t routemq/probe -n 2>&1; echo $?"):match("0%s*$")
+      local auth = opts.user and (" -u " .. opts.user .. " -P " .. opts.pass) or ""
+      local out = sh("mosquitto_pub -p " .. port .. auth .. " -t routemq/probe -n 2>&1; echo $?")
+      return out:match("^0%s*$") or out:find("not authori")
     end, 10), "mosquitto did not start: " .. M.read(dir .. "/broker.log"))
   end
   function b.stop()

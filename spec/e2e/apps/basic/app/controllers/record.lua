@@ -19,6 +19,11 @@ ffi.cdef("int getpid(void); int usleep(unsigned int);")
 
 function M.count(ctx) record(ctx) end
 
+function M.slow_count(ctx)
+  ffi.C.usleep(1000)
+  record(ctx)
+end
+
 function M.params(ctx)
   ctx:publish("out/params", { a = ctx.params.a, rest = ctx.params.rest, topic = ctx.topic })
 end

@@ -4,6 +4,7 @@ local C = require("app.controllers.record")
 local workers = tonumber(os.getenv("E2E_SHARED_WORKERS") or "3")
 
 router.on("shared/{n}", C.count, { shared = true, worker_count = workers, qos = 1 })
+router.on("slowshared/{n}", C.slow_count, { shared = true, worker_count = workers, qos = 1 })
 router.on("single/{n}", C.count, { qos = 1 })
 router.on("ctx/params/{a}/{rest...}", C.params)
 router.on("ctx/binary", C.binary)
