@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -74,6 +75,7 @@ int devbroker_start(config *cfg)
             /* Its own process group: a terminal's Ctrl-C must not stop the broker
              * before the workers have said goodbye to it. */
             setpgid(0, 0);
+            prctl(PR_SET_PDEATHSIG, SIGTERM);  /* never outlive a master killed with -9 */
             sigset_t none;
             sigemptyset(&none);
             sigprocmask(SIG_SETMASK, &none, NULL);

@@ -138,7 +138,11 @@ static int timeout_ms(worker *w, int64_t now)
     int64_t next = w->next_misc_ns;
     if (w->reconnect_pending && w->next_connect_ns < next) next = w->next_connect_ns;
     int64_t ms = (next - now) / 1000000;
-    return ms < 0 ? 0 : ms > 1000 ? 1000 : (int)ms;
+    /* Wake often enough that an idle loop's heartbeat never looks stale. */
+    int64_t cap = (int64_t)(w->cfg->heartbeat_timeout * 1000 / 3);
+    if (cap > 1000) cap = 1000;
+    if (cap < 10) cap = 10;
+    return ms < 0 ? 0 : ms > cap ? (int)cap : (int)ms;
 }
 
 static int run_loop(worker *w)

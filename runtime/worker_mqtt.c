@@ -16,17 +16,22 @@ static const char *broker_name(worker *w)
     return name;
 }
 
+/* Connected and every subscription acknowledged: the slot serves its routes. */
+static void mark_ready(worker *w)
+{
+    atomic_store(&w->shm->ready_ns, shm_now_ns());
+    atomic_store(&w->shm->state, SLOT_READY);
+    log_info("connected to %s as %s, %d subscription%s%s", broker_name(w), w->client_id, w->nsubs,
+             w->nsubs == 1 ? "" : "s", w->session_resumed ? ", session resumed" : "");
+}
+
 static void on_subscribe(struct mosquitto *m, void *ud, int mid, int n, const int *granted,
                          const mosquitto_property *props)
 {
     worker *w = ud;
     for (int i = 0; i < n; i++)
         if (granted[i] >= 0x80) log_error("the broker %s refused a subscription (reason %d)", broker_name(w), granted[i]);
-    if (w->subs_pending > 0 && --w->subs_pending == 0 && !w->stopping) {
-        atomic_store(&w->shm->ready_ns, shm_now_ns());
-        atomic_store(&w->shm->state, SLOT_READY);
-        log_debug("subscribed");
-    }
+    if (w->subs_pending > 0 && --w->subs_pending == 0 && !w->stopping) mark_ready(w);
 }
 
 static int subscribe_all(worker *w)
@@ -74,13 +79,9 @@ static void on_connect(struct mosquitto *m, void *ud, int rc, int flags, const m
     w->retry_delay = w->cfg->retry_min_delay;
     atomic_store(&w->shm->connected, 1);
     if (w->stopping) return;
-    w->subs_pending = subscribe_all(w);
-    log_info("connected to %s as %s, %d subscription%s%s", broker_name(w), w->client_id, w->subs_pending,
-             w->subs_pending == 1 ? "" : "s", (flags & 1) ? ", session resumed" : "");
-    if (w->subs_pending == 0) {
-        atomic_store(&w->shm->ready_ns, shm_now_ns());
-        atomic_store(&w->shm->state, SLOT_READY);
-    }
+    w->session_resumed = flags & 1;
+    w->subs_pending = w->nsubs = subscribe_all(w);
+    if (w->subs_pending == 0) mark_ready(w);
     worker_replay_inflight(w);
 }
 

@@ -1,0 +1,88 @@
+/* `routemq run` and `routemq dev`: load and check the configuration and the
+ * application exactly like `routemq check`, then become the master. */
+#include "cli.h"
+#include "config.h"
+#include "devbroker.h"
+#include "log.h"
+#include "master.h"
+
+#include <bsd/unistd.h>
+#include <stdio.h>
+#include <string.h>
+
+#define MIN_SLOTS 64  /* shared memory cannot grow after the first fork: room to scale */
+
+static int clamp(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
+
+/* P and the worker_count override at start. */
+static int plan_workers(cli_opts *o, const config *cfg, master_params *p)
+{
+    p->base_override = o->workers ? o->workers : cfg->worker_count;
+    p->override = p->base_override;
+    if (p->override) app_override_workers(&p->app, p->override);
+    p->workers = app_slot_count(&p->app);
+    if (cfg->auto_scale && clamp(p->workers, cfg->min_count, cfg->max_count) != p->workers) {
+        p->workers = p->override = clamp(p->workers, cfg->min_count, cfg->max_count);
+        app_override_workers(&p->app, p->override);
+    }
+    if (p->workers > SHM_MAX_SLOTS) {
+        fprintf(stderr, "routemq: %d workers wanted; at most %d are supported\n", p->workers, SHM_MAX_SLOTS);
+        return -1;
+    }
+    int n = MIN_SLOTS;
+    if (p->workers > n) n = p->workers;
+    if (cfg->max_count > n) n = cfg->max_count;
+    p->nslots = n > SHM_MAX_SLOTS ? SHM_MAX_SLOTS : n;
+    return 0;
+}
+
+/* Everything that can fail because of the user's input, before any fork. */
+static int prepare(cli_opts *o, config *cfg, master_params *p)
+{
+    char err[4096];
+    if (config_load(cfg, o->app, err, sizeof err)) {
+        fprintf(stderr, "routemq: %s\n", err);
+        return -1;
+    }
+    log_setup((log_level)cfg->log_level, cfg->log_json);
+    p->cfg = cfg;
+    if (master_restart_max_delay(&p->restart_max_delay_ns, err, sizeof err) ||
+        luavm_find_paths(&p->paths, err, sizeof err)) {
+        fprintf(stderr, "routemq: %s\n", err);
+        return -1;
+    }
+    if (master_load_app(&p->paths, cfg, &p->app, err, sizeof err)) {
+        fprintf(stderr, "%s\n", err);
+        return -1;
+    }
+    if (plan_workers(o, cfg, p)) {
+        app_free(&p->app);
+        return -1;
+    }
+    return 0;
+}
+
+int cli_run(cli_opts *o, int dev)
+{
+    config cfg;
+    master_params p;
+    memset(&p, 0, sizeof p);
+    if (prepare(o, &cfg, &p)) {
+        config_free(&cfg);
+        return EXIT_USAGE;
+    }
+    /* The password leaves the environment block before anything can show it. */
+    config_scrub_environ(o->envp);
+    setproctitle_init(o->orig_argc, o->orig_argv, o->envp);
+    setproctitle("-routemq: master %s", cfg.app_dir);
+    int own_broker = dev && !cfg.broker_from_env;
+    if (own_broker && devbroker_start(&cfg)) {
+        app_free(&p.app);
+        config_free(&cfg);
+        return EXIT_UNREACHABLE;
+    }
+    int rc = master_run(&p);  /* takes over p.app */
+    if (own_broker) devbroker_stop();
+    config_free(&cfg);
+    return rc;
+}

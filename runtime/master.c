@@ -1,0 +1,242 @@
+/* The master's event loop: epoll over a signalfd with a short timeout that
+ * drives the watchdog, delayed restarts, reload steps and the stop deadline.
+ * All signals the master acts on are blocked and read from the signalfd, so
+ * everything runs in the loop and nothing happens inside a signal handler. */
+#include "master.h"
+#include "cli.h"
+#include "log.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define TICK_MS 100          /* watchdog resolution */
+#define TICK_RELOAD_MS 20    /* while a reload waits for a worker: keep it short */
+
+static const int master_signals[] = { SIGCHLD, SIGTERM, SIGINT, SIGHUP, SIGTTIN, SIGTTOU, SIGQUIT, SIGUSR1 };
+
+static int live_count(const master *m)
+{
+    int n = 0;
+    for (int i = 0; i < m->nslots; i++) n += m->slots[i].pid > 0;
+    return n;
+}
+
+int master_signal_slot(master *m, int i, int sig, stop_cause why)
+{
+    master_slot *s = &m->slots[i];
+    if (s->pid <= 0) return -1;
+    if (kill(s->pid, sig) && errno != ESRCH) {
+        log_error("worker %d (pid %d): kill(%s): %s", i, (int)s->pid, sigabbrev_np(sig), strerror(errno));
+        return -1;
+    }
+    if (why != MSTOP_NONE) {
+        s->stop = why;
+        s->stop_deadline_ns = shm_now_ns() + (int64_t)(m->cfg->stop_timeout * MASTER_NS_PER_S);
+    }
+    return 0;
+}
+
+void master_kill_all(master *m)
+{
+    for (int i = 0; i < m->nslots; i++) {
+        master_slot *s = &m->slots[i];
+        if (s->pid <= 0 || s->kill != KILL_NONE) continue;
+        kill(s->pid, SIGKILL);
+        s->kill = KILL_ALL;
+    }
+    m->killed_all = 1;
+}
+
+void master_begin_stop(master *m, int code)
+{
+    if (code > m->exit_code) m->exit_code = code;
+    if (m->stopping) return;
+    m->stopping = 1;
+    m->stop_started_ns = shm_now_ns();
+    master_reload_abort(m);
+    int n = 0;
+    for (int i = 0; i < m->nslots; i++) {
+        master_slot *s = &m->slots[i];
+        s->restart_at_ns = 0;
+        if (s->pid <= 0) continue;
+        n++;
+        /* A worker already told to stop (reload, retire, recycle) keeps going
+         * as it was told, under the same stop deadline as the others. */
+        if (s->stop == MSTOP_NONE) master_signal_slot(m, i, SIGTERM, MSTOP_SHUTDOWN);
+    }
+    log_info("stopping %d worker%s (WORKER_STOP_TIMEOUT %g s)", n, n == 1 ? "" : "s", m->cfg->stop_timeout);
+}
+
+static void on_signal(master *m, const struct signalfd_siginfo *si)
+{
+    switch (si->ssi_signo) {
+    case SIGCHLD: master_reap(m); break;
+    case SIGTERM: master_begin_stop(m, 0); break;
+    case SIGINT:
+        if (!m->stopping) { master_begin_stop(m, 0); break; }
+        log_warn("second SIGINT: stopping at once");
+        master_kill_all(m);
+        break;
+    case SIGQUIT:
+        log_warn("SIGQUIT: stopping at once");
+        master_begin_stop(m, 0);
+        master_kill_all(m);
+        break;
+    case SIGHUP: master_reload_request(m); break;
+    case SIGTTIN: master_scale_by(m, +1, "SIGTTIN"); break;
+    case SIGTTOU: master_scale_by(m, -1, "SIGTTOU"); break;
+    case SIGUSR1: log_info("SIGUSR1: logs go to stderr, nothing to reopen"); break;
+    default: break;
+    }
+}
+
+static void read_signals(master *m)
+{
+    struct signalfd_siginfo si;
+    for (;;) {
+        ssize_t n = read(m->sfd, &si, sizeof si);
+        if (n == (ssize_t)sizeof si) { on_signal(m, &si); continue; }
+        if (n < 0 && errno == EINTR) continue;
+        break;  /* EAGAIN: drained */
+    }
+}
+
+/* Everything that depends on time rather than on an event. */
+static void tick(master *m)
+{
+    int64_t now = shm_now_ns();
+    master_watchdog(m, now);
+    if (!m->stopping) {
+        master_restart_due(m, now);
+        master_reload_tick(m, now);
+    }
+    if (now >= m->next_second_ns) {
+        m->next_second_ns = now + MASTER_NS_PER_S;
+        if (!m->stopping) master_scale_tick(m, now);
+    }
+}
+
+static int loop_timeout_ms(const master *m)
+{
+    int64_t ms = master_reloading(m) ? TICK_RELOAD_MS : TICK_MS;
+    int64_t next = master_next_restart(m);
+    if (next != INT64_MAX) {
+        int64_t until = (next - shm_now_ns() + MASTER_NS_PER_MS - 1) / MASTER_NS_PER_MS;
+        if (until < ms) ms = until < 0 ? 0 : until;
+    }
+    return (int)ms;
+}
+
+static int loop(master *m)
+{
+    struct epoll_event evs[8];
+    while (!(m->stopping && live_count(m) == 0)) {
+        int n = epoll_wait(m->epfd, evs, 8, loop_timeout_ms(m));
+        if (n < 0 && errno != EINTR) {
+            log_error("epoll_wait: %s", strerror(errno));
+            return -1;
+        }
+        for (int i = 0; i < n; i++)
+            if (evs[i].data.fd == m->sfd) read_signals(m);
+        tick(m);
+    }
+    return 0;
+}
+
+static int setup_signals(master *m)
+{
+    sigemptyset(&m->sigmask);
+    for (size_t i = 0; i < sizeof master_signals / sizeof *master_signals; i++)
+        sigaddset(&m->sigmask, master_signals[i]);
+    /* Blocked before the first fork; each child unblocks them (master_spawn.c). */
+    if (sigprocmask(SIG_BLOCK, &m->sigmask, &m->oldmask)) return -1;
+    /* A closed pipe or socket must give EPIPE, never kill the master. */
+    signal(SIGPIPE, SIG_IGN);
+    m->sfd = signalfd(-1, &m->sigmask, SFD_NONBLOCK | SFD_CLOEXEC);
+    if (m->sfd < 0) return -1;
+    m->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (m->epfd < 0) return -1;
+    struct epoll_event ev = { .events = EPOLLIN, .data.fd = m->sfd };
+    return epoll_ctl(m->epfd, EPOLL_CTL_ADD, m->sfd, &ev);
+}
+
+static int setup(master *m, master_params *p)
+{
+    memset(m, 0, sizeof *m);
+    m->cfg = p->cfg;
+    m->paths = p->paths;
+    m->nslots = p->nslots;
+    m->P = p->workers;
+    m->override = p->override;
+    m->base_override = p->base_override;
+    m->restart_max_delay_ns = p->restart_max_delay_ns;
+    m->pid = getpid();
+    m->epfd = m->sfd = -1;
+    m->app_generation = 1;
+    m->app = master_app_new(&p->app, m->app_generation);
+    m->slots = calloc((size_t)m->nslots, sizeof *m->slots);
+    m->shm = shm_create(m->nslots);
+    if (!m->app || !m->slots || !m->shm) {
+        log_error("cannot start: out of memory (%d slots)", m->nslots);
+        return -1;
+    }
+    if (setup_signals(m)) {
+        log_error("cannot set up signals: %s", strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+/* Kills and reaps whatever is still running, then releases every resource.
+ * After a clean stop there is nothing left to kill. */
+static void teardown(master *m)
+{
+    for (int i = 0; m->slots && i < m->nslots; i++) {
+        master_slot *s = &m->slots[i];
+        if (s->pid > 0) {
+            kill(s->pid, SIGKILL);
+            while (waitpid(s->pid, NULL, 0) < 0 && errno == EINTR) {}
+            s->pid = 0;
+        }
+        master_app_unref(s->app);
+        s->app = NULL;
+    }
+    master_app_unref(m->app);
+    m->app = NULL;
+    free(m->slots);
+    m->slots = NULL;
+    shm_destroy(m->shm);
+    m->shm = NULL;
+    if (m->epfd >= 0) close(m->epfd);
+    if (m->sfd >= 0) close(m->sfd);
+    m->epfd = m->sfd = -1;
+    sigprocmask(SIG_SETMASK, &m->oldmask, NULL);
+}
+
+int master_run(master_params *p)
+{
+    master m;
+    if (setup(&m, p)) {
+        teardown(&m);
+        return EXIT_USAGE;
+    }
+    log_info("master %d: %d worker%s for %s, broker %s:%d", (int)m.pid, m.P, m.P == 1 ? "" : "s",
+             m.cfg->app_dir, m.cfg->broker, m.cfg->port);
+    for (int i = 0; i < m.P; i++) {
+        m.slots[i].active = 1;
+        master_start_slot(&m, i);
+    }
+    m.next_second_ns = shm_now_ns() + MASTER_NS_PER_S;
+    int rc = loop(&m);
+    if (rc == 0)
+        log_info("stopped in %lld ms", (long long)((shm_now_ns() - m.stop_started_ns) / MASTER_NS_PER_MS));
+    int code = rc ? EXIT_USAGE : m.exit_code;
+    teardown(&m);
+    return code;
+}

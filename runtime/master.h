@@ -1,0 +1,202 @@
+/* The master process: forks the workers into slots and supervises them
+ * (restarts with crash-loop backoff, watchdog, graceful stop, hot reload,
+ * scaling). It never does MQTT I/O; everything it knows about a worker comes
+ * from waitpid() and the worker's slot in shared memory (shm.h).
+ *
+ * master.c          master_run, the event loop, signals, graceful stop
+ * master_spawn.c    forking a worker into a slot (both sides of the fork)
+ * master_reap.c     exits: reasons, in-flight records, restart and backoff
+ * master_watchdog.c handler timeouts, heartbeats, stop deadlines
+ * master_reload.c   route tables, SIGHUP reload slot by slot
+ * master_scale.c    SIGTTIN/SIGTTOU, auto-scale, memory backstop
+ */
+#ifndef ROUTEMQ_MASTER_H
+#define ROUTEMQ_MASTER_H
+
+#include <signal.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "app.h"
+#include "config.h"
+#include "luavm.h"
+#include "shm.h"
+
+#define MASTER_NS_PER_MS 1000000LL
+#define MASTER_NS_PER_S  1000000000LL
+
+/* What cli_run hands to master_run. */
+typedef struct master_params {
+    config *cfg;                  /* the caller's; outlives master_run */
+    app_def app;                  /* validated route table; master_run takes it over */
+    luavm_paths paths;            /* for loading the application again on reload */
+    int base_override;            /* --workers / WORKER_COUNT; 0: as routed */
+    int override;                 /* worker_count override at start (base or auto-scale clamp) */
+    int workers;                  /* P at start */
+    int nslots;                   /* shared memory slots: the most workers we can scale to */
+    int64_t restart_max_delay_ns; /* WORKER_RESTART_MAX_DELAY */
+} master_params;
+
+/* Why a worker was restarted: the index of master.restarts_by_reason. */
+typedef enum restart_reason {
+    RESTART_EXIT,             /* exited by itself */
+    RESTART_SIGNAL,           /* killed by a signal the master did not send */
+    RESTART_HANDLER_TIMEOUT,  /* watchdog: a handler ran past its route's timeout */
+    RESTART_HEARTBEAT,        /* watchdog: no heartbeat for WORKER_HEARTBEAT_TIMEOUT */
+    RESTART_STARTUP,          /* watchdog: stuck while starting */
+    RESTART_RECYCLE,          /* asked to be replaced (max messages / memory) */
+    RESTART_RECYCLE_MEMORY,   /* the master's memory backstop stopped it */
+    RESTART_NREASONS
+} restart_reason;
+
+/* Why the master SIGKILLed a worker. */
+typedef enum kill_cause {
+    KILL_NONE = 0, KILL_HANDLER_TIMEOUT, KILL_HEARTBEAT, KILL_STARTUP, KILL_STOP_TIMEOUT, KILL_ALL
+} kill_cause;
+
+/* Why the master asked a worker to stop; decides what follows its exit. */
+typedef enum stop_cause {
+    MSTOP_NONE = 0, MSTOP_RELOAD, MSTOP_RETIRE, MSTOP_RECYCLE_MEMORY, MSTOP_SHUTDOWN
+} stop_cause;
+
+/* A route table, shared by the current application and every worker started
+ * with it; freed when its last user lets go (the watchdog needs the timeouts
+ * of the routes an old-generation worker runs). */
+typedef struct master_app {
+    app_def def;
+    int refs;
+    uint32_t generation;
+} master_app;
+
+/* The master's own record of one slot (the worker's view is shm_slot). */
+typedef struct master_slot {
+    pid_t pid;                   /* 0: no process */
+    uint32_t generation;         /* times this slot was started */
+    int active;                  /* part of the running set: restart it when it dies */
+    int64_t started_ns;
+    int64_t restart_at_ns;       /* a delayed restart is due then; 0: none */
+    int quick_deaths;            /* deaths in a row within 1 s of starting */
+    kill_cause kill;             /* set when the master SIGKILLed it */
+    char kill_detail[SHM_REASON_MAX]; /* the in-flight reason for a watchdog kill */
+    stop_cause stop;             /* set when the master asked it to stop */
+    int64_t stop_deadline_ns;    /* SIGKILL when still alive then */
+    master_app *app;             /* route table it was started with (a reference) */
+    int64_t busy_seen_ns;        /* last tick a handler was seen running */
+    uint64_t busy_prev;          /* busy time at the last auto-scale sample */
+    int busy_valid;              /* busy_prev is a baseline of this process */
+    uint64_t restarts;
+} master_slot;
+
+typedef enum reload_phase {
+    RELOAD_IDLE = 0,
+    RELOAD_NEXT,        /* pick the next slot to replace */
+    RELOAD_WAIT_EXIT,   /* the old worker of `slot` is draining */
+    RELOAD_WAIT_READY,  /* the new worker of `slot` is starting */
+} reload_phase;
+
+typedef struct master_reload {
+    reload_phase phase;
+    int pending;           /* one more SIGHUP arrived meanwhile */
+    int slot;              /* slot being replaced */
+    pid_t old_pid;
+    int old_p, new_p;
+    int64_t started_ns, deadline_ns;
+} master_reload;
+
+typedef struct master_autoscale {
+    int64_t last_ns;       /* last sample */
+    int high, low;         /* consecutive samples above 75% / below 10% */
+    int64_t cooldown_until_ns;
+} master_autoscale;
+
+typedef struct master {
+    config *cfg;
+    luavm_paths paths;
+    shm_area *shm;
+    master_slot *slots;    /* nslots of them */
+    int nslots;
+    int P;                 /* slots meant to run: 0 .. P-1 */
+    int override;          /* what new workers get as workers_override */
+    int base_override;
+    master_app *app;       /* the current application (a reference) */
+    uint32_t app_generation;
+    pid_t pid;
+    int epfd, sfd;
+    sigset_t sigmask, oldmask;
+    int64_t restart_max_delay_ns;
+
+    int stopping;
+    int killed_all;
+    int exit_code;
+    int64_t stop_started_ns;
+
+    master_reload reload;
+    int scale_pending;     /* SIGTTIN/SIGTTOU received during a reload */
+    master_autoscale autoscale;
+    int64_t next_second_ns;
+
+    uint64_t restarts_by_reason[RESTART_NREASONS];
+    uint64_t reloads_ok, reloads_failed;
+} master;
+
+/* master.c */
+/* Runs the master until it is stopped; returns the exit code (0, or 2 after a broker refusal). */
+int master_run(master_params *p);
+/* Starts the graceful stop (idempotent); code raises the exit code. */
+void master_begin_stop(master *m, int code);
+/* SIGKILLs every live worker (a second SIGINT, SIGQUIT). */
+void master_kill_all(master *m);
+/* Sends sig to slot i's worker and records why; 0 ok, -1 when it has no process. */
+int master_signal_slot(master *m, int i, int sig, stop_cause why);
+
+/* master_spawn.c */
+/* Forks a new generation into slot i; 0 ok, -1 (logged) when fork failed. */
+int master_spawn(master *m, int i);
+/* master_spawn, or a retry in a second when fork failed. */
+void master_start_slot(master *m, int i);
+
+/* master_reap.c */
+/* Reaps every exited child and decides each slot's restart. */
+void master_reap(master *m);
+/* Starts the slots whose delayed restart is due. */
+void master_restart_due(master *m, int64_t now);
+/* The earliest pending restart, or INT64_MAX. */
+int64_t master_next_restart(const master *m);
+/* The metric label of a restart reason. */
+const char *master_restart_reason_name(restart_reason r);
+/* Parses WORKER_RESTART_MAX_DELAY (unset: 30 s); 0 ok, -1 with a message naming it. */
+int master_restart_max_delay(int64_t *out_ns, char *err, size_t errlen);
+
+/* master_watchdog.c */
+/* Kills hung workers (handler timeout, heartbeat, startup) and those past their stop deadline. */
+void master_watchdog(master *m, int64_t now);
+
+/* master_reload.c */
+/* Loads the application in a fresh Lua state; 0 ok, -1 with "file:line: reason" in err. */
+int master_load_app(const luavm_paths *paths, const config *cfg, app_def *out, char *err, size_t errlen);
+/* Wraps a route table (taken over) with one reference; NULL when out of memory (the table is freed). */
+master_app *master_app_new(app_def *def, uint32_t generation);
+/* Takes one more reference. */
+master_app *master_app_ref(master_app *a);
+/* Drops one reference; frees the table with the last one. NULL is fine. */
+void master_app_unref(master_app *a);
+/* SIGHUP: reloads now, or after the reload in progress. */
+void master_reload_request(master *m);
+/* Moves the slot-by-slot replacement on; never blocks. */
+void master_reload_tick(master *m, int64_t now);
+/* 1 while a reload replaces workers. */
+int master_reloading(const master *m);
+/* Forgets the reload in progress (the master is stopping). */
+void master_reload_abort(master *m);
+
+/* master_scale.c */
+/* SIGTTIN (+1) / SIGTTOU (-1); deferred while a reload runs. */
+void master_scale_by(master *m, int delta, const char *why);
+/* Sets P to n (clamped to 1 .. nslots), starting or retiring slots. */
+void master_scale_to(master *m, int n, const char *why);
+/* Retires slot i for good: not restarted, its session ended (SIGUSR2). */
+void master_retire_slot(master *m, int i);
+/* Once a second: auto-scale and the memory backstop. */
+void master_scale_tick(master *m, int64_t now);
+
+#endif

@@ -1,0 +1,271 @@
+/* What happens when a worker exits: reap it, name the reason, record the
+ * death on its in-flight message, and restart the slot - at once the first
+ * time, with exponential backoff while it keeps dying young. */
+#include "master.h"
+#include "cli.h"
+#include "devbroker.h"
+#include "log.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#define HEALTHY_NS   MASTER_NS_PER_S          /* lived this long: the backoff resets */
+#define BACKOFF_MIN_NS (100 * MASTER_NS_PER_MS)
+#define RESTART_MAX_DELAY_DEFAULT 30.0
+
+static const char *const reason_names[RESTART_NREASONS] = {
+    [RESTART_EXIT] = "exit",
+    [RESTART_SIGNAL] = "signal",
+    [RESTART_HANDLER_TIMEOUT] = "handler_timeout",
+    [RESTART_HEARTBEAT] = "heartbeat",
+    [RESTART_STARTUP] = "startup",
+    [RESTART_RECYCLE] = "recycle",
+    [RESTART_RECYCLE_MEMORY] = "recycle_memory",
+};
+
+const char *master_restart_reason_name(restart_reason r)
+{
+    return r >= 0 && r < RESTART_NREASONS ? reason_names[r] : "unknown";
+}
+
+int master_restart_max_delay(int64_t *out_ns, char *err, size_t errlen)
+{
+    const char *v = getenv("WORKER_RESTART_MAX_DELAY");
+    double d = RESTART_MAX_DELAY_DEFAULT;
+    if (v && *v) {
+        char *end;
+        errno = 0;
+        d = strtod(v, &end);
+        if (errno || *end || end == v || !isfinite(d) || d <= 0 || d > 86400) {
+            snprintf(err, errlen, "WORKER_RESTART_MAX_DELAY: '%s' is not a number of seconds (0 < s <= 86400)", v);
+            return -1;
+        }
+    }
+    *out_ns = (int64_t)(d * MASTER_NS_PER_S);
+    return 0;
+}
+
+static const char *signame(int sig, char *buf, size_t n)
+{
+    const char *abbrev = sigabbrev_np(sig);
+    if (abbrev) snprintf(buf, n, "SIG%s", abbrev);
+    else snprintf(buf, n, "signal %d", sig);
+    return buf;
+}
+
+/* "exit 3" or "signal 9 (SIGKILL)" */
+static void describe_status(int status, char *out, size_t n)
+{
+    char sn[32];
+    if (WIFSIGNALED(status))
+        snprintf(out, n, "signal %d (%s)", WTERMSIG(status), signame(WTERMSIG(status), sn, sizeof sn));
+    else
+        snprintf(out, n, "exit %d", WEXITSTATUS(status));
+}
+
+/* A worker that did not end on purpose: its in-flight message counts a death. */
+static int died_abnormally(int status)
+{
+    if (WIFSIGNALED(status)) return 1;
+    return WEXITSTATUS(status) != WORKER_EXIT_OK && WEXITSTATUS(status) != WORKER_EXIT_RECYCLE;
+}
+
+static const char *route_pattern(const master_app *a, int index)
+{
+    if (a && index >= 1 && index <= a->def.nroutes) return a->def.routes[index - 1].pattern;
+    return "?";
+}
+
+static void inflight_reason(const master *m, const master_slot *s, int status, char *out, size_t n)
+{
+    char sn[32];
+    if (s->kill == KILL_HANDLER_TIMEOUT && s->kill_detail[0]) snprintf(out, n, "%s", s->kill_detail);
+    else if (s->kill == KILL_HEARTBEAT)
+        snprintf(out, n, "worker hung: no heartbeat for %g s", m->cfg->heartbeat_timeout);
+    else if (s->kill == KILL_STOP_TIMEOUT)
+        snprintf(out, n, "worker killed: did not stop within %g s", m->cfg->stop_timeout);
+    else if (WIFSIGNALED(status))
+        snprintf(out, n, "worker killed by signal %d (%s)", WTERMSIG(status), signame(WTERMSIG(status), sn, sizeof sn));
+    else
+        snprintf(out, n, "worker exited with code %d", WEXITSTATUS(status));
+}
+
+/* Only the master writes attempts and reason, and only while no worker runs
+ * in the slot; the fork of the replacement orders these writes before it. */
+static void record_inflight(master *m, int i, int status)
+{
+    master_slot *s = &m->slots[i];
+    shm_inflight *in = &m->shm->slots[i].inflight;
+    if (!atomic_load(&in->active)) return;
+    const char *route = route_pattern(s->app, in->route_index);
+    if (!s->active)
+        log_warn("worker %d retired with a message on route %s in flight; it is replayed only if the slot "
+                 "is started again", i, route);
+    if (!died_abnormally(status)) {
+        log_warn("worker %d ended cleanly but left a message on route %s in flight", i, route);
+        return;
+    }
+    if (m->stopping) {
+        /* The shared memory goes with the master: nobody can replay it. */
+        log_warn("worker %d died while stopping with a message on route %s in flight; it is lost", i, route);
+        return;
+    }
+    in->attempts++;
+    inflight_reason(m, s, status, in->reason, sizeof in->reason);
+    log_warn("worker %d died handling a message on route %s (attempt %u of %d): %s", i, route,
+             in->attempts, m->cfg->poison_attempts, in->reason);
+}
+
+static restart_reason classify(kill_cause kill, stop_cause stop, int status)
+{
+    if (kill == KILL_HANDLER_TIMEOUT) return RESTART_HANDLER_TIMEOUT;
+    if (kill == KILL_HEARTBEAT) return RESTART_HEARTBEAT;
+    if (kill == KILL_STARTUP) return RESTART_STARTUP;
+    if (WIFEXITED(status) && WEXITSTATUS(status) == WORKER_EXIT_RECYCLE) return RESTART_RECYCLE;
+    if (stop == MSTOP_RECYCLE_MEMORY) return RESTART_RECYCLE_MEMORY;
+    return WIFSIGNALED(status) ? RESTART_SIGNAL : RESTART_EXIT;
+}
+
+static void reason_text(restart_reason r, int status, char *out, size_t n)
+{
+    switch (r) {
+    case RESTART_HANDLER_TIMEOUT: snprintf(out, n, "watchdog: handler timeout"); break;
+    case RESTART_HEARTBEAT: snprintf(out, n, "watchdog: heartbeat"); break;
+    case RESTART_STARTUP: snprintf(out, n, "watchdog: stuck starting"); break;
+    case RESTART_RECYCLE: snprintf(out, n, "recycle"); break;
+    case RESTART_RECYCLE_MEMORY: snprintf(out, n, "recycle: memory"); break;
+    default: describe_status(status, out, n); break;
+    }
+}
+
+/* 0 for the first death and for any after a healthy run; then 100 ms,
+ * 200 ms, ... up to WORKER_RESTART_MAX_DELAY while it keeps dying young.
+ * Recycling is planned, never a crash loop. */
+static int64_t restart_delay(master *m, master_slot *s, restart_reason r, int64_t lived)
+{
+    if (r == RESTART_RECYCLE || r == RESTART_RECYCLE_MEMORY || lived >= HEALTHY_NS) {
+        s->quick_deaths = 0;
+        return 0;
+    }
+    int k = s->quick_deaths++;
+    if (k == 0) return 0;
+    int64_t d = BACKOFF_MIN_NS;
+    for (int j = 1; j < k && d < m->restart_max_delay_ns; j++) d *= 2;
+    return d < m->restart_max_delay_ns ? d : m->restart_max_delay_ns;
+}
+
+static void restart(master *m, int i, int status, kill_cause kill, stop_cause stop, int64_t lived, pid_t pid)
+{
+    master_slot *s = &m->slots[i];
+    restart_reason r = classify(kill, stop, status);
+    char why[96];
+    reason_text(r, status, why, sizeof why);
+    int64_t delay = restart_delay(m, s, r, lived);
+    s->restarts++;
+    m->restarts_by_reason[r]++;
+    int planned = r == RESTART_RECYCLE || r == RESTART_RECYCLE_MEMORY;
+    if (delay == 0) {
+        if (planned) log_info("worker %d (pid %d) exited: %s; restarting", i, (int)pid, why);
+        else log_warn("worker %d (pid %d) exited: %s; restarting", i, (int)pid, why);
+        master_start_slot(m, i);
+        return;
+    }
+    log_warn("worker %d (pid %d) exited: %s after %lld ms, %d times in a row; restarting in %lld ms", i, (int)pid,
+             why, (long long)(lived / MASTER_NS_PER_MS), s->quick_deaths,
+             (long long)(delay / MASTER_NS_PER_MS));
+    s->restart_at_ns = shm_now_ns() + delay;
+}
+
+/* The worker of slot i has ended with status; decide what comes next. */
+static void on_worker_exit(master *m, int i, int status)
+{
+    master_slot *s = &m->slots[i];
+    shm_slot *sh = &m->shm->slots[i];
+    pid_t pid = s->pid;
+    int64_t lived = shm_now_ns() - s->started_ns;
+    kill_cause kill = s->kill;
+    stop_cause stop = s->stop;
+    char what[64];
+    describe_status(status, what, sizeof what);
+
+    record_inflight(m, i, status);
+    s->pid = 0;
+    s->kill = KILL_NONE;
+    s->stop = MSTOP_NONE;
+    s->stop_deadline_ns = 0;
+    master_app_unref(s->app);
+    s->app = NULL;
+    atomic_store(&sh->pid, 0);
+    atomic_store(&sh->handler_start_ns, 0);
+    atomic_store(&sh->connected, 0);
+    atomic_store(&sh->state, SLOT_EMPTY);
+
+    if (WIFEXITED(status) && WEXITSTATUS(status) == WORKER_EXIT_BROKER_AUTH) {
+        log_error("worker %d: the broker %s:%d refused our credentials (MQTT_USERNAME / MQTT_PASSWORD); stopping",
+                  i, m->cfg->broker, m->cfg->port);
+        master_begin_stop(m, EXIT_UNREACHABLE);
+        return;
+    }
+    if (m->stopping) {
+        log_info("worker %d (pid %d) stopped: %s", i, (int)pid, what);
+        return;
+    }
+    if (!s->active) {
+        log_info("worker %d (pid %d) retired: %s", i, (int)pid, what);
+        return;
+    }
+    if (stop == MSTOP_RELOAD || stop == MSTOP_RETIRE) {
+        /* Replaced by a reload, or scaled back up while it was retiring. */
+        log_info("worker %d (pid %d) stopped for %s: %s", i, (int)pid,
+                 stop == MSTOP_RELOAD ? "reload" : "a new generation", what);
+        master_start_slot(m, i);
+        return;
+    }
+    restart(m, i, status, kill, stop, lived, pid);
+}
+
+static int slot_of(const master *m, pid_t pid)
+{
+    for (int i = 0; i < m->nslots; i++)
+        if (m->slots[i].pid == pid) return i;
+    return -1;
+}
+
+void master_reap(master *m)
+{
+    for (;;) {
+        int status;
+        pid_t pid = waitpid(-1, &status, WNOHANG);
+        if (pid < 0 && errno == EINTR) continue;
+        if (pid <= 0) return;  /* none left that has exited (0), or no children (ECHILD) */
+        int i = slot_of(m, pid);
+        if (i >= 0) { on_worker_exit(m, i, status); continue; }
+        char what[64];
+        describe_status(status, what, sizeof what);
+        if (devbroker_owns(pid)) log_error("the private mosquitto (pid %d) ended: %s", (int)pid, what);
+        else log_debug("reaped unknown child %d: %s", (int)pid, what);
+    }
+}
+
+void master_restart_due(master *m, int64_t now)
+{
+    for (int i = 0; i < m->nslots; i++) {
+        master_slot *s = &m->slots[i];
+        if (!s->restart_at_ns || now < s->restart_at_ns) continue;
+        s->restart_at_ns = 0;
+        if (s->active && s->pid == 0) master_start_slot(m, i);
+    }
+}
+
+int64_t master_next_restart(const master *m)
+{
+    int64_t next = INT64_MAX;
+    if (m->stopping) return next;
+    for (int i = 0; i < m->nslots; i++)
+        if (m->slots[i].restart_at_ns && m->slots[i].restart_at_ns < next) next = m->slots[i].restart_at_ns;
+    return next;
+}

@@ -1,0 +1,212 @@
+/* Route tables and hot reload. SIGHUP loads the application again in a fresh
+ * Lua state; only when that works are the workers replaced, one slot at a
+ * time (drain the old worker, start the new one on the same client id, wait
+ * until it is ready), so shared routes keep being served throughout. The
+ * replacement is a small state machine stepped from the event loop. */
+#include "master.h"
+#include "log.h"
+
+#include <lauxlib.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define READY_WAIT_NS (5 * MASTER_NS_PER_S)
+
+int master_load_app(const luavm_paths *paths, const config *cfg, app_def *out, char *err, size_t errlen)
+{
+    char tb[8192];
+    lua_State *L = luavm_new(paths, err, errlen);
+    if (!L) return -1;
+    int rc = app_load(L, cfg, out, err, errlen, tb, sizeof tb);
+    if (rc && tb[0] && getenv("ROUTEMQ_TRACEBACK")) log_error("%s", tb);
+    /* The master keeps only the C route table; the state goes. */
+    lua_close(L);
+    out->app_ref = LUA_NOREF;
+    return rc;
+}
+
+master_app *master_app_new(app_def *def, uint32_t generation)
+{
+    master_app *a = calloc(1, sizeof *a);
+    if (!a) {
+        app_free(def);
+        return NULL;
+    }
+    a->def = *def;
+    a->refs = 1;
+    a->generation = generation;
+    memset(def, 0, sizeof *def);
+    return a;
+}
+
+master_app *master_app_ref(master_app *a)
+{
+    if (a) a->refs++;
+    return a;
+}
+
+void master_app_unref(master_app *a)
+{
+    if (!a || --a->refs > 0) return;
+    app_free(&a->def);
+    free(a);
+}
+
+int master_reloading(const master *m)
+{
+    return m->reload.phase != RELOAD_IDLE;
+}
+
+void master_reload_abort(master *m)
+{
+    if (m->reload.phase != RELOAD_IDLE) log_info("reload abandoned: stopping");
+    m->reload.phase = RELOAD_IDLE;
+    m->reload.pending = 0;
+}
+
+static int clamp_auto(const config *cfg, int p)
+{
+    if (p < cfg->min_count) p = cfg->min_count;
+    if (p > cfg->max_count) p = cfg->max_count;
+    return p;
+}
+
+/* The worker count of the new application: --workers / WORKER_COUNT win;
+ * with auto-scale a count the scaler chose stays (within its bounds);
+ * otherwise the routes decide, so counts changed in the routers take effect
+ * (and a SIGTTIN/SIGTTOU adjustment is dropped, as gunicorn does on HUP). */
+static int plan_workers(master *m, app_def *def, int *override)
+{
+    *override = m->base_override;
+    if (m->cfg->auto_scale && m->override) *override = clamp_auto(m->cfg, m->P);
+    if (*override) app_override_workers(def, *override);
+    int p = app_slot_count(def);
+    if (m->cfg->auto_scale && clamp_auto(m->cfg, p) != p) p = *override = clamp_auto(m->cfg, p);
+    if (p > m->nslots) {
+        log_warn("reload: %d workers wanted, only %d slots exist; running %d", p, m->nslots, m->nslots);
+        p = *override = m->nslots;
+    }
+    if (*override) app_override_workers(def, *override);
+    return p;
+}
+
+static void start_reload(master *m)
+{
+    master_reload *r = &m->reload;
+    char err[4096];
+    app_def def;
+    if (master_load_app(&m->paths, m->cfg, &def, err, sizeof err)) {
+        m->reloads_failed++;
+        log_error("reload failed: %s; the workers keep running the previous application", err);
+        return;
+    }
+    int override;
+    int new_p = plan_workers(m, &def, &override);
+    master_app *a = master_app_new(&def, m->app_generation + 1);
+    if (!a) {
+        m->reloads_failed++;
+        log_error("reload failed: out of memory");
+        return;
+    }
+    m->app_generation++;
+    master_app_unref(m->app);
+    m->app = a;
+    m->override = override;
+    m->reloads_ok++;
+    log_info("reload: generation %u, %d worker%s", a->generation, new_p, new_p == 1 ? "" : "s");
+    *r = (master_reload){ .phase = RELOAD_NEXT, .old_p = m->P, .new_p = new_p, .started_ns = shm_now_ns() };
+    /* New slots start at once: more capacity while the old ones cycle. */
+    for (int i = m->P; i < new_p; i++) {
+        m->slots[i].active = 1;
+        m->slots[i].quick_deaths = 0;
+        if (m->slots[i].pid == 0) master_start_slot(m, i);
+    }
+}
+
+void master_reload_request(master *m)
+{
+    if (m->stopping) return;
+    if (master_reloading(m)) {
+        if (!m->reload.pending) log_info("reload queued: a reload is in progress");
+        m->reload.pending = 1;
+        return;
+    }
+    start_reload(m);
+}
+
+/* Slots beyond the new count are retired last, so that the routes they
+ * serve stay served while the lower slots are replaced. */
+static void finish(master *m, int64_t now)
+{
+    master_reload *r = &m->reload;
+    for (int i = r->new_p; i < r->old_p; i++) master_retire_slot(m, i);
+    m->P = r->new_p;
+    r->phase = RELOAD_IDLE;
+    log_info("reload: generation %u done in %lld ms", m->app->generation,
+             (long long)((now - r->started_ns) / MASTER_NS_PER_MS));
+    if (r->pending) {
+        r->pending = 0;
+        start_reload(m);
+    }
+    if (!master_reloading(m) && m->scale_pending) {
+        int delta = m->scale_pending;
+        m->scale_pending = 0;
+        master_scale_to(m, m->P + delta, "queued SIGTTIN/SIGTTOU");
+    }
+}
+
+/* Tells the next slot that still runs an old generation to drain. A slot
+ * without a process, already stopping, or already restarted with the new
+ * table needs nothing: its next start uses the new application. */
+static void next_slot(master *m, int64_t now)
+{
+    master_reload *r = &m->reload;
+    int n = r->old_p < r->new_p ? r->old_p : r->new_p;
+    for (; r->slot < n; r->slot++) {
+        master_slot *s = &m->slots[r->slot];
+        if (s->pid <= 0 || s->stop != MSTOP_NONE || s->kill != KILL_NONE || s->app == m->app) continue;
+        r->old_pid = s->pid;
+        if (master_signal_slot(m, r->slot, SIGTERM, MSTOP_RELOAD)) continue;
+        r->phase = RELOAD_WAIT_EXIT;
+        return;
+    }
+    finish(m, now);
+}
+
+/* One step; 1 when the phase changed and another step may follow at once. */
+static int step(master *m, int64_t now)
+{
+    master_reload *r = &m->reload;
+    master_slot *s = &m->slots[r->slot];
+    switch (r->phase) {
+    case RELOAD_NEXT:
+        next_slot(m, now);
+        return r->phase != RELOAD_NEXT && r->phase != RELOAD_IDLE;
+    case RELOAD_WAIT_EXIT:
+        if (s->pid == r->old_pid) return 0;  /* still draining (the watchdog enforces the deadline) */
+        if (s->pid > 0) {
+            r->phase = RELOAD_WAIT_READY;
+            r->deadline_ns = now + READY_WAIT_NS;
+        } else {
+            r->slot++;  /* could not start it now; the restart logic retries */
+            r->phase = RELOAD_NEXT;
+        }
+        return 1;
+    case RELOAD_WAIT_READY:
+        if (s->pid > 0 && atomic_load(&m->shm->slots[r->slot].state) != SLOT_READY && now < r->deadline_ns)
+            return 0;
+        if (s->pid > 0 && now >= r->deadline_ns)
+            log_warn("reload: worker %d not ready after %lld s; going on", r->slot, READY_WAIT_NS / MASTER_NS_PER_S);
+        r->slot++;
+        r->phase = RELOAD_NEXT;
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+void master_reload_tick(master *m, int64_t now)
+{
+    while (master_reloading(m) && step(m, now)) {}
+}
