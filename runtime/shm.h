@@ -12,7 +12,7 @@
 #define SHM_MAX_SLOTS   256
 #define SHM_MSG_MAX     (256 * 1024)  /* topic + payload kept for replay */
 #define SHM_REASON_MAX  256
-#define SHM_HIST_BUCKETS 14           /* handler duration buckets, see shm_hist_bounds */
+#define SHM_SEEN        4096          /* recent QoS >= 1 deliveries remembered per slot */
 
 enum slot_state {
     SLOT_EMPTY = 0,      /* no worker */
@@ -43,6 +43,14 @@ typedef struct shm_inflight {
     char data[SHM_MSG_MAX];         /* topic bytes, then payload bytes */
 } shm_inflight;
 
+/* Recent QoS >= 1 deliveries of a slot: (packet id << 48 | content hash),
+ * indexed by packet id. After a worker dies the broker resends what it had
+ * not seen acknowledged, including messages already handled; those copies
+ * are recognised here and skipped. Written only by the slot's worker. */
+typedef struct shm_seen {
+    uint64_t entry[SHM_SEEN];
+} shm_seen;
+
 typedef struct shm_slot {
     _Atomic int32_t pid;
     _Atomic int32_t state;              /* enum slot_state */
@@ -59,7 +67,10 @@ typedef struct shm_slot {
     _Atomic uint64_t dead_lettered;
     _Atomic uint64_t busy_ns;           /* total time spent in handlers */
     _Atomic uint64_t rss_kb;            /* sampled about once a second */
+    _Atomic uint64_t duplicates;        /* broker redeliveries skipped */
+    _Atomic uint64_t sub_hash;          /* fingerprint of the slot's subscriptions at the broker */
     shm_inflight inflight;
+    shm_seen seen;
 } shm_slot;
 
 typedef struct shm_area {

@@ -13,7 +13,8 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
-#define READ_BUDGET 256   /* packets read before looking at signals and timers again */
+#define READ_BUDGET 256          /* packets read before looking at signals and timers again */
+#define READ_BUDGET_NS 20000000  /* ... or this much time, when handlers are slow */
 
 static int setup_signals(worker *w)
 {
@@ -89,13 +90,23 @@ static void update_socket(worker *w)
     }
 }
 
+/* Reads and handles packets until the socket is drained (or a budget is
+ * spent, so signals and timers get their turn). What the handlers queued
+ * (PUBACKs, publishes) is written after each packet: acknowledgements leave
+ * once the handler ran, and a resumed session's backlog cannot starve our
+ * SUBSCRIBEs. Our callbacks reset errno, so EAGAIN here means the socket
+ * is empty, not libmosquitto's full wake-up pipe. */
 static void read_socket(worker *w)
 {
+    int64_t until = shm_now_ns() + READ_BUDGET_NS;
     for (int i = 0; i < READ_BUDGET && mosquitto_socket(w->mosq) >= 0; i++) {
         errno = 0;
         int rc = mosquitto_loop_read(w->mosq, 1);
-        if (rc != MOSQ_ERR_SUCCESS || errno == EAGAIN || errno == EWOULDBLOCK) break;
+        int drained = errno == EAGAIN || errno == EWOULDBLOCK;
+        if (mosquitto_socket(w->mosq) >= 0 && mosquitto_want_write(w->mosq)) mosquitto_loop_write(w->mosq, 1);
+        if (rc != MOSQ_ERR_SUCCESS || drained) break;
         if (w->stopping && w->disconnect_sent) break;
+        if ((i & 15) == 15 && shm_now_ns() > until) break;
     }
 }
 

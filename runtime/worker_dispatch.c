@@ -5,6 +5,7 @@
 #include "log.h"
 #include "luavm.h"
 
+#include <errno.h>
 #include <lauxlib.h>
 #include <mqtt_protocol.h>
 #include <stdlib.h>
@@ -90,11 +91,48 @@ static void push_params(worker *w, const route_info *r, const topic_span *caps, 
     }
 }
 
+/* FNV-1a over the topic, the payload's length and its first 4 KiB. */
+static uint64_t content_hash(const char *topic, size_t tlen, const void *payload, size_t plen)
+{
+    uint64_t h = 1469598103934665603ULL;
+    const unsigned char *p = (const unsigned char *)topic;
+    for (size_t i = 0; i < tlen; i++) h = (h ^ p[i]) * 1099511628211ULL;
+    h = (h ^ plen) * 1099511628211ULL;
+    p = payload;
+    for (size_t i = 0; i < plen && i < 4096; i++) h = (h ^ p[i]) * 1099511628211ULL;
+    return h;
+}
+
+/* Deliveries are remembered as (packet id << 48 | content hash) at the
+ * packet id's index. Packet ids are reused only after 65535 others, so the
+ * same id with the same content within SHM_SEEN deliveries is a resend. */
+static uint64_t seen_entry(int mid, uint64_t hash)
+{
+    return ((uint64_t)(uint16_t)mid << 48) | (hash & 0xFFFFFFFFFFFFULL);
+}
+
+static int seen_before(worker *w, int mid, uint64_t hash)
+{
+    return mid > 0 && w->shm->seen.entry[(unsigned)mid % SHM_SEEN] == seen_entry(mid, hash);
+}
+
+/* Called once the message is kept in the in-flight record: a death between
+ * the two then leads to a replay, never to a skipped resend. */
+static void seen_remember(worker *w, int mid, uint64_t hash)
+{
+    if (mid > 0) w->shm->seen.entry[(unsigned)mid % SHM_SEEN] = seen_entry(mid, hash);
+}
+
+void worker_forget_seen(worker *w)
+{
+    memset(&w->shm->seen, 0, sizeof w->shm->seen);
+}
+
 /* Runs route `rid`'s handler on one message. The message must already be in
  * the in-flight record when redelivered; otherwise it is copied there first. */
 static void dispatch(worker *w, int rid, const char *topic, size_t tlen, const void *payload, size_t plen,
                      int qos, int retain, const mosquitto_property *props, const topic_span *caps, int ncaps,
-                     int redelivered)
+                     int redelivered, int mid, uint64_t hash)
 {
     const route_info *r = &w->app.routes[rid - 1];
     shm_inflight *in = &w->shm->inflight;
@@ -114,6 +152,7 @@ static void dispatch(worker *w, int rid, const char *topic, size_t tlen, const v
         }
     }
     atomic_store_explicit(&in->active, 1, memory_order_release);
+    seen_remember(w, mid, hash);
     int64_t t0 = shm_now_ns();
     atomic_store_explicit(&w->shm->handler_route, rid, memory_order_relaxed);
     atomic_store_explicit(&w->shm->handler_start_ns, t0, memory_order_release);
@@ -164,6 +203,14 @@ void worker_on_message(struct mosquitto *m, void *ud, const struct mosquitto_mes
     topic_span caps[TOPIC_MAX_WILDCARDS];
     int ncaps = 0;
     size_t tlen = strlen(msg->topic);
+    uint64_t hash = msg->qos > 0 ? content_hash(msg->topic, tlen, msg->payload, (size_t)msg->payloadlen) : 0;
+    int mid = msg->qos > 0 ? msg->mid : 0;
+    if (seen_before(w, mid, hash)) {
+        atomic_fetch_add_explicit(&w->shm->duplicates, 1, memory_order_relaxed);
+        log_debug("%s: the broker resent message %d, already taken by this slot; skipped", msg->topic, msg->mid);
+        errno = 0;
+        return;
+    }
     int rid = topic_trie_match(w->trie, msg->topic, tlen, caps, TOPIC_MAX_WILDCARDS, &ncaps);
     if (rid <= 0) {
         atomic_fetch_add_explicit(&w->shm->unmatched, 1, memory_order_relaxed);
@@ -177,7 +224,8 @@ void worker_on_message(struct mosquitto *m, void *ud, const struct mosquitto_mes
         return;
     }
     dispatch(w, rid, msg->topic, tlen, msg->payload, (size_t)msg->payloadlen, msg->qos, msg->retain, props,
-             caps, ncaps, 0);
+             caps, ncaps, 0, mid, hash);
+    errno = 0;  /* see read_socket() */
 }
 
 static void dlq_topic(worker *w, const char *topic, char *out, size_t n)
@@ -235,7 +283,7 @@ void worker_replay_inflight(worker *w)
         if (rid > 0) {
             log_warn("redelivering the message on %s a previous worker died on (%s)", topic, in->reason);
             dispatch(w, rid, topic, in->topic_len, payload, in->payload_len, in->qos, in->retain, NULL, caps,
-                     ncaps, 1);
+                     ncaps, 1, 0, 0);
         } else {
             log_warn("the message on %s a previous worker died on matches no route any more; dropped", topic);
         }

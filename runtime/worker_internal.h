@@ -72,6 +72,7 @@ void worker_on_message(struct mosquitto *m, void *ud, const struct mosquitto_mes
                        const mosquitto_property *props);
 void worker_replay_inflight(worker *w);           /* after CONNACK: redeliver or dead-letter */
 int worker_dispatch_setup(worker *w);             /* trie, d.call and helper refs */
+void worker_forget_seen(worker *w);               /* the broker has no session for us: packet ids restart */
 
 /* worker_lua.c */
 void worker_lua_push_io(worker *w);               /* pushes the io table for dispatch.new */

@@ -4,6 +4,9 @@
 #include "log.h"
 
 #include <mqtt_protocol.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,15 +28,7 @@ static void mark_ready(worker *w)
              w->nsubs == 1 ? "" : "s", w->session_resumed ? ", session resumed" : "");
 }
 
-static void on_subscribe(struct mosquitto *m, void *ud, int mid, int n, const int *granted,
-                         const mosquitto_property *props)
-{
-    worker *w = ud;
-    for (int i = 0; i < n; i++)
-        if (granted[i] >= 0x80) log_error("the broker %s refused a subscription (reason %d)", broker_name(w), granted[i]);
-    if (w->subs_pending > 0 && --w->subs_pending == 0 && !w->stopping) mark_ready(w);
-}
-
+/* Subscribes every route this slot holds; returns how many SUBSCRIBEs went out. */
 static int subscribe_all(worker *w)
 {
     int n = 0;
@@ -46,13 +41,42 @@ static int subscribe_all(worker *w)
         if (w->cfg->protocol == 5) mosquitto_property_add_varint(&props, MQTT_PROP_SUBSCRIPTION_IDENTIFIER, r->index);
         int rc = mosquitto_subscribe_v5(w->mosq, NULL, r->sub, r->qos, 0, props);
         mosquitto_property_free_all(&props);
-        if (rc != MOSQ_ERR_SUCCESS) {
-            log_error("cannot subscribe to %s: %s", r->sub, mosquitto_strerror(rc));
-            continue;
-        }
-        n++;
+        if (rc == MOSQ_ERR_SUCCESS) n++;
+        else log_error("cannot subscribe to %s: %s", r->sub, mosquitto_strerror(rc));
     }
     return n;
+}
+
+/* A fingerprint of what this slot subscribes to: when the broker resumes our
+ * session and the previous worker of the slot held the same set, the
+ * subscriptions are already in place at CONNACK. */
+static uint64_t subscription_hash(worker *w)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (int i = 0; i < w->app.nroutes; i++) {
+        route_info *r = &w->app.routes[i];
+        if (!app_slot_subscribes(r, w->args->slot)) continue;
+        for (const char *p = r->sub; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+        h = (h ^ ((uint64_t)(r->qos + 1) * 31 + (uint64_t)r->index)) * 1099511628211ULL;
+    }
+    return h ? h : 1;
+}
+
+static void on_subscribe(struct mosquitto *m, void *ud, int mid, int n, const int *granted,
+                         const mosquitto_property *props)
+{
+    worker *w = ud;
+    for (int i = 0; i < n; i++)
+        if (granted[i] >= 0x80) log_error("the broker %s refused a subscription (reason %d)", broker_name(w), granted[i]);
+    if (w->subs_pending > 0 && --w->subs_pending > 0) {
+        /* mosquitto does not set TCP_NODELAY: its next SUBACKs wait for our
+         * ACK of this one, which the kernel would delay by up to 40 ms. */
+        int one = 1;
+        setsockopt(mosquitto_socket(m), IPPROTO_TCP, TCP_QUICKACK, &one, sizeof one);
+    } else if (!w->stopping && atomic_load(&w->shm->state) != SLOT_READY) {
+        mark_ready(w);
+    }
+    errno = 0;  /* see read_socket() */
 }
 
 static int is_auth_failure(int rc)
@@ -80,9 +104,13 @@ static void on_connect(struct mosquitto *m, void *ud, int rc, int flags, const m
     atomic_store(&w->shm->connected, 1);
     if (w->stopping) return;
     w->session_resumed = flags & 1;
+    if (!w->session_resumed) worker_forget_seen(w);
+    uint64_t subs = subscription_hash(w);
     w->subs_pending = w->nsubs = subscribe_all(w);
-    if (w->subs_pending == 0) mark_ready(w);
+    if (w->subs_pending == 0 || (w->session_resumed && atomic_load(&w->shm->sub_hash) == subs)) mark_ready(w);
+    atomic_store(&w->shm->sub_hash, subs);
     worker_replay_inflight(w);
+    errno = 0;  /* see read_socket() */
 }
 
 static void on_disconnect(struct mosquitto *m, void *ud, int rc, const mosquitto_property *props)
@@ -123,6 +151,14 @@ int worker_mqtt_setup(worker *w)
     w->mosq = mosquitto_new(w->client_id, !w->persistent, w);
     if (!w->mosq) { log_error("cannot create the MQTT client: out of memory"); return -1; }
     mosquitto_int_option(w->mosq, MOSQ_OPT_PROTOCOL_VERSION, c->protocol == 5 ? MQTT_PROTOCOL_V5 : MQTT_PROTOCOL_V311);
+    /* Queue every outgoing packet instead of writing it at once: PUBACKs then
+     * leave from our loop after the handlers ran (and after the message was
+     * kept in shared memory), never between receipt and keeping. */
+    mosquitto_threaded_set(w->mosq, true);
+    mosquitto_int_option(w->mosq, MOSQ_OPT_RECEIVE_MAXIMUM, 100);
+    /* Queued packets go out one write() each; without this, Nagle holds the
+     * second SUBSCRIBE for the broker's delayed ACK (~40 ms per restart). */
+    mosquitto_int_option(w->mosq, MOSQ_OPT_TCP_NODELAY, 1);
     if (c->username && mosquitto_username_pw_set(w->mosq, c->username, c->password) != MOSQ_ERR_SUCCESS) {
         log_error("cannot set MQTT_USERNAME");
         return -1;

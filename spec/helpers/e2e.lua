@@ -11,6 +11,8 @@ ffi.cdef [[
   int getsockname(int fd, void *addr, unsigned int *len);
   int close(int fd);
   struct e2e_sockaddr_in { uint16_t family; uint16_t port; uint32_t addr; uint8_t zero[8]; };
+  struct e2e_timespec { long tv_sec; long tv_nsec; };
+  int clock_gettime(int clk, struct e2e_timespec *ts);
 ]]
 
 local M = {}
@@ -25,6 +27,22 @@ local function sh(cmd)
   return out
 end
 M.sh = sh
+
+--- Wall-clock seconds (with fractions) since the epoch.
+function M.now()
+  local ts = ffi.new("struct e2e_timespec")
+  ffi.C.clock_gettime(0, ts)
+  return tonumber(ts.tv_sec) + tonumber(ts.tv_nsec) / 1e9
+end
+
+--- Seconds since the epoch of a log line's ISO timestamp (UTC, ms).
+function M.log_time(line)
+  local Y, m, d, H, M_, S, ms = line:match("(%d+)-(%d+)-(%d+)T(%d+):(%d+):(%d+)%.(%d+)Z")
+  if not Y then return nil end
+  local days = os.time({ year = tonumber(Y), month = tonumber(m), day = tonumber(d), hour = 12 })
+    - os.time({ year = 1970, month = 1, day = 1, hour = 12 })
+  return days + tonumber(H) * 3600 + tonumber(M_) * 60 + tonumber(S) + tonumber(ms) / 1000
+end
 
 --- Sleeps for s seconds.
 function M.sleep(s) ffi.C.usleep(math.floor(s * 1e6)) end
@@ -156,7 +174,12 @@ end
 -- with pid, log, stop(), workers().
 function M.routemq(b, app_dir, args, env)
   local dir = M.tmpdir()
+  -- Each instance gets its own client ids and share group: persistent sessions
+  -- of earlier instances on the same broker stay members of their group and
+  -- would take a share of the messages.
+  local id = dir:match("([^.]+)$")
   local e = { MQTT_BROKER = "127.0.0.1", MQTT_PORT = b.port, ROUTEMQ_RUN_DIR = dir .. "/run",
+    MQTT_CLIENT_ID = "t" .. id, MQTT_GROUP_NAME = "g" .. id,
     E2E_OUT = dir, WORKER_STOP_TIMEOUT = 5, MQTT_RETRY_MIN_DELAY = 0.1, MQTT_RETRY_MAX_DELAY = 1 }
   for k, v in pairs(env or {}) do e[k] = v end
   local r = { dir = dir, log = dir .. "/routemq.log" }
@@ -168,6 +191,19 @@ function M.routemq(b, app_dir, args, env)
       if title:match("worker") then pids[#pids + 1] = tonumber(pid) end
     end
     return pids
+  end
+  function r.slots()
+    local slots = {}
+    for pid in sh("pgrep -P " .. r.pid .. " 2>/dev/null"):gmatch("%d+") do
+      local slot, gen = M.read("/proc/" .. pid .. "/cmdline"):match("routemq: worker (%d+) gen (%d+)")
+      if slot then slots[tonumber(slot)] = { pid = tonumber(pid), gen = tonumber(gen) } end
+    end
+    return slots
+  end
+  function r.count_workers()
+    local n = 0
+    for _ in pairs(r.slots()) do n = n + 1 end
+    return n
   end
   function r.ready(n)
     -- A worker logs "connected to ..." once subscribed: count those lines.

@@ -1,0 +1,313 @@
+-- End to end: supervision and delivery (restart, watchdog, crash-safe
+-- messages, graceful stop, reload, scaling, recycling) against a real broker.
+local e2e = require("spec.helpers.e2e")
+local cjson = require("cjson")
+
+local APP = "spec/e2e/apps/basic"
+
+local function seq(from, to)
+  local t = {}
+  for i = from, to do t[#t + 1] = tostring(i) end
+  return t
+end
+
+-- Lost and duplicated among payloads 1..n.
+local function tally(dir, n)
+  local _, by = e2e.records(dir)
+  local lost, dups = 0, 0
+  for i = 1, n do
+    local c = by[tostring(i)] or 0
+    if c == 0 then lost = lost + 1 elseif c > 1 then dups = dups + c - 1 end
+  end
+  return lost, dups
+end
+
+-- Waits until payloads 1..n were all handled or nothing new arrives for `quiet` s.
+local function settle(dir, n, quiet)
+  local last, since = -1, e2e.now()
+  while e2e.now() - since < (quiet or 5) do
+    local lost = tally(dir, n)
+    if lost == 0 then return end
+    local c = #e2e.records(dir)
+    if c ~= last then last, since = c, e2e.now() end
+    e2e.sleep(0.2)
+  end
+end
+
+local function copy_app(src)
+  local dir = e2e.tmpdir()
+  e2e.sh("cp -r " .. src .. "/app " .. dir .. "/")
+  return dir
+end
+
+local function rewrite(file, from, to)
+  local s = e2e.read(file)
+  local f = assert(io.open(file, "w"))
+  f:write((s:gsub(from, to)))
+  f:close()
+end
+
+describe("supervision", function()
+  local broker
+  setup(function() broker = e2e.broker() end)
+  teardown(function() broker.stop() end)
+
+  it("loses no QoS 1 message while a random worker is killed every 0.5 s for 20 s", function()
+    local r = e2e.routemq(broker, APP, "run", { E2E_SHARED_WORKERS = 3 })
+    finally(function() r.stop() end)
+    assert.truthy(e2e.wait_for(function() return r.ready(3) end, 15))
+    local n = 50000
+    e2e.spawn(string.format("sh -c 'seq 1 %d | mosquitto_pub -p %d -t slowshared/1 -q 1 -l'", n, broker.port),
+      r.dir .. "/pub.log")
+    local kills, t0 = 0, e2e.now()
+    while e2e.now() - t0 < 20 do
+      e2e.sleep(0.5)
+      local pids = r.workers()
+      if #pids > 0 then
+        e2e.kill(pids[math.random(#pids)], "KILL")
+        kills = kills + 1
+      end
+    end
+    settle(r.dir, n, 10)
+    local lost, dups = tally(r.dir, n)
+    local redelivered = 0
+    for _, rec in ipairs((e2e.records(r.dir))) do if rec.redelivered then redelivered = redelivered + 1 end end
+    print(string.format("\n  chaos: %d kills, %d messages, %d lost, %d duplicated, %d redelivered",
+      kills, n, lost, dups, redelivered))
+    assert.is_true(kills >= 35)
+    assert.equal(0, lost)
+    assert.is_true(dups <= kills, "more duplicates than kills")
+  end)
+
+  it("dead-letters a message whose handler segfaults the worker ROUTEMQ_POISON_ATTEMPTS times", function()
+    local r = e2e.routemq(broker, APP, "run", { E2E_SHARED_WORKERS = 1 })
+    finally(function() r.stop() end)
+    assert.truthy(e2e.wait_for(function() return r.ready(1) end, 15))
+    local sub_log = r.dir .. "/dlq.log"
+    local sub = e2e.spawn(string.format("mosquitto_sub -p %d -q 1 -t 'routemq/dlq/#' -F '%%t|%%p'", broker.port),
+      sub_log)
+    finally(function() e2e.kill(sub, "TERM") end)
+    e2e.sleep(0.3)
+    local lines = seq(1, 20)
+    lines[10] = "poison"
+    e2e.publish_lines(broker.port, "crash/7", lines, 1)
+    assert.truthy(e2e.wait_for(function() return e2e.read(sub_log) ~= "" end, 20), e2e.read(r.log))
+    e2e.wait_for(function() return #e2e.records(r.dir) >= 22 end, 10)
+    e2e.sleep(0.3)
+    local topic, payload = e2e.read(sub_log):match("^(.-)|(.-)\n")
+    assert.equal("routemq/dlq/crash/7", topic)
+    local env = cjson.decode(payload)
+    assert.equal("crash/7", env.topic)
+    assert.equal("poison", env.payload)
+    assert.equal("crash/{n}", env.route)
+    assert.equal(3, env.attempts)
+    assert.matches("signal 11 %(SIGSEGV%)", env.error)
+    local _, by = e2e.records(r.dir)
+    assert.equal(3, by.poison)   -- the first run and two redeliveries
+    for i = 1, 20 do
+      if i ~= 10 then assert.equal(1, by[tostring(i)], "message " .. i) end
+    end
+  end)
+
+  it("replaces a worker stuck in `while true do end` past its route's timeout and goes on", function()
+    local r = e2e.routemq(broker, APP, "run", { E2E_SHARED_WORKERS = 1, ROUTEMQ_POISON_ATTEMPTS = 1 })
+    finally(function() r.stop() end)
+    assert.truthy(e2e.wait_for(function() return r.ready(1) end, 15))
+    local first = r.slots()[0].pid
+    local t0 = e2e.now()
+    e2e.publish_lines(broker.port, "hang/1", { "hang", "next" }, 1)
+    assert.truthy(e2e.wait_for(function()
+      local s = r.slots()[0]
+      return s and s.pid ~= first
+    end, 5, 0.02))
+    local replaced = e2e.now() - t0
+    print(string.format("\n  hung handler (timeout 1 s) replaced after %.2f s", replaced))
+    assert.is_true(replaced < 2.0, "replaced after " .. replaced .. " s")
+    assert.truthy(e2e.wait_for(function()
+      local _, by = e2e.records(r.dir)
+      return by.next == 1
+    end, 10))
+    assert.matches("watchdog", e2e.read(r.log))
+  end)
+
+  it("has a killed worker subscribed again quickly (100 kills)", function()
+    local r = e2e.routemq(broker, APP, "run", { E2E_SHARED_WORKERS = 4 })
+    finally(function() r.stop() end)
+    assert.truthy(e2e.wait_for(function() return r.ready(4) end, 15))
+    local lat = {}
+    for i = 1, 100 do
+      local slot = i % 4
+      local tag = "%[worker " .. slot .. "%] connected to"
+      local _, before = e2e.read(r.log):gsub(tag, "")
+      local s = r.slots()[slot]
+      local t_kill = e2e.now()
+      e2e.kill(s.pid, "KILL")
+      local line = e2e.wait_for(function()
+        local log = e2e.read(r.log)
+        local _, c = log:gsub(tag, "")
+        if c > before then
+          local last
+          for l in log:gmatch("[^\n]*" .. tag .. "[^\n]*") do last = l end
+          return last
+        end
+      end, 5, 0.005)
+      assert.truthy(line, "slot " .. slot .. " did not come back")
+      lat[#lat + 1] = e2e.log_time(line) - t_kill
+      e2e.sleep(0.3)
+    end
+    table.sort(lat)
+    local function ms(x) return string.format("%.1f", x * 1000) end
+    print(string.format("\n  kill -> subscribed over %d kills: min %s ms, median %s ms, p90 %s ms, max %s ms",
+      #lat, ms(lat[1]), ms(lat[50]), ms(lat[90]), ms(lat[100])))
+    assert.is_true(lat[50] < 0.25, "median " .. ms(lat[50]) .. " ms")
+  end)
+
+  it("stops 8 idle workers gracefully in under 1 s and exits 0", function()
+    local r = e2e.routemq(broker, APP, "run", { E2E_SHARED_WORKERS = 8 })
+    assert.truthy(e2e.wait_for(function() return r.ready(8) end, 15))
+    local pids = r.workers()
+    assert.equal(8, #pids)
+    local t0 = e2e.now()
+    e2e.kill(r.pid, "TERM")
+    assert.truthy(e2e.wait_for(function() return not e2e.alive(r.pid) end, 5, 0.01))
+    local took = e2e.now() - t0
+    print(string.format("\n  graceful stop of 8 workers: %.0f ms", took * 1000))
+    assert.is_true(took < 1.0)
+    assert.equal(0, r.exit_code())
+    for _, pid in ipairs(pids) do assert.is_false(e2e.alive(pid)) end
+  end)
+
+  it("lets a 3 s handler finish on stop and does not lose its message", function()
+    local r = e2e.routemq(broker, APP, "run", { E2E_SHARED_WORKERS = 1 })
+    assert.truthy(e2e.wait_for(function() return r.ready(1) end, 15))
+    e2e.publish_lines(broker.port, "slow", { "3" }, 1)
+    e2e.sleep(0.5)
+    e2e.kill(r.pid, "TERM")
+    assert.truthy(e2e.wait_for(function() return not e2e.alive(r.pid) end, 10))
+    assert.equal(0, r.exit_code())
+    local _, by = e2e.records(r.dir)
+    assert.equal(1, by["3"])
+  end)
+
+  it("leaves no worker behind more than 1 s after the master is killed with -9", function()
+    local r = e2e.routemq(broker, APP, "run", { E2E_SHARED_WORKERS = 3 })
+    assert.truthy(e2e.wait_for(function() return r.ready(3) end, 15))
+    local pids = r.workers()
+    e2e.kill(r.pid, "KILL")
+    e2e.sleep(1.0)
+    for _, pid in ipairs(pids) do assert.is_false(e2e.alive(pid), "worker " .. pid .. " outlived the master") end
+  end)
+end)
+
+describe("reload", function()
+  local broker
+  setup(function() broker = e2e.broker() end)
+  teardown(function() broker.stop() end)
+
+  it("loses nothing when SIGHUP arrives 10 times while 50,000 QoS 1 messages flow", function()
+    local r = e2e.routemq(broker, APP, "run", { E2E_SHARED_WORKERS = 3 })
+    finally(function() r.stop() end)
+    assert.truthy(e2e.wait_for(function() return r.ready(3) end, 15))
+    local n = 50000
+    e2e.spawn(string.format("sh -c 'seq 1 %d | mosquitto_pub -p %d -t slowshared/1 -q 1 -l'", n, broker.port),
+      r.dir .. "/pub.log")
+    for _ = 1, 10 do
+      e2e.sleep(1.2)
+      e2e.kill(r.pid, "HUP")
+    end
+    settle(r.dir, n, 10)
+    local lost, dups = tally(r.dir, n)
+    local _, reloads = e2e.read(r.log):gsub("reload: generation", "")
+    print(string.format("\n  reload x10 under load: %d lost, %d duplicated, %d reloads logged", lost, dups, reloads))
+    assert.equal(0, lost)
+    assert.is_true(reloads >= 10)
+  end)
+
+  it("keeps serving after a reload with a syntax error and reports it; worker_count 3 -> 5 -> 3 is applied",
+    function()
+      local dir = copy_app(APP)
+      local router = dir .. "/app/routers/e2e.lua"
+      local r = e2e.routemq(broker, dir, "run", { E2E_SHARED_WORKERS = 3 })
+      finally(function() r.stop() end)
+      assert.truthy(e2e.wait_for(function() return r.ready(3) end, 15))
+      local before = r.workers()
+      local good = e2e.read(router)
+      local f = assert(io.open(router, "w"))
+      f:write(good, "\nrouter.on(\n")
+      f:close()
+      e2e.kill(r.pid, "HUP")
+      assert.truthy(e2e.wait_for(function() return e2e.read(r.log):find("reload failed: app/routers/e2e.lua:%d+:") end,
+        10), e2e.read(r.log))
+      assert.same(before, r.workers())
+      e2e.publish_lines(broker.port, "single/1", { "still-served" }, 1)
+      assert.truthy(e2e.wait_for(function() local _, by = e2e.records(r.dir) return by["still-served"] end, 5))
+
+      f = assert(io.open(router, "w"))
+      f:write(good)
+      f:close()
+      rewrite(router, 'tonumber%(os.getenv%("E2E_SHARED_WORKERS"%) or "3"%)', "5")
+      e2e.kill(r.pid, "HUP")
+      assert.truthy(e2e.wait_for(function() return r.count_workers() == 5 and r.ready(3 + 5) end, 15))
+      rewrite(router, "local workers = 5", "local workers = 3")
+      e2e.kill(r.pid, "HUP")
+      assert.truthy(e2e.wait_for(function() return r.count_workers() == 3 end, 15), e2e.read(r.log))
+      e2e.sleep(0.5)
+      assert.equal(3, r.count_workers())
+    end)
+end)
+
+describe("scaling", function()
+  local broker
+  setup(function() broker = e2e.broker() end)
+  teardown(function() broker.stop() end)
+
+  it("adds and retires one worker with SIGTTIN / SIGTTOU", function()
+    local r = e2e.routemq(broker, APP, "run", { E2E_SHARED_WORKERS = 2 })
+    finally(function() r.stop() end)
+    assert.truthy(e2e.wait_for(function() return r.ready(2) end, 15))
+    e2e.kill(r.pid, "TTIN")
+    assert.truthy(e2e.wait_for(function() return r.count_workers() == 3 and r.ready(3) end, 10))
+    e2e.kill(r.pid, "TTOU")
+    assert.truthy(e2e.wait_for(function() return r.count_workers() == 2 end, 10))
+    e2e.kill(r.pid, "TTOU")
+    assert.truthy(e2e.wait_for(function() return r.count_workers() == 1 end, 10))
+    e2e.kill(r.pid, "TTOU")
+    e2e.sleep(0.5)
+    assert.equal(1, r.count_workers())
+    -- The remaining worker still serves the shared route.
+    e2e.publish_lines(broker.port, "shared/1", seq(1, 100), 1)
+    assert.truthy(e2e.wait_for(function() return tally(r.dir, 100) == 0 end, 10))
+  end)
+
+  it("scales up under a slow handler and back down when idle (WORKER_AUTO_SCALE)", function()
+    local r = e2e.routemq(broker, APP, "run", { E2E_SHARED_WORKERS = 1, WORKER_AUTO_SCALE = "true",
+      WORKER_MIN_COUNT = 1, WORKER_MAX_COUNT = 3 })
+    finally(function() r.stop() end)
+    assert.truthy(e2e.wait_for(function() return r.ready(1) end, 15))
+    e2e.spawn(string.format("sh -c 'seq 1 15000 | mosquitto_pub -p %d -t slowshared/1 -q 1 -l'", broker.port),
+      r.dir .. "/pub.log")
+    assert.truthy(e2e.wait_for(function() return r.count_workers() >= 2 end, 15), e2e.read(r.log))
+    settle(r.dir, 15000, 10)
+    assert.equal(0, (tally(r.dir, 15000)))
+    assert.truthy(e2e.wait_for(function() return r.count_workers() == 1 end, 40), e2e.read(r.log))
+  end)
+
+  it("recycles a worker after WORKER_MAX_MESSAGES without losing messages", function()
+    local r = e2e.routemq(broker, APP, "run", { E2E_SHARED_WORKERS = 1, WORKER_MAX_MESSAGES = 100 })
+    finally(function() r.stop() end)
+    assert.truthy(e2e.wait_for(function() return r.ready(1) end, 15))
+    e2e.publish_lines(broker.port, "single/1", seq(1, 500), 1)
+    settle(r.dir, 500, 5)
+    local lost, dups = tally(r.dir, 500)
+    assert.equal(0, lost)
+    assert.equal(0, dups)
+    local list = e2e.records(r.dir)
+    local pids, n = {}, 0
+    for _, rec in ipairs(list) do
+      if not pids[rec.pid] then n = n + 1 end
+      pids[rec.pid] = true
+    end
+    assert.is_true(n >= 4, n .. " worker processes handled 500 messages")
+    assert.matches("recycling after", e2e.read(r.log))
+  end)
+end)
