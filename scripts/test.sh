@@ -31,7 +31,7 @@ ctest_run() {  # ctest_run NAME DIR
 busted_run() {  # busted_run NAME PATHS...
   name=$1; shift
   LUA_PATH="$ROOT/lua/?.lua;$ROOT/lua/?/init.lua;./?.lua;./?/init.lua;;" \
-  LUA_CPATH="$ROOT/$BUILD/lib/?.so;;" ROUTEMQ_ROOT="$ROOT" ROUTEMQ_BIN="$ROOT/$BUILD/routemq" \
+  LUA_CPATH="$ROOT/$BUILD/lib/?.so;;" ROUTEMQ_ROOT="$ROOT" ROUTEMQ_BIN="${ROUTEMQ_BIN_OVERRIDE:-$ROOT/$BUILD/routemq}" \
     busted --lua=luajit -o utfTerminal "$@" > "$LOG/$name.log" 2>&1
   sed -n '/Failure\|Error →\|Error ->/,$p' "$LOG/$name.log" | head -n 200
   line=$(grep -E "[0-9]+ successes? / [0-9]+ failures? / [0-9]+ errors?" "$LOG/$name.log" | tail -n 1)
@@ -60,6 +60,17 @@ fi
 busted_run "busted unit specs" $(ls spec/*_spec.lua)
 busted_run "default app specs" app/spec
 busted_run "end-to-end specs" spec/e2e
+
+# The runtime itself under ASan+UBSan: the worker and resilience specs against
+# the sanitized binary, then no sanitizer report in any process's log.
+export ASAN_OPTIONS=detect_leaks=1 E2E_TMP="$LOG/asan" ROUTEMQ_BIN_OVERRIDE="$ROOT/$ASAN/routemq"
+busted_run "end-to-end specs (ASan+UBSan runtime)" spec/e2e/workers_spec.lua spec/e2e/resilience_spec.lua
+unset ASAN_OPTIONS E2E_TMP ROUTEMQ_BIN_OVERRIDE
+if grep -rlE "ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error:" "$LOG/asan" > "$LOG/asan-reports.txt" 2>/dev/null; then
+  cat "$LOG/asan-reports.txt"; count "sanitizer reports in runtime logs" 0 1
+else
+  count "sanitizer reports in runtime logs" 1 0
+fi
 
 echo "logs: $LOG"
 echo "$passed passed, $failed failed"

@@ -85,7 +85,8 @@ end
 
 --- A fresh temporary directory.
 function M.tmpdir()
-  return (sh("mktemp -d /tmp/routemq-e2e.XXXXXX"):gsub("%s+$", ""))
+  local base = os.getenv("E2E_TMP") or "/tmp"
+  return (sh("mkdir -p " .. base .. " && mktemp -d " .. base .. "/routemq-e2e.XXXXXX"):gsub("%s+$", ""))
 end
 
 --- Starts cmd in the background with its output in logfile; returns its pid
