@@ -3,11 +3,7 @@ local e2e = require("spec.helpers.e2e")
 
 local APP = "spec/e2e/apps/basic"
 
-local function seq(from, to)
-  local t = {}
-  for i = from, to do t[#t + 1] = tostring(i) end
-  return t
-end
+local seq = e2e.seq
 
 describe("a handler that raises", function()
   it("is logged with the user's file:line and traceback, counted, and the same pid goes on", function()

@@ -5,34 +5,7 @@ local cjson = require("cjson")
 
 local APP = "spec/e2e/apps/basic"
 
-local function seq(from, to)
-  local t = {}
-  for i = from, to do t[#t + 1] = tostring(i) end
-  return t
-end
-
--- Lost and duplicated among payloads 1..n.
-local function tally(dir, n)
-  local _, by = e2e.records(dir)
-  local lost, dups = 0, 0
-  for i = 1, n do
-    local c = by[tostring(i)] or 0
-    if c == 0 then lost = lost + 1 elseif c > 1 then dups = dups + c - 1 end
-  end
-  return lost, dups
-end
-
--- Waits until payloads 1..n were all handled or nothing new arrives for `quiet` s.
-local function settle(dir, n, quiet)
-  local last, since = -1, e2e.now()
-  while e2e.now() - since < (quiet or 5) do
-    local lost = tally(dir, n)
-    if lost == 0 then return end
-    local c = #e2e.records(dir)
-    if c ~= last then last, since = c, e2e.now() end
-    e2e.sleep(0.2)
-  end
-end
+local seq, tally, settle = e2e.seq, e2e.tally, e2e.settle
 
 local function copy_app(src)
   local dir = e2e.tmpdir()
@@ -57,8 +30,7 @@ describe("supervision", function()
     finally(function() r.stop() end)
     assert.truthy(e2e.wait_for(function() return r.ready(3) end, 15))
     local n = 50000
-    e2e.spawn(string.format("sh -c 'seq 1 %d | mosquitto_pub -p %d -t slowshared/1 -q 1 -l'", n, broker.port),
-      r.dir .. "/pub.log")
+    e2e.publish_background(broker.port, "slowshared/1", n, r.dir .. "/pub.log")
     local kills, t0 = 0, e2e.now()
     while e2e.now() - t0 < 20 do
       e2e.sleep(0.5)
@@ -209,8 +181,7 @@ describe("reload", function()
     finally(function() r.stop() end)
     assert.truthy(e2e.wait_for(function() return r.ready(3) end, 15))
     local n = 50000
-    e2e.spawn(string.format("sh -c 'seq 1 %d | mosquitto_pub -p %d -t slowshared/1 -q 1 -l'", n, broker.port),
-      r.dir .. "/pub.log")
+    e2e.publish_background(broker.port, "slowshared/1", n, r.dir .. "/pub.log")
     for _ = 1, 10 do
       e2e.sleep(1.2)
       e2e.kill(r.pid, "HUP")
@@ -284,8 +255,7 @@ describe("scaling", function()
       WORKER_MIN_COUNT = 1, WORKER_MAX_COUNT = 3 })
     finally(function() r.stop() end)
     assert.truthy(e2e.wait_for(function() return r.ready(1) end, 15))
-    e2e.spawn(string.format("sh -c 'seq 1 15000 | mosquitto_pub -p %d -t slowshared/1 -q 1 -l'", broker.port),
-      r.dir .. "/pub.log")
+    e2e.publish_background(broker.port, "slowshared/1", 15000, r.dir .. "/pub.log")
     assert.truthy(e2e.wait_for(function() return r.count_workers() >= 2 end, 15), e2e.read(r.log))
     settle(r.dir, 15000, 10)
     assert.equal(0, (tally(r.dir, 15000)))

@@ -3,11 +3,7 @@ local e2e = require("spec.helpers.e2e")
 
 local APP = "spec/e2e/apps/basic"
 
-local function seq(from, to, prefix)
-  local t = {}
-  for i = from, to do t[#t + 1] = (prefix or "") .. i end
-  return t
-end
+local seq = e2e.seq
 
 describe("routemq run", function()
   local broker

@@ -226,6 +226,42 @@ function M.routemq(b, app_dir, args, env)
   return r
 end
 
+--- The strings "from" .. "to" as a list (message payloads).
+function M.seq(from, to)
+  local t = {}
+  for i = from, to do t[#t + 1] = tostring(i) end
+  return t
+end
+
+--- Publishes payloads 1..n to topic at QoS 1 in the background (while the
+-- test does something else); its output goes to logfile.
+function M.publish_background(port, topic, n, logfile)
+  return M.spawn(string.format("sh -c 'seq 1 %d | mosquitto_pub -p %d -t %s -q 1 -l'", n, port, topic), logfile)
+end
+
+--- Lost and duplicated among the records of payloads 1..n under dir.
+function M.tally(dir, n)
+  local _, by = M.records(dir)
+  local lost, dups = 0, 0
+  for i = 1, n do
+    local c = by[tostring(i)] or 0
+    if c == 0 then lost = lost + 1 elseif c > 1 then dups = dups + c - 1 end
+  end
+  return lost, dups
+end
+
+--- Waits until payloads 1..n were all handled, or nothing new arrived for
+-- `quiet` seconds.
+function M.settle(dir, n, quiet)
+  local last, since = -1, M.now()
+  while M.now() - since < (quiet or 5) do
+    if M.tally(dir, n) == 0 then return end
+    local c = #M.records(dir)
+    if c ~= last then last, since = c, M.now() end
+    M.sleep(0.2)
+  end
+end
+
 --- Reads every record the test app's handlers wrote under dir: a list of
 -- { route =, payload =, pid =, redelivered = } and counts by payload.
 function M.records(dir)
