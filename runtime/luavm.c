@@ -58,6 +58,10 @@ lua_State *luavm_new(const luavm_paths *p, char *err, size_t errlen)
     lua_getfield(L, -1, "traceback");
     lua_setfield(L, LUA_REGISTRYINDEX, "routemq.traceback");
     lua_pop(L, 1);
+    /* One handler function for every protected call: pushing a C function
+     * allocates a closure each time, on the per-message path. */
+    lua_pushcfunction(L, traceback);
+    lua_setfield(L, LUA_REGISTRYINDEX, "routemq.msgh");
 
     lua_getglobal(L, "package");
     lua_getfield(L, -1, "path");
@@ -74,7 +78,7 @@ lua_State *luavm_new(const luavm_paths *p, char *err, size_t errlen)
 int luavm_pcall(lua_State *L, int nargs, int nresults, char *err, size_t errlen, char *tb, size_t tblen)
 {
     int base = lua_gettop(L) - nargs;
-    lua_pushcfunction(L, traceback);
+    lua_getfield(L, LUA_REGISTRYINDEX, "routemq.msgh");
     lua_insert(L, base);
     int rc = lua_pcall(L, nargs, nresults, base);
     lua_remove(L, base);

@@ -9,7 +9,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
 
@@ -90,6 +93,22 @@ static void update_socket(worker *w)
     }
 }
 
+/* Writes what libmosquitto queued. Nagle stays on, so a stream of PUBACKs
+ * costs few segments; but a handler's publish queued behind a PUBACK would
+ * then wait for the broker's ACK of the PUBACK (its delayed ACK, up to
+ * 40 ms), so when a handler published, the socket is corked for the writes
+ * and everything leaves at once. */
+static void flush_writes(worker *w)
+{
+    int fd = mosquitto_socket(w->mosq);
+    if (fd < 0 || !mosquitto_want_write(w->mosq)) return;
+    int cork = w->published;
+    w->published = 0;
+    if (cork) setsockopt(fd, IPPROTO_TCP, TCP_CORK, &(int){ 1 }, sizeof(int));
+    mosquitto_loop_write(w->mosq, 1);
+    if (cork && mosquitto_socket(w->mosq) == fd) setsockopt(fd, IPPROTO_TCP, TCP_CORK, &(int){ 0 }, sizeof(int));
+}
+
 /* Reads and handles packets until the socket is drained (or a budget is
  * spent, so signals and timers get their turn). What the handlers queued
  * (PUBACKs, publishes) is written after each packet: acknowledgements leave
@@ -103,7 +122,7 @@ static void read_socket(worker *w)
         errno = 0;
         int rc = mosquitto_loop_read(w->mosq, 1);
         int drained = errno == EAGAIN || errno == EWOULDBLOCK;
-        if (mosquitto_socket(w->mosq) >= 0 && mosquitto_want_write(w->mosq)) mosquitto_loop_write(w->mosq, 1);
+        flush_writes(w);
         if (rc != MOSQ_ERR_SUCCESS || drained) break;
         if (w->stopping && w->disconnect_sent) break;
         if ((i & 15) == 15 && shm_now_ns() > until) break;
@@ -172,11 +191,10 @@ static int run_loop(worker *w)
         for (int i = 0; i < n; i++) {
             if (evs[i].data.fd == w->sigfd) { on_signals(w); continue; }
             if (evs[i].data.fd != w->sock || mosquitto_socket(w->mosq) != w->sock) continue;
-            if (evs[i].events & EPOLLOUT) mosquitto_loop_write(w->mosq, 1);
+            if (evs[i].events & EPOLLOUT) flush_writes(w);
             if (evs[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)) read_socket(w);
         }
-        if (w->mosq && mosquitto_socket(w->mosq) >= 0 && mosquitto_want_write(w->mosq))
-            mosquitto_loop_write(w->mosq, 1);
+        if (w->mosq) flush_writes(w);
         periodic(w, shm_now_ns());
     }
     switch (w->stopping) {

@@ -35,6 +35,7 @@ typedef struct worker {
     int sock_events;         /* the events it is registered for */
     int connected;           /* CONNACK received */
     int subs_pending;        /* SUBACKs still awaited */
+    int published;           /* a handler queued a publish since the last flush */
     int nsubs;               /* subscriptions made on the last connect */
     int session_resumed;     /* the broker kept our session */
     int reconnect_pending;   /* a connect attempt is due at next_connect_ns */

@@ -67,6 +67,7 @@ static int l_publish(lua_State *L)
     }
     int rc = mosquitto_publish_v5(w->mosq, NULL, topic, (int)plen, payload, qos, retain, props);
     mosquitto_property_free_all(&props);
+    w->published = 1;
     if (rc != MOSQ_ERR_SUCCESS) {
         lua_pushnil(L);
         lua_pushstring(L, mosquitto_strerror(rc));

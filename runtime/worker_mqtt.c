@@ -156,9 +156,6 @@ int worker_mqtt_setup(worker *w)
      * kept in shared memory), never between receipt and keeping. */
     mosquitto_threaded_set(w->mosq, true);
     mosquitto_int_option(w->mosq, MOSQ_OPT_RECEIVE_MAXIMUM, 100);
-    /* Queued packets go out one write() each; without this, Nagle holds the
-     * second SUBSCRIBE for the broker's delayed ACK (~40 ms per restart). */
-    mosquitto_int_option(w->mosq, MOSQ_OPT_TCP_NODELAY, 1);
     if (c->username && mosquitto_username_pw_set(w->mosq, c->username, c->password) != MOSQ_ERR_SUCCESS) {
         log_error("cannot set MQTT_USERNAME");
         return -1;
