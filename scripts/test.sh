@@ -51,7 +51,7 @@ else
   tail -n 30 "$LOG/valgrind.log"; count "valgrind test_topic" 0 1
 fi
 
-if luacheck -q lua app spec > "$LOG/luacheck.log" 2>&1; then
+if luacheck -q lua app spec examples > "$LOG/luacheck.log" 2>&1; then
   count "luacheck" 1 0
 else
   cat "$LOG/luacheck.log"; count "luacheck" 0 1
@@ -59,6 +59,9 @@ fi
 
 busted_run "busted unit specs" $(ls spec/*_spec.lua)
 busted_run "default app specs" app/spec
+for ex in examples/*/spec; do
+  [ -d "$ex" ] && busted_run "example $(basename "$(dirname "$ex")") specs" -C "$(dirname "$ex")" spec
+done
 busted_run "end-to-end specs" spec/e2e
 
 # The runtime itself under ASan+UBSan: the worker and resilience specs against
