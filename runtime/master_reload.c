@@ -8,6 +8,7 @@
 
 #include <lauxlib.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -58,9 +59,19 @@ int master_reloading(const master *m)
     return m->reload.phase != RELOAD_IDLE;
 }
 
+/* The outcome of reload seq, for systemd and for the `routemq reload`
+ * clients waiting for it. */
+static void report(master *m, uint64_t seq, int ok, const char *msg)
+{
+    master_notify_reloaded(m, ok ? "reloaded" : "reload failed; running the previous application");
+    master_control_reload_done(m, seq, ok, msg);
+}
+
 void master_reload_abort(master *m)
 {
     if (m->reload.phase != RELOAD_IDLE) log_info("reload abandoned: stopping");
+    if (m->reload.phase != RELOAD_IDLE || m->reload.pending)
+        master_control_reload_done(m, UINT64_MAX, 0, "reload abandoned: the master is stopping");
     m->reload.phase = RELOAD_IDLE;
     m->reload.pending = 0;
 }
@@ -96,9 +107,12 @@ static void start_reload(master *m)
     master_reload *r = &m->reload;
     char err[4096];
     app_def def;
+    uint64_t seq = ++m->reload_seq;
+    master_notify_reloading(m);
     if (master_load_app(&m->paths, m->cfg, &def, err, sizeof err)) {
         m->reloads_failed++;
         log_error("reload failed: %s; the workers keep running the previous application", err);
+        report(m, seq, 0, err);
         return;
     }
     int override;
@@ -107,6 +121,7 @@ static void start_reload(master *m)
     if (!a) {
         m->reloads_failed++;
         log_error("reload failed: out of memory");
+        report(m, seq, 0, "out of memory");
         return;
     }
     m->app_generation++;
@@ -115,7 +130,8 @@ static void start_reload(master *m)
     m->override = override;
     m->reloads_ok++;
     log_info("reload: generation %u, %d worker%s", a->generation, new_p, new_p == 1 ? "" : "s");
-    *r = (master_reload){ .phase = RELOAD_NEXT, .old_p = m->P, .new_p = new_p, .started_ns = shm_now_ns() };
+    *r = (master_reload){ .phase = RELOAD_NEXT, .old_p = m->P, .new_p = new_p, .started_ns = shm_now_ns(),
+                          .seq = seq };
     /* New slots start at once: more capacity while the old ones cycle. */
     for (int i = m->P; i < new_p; i++) {
         m->slots[i].active = 1;
@@ -143,8 +159,12 @@ static void finish(master *m, int64_t now)
     for (int i = r->new_p; i < r->old_p; i++) master_retire_slot(m, i);
     m->P = r->new_p;
     r->phase = RELOAD_IDLE;
+    char msg[128];
+    snprintf(msg, sizeof msg, "generation %u, %d worker%s, in %lld ms", m->app->generation, m->P,
+             m->P == 1 ? "" : "s", (long long)((now - r->started_ns) / MASTER_NS_PER_MS));
     log_info("reload: generation %u done in %lld ms", m->app->generation,
              (long long)((now - r->started_ns) / MASTER_NS_PER_MS));
+    report(m, r->seq, 1, msg);
     if (r->pending) {
         r->pending = 0;
         start_reload(m);
@@ -153,6 +173,11 @@ static void finish(master *m, int64_t now)
         int delta = m->scale_pending;
         m->scale_pending = 0;
         master_scale_to(m, m->P + delta, "queued SIGTTIN/SIGTTOU");
+    }
+    if (!master_reloading(m) && m->scale_to_pending) {
+        int n = m->scale_to_pending;
+        m->scale_to_pending = 0;
+        master_scale_to(m, n, "queued routemq scale");
     }
 }
 

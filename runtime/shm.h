@@ -13,6 +13,9 @@
 #define SHM_MSG_MAX     (256 * 1024)  /* topic + payload kept for replay */
 #define SHM_REASON_MAX  256
 #define SHM_SEEN        4096          /* recent QoS >= 1 deliveries remembered per slot */
+#define SHM_ROUTE_STATS 256           /* distinct route patterns a slot counts over the master's life */
+#define SHM_PATTERN_MAX 192           /* longer patterns are counted under their first 191 bytes */
+#define SHM_DURATION_BUCKETS 16       /* finite histogram buckets (route_stats.c), then +Inf */
 
 enum slot_state {
     SLOT_EMPTY = 0,      /* no worker */
@@ -38,6 +41,7 @@ typedef struct shm_inflight {
     uint32_t attempts;              /* deaths while handling it; written by the master */
     char reason[SHM_REASON_MAX];    /* last death's cause; written by the master */
     int32_t route_index;
+    int32_t stat_index;             /* its entry in the slot's route_stats, -1 for none */
     uint8_t qos, retain, complete;  /* complete: topic and payload fitted in data */
     uint32_t topic_len, payload_len;
     char data[SHM_MSG_MAX];         /* topic bytes, then payload bytes */
@@ -50,6 +54,18 @@ typedef struct shm_inflight {
 typedef struct shm_seen {
     uint64_t entry[SHM_SEEN];
 } shm_seen;
+
+/* Counters of one route pattern in one slot. Keyed by pattern, not by route
+ * index: indexes change on reload, patterns do not, and the entry outlives
+ * the process (the next worker of the slot finds it and keeps counting), so
+ * the sums the master reports never go back. Written only by the slot's
+ * worker with relaxed atomic adds; the master sums every slot's entries. */
+typedef struct shm_route_stats {
+    char pattern[SHM_PATTERN_MAX];      /* written before the entry is published, never changed */
+    _Atomic uint64_t ok, errors, dead_lettered;
+    _Atomic uint64_t duration_sum_ns;   /* handler time of ok + errors */
+    _Atomic uint64_t duration[SHM_DURATION_BUCKETS + 1]; /* per bucket, not cumulative; the last is +Inf */
+} shm_route_stats;
 
 typedef struct shm_slot {
     _Atomic int32_t pid;
@@ -71,6 +87,8 @@ typedef struct shm_slot {
     _Atomic uint64_t sub_hash;          /* fingerprint of the slot's subscriptions at the broker */
     shm_inflight inflight;
     shm_seen seen;
+    _Atomic uint32_t nroute_stats;      /* entries of route_stats in use; only grows (release store) */
+    shm_route_stats route_stats[SHM_ROUTE_STATS];
 } shm_slot;
 
 typedef struct shm_area {

@@ -4,6 +4,7 @@
 #include "worker_internal.h"
 #include "log.h"
 #include "luavm.h"
+#include "route_stats.h"
 
 #include <errno.h>
 #include <lauxlib.h>
@@ -12,6 +13,24 @@
 #include <string.h>
 
 #define MAX_SUB_IDS 16
+
+/* Route index -> entry of this slot's shm route_stats (-1: not counted per
+ * route). One worker per process, so a file-level table is the worker's own;
+ * an application with more routes than a slot can count keeps the rest in
+ * the slot totals only. */
+static int16_t route_stat[SHM_ROUTE_STATS + 1];
+
+static int stat_of(int rid)
+{
+    return rid >= 1 && rid <= SHM_ROUTE_STATS ? route_stat[rid] : -1;
+}
+
+static void bind_route_stats(worker *w)
+{
+    int missed = route_stats_bind_app(w->shm, &w->app, route_stat, SHM_ROUTE_STATS + 1);
+    if (missed) log_warn("%d route%s not counted per route: this slot has counted %d patterns already", missed,
+                         missed == 1 ? " is" : "s are", SHM_ROUTE_STATS);
+}
 
 static int require_field(lua_State *L, const char *mod, const char *field, char *err, size_t errlen)
 {
@@ -41,6 +60,7 @@ int worker_dispatch_setup(worker *w)
             return -1;
         }
     }
+    bind_route_stats(w);
     /* d = require("routemq.dispatch").new(app, io, slot); keep d.call */
     if (require_field(L, "routemq.dispatch", "new", err, sizeof err)) goto fail;
     lua_rawgeti(L, LUA_REGISTRYINDEX, w->app.app_ref);
@@ -139,6 +159,7 @@ static void dispatch(worker *w, int rid, const char *topic, size_t tlen, const v
     lua_State *L = w->L;
     if (!redelivered) {
         in->route_index = rid;
+        in->stat_index = stat_of(rid);
         in->qos = (uint8_t)qos;
         in->retain = (uint8_t)retain;
         in->topic_len = (uint32_t)tlen;
@@ -175,6 +196,8 @@ static void dispatch(worker *w, int rid, const char *topic, size_t tlen, const v
     atomic_store_explicit(&in->active, 0, memory_order_release);
     atomic_fetch_add_explicit(&w->shm->messages, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&w->shm->busy_ns, (uint64_t)(t1 - t0), memory_order_relaxed);
+    int si = stat_of(rid);
+    if (si >= 0) route_stats_observe(&w->shm->route_stats[si], t1 - t0, rc == 0);
     if (rc) {
         atomic_fetch_add_explicit(&w->shm->errors, 1, memory_order_relaxed);
         char t[1024];
@@ -259,6 +282,10 @@ static void dead_letter(worker *w, const char *topic, const char *payload, size_
     int rc = mosquitto_publish_v5(w->mosq, NULL, dtopic, (int)elen, env, 1, 0, NULL);
     lua_pop(L, 1);
     atomic_fetch_add(&w->shm->dead_lettered, 1);
+    /* The entry recorded with the message: valid in this slot whatever the
+     * route table of the worker that took it. */
+    if (in->stat_index >= 0 && in->stat_index < SHM_ROUTE_STATS)
+        atomic_fetch_add(&w->shm->route_stats[in->stat_index].dead_lettered, 1);
     log_with(LOGL_ERROR, &(log_fields){ .route = route, .topic = topic, .error = in->reason },
              "message dead-lettered to %s after %u failed attempts%s", dtopic, in->attempts,
              rc == MOSQ_ERR_SUCCESS ? "" : " (publish failed)");

@@ -1,0 +1,84 @@
+/* The requests of the control socket: status [json], reload, stop,
+ * scale N, ping. reload and stop leave the connection waiting for their
+ * outcome (master_control_reload_done, master_control_close). */
+#include "master_control.h"
+#include "log.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static void do_status(master *m, control_conn *c, int json)
+{
+    strbuf body;
+    sb_init(&body);
+    if (json) master_status_json(m, &body);
+    else master_status_table(m, &body);
+    if (body.oom) { sb_free(&body); control_reply(m, c, 1, "error out of memory"); return; }
+    control_reply_body(m, c, &body);
+    sb_free(&body);
+}
+
+static void do_reload(master *m, control_conn *c)
+{
+    if (m->stopping) { control_reply(m, c, 1, "error the master is stopping"); return; }
+    log_info("reload requested (control socket)");
+    c->wait = WAIT_RELOAD;
+    c->want_seq = m->reload_seq + 1;
+    control_reply(m, c, 0, ". reloading %s%s", m->cfg->app_dir,
+          master_reloading(m) ? " after the reload in progress" : "");
+    /* May answer at once (the application does not load): c is done then. */
+    master_reload_request(m);
+}
+
+static void do_stop(master *m, control_conn *c)
+{
+    log_info("stop requested (control socket)");
+    c->wait = WAIT_STOP;
+    control_reply(m, c, 0, ". stopping master %d (WORKER_STOP_TIMEOUT %g s)", (int)m->pid, m->cfg->stop_timeout);
+    master_begin_stop(m, 0);
+}
+
+static void do_scale(master *m, control_conn *c, const char *arg)
+{
+    char *end;
+    long n = strtol(arg, &end, 10);
+    if (!*arg || *end || n < 1 || n > 1024) { control_reply(m, c, 1, "error scale: '%.40s' is not a whole number from 1 to 1024", arg); return; }
+    if (m->stopping) { control_reply(m, c, 1, "error the master is stopping"); return; }
+    if (master_reloading(m)) {
+        m->scale_to_pending = (int)n;
+        control_reply(m, c, 1, "ok %ld worker%s after the reload in progress", n, n == 1 ? "" : "s");
+        return;
+    }
+    int old = m->P;
+    master_scale_to(m, (int)n, "routemq scale");
+    const char *s = m->P == 1 ? "" : "s";
+    if (m->P != n) control_reply(m, c, 1, "ok %d worker%s (was %d; at most %d)", m->P, s, old, m->nslots);
+    else control_reply(m, c, 1, "ok %d worker%s (was %d)", m->P, s, old);
+}
+
+/* Printable, short: what an unknown request is echoed back as. */
+static void sanitize(const char *s, char *out, size_t n)
+{
+    size_t k = 0;
+    for (; *s && k + 1 < n; s++) out[k++] = (*s >= 0x20 && *s < 0x7f) ? *s : '?';
+    out[k] = 0;
+}
+
+void control_command(master *m, control_conn *c, char *line)
+{
+    size_t len = strlen(line);
+    while (len && (line[len - 1] == '\r' || line[len - 1] == ' ')) line[--len] = 0;
+    if (!strcmp(line, "status")) do_status(m, c, 0);
+    else if (!strcmp(line, "status json")) do_status(m, c, 1);
+    else if (!strcmp(line, "reload")) do_reload(m, c);
+    else if (!strcmp(line, "stop")) do_stop(m, c);
+    else if (!strncmp(line, "scale ", 6)) do_scale(m, c, line + 6);
+    else if (!strcmp(line, "ping")) control_reply(m, c, 1, "ok pong");
+    else {
+        char shown[48];
+        sanitize(line, shown, sizeof shown);
+        log_debug("control socket: unknown request '%s'", shown);
+        control_reply(m, c, 1, "error unknown request '%s' (status, status json, reload, stop, scale N)", shown);
+    }
+}
+

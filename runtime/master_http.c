@@ -1,0 +1,183 @@
+/* The admin HTTP endpoint (ROUTEMQ_HTTP=host:port): /health, /ready,
+ * /status, /metrics. libmicrohttpd runs in external-polling epoll mode: its
+ * epoll fd sits in the master's epoll and MHD_run is called from the
+ * master's loop, so the master stays single-threaded (it forks workers, and
+ * a fork with a second thread running could copy a held lock). Requests are
+ * answered in the loop from shared memory; building the biggest answer takes
+ * microseconds, so serving it never delays supervision noticeably. */
+#include "master.h"
+#include "log.h"
+
+#include <errno.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define HTTP_MAX_CONNS 32
+#define HTTP_CONN_TIMEOUT_S 10
+
+static enum MHD_Result respond(struct MHD_Connection *c, unsigned status, const char *type, strbuf *body)
+{
+    if (body->oom) {
+        sb_free(body);
+        status = MHD_HTTP_INTERNAL_SERVER_ERROR;
+        sb_puts(body, "out of memory\n");
+    }
+    size_t len = body->len;
+    char *p = sb_take(body);
+    /* MUST_FREE: libmicrohttpd free()s the buffer once it is sent. */
+    struct MHD_Response *r = MHD_create_response_from_buffer(len, p, p ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
+    if (!r) { free(p); return MHD_NO; }
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    enum MHD_Result rc = MHD_queue_response(c, status, r);
+    MHD_destroy_response(r);
+    return rc;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
+                                  const char *version, const char *upload, size_t *upload_size, void **con_cls)
+{
+    master *m = cls;
+    strbuf b;
+    sb_init(&b);
+    if (strcmp(method, "GET") && strcmp(method, "HEAD")) {
+        sb_puts(&b, "method not allowed: use GET\n");
+        return respond(c, MHD_HTTP_METHOD_NOT_ALLOWED, "text/plain; charset=utf-8", &b);
+    }
+    if (!strcmp(url, "/health")) {
+        sb_puts(&b, "ok\n");
+        return respond(c, MHD_HTTP_OK, "text/plain; charset=utf-8", &b);
+    }
+    if (!strcmp(url, "/ready")) {
+        char why[128];
+        int ready = master_is_ready(m, why, sizeof why);
+        sb_printf(&b, "%s: %s\n", ready ? "ready" : "not ready", why);
+        return respond(c, ready ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE, "text/plain; charset=utf-8", &b);
+    }
+    if (!strcmp(url, "/status")) {
+        master_status_json(m, &b);
+        return respond(c, MHD_HTTP_OK, "application/json", &b);
+    }
+    if (!strcmp(url, "/metrics")) {
+        master_metrics(m, &b);
+        return respond(c, MHD_HTTP_OK, "text/plain; version=0.0.4; charset=utf-8", &b);
+    }
+    sb_puts(&b, "not found; try /health, /ready, /status or /metrics\n");
+    return respond(c, MHD_HTTP_NOT_FOUND, "text/plain; charset=utf-8", &b);
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t n = strlen(msg);
+    while (n && msg[n - 1] == '\n') msg[--n] = 0;
+    log_debug("admin HTTP: %s", msg);
+}
+
+/* "host:port", ":port" (127.0.0.1) or "[v6]:port"; the host may be a name. */
+static int resolve(const char *spec, struct addrinfo **out, char *err, size_t errlen)
+{
+    const char *colon = strrchr(spec, ':'), *given = spec;
+    char host[256];
+    const char *port = colon ? colon + 1 : "";
+    size_t hlen = colon ? (size_t)(colon - spec) : 0;
+    if (hlen >= 2 && spec[0] == '[' && spec[hlen - 1] == ']') { spec++; hlen -= 2; }
+    if (hlen >= sizeof host) hlen = sizeof host - 1;
+    memcpy(host, spec, hlen);
+    host[hlen] = 0;
+    char *end;
+    long p = strtol(port, &end, 10);
+    if (!*port || *end || p < 1 || p > 65535) {
+        snprintf(err, errlen, "'%s' is not host:port (port 1-65535)", given);
+        return -1;
+    }
+    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV };
+    int rc = getaddrinfo(hlen ? host : "127.0.0.1", port, &hints, out);
+    if (rc) snprintf(err, errlen, "cannot resolve '%s': %s", host, gai_strerror(rc));
+    return rc ? -1 : 0;
+}
+
+/* Our own listening socket, so a busy port is reported with its errno. */
+static int listen_on(const struct addrinfo *ai, char *err, size_t errlen)
+{
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), one = 1;
+    if (fd >= 0) {
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        /* Bind exactly what was given: [::] is not also 0.0.0.0. */
+        if (ai->ai_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+        if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 64) == 0) return fd;
+    }
+    snprintf(err, errlen, "%s", strerror(errno));
+    if (fd >= 0) close(fd);
+    return -1;
+}
+
+int master_http_start(master *m)
+{
+    const char *spec = m->cfg->http;
+    char err[300];
+    struct addrinfo *ai = NULL;
+    if (!spec) return 0;
+    if (resolve(spec, &ai, err, sizeof err)) {
+        log_error("ROUTEMQ_HTTP: %s", err);
+        return -1;
+    }
+    int fd = listen_on(ai, err, sizeof err);
+    int v6 = ai->ai_family == AF_INET6;
+    char host[INET6_ADDRSTRLEN] = "?", serv[16] = "?";
+    getnameinfo(ai->ai_addr, ai->ai_addrlen, host, sizeof host, serv, sizeof serv, NI_NUMERICHOST | NI_NUMERICSERV);
+    freeaddrinfo(ai);
+    if (fd < 0) {
+        log_error("ROUTEMQ_HTTP: cannot listen on %s: %s", spec, err);
+        return -1;
+    }
+    /* From here libmicrohttpd owns fd and closes it in MHD_stop_daemon. */
+    m->http = MHD_start_daemon(MHD_USE_EPOLL | MHD_USE_ERROR_LOG | (v6 ? MHD_USE_IPv6 : 0), 0, NULL, NULL,
+                               on_request, m, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+                               MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_CONNECTION_LIMIT, (unsigned)HTTP_MAX_CONNS,
+                               MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP_CONN_TIMEOUT_S, MHD_OPTION_END);
+    const union MHD_DaemonInfo *info = m->http ? MHD_get_daemon_info(m->http, MHD_DAEMON_INFO_EPOLL_FD) : NULL;
+    struct epoll_event ev = { .events = EPOLLIN, .data.u64 = MEV(MEV_HTTP, 0) };
+    if (!info || epoll_ctl(m->epfd, EPOLL_CTL_ADD, info->epoll_fd, &ev)) {
+        log_error("ROUTEMQ_HTTP: cannot start the admin endpoint on %s", spec);
+        if (m->http) MHD_stop_daemon(m->http);
+        else close(fd);
+        m->http = NULL;
+        return -1;
+    }
+    m->http_epfd = info->epoll_fd;
+    log_info("admin HTTP on http://%s%s%s:%s/ (/health /ready /status /metrics)", v6 ? "[" : "", host,
+             v6 ? "]" : "", serv);
+    return 0;
+}
+
+void master_http_run(master *m)
+{
+    if (m->http) MHD_run(m->http);
+}
+
+int64_t master_http_timeout_ms(master *m)
+{
+    MHD_UNSIGNED_LONG_LONG t;
+    if (!m->http || MHD_get_timeout(m->http, &t) != MHD_YES) return -1;
+    return t > INT32_MAX ? INT32_MAX : (int64_t)t;
+}
+
+void master_http_stop(master *m)
+{
+    if (!m->http) return;
+    if (m->http_epfd >= 0 && m->epfd >= 0) epoll_ctl(m->epfd, EPOLL_CTL_DEL, m->http_epfd, NULL);
+    MHD_stop_daemon(m->http);
+    m->http = NULL;
+    m->http_epfd = -1;
+}

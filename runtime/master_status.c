@@ -1,0 +1,215 @@
+/* What `routemq status` shows, /status serves and /ready decides, built from
+ * the master's own records and the workers' shared-memory slots. One view of
+ * each slot feeds both renderings, so the table and the JSON never disagree.
+ * Nothing here reads the configuration's credentials. */
+#include "master.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#ifndef ROUTEMQ_VERSION
+#define ROUTEMQ_VERSION "0.0.0"
+#endif
+
+typedef struct slot_view {
+    int slot;
+    int pid;
+    uint32_t generation;
+    const char *state;
+    int connected;
+    double uptime_s;
+    uint64_t messages, errors, unmatched, dead_lettered, restarts, rss_kb;
+    const char *inflight_route;  /* NULL: no handler running */
+    double inflight_s;
+} slot_view;
+
+typedef struct totals {
+    uint64_t messages, errors, unmatched, dead_lettered, duplicates, restarts;
+} totals;
+
+const char *master_slot_state_name(int state)
+{
+    switch (state) {
+    case SLOT_STARTING: return "starting";
+    case SLOT_CONNECTING: return "connecting";
+    case SLOT_READY: return "ready";
+    case SLOT_DRAINING: return "draining";
+    default: return "empty";
+    }
+}
+
+/* A slot is shown while it is meant to run or still has a process. */
+static int listed(const master *m, int i)
+{
+    return i < m->P || m->slots[i].pid > 0;
+}
+
+static void view_slot(const master *m, int i, int64_t now, slot_view *v)
+{
+    const master_slot *s = &m->slots[i];
+    const shm_slot *sh = &m->shm->slots[i];
+    memset(v, 0, sizeof *v);
+    v->slot = i;
+    v->pid = s->pid;
+    v->generation = s->generation;
+    v->restarts = s->restarts;
+    v->messages = atomic_load(&sh->messages);
+    v->errors = atomic_load(&sh->errors);
+    v->unmatched = atomic_load(&sh->unmatched);
+    v->dead_lettered = atomic_load(&sh->dead_lettered);
+    if (s->pid <= 0) {
+        v->state = m->stopping ? "stopped" : s->restart_at_ns ? "restarting" : "down";
+        return;
+    }
+    v->state = master_slot_state_name(atomic_load(&sh->state));
+    v->connected = atomic_load(&sh->connected) != 0;
+    v->uptime_s = (double)(now - s->started_ns) / MASTER_NS_PER_S;
+    v->rss_kb = atomic_load(&sh->rss_kb);
+    int64_t start = atomic_load(&sh->handler_start_ns);
+    int route = atomic_load(&sh->handler_route);
+    if (start && s->app && route >= 1 && route <= s->app->def.nroutes) {
+        v->inflight_route = s->app->def.routes[route - 1].pattern;
+        v->inflight_s = now > start ? (double)(now - start) / MASTER_NS_PER_S : 0;
+    }
+}
+
+static void sum_totals(const master *m, totals *t)
+{
+    memset(t, 0, sizeof *t);
+    for (int i = 0; i < m->nslots; i++) {
+        const shm_slot *sh = &m->shm->slots[i];
+        t->messages += atomic_load(&sh->messages);
+        t->errors += atomic_load(&sh->errors);
+        t->unmatched += atomic_load(&sh->unmatched);
+        t->dead_lettered += atomic_load(&sh->dead_lettered);
+        t->duplicates += atomic_load(&sh->duplicates);
+    }
+    for (int r = 0; r < RESTART_NREASONS; r++) t->restarts += m->restarts_by_reason[r];
+}
+
+static const char *master_state(const master *m)
+{
+    return m->stopping ? "stopping" : master_reloading(m) ? "reloading" : "running";
+}
+
+int master_is_ready(const master *m, char *why, size_t n)
+{
+    if (m->stopping) { snprintf(why, n, "stopping"); return 0; }
+    for (int i = 0; i < m->P; i++) {
+        const master_slot *s = &m->slots[i];
+        const shm_slot *sh = &m->shm->slots[i];
+        int state = atomic_load(&sh->state);
+        if (s->pid <= 0) { snprintf(why, n, "worker %d is not running", i); return 0; }
+        if (state != SLOT_READY) { snprintf(why, n, "worker %d is %s", i, master_slot_state_name(state)); return 0; }
+        if (!atomic_load(&sh->connected)) { snprintf(why, n, "worker %d is not connected", i); return 0; }
+    }
+    snprintf(why, n, "%d worker%s ready", m->P, m->P == 1 ? "" : "s");
+    return 1;
+}
+
+static void json_slot(strbuf *b, const slot_view *v)
+{
+    sb_printf(b, "{\"slot\":%d,\"pid\":%d,\"generation\":%u,\"state\":\"%s\",\"connected\":%s,"
+              "\"uptime_seconds\":%.3f,\"messages\":%llu,\"errors\":%llu,\"unmatched\":%llu,"
+              "\"dead_lettered\":%llu,\"restarts\":%llu,\"rss_kb\":%llu,\"in_flight\":",
+              v->slot, v->pid, v->generation, v->state, v->connected ? "true" : "false", v->uptime_s,
+              (unsigned long long)v->messages, (unsigned long long)v->errors, (unsigned long long)v->unmatched,
+              (unsigned long long)v->dead_lettered, (unsigned long long)v->restarts, (unsigned long long)v->rss_kb);
+    if (!v->inflight_route) { sb_puts(b, "null}"); return; }
+    sb_puts(b, "{\"route\":");
+    sb_json_str(b, v->inflight_route);
+    sb_printf(b, ",\"seconds\":%.3f}}", v->inflight_s);
+}
+
+void master_status_json(const master *m, strbuf *b)
+{
+    int64_t now = shm_now_ns();
+    char why[128];
+    totals t;
+    sum_totals(m, &t);
+    int ready = master_is_ready(m, why, sizeof why);
+    sb_printf(b, "{\"version\":\"%s\",\"pid\":%d,\"state\":\"%s\",\"ready\":%s,\"ready_reason\":", ROUTEMQ_VERSION,
+              (int)m->pid, master_state(m), ready ? "true" : "false");
+    sb_json_str(b, why);
+    sb_puts(b, ",\"app\":");
+    sb_json_str(b, m->cfg->app_dir);
+    sb_puts(b, ",\"broker\":");
+    char broker[600];
+    snprintf(broker, sizeof broker, "%s:%d", m->cfg->broker, m->cfg->port);
+    sb_json_str(b, broker);
+    sb_printf(b, ",\"uptime_seconds\":%.3f,\"generation\":%u,\"workers\":%d,", (double)(now - m->started_ns) / MASTER_NS_PER_S,
+              m->app ? m->app->generation : 0, m->P);
+    sb_printf(b, "\"totals\":{\"messages\":%llu,\"errors\":%llu,\"unmatched\":%llu,\"dead_lettered\":%llu,"
+              "\"duplicates\":%llu,\"restarts\":%llu},", (unsigned long long)t.messages, (unsigned long long)t.errors,
+              (unsigned long long)t.unmatched, (unsigned long long)t.dead_lettered, (unsigned long long)t.duplicates,
+              (unsigned long long)t.restarts);
+    sb_puts(b, "\"restarts_by_reason\":{");
+    for (int r = 0; r < RESTART_NREASONS; r++)
+        sb_printf(b, "%s\"%s\":%llu", r ? "," : "", master_restart_reason_name((restart_reason)r),
+                  (unsigned long long)m->restarts_by_reason[r]);
+    sb_printf(b, "},\"reloads\":{\"ok\":%llu,\"failed\":%llu},\"slots\":[", (unsigned long long)m->reloads_ok,
+              (unsigned long long)m->reloads_failed);
+    int first = 1;
+    for (int i = 0; i < m->nslots; i++) {
+        if (!listed(m, i)) continue;
+        slot_view v;
+        view_slot(m, i, now, &v);
+        if (!first) sb_puts(b, ",");
+        first = 0;
+        json_slot(b, &v);
+    }
+    sb_puts(b, "]}\n");
+}
+
+/* 42s, 3m07s, 5h02m, 2d04h */
+static const char *duration(double s, char *out, size_t n)
+{
+    long t = (long)s;
+    if (t < 60) snprintf(out, n, "%lds", t);
+    else if (t < 3600) snprintf(out, n, "%ldm%02lds", t / 60, t % 60);
+    else if (t < 86400) snprintf(out, n, "%ldh%02ldm", t / 3600, t % 3600 / 60);
+    else snprintf(out, n, "%ldd%02ldh", t / 86400, t % 86400 / 3600);
+    return out;
+}
+
+static void table_row(strbuf *b, const slot_view *v)
+{
+    char up[32], pid[16], rss[32], inflight[64];
+    snprintf(pid, sizeof pid, v->pid > 0 ? "%d" : "-", v->pid);
+    if (v->pid > 0) duration(v->uptime_s, up, sizeof up);
+    else snprintf(up, sizeof up, "-");
+    if (v->rss_kb) snprintf(rss, sizeof rss, "%.1f MB", (double)v->rss_kb / 1024);
+    else snprintf(rss, sizeof rss, "-");
+    if (v->inflight_route) snprintf(inflight, sizeof inflight, "%.20s %.1fs", v->inflight_route, v->inflight_s);
+    else snprintf(inflight, sizeof inflight, "-");
+    sb_printf(b, "%4d  %-8s %4u  %-10s %-8s %10llu %8llu  %-26s %8llu  %s\n", v->slot, pid, v->generation, v->state,
+              up, (unsigned long long)v->messages, (unsigned long long)v->errors, inflight,
+              (unsigned long long)v->restarts, rss);
+}
+
+void master_status_table(const master *m, strbuf *b)
+{
+    int64_t now = shm_now_ns();
+    char up[32], why[128];
+    totals t;
+    sum_totals(m, &t);
+    int ready = master_is_ready(m, why, sizeof why);
+    sb_printf(b, "routemq %s  master %d  up %s  %s, %s\n", ROUTEMQ_VERSION, (int)m->pid,
+              duration((double)(now - m->started_ns) / MASTER_NS_PER_S, up, sizeof up), master_state(m),
+              ready ? "ready" : why);
+    sb_printf(b, "app      %s\n", m->cfg->app_dir);
+    sb_printf(b, "broker   %s:%d\n", m->cfg->broker, m->cfg->port);
+    sb_printf(b, "workers  %d (application generation %u)\n", m->P, m->app ? m->app->generation : 0);
+    sb_printf(b, "totals   messages %llu  errors %llu  unmatched %llu  dead-lettered %llu  restarts %llu  "
+              "reloads %llu ok, %llu failed\n\n", (unsigned long long)t.messages, (unsigned long long)t.errors,
+              (unsigned long long)t.unmatched, (unsigned long long)t.dead_lettered, (unsigned long long)t.restarts,
+              (unsigned long long)m->reloads_ok, (unsigned long long)m->reloads_failed);
+    sb_printf(b, "%4s  %-8s %4s  %-10s %-8s %10s %8s  %-26s %8s  %s\n", "SLOT", "PID", "GEN", "STATE", "UP",
+              "MESSAGES", "ERRORS", "IN-FLIGHT", "RESTARTS", "RSS");
+    for (int i = 0; i < m->nslots; i++) {
+        if (!listed(m, i)) continue;
+        slot_view v;
+        view_slot(m, i, now, &v);
+        table_row(b, &v);
+    }
+}

@@ -1,0 +1,158 @@
+/* The run directory. The pid file is locked with flock() rather than trusted
+ * for its contents: the lock dies with the master however it dies, so a
+ * stale file never blocks a start, and a pid reused by another process never
+ * passes for a live master. */
+#include "rundir.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+int rundir_socket_path(const char *dir, char *out, size_t n)
+{
+    size_t max = sizeof(((struct sockaddr_un *)0)->sun_path);
+    int k = snprintf(out, n, "%s/%s", dir, RUNDIR_SOCKET);
+    return k < 0 || (size_t)k >= n || (size_t)k >= max ? -1 : 0;
+}
+
+pid_t rundir_read_pid(const char *dir)
+{
+    char path[4096];
+    long pid = 0;
+    snprintf(path, sizeof path, "%s/%s", dir, RUNDIR_PID_FILE);
+    FILE *f = fopen(path, "re");
+    if (!f) return 0;
+    if (fscanf(f, "%ld", &pid) != 1 || pid <= 0) pid = 0;
+    fclose(f);
+    return (pid_t)pid;
+}
+
+/* mkdir -p; 1 when the last component was created, 0 when it existed, -1. */
+static int make_dirs(const char *dir)
+{
+    char *p = strdup(dir);
+    if (!p) return -1;
+    for (char *s = strchr(p + 1, '/'); s; s = strchr(s + 1, '/')) {
+        *s = 0;
+        if (mkdir(p, 0755) && errno != EEXIST) { free(p); return -1; }
+        *s = '/';
+    }
+    free(p);
+    if (mkdir(dir, 0700) == 0) return 1;
+    struct stat st;
+    if (errno != EEXIST || stat(dir, &st) || !S_ISDIR(st.st_mode)) {
+        if (errno == 0 || errno == EEXIST) errno = ENOTDIR;
+        return -1;
+    }
+    return 0;
+}
+
+/* 1 when something accepts connections on the socket at path. */
+static int socket_alive(const char *path)
+{
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_un a = { .sun_family = AF_UNIX };
+    snprintf(a.sun_path, sizeof a.sun_path, "%s", path);
+    int alive = fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
+    if (fd >= 0) close(fd);
+    return alive;
+}
+
+static int take_pid_file(rundir *rd, const char *app_dir, char *err, size_t errlen)
+{
+    rd->pid_fd = open(rd->pid_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (rd->pid_fd < 0) {
+        snprintf(err, errlen, "cannot create %s: %s", rd->pid_path, strerror(errno));
+        return -1;
+    }
+    /* A master whose pid file was deleted under it still answers on its socket. */
+    if (flock(rd->pid_fd, LOCK_EX | LOCK_NB) || socket_alive(rd->sock_path)) {
+        pid_t pid = rundir_read_pid(rd->dir);
+        snprintf(err, errlen, "a master is already running for %s (pid %d, run directory %s); stop it with "
+                 "`routemq stop`, or give this one its own ROUTEMQ_RUN_DIR", app_dir, (int)pid, rd->dir);
+        close(rd->pid_fd);
+        rd->pid_fd = -1;
+        return -1;
+    }
+    char line[32];
+    int n = snprintf(line, sizeof line, "%d\n", (int)getpid());
+    if (ftruncate(rd->pid_fd, 0) || pwrite(rd->pid_fd, line, (size_t)n, 0) != n) {
+        snprintf(err, errlen, "cannot write %s: %s", rd->pid_path, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+static int listen_control(rundir *rd, char *err, size_t errlen)
+{
+    struct sockaddr_un a = { .sun_family = AF_UNIX };
+    snprintf(a.sun_path, sizeof a.sun_path, "%s", rd->sock_path);
+    unlink(rd->sock_path);  /* a crashed master's; we hold the lock */
+    rd->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (rd->listen_fd < 0) goto fail;
+    /* The mode is set at bind time: no moment where others could connect. */
+    mode_t old = umask(0177);
+    int rc = bind(rd->listen_fd, (struct sockaddr *)&a, sizeof a);
+    umask(old);
+    if (rc || chmod(rd->sock_path, 0600) || listen(rd->listen_fd, 64)) goto fail;
+    return 0;
+fail:
+    snprintf(err, errlen, "cannot listen on %s: %s", rd->sock_path, strerror(errno));
+    return -1;
+}
+
+int rundir_acquire(rundir *rd, const char *dir, const char *app_dir, char *err, size_t errlen)
+{
+    char sock[sizeof(((struct sockaddr_un *)0)->sun_path) + 1];
+    memset(rd, 0, sizeof *rd);
+    rd->pid_fd = rd->listen_fd = -1;
+    if (rundir_socket_path(dir, sock, sizeof sock)) {
+        snprintf(err, errlen, "ROUTEMQ_RUN_DIR: '%s' is too long for a UNIX socket path (at most %zu bytes with "
+                 "/" RUNDIR_SOCKET ")", dir, sizeof sock - 2);
+        return -1;
+    }
+    rd->dir = strdup(dir);
+    rd->sock_path = strdup(sock);
+    if (!rd->dir || !rd->sock_path || asprintf(&rd->pid_path, "%s/%s", dir, RUNDIR_PID_FILE) < 0) {
+        rd->pid_path = NULL;
+        snprintf(err, errlen, "out of memory");
+        rundir_release(rd);
+        return -1;
+    }
+    int made = make_dirs(dir);
+    if (made < 0) {
+        snprintf(err, errlen, "cannot create the run directory %s: %s", dir, strerror(errno));
+        rundir_release(rd);
+        return -1;
+    }
+    rd->created_dir = made;
+    if (take_pid_file(rd, app_dir, err, errlen) || listen_control(rd, err, errlen)) {
+        int ours = rd->pid_fd >= 0;  /* only the holder of the lock may remove the files */
+        if (!ours) { free(rd->pid_path); rd->pid_path = NULL; free(rd->sock_path); rd->sock_path = NULL; }
+        rundir_release(rd);
+        return -1;
+    }
+    return 0;
+}
+
+void rundir_release(rundir *rd)
+{
+    if (rd->listen_fd >= 0) close(rd->listen_fd);
+    if (rd->sock_path && rd->pid_fd >= 0) unlink(rd->sock_path);
+    /* Unlinked while still locked, so nobody takes over a file about to vanish. */
+    if (rd->pid_path && rd->pid_fd >= 0) unlink(rd->pid_path);
+    if (rd->pid_fd >= 0) close(rd->pid_fd);
+    if (rd->created_dir && rd->dir) rmdir(rd->dir);  /* fails harmlessly when not empty */
+    free(rd->dir);
+    free(rd->pid_path);
+    free(rd->sock_path);
+    memset(rd, 0, sizeof *rd);
+    rd->pid_fd = rd->listen_fd = -1;
+}

@@ -1,0 +1,32 @@
+/* The run directory of a master (ROUTEMQ_RUN_DIR, default <app>/.routemq):
+ * routemq.pid, locked for as long as the master lives, and control.sock,
+ * the UNIX socket `routemq status/reload/stop/scale` talk to. */
+#ifndef ROUTEMQ_RUNDIR_H
+#define ROUTEMQ_RUNDIR_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+#define RUNDIR_PID_FILE "routemq.pid"
+#define RUNDIR_SOCKET "control.sock"
+
+typedef struct rundir {
+    char *dir;
+    char *pid_path, *sock_path;
+    int pid_fd;       /* holds the flock: a second master for this run dir is refused */
+    int listen_fd;    /* the control socket, listening, non-blocking */
+    int created_dir;  /* we made dir: removed again when empty */
+} rundir;
+
+/* Creates the directory (0700), takes the pid file (a live master holding
+ * it is an error; a stale one is taken over) and listens on the control
+ * socket (0600). 0 ok; -1 with the reason in err, nothing left behind. */
+int rundir_acquire(rundir *rd, const char *dir, const char *app_dir, char *err, size_t errlen);
+/* Removes the socket and the pid file and releases the lock. Idempotent. */
+void rundir_release(rundir *rd);
+/* <dir>/control.sock into out; -1 when it does not fit a UNIX socket address. */
+int rundir_socket_path(const char *dir, char *out, size_t n);
+/* The pid in <dir>/routemq.pid, or 0. */
+pid_t rundir_read_pid(const char *dir);
+
+#endif
