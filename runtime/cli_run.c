@@ -5,6 +5,7 @@
 #include "devbroker.h"
 #include "log.h"
 #include "master.h"
+#include "rundir.h"
 
 #include <bsd/unistd.h>
 #include <stdio.h>
@@ -66,22 +67,36 @@ int cli_run(cli_opts *o, int dev)
 {
     config cfg;
     master_params p;
+    rundir rd;
+    char err[4096];
     memset(&p, 0, sizeof p);
     if (prepare(o, &cfg, &p)) {
         config_free(&cfg);
         return EXIT_USAGE;
     }
+    /* Before the private broker: a second master for this run directory
+     * fails here, having started nothing. */
+    if (rundir_acquire(&rd, cfg.run_dir, cfg.app_dir, err, sizeof err)) {
+        fprintf(stderr, "routemq: %s\n", err);
+        app_free(&p.app);
+        config_free(&cfg);
+        return EXIT_USAGE;
+    }
+    p.control_fd = rd.listen_fd;
     /* The password leaves the environment block before anything can show it. */
     config_scrub_environ(o->envp);
     setproctitle_init(o->orig_argc, o->orig_argv, o->envp);
     setproctitle("-routemq: master %s", cfg.app_dir);
+    p.dev_watch = dev;
     int own_broker = dev && !cfg.broker_from_env;
     if (own_broker && devbroker_start(&cfg)) {
+        rundir_release(&rd);
         app_free(&p.app);
         config_free(&cfg);
         return EXIT_UNREACHABLE;
     }
     int rc = master_run(&p);  /* takes over p.app */
+    rundir_release(&rd);
     if (own_broker) devbroker_stop();
     config_free(&cfg);
     return rc;

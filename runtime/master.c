@@ -1,8 +1,11 @@
-/* The master's event loop: epoll over a signalfd with a short timeout that
- * drives the watchdog, delayed restarts, reload steps and the stop deadline.
- * All signals the master acts on are blocked and read from the signalfd, so
- * everything runs in the loop and nothing happens inside a signal handler. */
+/* The master's event loop: epoll over a signalfd, the control socket and the
+ * admin HTTP endpoint, with a short timeout that drives the watchdog, delayed
+ * restarts, reload steps and the stop deadline. All signals the master acts
+ * on are blocked and read from the signalfd, so everything runs in the loop
+ * and nothing happens inside a signal handler; the master has no thread, so
+ * forking a worker never copies another thread's half-done state. */
 #include "master.h"
+#include "devwatch.h"
 #include "cli.h"
 #include "log.h"
 
@@ -59,6 +62,7 @@ void master_begin_stop(master *m, int code)
     if (m->stopping) return;
     m->stopping = 1;
     m->stop_started_ns = shm_now_ns();
+    master_notify_stopping(m);
     master_reload_abort(m);
     int n = 0;
     for (int i = 0; i < m->nslots; i++) {
@@ -114,36 +118,65 @@ static void tick(master *m)
     master_watchdog(m, now);
     if (!m->stopping) {
         master_restart_due(m, now);
+        if (m->watch_due_ns && now >= m->watch_due_ns) {
+            m->watch_due_ns = 0;
+            log_info("routemq dev: application files changed; reloading");
+            master_reload_request(m);
+        }
         master_reload_tick(m, now);
     }
     if (now >= m->next_second_ns) {
         m->next_second_ns = now + MASTER_NS_PER_S;
         if (!m->stopping) master_scale_tick(m, now);
     }
+    master_control_tick(m, now);
+    master_http_run(m);  /* connection timeouts */
+    master_notify_tick(m, now);
 }
 
-static int loop_timeout_ms(const master *m)
+static int loop_timeout_ms(master *m)
 {
+    int64_t now = shm_now_ns();
     int64_t ms = master_reloading(m) ? TICK_RELOAD_MS : TICK_MS;
-    int64_t next = master_next_restart(m);
+    int64_t next = master_next_restart(m), wd = master_notify_next_ns(m, now);
+    if (wd < next) next = wd;
+    if (m->watch_due_ns && m->watch_due_ns < next) next = m->watch_due_ns;
     if (next != INT64_MAX) {
-        int64_t until = (next - shm_now_ns() + MASTER_NS_PER_MS - 1) / MASTER_NS_PER_MS;
+        int64_t until = (next - now + MASTER_NS_PER_MS - 1) / MASTER_NS_PER_MS;
         if (until < ms) ms = until < 0 ? 0 : until;
     }
+    int64_t http = master_http_timeout_ms(m);
+    if (http >= 0 && http < ms) ms = http;
     return (int)ms;
+}
+
+static void on_event(master *m, const struct epoll_event *ev)
+{
+    int kind = (int)(ev->data.u64 >> 32);
+    uint32_t index = (uint32_t)ev->data.u64;
+    switch (kind) {
+    case MEV_SIGNAL: read_signals(m); break;
+    case MEV_CONTROL_LISTEN:
+    case MEV_CONTROL_CONN: master_control_event(m, kind, index, ev->events); break;
+    case MEV_HTTP: master_http_run(m); break;
+    case MEV_WATCH:
+        /* Editors save in bursts: reload once things are quiet for 200 ms. */
+        if (devwatch_read(m->watch)) m->watch_due_ns = shm_now_ns() + 200 * MASTER_NS_PER_MS;
+        break;
+    default: break;
+    }
 }
 
 static int loop(master *m)
 {
-    struct epoll_event evs[8];
+    struct epoll_event evs[16];
     while (!(m->stopping && live_count(m) == 0)) {
-        int n = epoll_wait(m->epfd, evs, 8, loop_timeout_ms(m));
+        int n = epoll_wait(m->epfd, evs, 16, loop_timeout_ms(m));
         if (n < 0 && errno != EINTR) {
             log_error("epoll_wait: %s", strerror(errno));
             return -1;
         }
-        for (int i = 0; i < n; i++)
-            if (evs[i].data.fd == m->sfd) read_signals(m);
+        for (int i = 0; i < n; i++) on_event(m, &evs[i]);
         tick(m);
     }
     return 0;
@@ -162,7 +195,7 @@ static int setup_signals(master *m)
     if (m->sfd < 0) return -1;
     m->epfd = epoll_create1(EPOLL_CLOEXEC);
     if (m->epfd < 0) return -1;
-    struct epoll_event ev = { .events = EPOLLIN, .data.fd = m->sfd };
+    struct epoll_event ev = { .events = EPOLLIN, .data.u64 = MEV(MEV_SIGNAL, 0) };
     return epoll_ctl(m->epfd, EPOLL_CTL_ADD, m->sfd, &ev);
 }
 
@@ -177,7 +210,8 @@ static int setup(master *m, master_params *p)
     m->base_override = p->base_override;
     m->restart_max_delay_ns = p->restart_max_delay_ns;
     m->pid = getpid();
-    m->epfd = m->sfd = -1;
+    m->started_ns = shm_now_ns();
+    m->epfd = m->sfd = m->http_epfd = -1;
     m->app_generation = 1;
     m->app = master_app_new(&p->app, m->app_generation);
     m->slots = calloc((size_t)m->nslots, sizeof *m->slots);
@@ -189,6 +223,18 @@ static int setup(master *m, master_params *p)
     if (setup_signals(m)) {
         log_error("cannot set up signals: %s", strerror(errno));
         return -1;
+    }
+    /* Before the first fork: a port that cannot be bound stops the start. */
+    if (master_control_open(m, p->control_fd) || master_http_start(m)) return -1;
+    master_notify_init(m);
+    if (p->dev_watch && (m->watch = devwatch_open(m->cfg->app_dir))) {
+        struct epoll_event ev = { .events = EPOLLIN, .data.u64 = MEV(MEV_WATCH, 0) };
+        if (epoll_ctl(m->epfd, EPOLL_CTL_ADD, devwatch_fd(m->watch), &ev)) {
+            devwatch_close(m->watch);
+            m->watch = NULL;
+        } else {
+            log_info("routemq dev: reloading when files under %s/app or .env change", m->cfg->app_dir);
+        }
     }
     return 0;
 }
@@ -207,6 +253,11 @@ static void teardown(master *m)
         master_app_unref(s->app);
         s->app = NULL;
     }
+    /* Workers are gone: a waiting `routemq stop` may return now. */
+    master_control_close(m);
+    master_http_stop(m);
+    devwatch_close(m->watch);
+    m->watch = NULL;
     master_app_unref(m->app);
     m->app = NULL;
     free(m->slots);

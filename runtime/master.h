@@ -9,6 +9,11 @@
  * master_watchdog.c handler timeouts, heartbeats, stop deadlines
  * master_reload.c   route tables, SIGHUP reload slot by slot
  * master_scale.c    SIGTTIN/SIGTTOU, auto-scale, memory backstop
+ * master_control.c  the control socket's connections; master_commands.c its requests
+ * master_status.c   status as JSON and as a table, readiness
+ * master_http.c     the admin HTTP endpoint (libmicrohttpd, driven by our loop)
+ * master_metrics.c  Prometheus text
+ * master_notify.c   systemd sd_notify (READY, RELOADING, STOPPING, WATCHDOG)
  */
 #ifndef ROUTEMQ_MASTER_H
 #define ROUTEMQ_MASTER_H
@@ -21,6 +26,7 @@
 #include "config.h"
 #include "luavm.h"
 #include "shm.h"
+#include "strbuf.h"
 
 #define MASTER_NS_PER_MS 1000000LL
 #define MASTER_NS_PER_S  1000000000LL
@@ -35,7 +41,13 @@ typedef struct master_params {
     int workers;                  /* P at start */
     int nslots;                   /* shared memory slots: the most workers we can scale to */
     int64_t restart_max_delay_ns; /* WORKER_RESTART_MAX_DELAY */
+    int control_fd;               /* listening control socket (rundir.c owns it) */
+    int dev_watch;                /* `routemq dev`: reload when application files change */
 } master_params;
+
+/* What an epoll event of the master's loop is about: data.u64 = kind << 32 | index. */
+enum master_event { MEV_SIGNAL = 1, MEV_CONTROL_LISTEN, MEV_CONTROL_CONN, MEV_HTTP, MEV_WATCH };
+#define MEV(kind, index) (((uint64_t)(kind) << 32) | (uint32_t)(index))
 
 /* Why a worker was restarted: the index of master.restarts_by_reason. */
 typedef enum restart_reason {
@@ -101,6 +113,7 @@ typedef struct master_reload {
     pid_t old_pid;
     int old_p, new_p;
     int64_t started_ns, deadline_ns;
+    uint64_t seq;          /* master.reload_seq of this reload */
 } master_reload;
 
 typedef struct master_autoscale {
@@ -108,6 +121,17 @@ typedef struct master_autoscale {
     int high, low;         /* consecutive samples above 75% / below 10% */
     int64_t cooldown_until_ns;
 } master_autoscale;
+
+/* systemd notification state (master_notify.c). */
+typedef struct master_notify_state {
+    int enabled;                 /* NOTIFY_SOCKET is set */
+    int ready_sent;              /* READY=1 went out after the start */
+    int64_t watchdog_interval_ns; /* 0: the unit has no WatchdogSec */
+    int64_t watchdog_next_ns;
+} master_notify_state;
+
+typedef struct master_control master_control;  /* master_control.c */
+struct MHD_Daemon;
 
 typedef struct master {
     config *cfg;
@@ -137,6 +161,16 @@ typedef struct master {
 
     uint64_t restarts_by_reason[RESTART_NREASONS];
     uint64_t reloads_ok, reloads_failed;
+    uint64_t reload_seq;   /* reloads started (loaded or failed); what `routemq reload` waits for */
+    int scale_to_pending;  /* `routemq scale N` received during a reload; 0: none */
+
+    int64_t started_ns;
+    master_control *control;
+    struct MHD_Daemon *http;
+    int http_epfd;         /* libmicrohttpd's epoll fd, inside ours; -1: no HTTP */
+    struct devwatch *watch;   /* `routemq dev` file watching; NULL otherwise */
+    int64_t watch_due_ns;     /* reload when files stop changing, 0: none due */
+    master_notify_state notify;
 } master;
 
 /* master.c */
@@ -188,6 +222,51 @@ void master_reload_tick(master *m, int64_t now);
 int master_reloading(const master *m);
 /* Forgets the reload in progress (the master is stopping). */
 void master_reload_abort(master *m);
+
+/* master_control.c */
+/* Takes the listening control socket into the loop; 0 ok, -1 (logged). */
+int master_control_open(master *m, int listen_fd);
+/* An epoll event on the control socket (kind MEV_CONTROL_*). */
+void master_control_event(master *m, int kind, uint32_t index, uint32_t events);
+/* Drops connections past their deadline. */
+void master_control_tick(master *m, int64_t now);
+/* Answers the `routemq reload` clients waiting for reloads up to seq. */
+void master_control_reload_done(master *m, uint64_t seq, int ok, const char *msg);
+/* The master is exiting: tells the `routemq stop` clients and closes every connection. */
+void master_control_close(master *m);
+
+/* master_status.c */
+/* `routemq status --json` and /status. */
+void master_status_json(const master *m, strbuf *out);
+/* `routemq status`: a table for people. */
+void master_status_table(const master *m, strbuf *out);
+/* 1 when every slot is connected and subscribed (/ready); else 0 with the reason in why. */
+int master_is_ready(const master *m, char *why, size_t n);
+/* Name of a shm slot state. */
+const char *master_slot_state_name(int state);
+
+/* master_metrics.c */
+/* /metrics: Prometheus text format 0.0.4. */
+void master_metrics(const master *m, strbuf *out);
+
+/* master_http.c */
+/* Starts the admin endpoint when ROUTEMQ_HTTP is set; 0 ok (or off), -1 (logged). */
+int master_http_start(master *m);
+/* Serves what is pending (the epoll fd is readable, or a timer tick). */
+void master_http_run(master *m);
+/* Milliseconds until libmicrohttpd needs master_http_run again; -1: no deadline. */
+int64_t master_http_timeout_ms(master *m);
+void master_http_stop(master *m);
+
+/* master_notify.c (no-ops unless built with libsystemd) */
+void master_notify_init(master *m);
+/* READY=1 once every slot is ready after the start; WATCHDOG=1 when due. */
+void master_notify_tick(master *m, int64_t now);
+/* Nanoseconds until the next WATCHDOG=1, or INT64_MAX. */
+int64_t master_notify_next_ns(const master *m, int64_t now);
+void master_notify_reloading(master *m);
+void master_notify_reloaded(master *m, const char *status);
+void master_notify_stopping(master *m);
 
 /* master_scale.c */
 /* SIGTTIN (+1) / SIGTTOU (-1); deferred while a reload runs. */

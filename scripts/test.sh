@@ -9,6 +9,7 @@ ASAN=${2:-build-asan}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 LOG=$(mktemp -d /tmp/routemq-test.XXXXXX)
+chmod 0755 "$LOG"  # test brokers run as the mosquitto user and read files below it
 passed=0
 failed=0
 

@@ -1,0 +1,41 @@
+-- End to end: `routemq dev` starts a private mosquitto, reloads when the
+-- application's files change, and leaves nothing running when it stops.
+local e2e = require("spec.helpers.e2e")
+
+describe("routemq dev", function()
+  it("runs on a private broker, reloads on file changes and stops everything", function()
+    local dir = e2e.tmpdir()
+    e2e.sh("cp -r spec/e2e/apps/basic/app " .. dir .. "/")
+    local log = dir .. "/dev.log"
+    local pid = e2e.spawn(e2e.bin .. " dev --app " .. dir, log, { E2E_OUT = dir, E2E_SHARED_WORKERS = 1,
+      MQTT_CLIENT_ID = "dev" .. dir:match("([^.]+)$"), ROUTEMQ_RUN_DIR = dir .. "/run" })
+    local port, broker_pid
+    finally(function()
+      if e2e.alive(pid) then e2e.kill(pid, "KILL") end
+      if broker_pid and e2e.alive(broker_pid) then e2e.kill(broker_pid, "KILL") end
+    end)
+    assert.truthy(e2e.wait_for(function()
+      port, broker_pid = e2e.read(log):match("private mosquitto on 127%.0%.0%.1:(%d+) %(pid (%d+)")
+      return port and e2e.read(log):find("connected to 127.0.0.1:" .. port)
+    end, 15), e2e.read(log))
+    broker_pid = tonumber(broker_pid)
+    assert.matches("mosquitto_pub %-p " .. port, e2e.read(log))
+
+    -- A new route appears in the router file: dev reloads by itself.
+    local f = assert(io.open(dir .. "/app/routers/e2e.lua", "a"))
+    f:write('\nrouter.on("added/{n}", C.count, { qos = 1 })\n')
+    f:close()
+    assert.truthy(e2e.wait_for(function() return e2e.read(log):find("reload: generation 2 done") end, 15),
+      e2e.read(log))
+    assert.matches("application files changed; reloading", e2e.read(log))
+    e2e.publish_lines(tonumber(port), "added/1", { "after-reload" }, 1)
+    assert.truthy(e2e.wait_for(function()
+      local _, by = e2e.records(dir)
+      return by["after-reload"] == 1
+    end, 10))
+
+    e2e.kill(pid, "TERM")
+    assert.truthy(e2e.wait_for(function() return not e2e.alive(pid) end, 10))
+    assert.truthy(e2e.wait_for(function() return not e2e.alive(broker_pid) end, 5), "the private broker outlived dev")
+  end)
+end)
