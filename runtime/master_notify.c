@@ -1,25 +1,60 @@
 /* systemd Type=notify: READY=1 once every slot is connected and subscribed,
  * RELOADING=1 then READY=1 around a reload, STOPPING=1 when stopping, and
  * WATCHDOG=1 every WatchdogSec/2 from the master's loop (so a wedged loop
- * is what systemd's watchdog catches). Without libsystemd at build time, or
- * without NOTIFY_SOCKET at run time, all of it does nothing. */
+ * is what systemd's watchdog catches). The protocol is one datagram to
+ * $NOTIFY_SOCKET, written here rather than linking libsystemd (which would
+ * map a dozen libraries into every worker). Built with -DROUTEMQ_SYSTEMD=OFF,
+ * or without NOTIFY_SOCKET at run time, all of it does nothing. */
 #include "master.h"
 #include "log.h"
 
 #ifdef ROUTEMQ_HAVE_SYSTEMD
+#include <errno.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <systemd/sd-daemon.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
+#include <unistd.h>
+
+/* Sends msg to $NOTIFY_SOCKET (a path, or '@' for the abstract namespace);
+ * 1 sent, 0 no socket, negative errno on failure. */
+static int notify_send(const char *msg)
+{
+    const char *path = getenv("NOTIFY_SOCKET");
+    if (!path || !*path) return 0;
+    struct sockaddr_un a = { .sun_family = AF_UNIX };
+    size_t n = strlen(path);
+    if (n >= sizeof a.sun_path) return -EINVAL;
+    memcpy(a.sun_path, path, n);
+    if (a.sun_path[0] == '@') a.sun_path[0] = 0;
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -errno;
+    ssize_t w = sendto(fd, msg, strlen(msg), MSG_NOSIGNAL, (struct sockaddr *)&a,
+                       (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n));
+    int err = errno;
+    close(fd);
+    return w < 0 ? -err : 1;
+}
+
+/* WatchdogSec of the unit in microseconds, 0 when off or meant for another pid. */
+static uint64_t watchdog_usec(pid_t self)
+{
+    const char *us = getenv("WATCHDOG_USEC"), *pid = getenv("WATCHDOG_PID");
+    if (!us || !*us) return 0;
+    if (pid && *pid && strtol(pid, NULL, 10) != (long)self) return 0;
+    return strtoull(us, NULL, 10);
+}
 
 void master_notify_init(master *m)
 {
-    uint64_t usec = 0;
     const char *sock = getenv("NOTIFY_SOCKET");
+    uint64_t usec = watchdog_usec(m->pid);
     m->notify.enabled = sock && *sock;
-    if (m->notify.enabled && sd_watchdog_enabled(0, &usec) > 0 && usec > 0) {
+    if (m->notify.enabled && usec > 0) {
         m->notify.watchdog_interval_ns = (int64_t)(usec * 1000 / 2);
         m->notify.watchdog_next_ns = shm_now_ns();
         log_info("systemd watchdog: WATCHDOG=1 every %lld ms",
@@ -35,8 +70,8 @@ static void notify(master *m, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    int rc = sd_notify(0, msg);
-    if (rc < 0) log_debug("sd_notify: %s", strerror(-rc));
+    int rc = notify_send(msg);
+    if (rc < 0) log_debug("systemd notify: %s", strerror(-rc));
 }
 
 void master_notify_tick(master *m, int64_t now)
