@@ -44,7 +44,8 @@ typedef struct shm_inflight {
     int32_t stat_index;             /* its entry in the slot's route_stats, -1 for none */
     uint8_t qos, retain, complete;  /* complete: topic and payload fitted in data */
     uint32_t topic_len, payload_len;
-    char data[SHM_MSG_MAX];         /* topic bytes, then payload bytes */
+    uint32_t props_len;             /* MQTT 5 properties packed after the payload (worker_props.c) */
+    char data[SHM_MSG_MAX];         /* topic bytes, payload bytes, packed properties */
 } shm_inflight;
 
 /* Recent QoS >= 1 deliveries of a slot: (packet id << 48 | content hash),

@@ -4,6 +4,7 @@
 #include "worker_internal.h"
 #include "log.h"
 #include "luavm.h"
+#include "worker_props.h"
 #include "route_stats.h"
 
 #include <errno.h>
@@ -167,9 +168,13 @@ static void dispatch(worker *w, int rid, const char *topic, size_t tlen, const v
         in->attempts = 0;
         in->reason[0] = 0;
         in->complete = tlen + plen <= SHM_MSG_MAX;
+        in->props_len = 0;
         if (in->complete) {
             memcpy(in->data, topic, tlen);
             if (plen) memcpy(in->data + tlen, payload, plen);
+            size_t n = props ? worker_props_pack(props, in->data + tlen + plen, SHM_MSG_MAX - tlen - plen) : 0;
+            if (n == (size_t)-1) in->complete = 0;
+            else in->props_len = (uint32_t)n;
         }
     }
     atomic_store_explicit(&in->active, 1, memory_order_release);
@@ -309,8 +314,10 @@ void worker_replay_inflight(worker *w)
         int rid = topic_trie_match(w->trie, topic, in->topic_len, caps, TOPIC_MAX_WILDCARDS, &ncaps);
         if (rid > 0) {
             log_warn("redelivering the message on %s a previous worker died on (%s)", topic, in->reason);
-            dispatch(w, rid, topic, in->topic_len, payload, in->payload_len, in->qos, in->retain, NULL, caps,
+            mosquitto_property *props = worker_props_unpack(payload + in->payload_len, in->props_len);
+            dispatch(w, rid, topic, in->topic_len, payload, in->payload_len, in->qos, in->retain, props, caps,
                      ncaps, 1, 0, 0);
+            mosquitto_property_free_all(&props);
         } else {
             log_warn("the message on %s a previous worker died on matches no route any more; dropped", topic);
         }

@@ -81,6 +81,25 @@ describe("supervision", function()
     end
   end)
 
+  it("redelivers a request with its MQTT 5 properties, so the replacement can still reply", function()
+    local r = e2e.routemq(broker, APP, "run", { E2E_SHARED_WORKERS = 1 })
+    finally(function() r.stop() end)
+    assert.truthy(e2e.wait_for(function() return r.ready(1) end, 15))
+    local sub_log = r.dir .. "/resp.log"
+    local sub = e2e.spawn(string.format("mosquitto_sub -p %d -V mqttv5 -t 'resp/#' -F '%%t|%%p|%%D'", broker.port),
+      sub_log)
+    finally(function() e2e.kill(sub, "TERM") end)
+    e2e.sleep(0.3)
+    e2e.publish(broker.port, "ctx/crashreply", "q", "-q 1 -V mqttv5 -D publish response-topic resp/9 "
+      .. "-D publish correlation-data corr-9 -D publish user-property k v")
+    local line = e2e.wait_for(function() return e2e.read(sub_log):match("[^\n]+") end, 10)
+    assert.truthy(line, e2e.read(r.log))
+    local topic, payload, corr = line:match("^(.-)|(.-)|(.*)$")
+    assert.equal("resp/9", topic)
+    assert.equal("corr-9", corr)
+    assert.same({ redelivered = true, user = { k = "v" } }, cjson.decode(payload))
+  end)
+
   it("replaces a worker stuck in `while true do end` past its route's timeout and goes on", function()
     local r = e2e.routemq(broker, APP, "run", { E2E_SHARED_WORKERS = 1, ROUTEMQ_POISON_ATTEMPTS = 1 })
     finally(function() r.stop() end)

@@ -55,6 +55,14 @@ function M.crash(ctx)
   end
 end
 
+-- Crashes the worker on first delivery; answers the redelivered copy.
+function M.crash_then_reply(ctx)
+  if not ctx.redelivered then
+    ffi.cast("int*", 0)[0] = 1
+  end
+  ctx:reply({ redelivered = ctx.redelivered, user = ctx.props.user })
+end
+
 function M.hang(ctx)
   record(ctx)
   if ctx.payload == "hang" then
