@@ -47,8 +47,8 @@ static int prepare(cli_opts *o, config *cfg, master_params *p)
     }
     log_setup((log_level)cfg->log_level, cfg->log_json);
     p->cfg = cfg;
-    if (master_restart_max_delay(&p->restart_max_delay_ns, err, sizeof err) ||
-        luavm_find_paths(&p->paths, err, sizeof err)) {
+    p->restart_max_delay_ns = (int64_t)(cfg->restart_max_delay * 1e9);
+    if (luavm_find_paths(&p->paths, err, sizeof err)) {
         fprintf(stderr, "routemq: %s\n", err);
         return -1;
     }

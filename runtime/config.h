@@ -26,6 +26,7 @@ typedef struct config {
     double heartbeat_timeout, handler_timeout, stop_timeout;
     long max_messages;      /* 0: never recycle on messages */
     long max_memory_mb;     /* 0: never recycle on memory */
+    double restart_max_delay; /* cap of the crash-loop backoff, seconds */
 
     char *http;             /* host:port or NULL */
     char *instance;         /* host part of client ids */

@@ -198,8 +198,6 @@ void master_restart_due(master *m, int64_t now);
 int64_t master_next_restart(const master *m);
 /* The metric label of a restart reason. */
 const char *master_restart_reason_name(restart_reason r);
-/* Parses WORKER_RESTART_MAX_DELAY (unset: 30 s); 0 ok, -1 with a message naming it. */
-int master_restart_max_delay(int64_t *out_ns, char *err, size_t errlen);
 
 /* master_watchdog.c */
 /* Kills hung workers (handler timeout, heartbeat, startup) and those past their stop deadline. */

@@ -15,7 +15,6 @@
 
 #define HEALTHY_NS   MASTER_NS_PER_S          /* lived this long: the backoff resets */
 #define BACKOFF_MIN_NS (100 * MASTER_NS_PER_MS)
-#define RESTART_MAX_DELAY_DEFAULT 30.0
 
 static const char *const reason_names[RESTART_NREASONS] = {
     [RESTART_EXIT] = "exit",
@@ -30,23 +29,6 @@ static const char *const reason_names[RESTART_NREASONS] = {
 const char *master_restart_reason_name(restart_reason r)
 {
     return r >= 0 && r < RESTART_NREASONS ? reason_names[r] : "unknown";
-}
-
-int master_restart_max_delay(int64_t *out_ns, char *err, size_t errlen)
-{
-    const char *v = getenv("WORKER_RESTART_MAX_DELAY");
-    double d = RESTART_MAX_DELAY_DEFAULT;
-    if (v && *v) {
-        char *end;
-        errno = 0;
-        d = strtod(v, &end);
-        if (errno || *end || end == v || !isfinite(d) || d <= 0 || d > 86400) {
-            snprintf(err, errlen, "WORKER_RESTART_MAX_DELAY: '%s' is not a number of seconds (0 < s <= 86400)", v);
-            return -1;
-        }
-    }
-    *out_ns = (int64_t)(d * MASTER_NS_PER_S);
-    return 0;
 }
 
 static const char *signame(int sig, char *buf, size_t n)
