@@ -51,7 +51,27 @@ void worker_begin_stop(worker *w, enum stop_kind kind)
     atomic_store(&w->shm->state, SLOT_DRAINING);
     if (kind == STOP_RECYCLE) log_info("recycling after %llu messages", (unsigned long long)w->handled);
     else log_debug("stopping%s", kind == STOP_RETIRE ? " (slot retired)" : "");
+    if (kind == STOP_RETIRE && w->connected) {
+        /* Ending the session now would drop what the broker queued for this
+         * member of the share group: unsubscribe first, handle that backlog,
+         * and disconnect once it is quiet (retire_when_drained). */
+        worker_mqtt_unsubscribe_all(w);
+        w->drain_since_ns = w->last_msg_ns = shm_now_ns();
+        return;
+    }
     worker_mqtt_disconnect(w);
+}
+
+#define RETIRE_QUIET_NS 300000000LL  /* no message for this long: the backlog is done */
+
+static void retire_when_drained(worker *w, int64_t now)
+{
+    if (w->stopping != STOP_RETIRE || !w->drain_since_ns || w->disconnect_sent) return;
+    int quiet = w->unsubs_pending == 0 && now - w->last_msg_ns > RETIRE_QUIET_NS;
+    /* Leave before the master's WORKER_STOP_TIMEOUT kill, whatever is left. */
+    int late = now - w->drain_since_ns > (int64_t)(w->cfg->stop_timeout * 0.8e9);
+    if (late && !quiet) log_warn("retiring with the broker still sending after %.1f s", (now - w->drain_since_ns) / 1e9);
+    if (quiet || late || !w->connected) worker_mqtt_disconnect(w);
 }
 
 static void on_signals(worker *w)
@@ -166,6 +186,7 @@ static void periodic(worker *w, int64_t now)
 static int timeout_ms(worker *w, int64_t now)
 {
     int64_t next = w->next_misc_ns;
+    if (w->drain_since_ns && !w->disconnect_sent && now + 50000000LL < next) next = now + 50000000LL;
     if (w->reconnect_pending && w->next_connect_ns < next) next = w->next_connect_ns;
     int64_t ms = (next - now) / 1000000;
     /* Wake often enough that an idle loop's heartbeat never looks stale. */
@@ -185,6 +206,7 @@ static int run_loop(worker *w)
             if (!w->mosq || mosquitto_socket(w->mosq) < 0 || !mosquitto_want_write(w->mosq)) break;
         }
         if (w->reconnect_pending && now >= w->next_connect_ns && !w->stopping) worker_mqtt_connect(w);
+        retire_when_drained(w, now);
         update_socket(w);
         int n = epoll_wait(w->epfd, evs, 4, timeout_ms(w, now));
         if (n < 0 && errno != EINTR) { log_error("epoll_wait: %s", strerror(errno)); return WORKER_EXIT_INIT; }

@@ -197,6 +197,7 @@ static void dispatch(worker *w, int rid, const char *topic, size_t tlen, const v
     int rc = luavm_pcall(L, 9, 0, err, sizeof err, tb, sizeof tb);
 
     int64_t t1 = shm_now_ns();
+    w->last_msg_ns = t1;
     atomic_store_explicit(&w->shm->handler_start_ns, 0, memory_order_release);
     atomic_store_explicit(&in->active, 0, memory_order_release);
     atomic_fetch_add_explicit(&w->shm->messages, 1, memory_order_relaxed);

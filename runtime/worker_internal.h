@@ -36,6 +36,9 @@ typedef struct worker {
     int connected;           /* CONNACK received */
     int subs_pending;        /* SUBACKs still awaited */
     int published;           /* a handler queued a publish since the last flush */
+    int unsubs_pending;      /* retiring: UNSUBACKs still awaited */
+    int64_t drain_since_ns;  /* retiring: when the slot unsubscribed, 0: not draining */
+    int64_t last_msg_ns;     /* when the last message was handled */
     int nsubs;               /* subscriptions made on the last connect */
     int session_resumed;     /* the broker kept our session */
     int reconnect_pending;   /* a connect attempt is due at next_connect_ns */
@@ -66,6 +69,7 @@ int worker_mqtt_setup(worker *w);                 /* mosquitto_new, options, cal
 void worker_mqtt_connect(worker *w);              /* one connect attempt; schedules the next on failure */
 void worker_mqtt_schedule_reconnect(worker *w);   /* backoff from MQTT_RETRY_MIN/MAX_DELAY */
 void worker_mqtt_disconnect(worker *w);           /* DISCONNECT, ending the session when retiring */
+void worker_mqtt_unsubscribe_all(worker *w);      /* retiring: the broker stops assigning us messages */
 void worker_mqtt_free(worker *w);
 
 /* worker_dispatch.c */

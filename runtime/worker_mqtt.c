@@ -79,6 +79,13 @@ static void on_subscribe(struct mosquitto *m, void *ud, int mid, int n, const in
     errno = 0;  /* see read_socket() */
 }
 
+static void on_unsubscribe(struct mosquitto *m, void *ud, int mid, const mosquitto_property *props)
+{
+    worker *w = ud;
+    if (w->unsubs_pending > 0) w->unsubs_pending--;
+    errno = 0;  /* see read_socket() */
+}
+
 static int is_auth_failure(int rc)
 {
     return rc == CONNACK_REFUSED_BAD_USERNAME_PASSWORD || rc == CONNACK_REFUSED_NOT_AUTHORIZED ||
@@ -171,6 +178,7 @@ int worker_mqtt_setup(worker *w)
     mosquitto_connect_v5_callback_set(w->mosq, on_connect);
     mosquitto_disconnect_v5_callback_set(w->mosq, on_disconnect);
     mosquitto_subscribe_v5_callback_set(w->mosq, on_subscribe);
+    mosquitto_unsubscribe_v5_callback_set(w->mosq, on_unsubscribe);
     mosquitto_message_v5_callback_set(w->mosq, worker_on_message);
     w->retry_delay = c->retry_min_delay;
     return 0;
@@ -197,19 +205,23 @@ void worker_mqtt_disconnect(worker *w)
 {
     if (!w->mosq || mosquitto_socket(w->mosq) < 0) return;
     mosquitto_property *props = NULL;
-    if (w->stopping == STOP_RETIRE) {
-        if (w->cfg->protocol == 5 && w->persistent) {
-            /* Session expiry 0 on DISCONNECT ends the session: the broker stops queueing for the slot. */
-            mosquitto_property_add_int32(&props, MQTT_PROP_SESSION_EXPIRY_INTERVAL, 0);
-        } else {
-            for (int i = 0; i < w->app.nroutes; i++)
-                if (app_slot_subscribes(&w->app.routes[i], w->args->slot))
-                    mosquitto_unsubscribe(w->mosq, NULL, w->app.routes[i].sub);
-        }
-    }
+    /* Session expiry 0 on DISCONNECT ends the session (MQTT 5); with 3.1.1 the
+     * slot has unsubscribed already (worker_mqtt_unsubscribe_all). */
+    if (w->stopping == STOP_RETIRE && w->cfg->protocol == 5 && w->persistent)
+        mosquitto_property_add_int32(&props, MQTT_PROP_SESSION_EXPIRY_INTERVAL, 0);
     int rc = mosquitto_disconnect_v5(w->mosq, 0, props);
     mosquitto_property_free_all(&props);
     w->disconnect_sent = rc == MOSQ_ERR_SUCCESS;
+}
+
+void worker_mqtt_unsubscribe_all(worker *w)
+{
+    w->unsubs_pending = 0;
+    if (!w->mosq || !w->connected) return;
+    for (int i = 0; i < w->app.nroutes; i++)
+        if (app_slot_subscribes(&w->app.routes[i], w->args->slot) &&
+            mosquitto_unsubscribe(w->mosq, NULL, w->app.routes[i].sub) == MOSQ_ERR_SUCCESS)
+            w->unsubs_pending++;
 }
 
 void worker_mqtt_free(worker *w)

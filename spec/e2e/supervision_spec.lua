@@ -269,6 +269,23 @@ describe("scaling", function()
     assert.truthy(e2e.wait_for(function() return tally(r.dir, 100) == 0 end, 10))
   end)
 
+  it("loses nothing when workers are retired under load (SIGTTOU)", function()
+    local r = e2e.routemq(broker, APP, "run", { E2E_SHARED_WORKERS = 3 })
+    finally(function() r.stop() end)
+    assert.truthy(e2e.wait_for(function() return r.ready(3) end, 15))
+    local n = 9000
+    e2e.publish_background(broker.port, "slowshared/1", n, r.dir .. "/pub.log")
+    e2e.sleep(1.0)
+    e2e.kill(r.pid, "TTOU")
+    e2e.sleep(0.5)
+    e2e.kill(r.pid, "TTOU")
+    assert.truthy(e2e.wait_for(function() return r.count_workers() == 1 end, 15))
+    settle(r.dir, n, 10)
+    local lost, dups = tally(r.dir, n)
+    print(string.format("\n  retire x2 under load: %d lost, %d duplicated", lost, dups))
+    assert.equal(0, lost)
+  end)
+
   it("scales up under a slow handler and back down when idle (WORKER_AUTO_SCALE)", function()
     local r = e2e.routemq(broker, APP, "run", { E2E_SHARED_WORKERS = 1, WORKER_AUTO_SCALE = "true",
       WORKER_MIN_COUNT = 1, WORKER_MAX_COUNT = 3 })
