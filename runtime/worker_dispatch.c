@@ -177,6 +177,16 @@ static void dispatch(worker *w, int rid, const char *topic, size_t tlen, const v
             else in->props_len = (uint32_t)n;
         }
     }
+    /* ctx.props comes from the packed copy; a message too large to keep
+     * packs its properties into a buffer of its own. */
+    const char *packed = in->data + tlen + plen;
+    size_t packed_len = in->complete ? in->props_len : 0;
+    char *own = NULL;
+    if (!in->complete && props && (own = malloc(SHM_MSG_MAX))) {
+        packed_len = worker_props_pack(props, own, SHM_MSG_MAX);
+        if (packed_len == (size_t)-1) packed_len = 0;
+        packed = own;
+    }
     atomic_store_explicit(&in->active, 1, memory_order_release);
     seen_remember(w, mid, hash);
     int64_t t0 = shm_now_ns();
@@ -190,7 +200,8 @@ static void dispatch(worker *w, int rid, const char *topic, size_t tlen, const v
     lua_pushinteger(L, qos);
     lua_pushboolean(L, retain);
     lua_pushboolean(L, 0);  /* libmosquitto does not expose the DUP flag */
-    worker_lua_push_props(w, props, NULL, 0, NULL);
+    worker_lua_push_props(w, packed, packed_len);
+    free(own);
     lua_pushboolean(L, redelivered);
     push_params(w, r, caps, ncaps);
     char err[2048], tb[8192];
@@ -315,10 +326,8 @@ void worker_replay_inflight(worker *w)
         int rid = topic_trie_match(w->trie, topic, in->topic_len, caps, TOPIC_MAX_WILDCARDS, &ncaps);
         if (rid > 0) {
             log_warn("redelivering the message on %s a previous worker died on (%s)", topic, in->reason);
-            mosquitto_property *props = worker_props_unpack(payload + in->payload_len, in->props_len);
-            dispatch(w, rid, topic, in->topic_len, payload, in->payload_len, in->qos, in->retain, props, caps,
+            dispatch(w, rid, topic, in->topic_len, payload, in->payload_len, in->qos, in->retain, NULL, caps,
                      ncaps, 1, 0, 0);
-            mosquitto_property_free_all(&props);
         } else {
             log_warn("the message on %s a previous worker died on matches no route any more; dropped", topic);
         }

@@ -81,6 +81,6 @@ void worker_forget_seen(worker *w);               /* the broker has no session f
 
 /* worker_lua.c */
 void worker_lua_push_io(worker *w);               /* pushes the io table for dispatch.new */
-int worker_lua_push_props(worker *w, const mosquitto_property *props, int *sub_ids, int max_ids, int *nids);
+void worker_lua_push_props(worker *w, const char *packed, size_t len); /* ctx.props from packed properties */
 
 #endif

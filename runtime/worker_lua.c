@@ -2,6 +2,7 @@
  * io.log), and MQTT v5 properties to and from Lua tables. */
 #include "worker_internal.h"
 #include "log.h"
+#include "worker_props.h"
 
 #include <lauxlib.h>
 #include <mqtt_protocol.h>
@@ -112,60 +113,46 @@ void worker_lua_push_io(worker *w)
     lua_setfield(L, -2, "log");
 }
 
-/* Pushes ctx.props for incoming properties: a new table when the message
- * carries any the user can see, else the shared read-only empty table. */
-int worker_lua_push_props(worker *w, const mosquitto_property *props, int *sub_ids, int max_ids, int *nids)
+/* Pushes ctx.props from packed properties (worker_props.c): a new table
+ * when there are any, else the shared read-only empty table. */
+void worker_lua_push_props(worker *w, const char *packed, size_t len)
 {
     lua_State *L = w->L;
-    int made = 0;
-    for (const mosquitto_property *p = props; p; p = mosquitto_property_next(p)) {
-        int id = mosquitto_property_identifier(p);
-        char *s = NULL, *v = NULL;
-        void *bin = NULL;
-        uint16_t blen = 0;
-        uint32_t u32 = 0;
-        if (id == MQTT_PROP_SUBSCRIPTION_IDENTIFIER) continue;
-        if (!made) { lua_createtable(L, 0, 4); made = 1; }
+    if (!len) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, w->empty_ref);
+        return;
+    }
+    lua_createtable(L, 0, 4);
+    const char *at = packed, *end = packed + len, *a, *b;
+    size_t alen, blen;
+    int id;
+    while (worker_props_next(&at, end, &id, &a, &alen, &b, &blen)) {
         switch (id) {
-        case MQTT_PROP_CONTENT_TYPE:
-            if (mosquitto_property_read_string(p, id, &s, false)) { lua_pushstring(L, s); lua_setfield(L, -2, "content_type"); }
+        case MQTT_PROP_CONTENT_TYPE: lua_pushlstring(L, a, alen); lua_setfield(L, -2, "content_type"); break;
+        case MQTT_PROP_RESPONSE_TOPIC: lua_pushlstring(L, a, alen); lua_setfield(L, -2, "response_topic"); break;
+        case MQTT_PROP_CORRELATION_DATA: lua_pushlstring(L, a, alen); lua_setfield(L, -2, "correlation_data"); break;
+        case MQTT_PROP_MESSAGE_EXPIRY_INTERVAL: {
+            uint32_t u32 = 0;
+            if (alen == 4) memcpy(&u32, a, 4);
+            lua_pushnumber(L, u32);
+            lua_setfield(L, -2, "message_expiry");
             break;
-        case MQTT_PROP_RESPONSE_TOPIC:
-            if (mosquitto_property_read_string(p, id, &s, false)) { lua_pushstring(L, s); lua_setfield(L, -2, "response_topic"); }
-            break;
-        case MQTT_PROP_CORRELATION_DATA:
-            if (mosquitto_property_read_binary(p, id, &bin, &blen, false)) {
-                lua_pushlstring(L, bin, blen);
-                lua_setfield(L, -2, "correlation_data");
-            }
-            break;
-        case MQTT_PROP_MESSAGE_EXPIRY_INTERVAL:
-            if (mosquitto_property_read_int32(p, id, &u32, false)) { lua_pushnumber(L, u32); lua_setfield(L, -2, "message_expiry"); }
-            break;
-        case MQTT_PROP_PAYLOAD_FORMAT_INDICATOR:
-            break;
+        }
         case MQTT_PROP_USER_PROPERTY:
-            if (mosquitto_property_read_string_pair(p, id, &s, &v, false)) {
-                lua_getfield(L, -1, "user");
-                if (lua_isnil(L, -1)) {
-                    lua_pop(L, 1);
-                    lua_newtable(L);
-                    lua_pushvalue(L, -1);
-                    lua_setfield(L, -3, "user");
-                }
-                lua_pushstring(L, v);
-                lua_setfield(L, -2, s);
+            lua_getfield(L, -1, "user");
+            if (lua_isnil(L, -1)) {
                 lua_pop(L, 1);
+                lua_newtable(L);
+                lua_pushvalue(L, -1);
+                lua_setfield(L, -3, "user");
             }
+            lua_pushlstring(L, a, alen);
+            lua_pushlstring(L, b, blen);
+            lua_rawset(L, -3);
+            lua_pop(L, 1);
             break;
         default:
             break;
         }
-        free(s);
-        free(v);
-        free(bin);
     }
-    if (!made) lua_rawgeti(L, LUA_REGISTRYINDEX, w->empty_ref);
-    (void)sub_ids; (void)max_ids; if (nids) *nids = 0;
-    return 0;
 }

@@ -73,44 +73,16 @@ static const char *get_bytes(const char **at, const char *end, size_t *n)
     return b;
 }
 
-mosquitto_property *worker_props_unpack(const char *in, size_t len)
+int worker_props_next(const char **at, const char *end, int *id, const char **a, size_t *alen,
+                      const char **b, size_t *blen)
 {
-    mosquitto_property *props = NULL;
-    const char *at = in, *end = in + len;
-    while (at < end) {
-        int id = (uint8_t)*at++;
-        size_t n, m;
-        const char *a = get_bytes(&at, end, &n), *b = NULL;
-        if (!a) break;
-        char *s = NULL, *t = NULL;
-        int rc = MOSQ_ERR_SUCCESS;
-        switch (id) {
-        case MQTT_PROP_CONTENT_TYPE:
-        case MQTT_PROP_RESPONSE_TOPIC:
-            rc = (s = strndup(a, n)) ? mosquitto_property_add_string(&props, id, s) : MOSQ_ERR_NOMEM;
-            break;
-        case MQTT_PROP_CORRELATION_DATA:
-            rc = mosquitto_property_add_binary(&props, id, a, (uint16_t)n);
-            break;
-        case MQTT_PROP_MESSAGE_EXPIRY_INTERVAL: {
-            uint32_t u32 = 0;
-            if (n == 4) memcpy(&u32, a, 4);
-            rc = mosquitto_property_add_int32(&props, id, u32);
-            break;
-        }
-        case MQTT_PROP_USER_PROPERTY:
-            b = get_bytes(&at, end, &m);
-            if (!b) rc = MOSQ_ERR_MALFORMED_PACKET;
-            else if (!(s = strndup(a, n)) || !(t = strndup(b, m))) rc = MOSQ_ERR_NOMEM;
-            else rc = mosquitto_property_add_string_pair(&props, id, s, t);
-            break;
-        default:
-            rc = MOSQ_ERR_MALFORMED_PACKET;
-            break;
-        }
-        free(s);
-        free(t);
-        if (rc != MOSQ_ERR_SUCCESS) break;
-    }
-    return props;
+    const char *p = *at;
+    if (p >= end) return 0;
+    *id = (uint8_t)*p++;
+    if (!(*a = get_bytes(&p, end, alen))) return 0;
+    *b = NULL;
+    *blen = 0;
+    if (*id == MQTT_PROP_USER_PROPERTY && !(*b = get_bytes(&p, end, blen))) return 0;
+    *at = p;
+    return 1;
 }

@@ -10,8 +10,10 @@
 /* Packs the properties a handler can see into out; returns the bytes used,
  * or (size_t)-1 when they do not fit in cap. */
 size_t worker_props_pack(const mosquitto_property *props, char *out, size_t cap);
-/* Rebuilds a property list from packed bytes; NULL when there are none (or
- * memory ran out: the message is then replayed without them). */
-mosquitto_property *worker_props_unpack(const char *in, size_t len);
+/* Iterates packed properties: returns 1 and the next entry (its MQTT
+ * property id, value a/alen, and for a user property the value b/blen after
+ * the name in a/alen), 0 at the end or on malformed bytes. */
+int worker_props_next(const char **at, const char *end, int *id, const char **a, size_t *alen,
+                      const char **b, size_t *blen);
 
 #endif
