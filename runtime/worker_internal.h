@@ -75,9 +75,17 @@ void worker_mqtt_free(worker *w);
 /* worker_dispatch.c */
 void worker_on_message(struct mosquitto *m, void *ud, const struct mosquitto_message *msg,
                        const mosquitto_property *props);
-void worker_replay_inflight(worker *w);           /* after CONNACK: redeliver or dead-letter */
+/* Runs route `rid`'s handler on one message. A redelivered message is
+ * already in the in-flight record; a fresh one is copied there first. */
+void worker_dispatch(worker *w, int rid, const char *topic, size_t tlen, const void *payload, size_t plen,
+                     int qos, int retain, const mosquitto_property *props, const topic_span *caps, int ncaps,
+                     int redelivered, int mid, uint64_t hash);
+
 int worker_dispatch_setup(worker *w);             /* trie, d.call and helper refs */
 void worker_forget_seen(worker *w);               /* the broker has no session for us: packet ids restart */
+
+/* worker_replay.c */
+void worker_replay_inflight(worker *w);           /* after CONNACK: redeliver or dead-letter */
 
 /* worker_lua.c */
 void worker_lua_push_io(worker *w);               /* pushes the io table for dispatch.new */
