@@ -63,6 +63,19 @@ static int prepare(cli_opts *o, config *cfg, master_params *p)
     return 0;
 }
 
+/* Slots that existed in the last run and not in this one keep their
+ * persistent sessions, and the broker keeps queueing their share of shared
+ * routes until MQTT_SESSION_EXPIRY: say so, with the way to hand it over. */
+static void warn_fewer_workers(const config *cfg, int workers)
+{
+    int last = rundir_read_workers(cfg->run_dir);
+    if (last <= workers) return;
+    log_warn("the last run here had %d workers and this one has %d: the sessions of slots %d..%d keep the "
+             "messages queued for them until MQTT_SESSION_EXPIRY (%d s). To hand them over, run with "
+             "--workers %d, then `routemq scale %d`", last, workers, workers, last - 1, cfg->session_expiry,
+             last, workers);
+}
+
 int cli_run(cli_opts *o, int dev)
 {
     config cfg;
@@ -83,6 +96,7 @@ int cli_run(cli_opts *o, int dev)
         return EXIT_USAGE;
     }
     p.control_fd = rd.listen_fd;
+    warn_fewer_workers(&cfg, p.workers);
     /* The password leaves the environment block before anything can show it. */
     config_scrub_environ(o->envp);
     setproctitle_init(o->orig_argc, o->orig_argv, o->envp);

@@ -6,6 +6,7 @@
  * forking a worker never copies another thread's half-done state. */
 #include "master.h"
 #include "devwatch.h"
+#include "rundir.h"
 #include "cli.h"
 #include "log.h"
 
@@ -206,6 +207,7 @@ static int setup(master *m, master_params *p)
     m->paths = p->paths;
     m->nslots = p->nslots;
     m->P = p->workers;
+    rundir_write_workers(m->cfg->run_dir, m->P);
     m->override = p->override;
     m->base_override = p->base_override;
     m->restart_max_delay_ns = p->restart_max_delay_ns;

@@ -4,6 +4,7 @@
  * until it is ready), so shared routes keep being served throughout. The
  * replacement is a small state machine stepped from the event loop. */
 #include "master.h"
+#include "rundir.h"
 #include "log.h"
 
 #include <lauxlib.h>
@@ -158,6 +159,7 @@ static void finish(master *m, int64_t now)
     master_reload *r = &m->reload;
     for (int i = r->new_p; i < r->old_p; i++) master_retire_slot(m, i);
     m->P = r->new_p;
+    rundir_write_workers(m->cfg->run_dir, m->P);
     r->phase = RELOAD_IDLE;
     char msg[128];
     snprintf(msg, sizeof msg, "generation %u, %d worker%s, in %lld ms", m->app->generation, m->P,

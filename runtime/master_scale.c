@@ -5,6 +5,7 @@
  * A new slot gets workers_override = P, so it subscribes every shared route;
  * the workers already running keep their subscriptions. */
 #include "master.h"
+#include "rundir.h"
 #include "log.h"
 
 #include <signal.h>
@@ -48,6 +49,7 @@ void master_scale_to(master *m, int n, const char *why)
     if (n == m->P) return;
     int old = m->P;
     m->P = n;
+    rundir_write_workers(m->cfg->run_dir, m->P);
     m->override = n;
     log_info("scale (%s): %d -> %d worker%s", why, old, n, n == 1 ? "" : "s");
     for (int i = old; i < n; i++) activate_slot(m, i);

@@ -156,3 +156,29 @@ void rundir_release(rundir *rd)
     memset(rd, 0, sizeof *rd);
     rd->pid_fd = rd->listen_fd = -1;
 }
+
+/* The worker count survives the master so that the next start can tell when
+ * slots disappeared: their persistent sessions keep a share of the messages. */
+int rundir_read_workers(const char *dir)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/workers", dir);
+    FILE *f = fopen(path, "r");
+    int n = 0;
+    if (!f) return 0;
+    if (fscanf(f, "%d", &n) != 1 || n < 0) n = 0;
+    fclose(f);
+    return n;
+}
+
+void rundir_write_workers(const char *dir, int n)
+{
+    char path[4096], tmp[4200];
+    snprintf(path, sizeof path, "%s/workers", dir);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f) return;
+    int ok = fprintf(f, "%d\n", n) > 0;
+    if (fclose(f) == 0 && ok) rename(tmp, path);
+    else unlink(tmp);
+}

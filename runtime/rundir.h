@@ -26,6 +26,10 @@ int rundir_acquire(rundir *rd, const char *dir, const char *app_dir, char *err, 
 void rundir_release(rundir *rd);
 /* <dir>/control.sock into out; -1 when it does not fit a UNIX socket address. */
 int rundir_socket_path(const char *dir, char *out, size_t n);
+/* The worker count recorded by the last master of this run directory, 0 when unknown. */
+int rundir_read_workers(const char *dir);
+/* Records the current worker count in <dir>/workers (best effort, atomic rename). */
+void rundir_write_workers(const char *dir, int n);
 /* The pid in <dir>/routemq.pid, or 0. */
 pid_t rundir_read_pid(const char *dir);
 

@@ -269,6 +269,19 @@ describe("scaling", function()
     assert.truthy(e2e.wait_for(function() return tally(r.dir, 100) == 0 end, 10))
   end)
 
+  it("warns when an instance restarts with fewer workers than its last run", function()
+    local run_dir = e2e.tmpdir() .. "/run"
+    local a = e2e.routemq(broker, APP, "run", { E2E_SHARED_WORKERS = 3, ROUTEMQ_RUN_DIR = run_dir })
+    assert.truthy(e2e.wait_for(function() return a.ready(3) end, 15))
+    assert.equal(0, a.stop())
+    local b = e2e.routemq(broker, APP, "run", { E2E_SHARED_WORKERS = 2, ROUTEMQ_RUN_DIR = run_dir })
+    finally(function() b.stop() end)
+    assert.truthy(e2e.wait_for(function() return b.ready(2) end, 15))
+    assert.matches("the last run here had 3 workers and this one has 2: the sessions of slots 2..2 keep the "
+      .. "messages queued for them until MQTT_SESSION_EXPIRY %(300 s%)%. To hand them over, run with "
+      .. "%-%-workers 3, then `routemq scale 2`", e2e.read(b.log))
+  end)
+
   it("loses nothing when workers are retired under load (SIGTTOU)", function()
     local r = e2e.routemq(broker, APP, "run", { E2E_SHARED_WORKERS = 3 })
     finally(function() r.stop() end)
