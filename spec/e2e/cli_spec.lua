@@ -17,12 +17,6 @@ local function tmpdir()
   return d
 end
 
-local function write(path, text)
-  local f = assert(io.open(path, "w"))
-  f:write(text)
-  f:close()
-end
-
 -- Runs `routemq <args>` from the repository root with the config variables
 -- unset except those in env; returns { rc =, out =, err =, first = first stderr line }.
 local function routemq(args, env, opts)
@@ -45,9 +39,7 @@ end
 
 -- A copy of a fixture application in a fresh directory.
 local function copy_app(fixture)
-  local d = tmpdir()
-  e2e.sh(string.format("cp -r %s/app %s/", e2e.quote(e2e.root .. "/" .. fixture), e2e.quote(d)))
-  return realpath(d)
+  return realpath(e2e.copy_app(fixture, tmpdir()))
 end
 
 local function routes_json(res)
@@ -229,7 +221,7 @@ describe("bad configuration", function()
     setup(function()
       dir = tmpdir()
       port = e2e.free_port()
-      write(dir .. "/mosquitto.conf", "listener " .. port .. " 127.0.0.1\nallow_anonymous true\n"
+      e2e.write(dir .. "/mosquitto.conf", "listener " .. port .. " 127.0.0.1\nallow_anonymous true\n"
         .. "persistence false\nlog_type all\nconnection_messages true\n")
       pid = e2e.spawn("mosquitto -c " .. dir .. "/mosquitto.conf", dir .. "/broker.log")
       assert(e2e.wait_for(function()
@@ -278,7 +270,7 @@ describe("<app>/.env", function()
 
   it("is read with comments, export and quoted values", function()
     local dir = copy_app("spec/fixtures/basic")
-    write(dir .. "/.env", table.concat({
+    e2e.write(dir .. "/.env", table.concat({
       "# settings for the basic fixture",
       "",
       "   # an indented comment",
@@ -297,14 +289,14 @@ describe("<app>/.env", function()
 
   it("reads a double-quoted value with escapes", function()
     local dir = copy_app("spec/fixtures/basic")
-    write(dir .. "/.env", 'MQTT_GROUP_NAME="say \\"hi\\""\n')
+    e2e.write(dir .. "/.env", 'MQTT_GROUP_NAME="say \\"hi\\""\n')
     local _, by = routes_json(routemq("routes --json --app " .. e2e.quote(dir)))
     assert.equal('$share/say "hi"/a/+/data', by[WORKERS_PATTERN].subscription)
   end)
 
   it("loses to the real environment", function()
     local dir = copy_app("spec/fixtures/basic")
-    write(dir .. "/.env", "MQTT_GROUP_NAME=from_env\nWORKER_COUNT=4\n")
+    e2e.write(dir .. "/.env", "MQTT_GROUP_NAME=from_env\nWORKER_COUNT=4\n")
     local _, by = routes_json(routemq("routes --json --app " .. e2e.quote(dir),
       { MQTT_GROUP_NAME = "from_real", WORKER_COUNT = 2 }))
     assert.equal("$share/from_real/a/+/data", by[WORKERS_PATTERN].subscription)
@@ -313,7 +305,7 @@ describe("<app>/.env", function()
 
   it("names the variable of a bad value that comes from it", function()
     local dir = copy_app("spec/fixtures/basic")
-    write(dir .. "/.env", "LOG_LEVEL=loud\n")
+    e2e.write(dir .. "/.env", "LOG_LEVEL=loud\n")
     local res = routemq("check --app " .. e2e.quote(dir))
     assert.equal(1, res.rc)
     assert.equal("routemq: LOG_LEVEL: 'loud' is not one of debug, info, warn, error", res.first)
@@ -321,7 +313,7 @@ describe("<app>/.env", function()
 
   it("rejects a malformed line with <path>/.env:<line>, exit 1", function()
     local dir = copy_app("spec/fixtures/basic")
-    write(dir .. "/.env", "# ok\nMQTT_GROUP_NAME=g\nthis line has no equals sign\n")
+    e2e.write(dir .. "/.env", "# ok\nMQTT_GROUP_NAME=g\nthis line has no equals sign\n")
     for _, cmd in ipairs({ "check", "routes --json" }) do
       local res = routemq(cmd .. " --app " .. e2e.quote(dir))
       assert.equal(1, res.rc, cmd)
@@ -332,7 +324,7 @@ describe("<app>/.env", function()
 
   it("rejects an unterminated quote with <path>/.env:<line>, exit 1", function()
     local dir = copy_app("spec/fixtures/basic")
-    write(dir .. "/.env", "MQTT_GROUP_NAME=\"g\n")
+    e2e.write(dir .. "/.env", "MQTT_GROUP_NAME=\"g\n")
     local res = routemq("check --app " .. e2e.quote(dir))
     assert.equal(1, res.rc)
     assert.equal("routemq: " .. dir .. "/.env:1: unterminated quote", res.first)
@@ -340,7 +332,7 @@ describe("<app>/.env", function()
 
   it("stops routemq run on a malformed line before it connects, exit 1", function()
     local dir = copy_app("spec/fixtures/basic")
-    write(dir .. "/.env", "=nokey\n")
+    e2e.write(dir .. "/.env", "=nokey\n")
     local res = routemq("run --app " .. e2e.quote(dir), { MQTT_BROKER = "127.0.0.1", MQTT_PORT = 1,
       ROUTEMQ_RUN_DIR = tmpdir() .. "/run" }, { timeout = 10 })
     assert.equal(1, res.rc)
@@ -352,14 +344,14 @@ describe("routemq test", function()
   local function app_with_spec(body)
     local dir = tmpdir()
     e2e.sh("mkdir -p " .. e2e.quote(dir .. "/app/routers") .. " " .. e2e.quote(dir .. "/spec"))
-    write(dir .. "/app/routers/greet.lua", table.concat({
+    e2e.write(dir .. "/app/routers/greet.lua", table.concat({
       'local router = require("routemq.router")',
       'router.on("hello/{name}", function(ctx)',
       '  ctx:publish("greetings/" .. ctx.params.name, { text = "hi " .. ctx.params.name })',
       "end)",
       "",
     }, "\n"))
-    write(dir .. "/spec/greet_spec.lua", table.concat({
+    e2e.write(dir .. "/spec/greet_spec.lua", table.concat({
       'local testing = require("routemq.testing")',
       'describe("greet", function()',
       '  local app = testing.app(".")',

@@ -4,8 +4,7 @@ local e2e = require("spec.helpers.e2e")
 
 describe("routemq dev", function()
   it("runs on a private broker, reloads on file changes and stops everything", function()
-    local dir = e2e.tmpdir()
-    e2e.sh("cp -r spec/e2e/apps/basic/app " .. dir .. "/")
+    local dir = e2e.copy_app("spec/e2e/apps/basic")
     local log = dir .. "/dev.log"
     local pid = e2e.spawn(e2e.bin .. " dev --app " .. dir, log, { E2E_OUT = dir, E2E_SHARED_WORKERS = 1,
       MQTT_CLIENT_ID = "dev" .. dir:match("([^.]+)$"), ROUTEMQ_RUN_DIR = dir .. "/run" })

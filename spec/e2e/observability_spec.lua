@@ -23,18 +23,6 @@ local APP = "spec/e2e/apps/basic"
 
 local seq = e2e.seq
 
-local function copy_app(src)
-  local dir = e2e.tmpdir()
-  e2e.sh("cp -r " .. src .. "/app " .. dir .. "/")
-  return dir
-end
-
-local function write_file(path, s)
-  local f = assert(io.open(path, "w"))
-  f:write(s)
-  f:close()
-end
-
 --- Runs `routemq <args> --app <app>` on r's run directory; returns exit code,
 -- stdout, stderr and the seconds it took. prefix goes before the command.
 local function ctl(r, args, app, prefix)
@@ -213,21 +201,21 @@ describe("routemq status, reload, stop", function()
     end)
 
   it("reload: a broken router exits 1 with file:line and keeps the workers; a good change exits 0", function()
-    local dir = copy_app(APP)
+    local dir = e2e.copy_app(APP)
     local router = dir .. "/app/routers/e2e.lua"
     local r = e2e.routemq(broker, dir, "run", { E2E_SHARED_WORKERS = 2 })
     finally(function() r.stop() end)
     assert.truthy(e2e.wait_for(function() return r.ready(2) end, 15), e2e.read(r.log))
     local pids = r.workers()
     local good = e2e.read(router)
-    write_file(router, good .. "\nrouter.on(\"broken/{n}\", function() end, { qos = 7 })\n")
+    e2e.write(router, good .. "\nrouter.on(\"broken/{n}\", function() end, { qos = 7 })\n")
     local code, _, err = ctl(r, "reload", dir)
     assert.equal(1, code)
     assert.matches("^routemq reload: app/routers/e2e%.lua:%d+: ", err)
     assert.same(pids, r.workers())
     assert.equal(1, status_json(r, dir).reloads.failed)
 
-    write_file(router, good .. "\nrouter.on(\"extra/{n}\", C.count, { qos = 1 })\n")
+    e2e.write(router, good .. "\nrouter.on(\"extra/{n}\", C.count, { qos = 1 })\n")
     local code2, out2, err2 = ctl(r, "reload", dir)
     assert.equal(0, code2, err2)
     assert.matches("reloaded: generation 2", out2)
@@ -277,7 +265,7 @@ describe("routemq status, reload, stop", function()
     local code, _, err = ctl(r, "status")
     assert.equal(2, code)
     assert.matches("no master running for .*Connection refused%)", err)
-    write_file(run_dir .. "/routemq.pid", "1\n")  -- alive, but not a routemq master
+    e2e.write(run_dir .. "/routemq.pid", "1\n")  -- alive, but not a routemq master
     local r3 = e2e.routemq(broker, APP, "run", { E2E_SHARED_WORKERS = 1, ROUTEMQ_RUN_DIR = run_dir })
     finally(function() r3.stop() end)
     assert.truthy(e2e.wait_for(function() return r3.ready(1) end, 15), e2e.read(r3.log))
@@ -361,9 +349,9 @@ describe("admin HTTP", function()
   teardown(function() broker.stop() end)
 
   it("/ready is 503 until every slot is ready, while the broker is away and while stopping; /health 200", function()
-    local dir = copy_app(APP)
+    local dir = e2e.copy_app(APP)
     -- Loading takes a while, so the start is long enough to be seen.
-    write_file(dir .. "/app/routers/zz_slow_load.lua",
+    e2e.write(dir .. "/app/routers/zz_slow_load.lua",
       'local ffi = require("ffi")\nffi.cdef("int usleep(unsigned int);")\nffi.C.usleep(1000000)\n')
     local port = e2e.free_port()
     local r = e2e.routemq(broker, dir, "run", { E2E_SHARED_WORKERS = 2, ROUTEMQ_HTTP = "127.0.0.1:" .. port })
@@ -405,7 +393,7 @@ describe("admin HTTP", function()
 
   it("/metrics is valid Prometheus text counting what was published, across a worker restart and a reload",
     function()
-      local dir = copy_app(APP)
+      local dir = e2e.copy_app(APP)
       local router = dir .. "/app/routers/e2e.lua"
       local port = e2e.free_port()
       local r = e2e.routemq(broker, dir, "run", { E2E_SHARED_WORKERS = 3, ROUTEMQ_HTTP = ":" .. port,
@@ -437,7 +425,7 @@ describe("admin HTTP", function()
 
       -- A reload that puts a route first re-indexes every route: counting goes by pattern.
       local src = e2e.read(router)
-      write_file(router, (src:gsub('router%.on%("shared', 'router.on("extra/{n}", C.count, { qos = 1 })\n%0', 1)))
+      e2e.write(router, (src:gsub('router%.on%("shared', 'router.on("extra/{n}", C.count, { qos = 1 })\n%0', 1)))
       assert.equal(0, (ctl(r, "reload", dir)))
       e2e.publish_lines(broker.port, "shared/1", seq(501, 600), 1)
       e2e.publish_lines(broker.port, "extra/1", seq(1, 5), 1)
@@ -503,8 +491,8 @@ describe("the MQTT password", function()
     finally(function() b.stop() end)
     -- The password reaches routemq through its environment only: the shell
     -- that starts it reads it from a file, so no command line carries it.
-    write_file(dir .. "/pw", secret)
-    write_file(dir .. "/wrap.sh", 'export MQTT_PASSWORD="$(cat ' .. dir .. '/pw)"\nexec ' .. e2e.bin .. ' "$@"\n')
+    e2e.write(dir .. "/pw", secret)
+    e2e.write(dir .. "/wrap.sh", 'export MQTT_PASSWORD="$(cat ' .. dir .. '/pw)"\nexec ' .. e2e.bin .. ' "$@"\n')
     local port = e2e.free_port()
     local bin = e2e.bin
     e2e.bin = "sh " .. dir .. "/wrap.sh"

@@ -7,17 +7,9 @@ local APP = "spec/e2e/apps/basic"
 
 local seq, tally, settle = e2e.seq, e2e.tally, e2e.settle
 
-local function copy_app(src)
-  local dir = e2e.tmpdir()
-  e2e.sh("cp -r " .. src .. "/app " .. dir .. "/")
-  return dir
-end
-
 local function rewrite(file, from, to)
   local s = e2e.read(file)
-  local f = assert(io.open(file, "w"))
-  f:write((s:gsub(from, to)))
-  f:close()
+  e2e.write(file, (s:gsub(from, to)))
 end
 
 describe("supervision", function()
@@ -215,16 +207,14 @@ describe("reload", function()
 
   it("keeps serving after a reload with a syntax error and reports it; worker_count 3 -> 5 -> 3 is applied",
     function()
-      local dir = copy_app(APP)
+      local dir = e2e.copy_app(APP)
       local router = dir .. "/app/routers/e2e.lua"
       local r = e2e.routemq(broker, dir, "run", { E2E_SHARED_WORKERS = 3 })
       finally(function() r.stop() end)
       assert.truthy(e2e.wait_for(function() return r.ready(3) end, 15))
       local before = r.workers()
       local good = e2e.read(router)
-      local f = assert(io.open(router, "w"))
-      f:write(good, "\nrouter.on(\n")
-      f:close()
+      e2e.write(router, good .. "\nrouter.on(\n")
       e2e.kill(r.pid, "HUP")
       assert.truthy(e2e.wait_for(function() return e2e.read(r.log):find("reload failed: app/routers/e2e.lua:%d+:") end,
         10), e2e.read(r.log))
@@ -232,9 +222,7 @@ describe("reload", function()
       e2e.publish_lines(broker.port, "single/1", { "still-served" }, 1)
       assert.truthy(e2e.wait_for(function() local _, by = e2e.records(r.dir) return by["still-served"] end, 5))
 
-      f = assert(io.open(router, "w"))
-      f:write(good)
-      f:close()
+      e2e.write(router, good)
       rewrite(router, 'tonumber%(os.getenv%("E2E_SHARED_WORKERS"%) or "3"%)', "5")
       e2e.kill(r.pid, "HUP")
       assert.truthy(e2e.wait_for(function() return r.count_workers() == 5 and r.ready(3 + 5) end, 15))

@@ -115,6 +115,22 @@ function M.read(path)
   return s
 end
 
+--- Writes text to path, replacing it.
+function M.write(path, text)
+  local f = assert(io.open(path, "w"))
+  f:write(text)
+  f:close()
+end
+
+--- Copies the app/ of application src (relative to the repository root, or
+-- absolute) into dir (default: a fresh temporary directory); returns dir.
+function M.copy_app(src, dir)
+  dir = dir or M.tmpdir()
+  if src:sub(1, 1) ~= "/" then src = M.root .. "/" .. src end
+  sh(string.format("cp -r %s/app %s/", M.quote(src), M.quote(dir)))
+  return dir
+end
+
 --- Starts a mosquitto on a free port. Returns { port =, pid =, dir =, stop = fn }.
 function M.broker(opts)
   opts = opts or {}
