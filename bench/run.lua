@@ -238,6 +238,24 @@ local function repeat_runs(name, fn, runs)
   return out
 end
 
+-- Runs every subject RUNS times at this QoS, interleaved (run 1 of every
+-- subject, then run 2, ...) so that the machine's slow drifts spread over all
+-- subjects alike. Returns results[subject id] = list of the runs that worked.
+local function interleaved(section, subjects, qos)
+  local results = {}
+  for i = 1, RUNS do
+    for _, s in ipairs(subjects) do
+      results[s.id] = results[s.id] or {}
+      local one = repeat_runs(string.format("%s %s qos%d run %d", section, s.id, qos, i),
+        function() return s.fn(qos) end, 1)
+      if one[1] then
+        table.insert(results[s.id], one[1])
+      end
+    end
+  end
+  return results
+end
+
 local function column(list, key)
   local v = {}
   for _, r in ipairs(list) do
@@ -329,21 +347,9 @@ local function bench_throughput()
     { id = "routemq_2", label = "routemq, 2 workers (shared)", fn = function(q) return thr_routemq(q, 2) end },
     { id = "routemq_4", label = "routemq, 4 workers (shared)", fn = function(q) return thr_routemq(q, 4) end },
   }
-  -- Runs are interleaved (run 1 of every subject, then run 2, ...) so that
-  -- the machine's slow drifts spread over all subjects alike.
   local by = {}
   for _, qos in ipairs({ 0, 1 }) do
-    local results = {}
-    for i = 1, RUNS do
-      for _, s in ipairs(subjects) do
-        results[s.id] = results[s.id] or {}
-        local one = repeat_runs(string.format("throughput %s qos%d run %d", s.id, qos, i),
-          function() return s.fn(qos) end, 1)
-        if one[1] then
-          table.insert(results[s.id], one[1])
-        end
-      end
-    end
+    local results = interleaved("throughput", subjects, qos)
     for _, s in ipairs(subjects) do
       local res = results[s.id]
       by[s.id .. qos] = add_row({
@@ -462,17 +468,7 @@ local function bench_replay()
   local subjects = { { id = "yardstick", label = "bench_sub (yardstick)", fn = replay_yardstick },
                     { id = "routemq_1", label = "routemq worker", fn = replay_routemq } }
   for _, qos in ipairs({ 0, 1 }) do
-    local results = {}
-    for i = 1, RUNS do  -- interleaved, as for the throughput
-      for _, s in ipairs(subjects) do
-        results[s.id] = results[s.id] or {}
-        local one = repeat_runs(string.format("replay %s qos%d run %d", s.id, qos, i),
-          function() return s.fn(qos) end, 1)
-        if one[1] then
-          table.insert(results[s.id], one[1])
-        end
-      end
-    end
+    local results = interleaved("replay", subjects, qos)
     for _, s in ipairs(subjects) do
       local res = results[s.id]
       add_row({ section = "replay", id = "replay_" .. s.id .. "_qos" .. qos .. "_rate", qos = qos,
@@ -692,8 +688,7 @@ local function reload_run()
   P.signal(r.pid, P.SIGHUP)
   local pubres = pub_finish(pub)
   local done = P.wait_for(function() return routemq_log(r):find("generation 2 done") end, 15, 0.01)
-  local recs
-  local distinct, handled = 0, 0
+  local recs, distinct, handled
   -- Wait until every sequence number was seen, or nothing moves for 5 s.
   local since, last_distinct = P.mono(), -1
   local deadline = P.mono() + 60
@@ -786,15 +781,17 @@ end
 local function bench_reload()
   say("reload (SIGHUP) of 4 workers under QoS 1 load: %d messages, %d run(s)", RELOAD_N, RUNS)
   local rl = repeat_runs("reload", reload_run)
-  local rrow = add_row({ section = "reload", id = "reload_ms", label = "SIGHUP → last new worker connected and subscribed",
-    unit = "ms", values = column(rl, "reload_ms"), runs = rl,
+  local rrow = add_row({ section = "reload", id = "reload_ms",
+    label = "SIGHUP → last new worker connected and subscribed", unit = "ms",
+    values = column(rl, "reload_ms"), runs = rl,
     note = "master's own figure (SIGHUP read → last slot ready): " .. report.list(column(rl, "master_ms"), "ms") })
   if rrow.summary.max then
     rrow.target = { text = "≤ 1000 ms", ok = rrow.summary.max <= 1000 }
   end
   local lrow = add_row({ section = "reload", id = "reload_lost", label = "messages lost during the reload (QoS 1)",
     unit = "msgs", values = column(rl, "lost"),
-    note = string.format("of %d published per run; duplicates %s", RELOAD_N, report.list(column(rl, "duplicates"), "msgs")) })
+    note = string.format("of %d published per run; duplicates %s", RELOAD_N,
+      report.list(column(rl, "duplicates"), "msgs")) })
   if lrow.summary.max then
     lrow.target = { text = "0", ok = lrow.summary.max == 0 }
   end

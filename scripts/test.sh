@@ -52,7 +52,7 @@ else
   tail -n 30 "$LOG/valgrind.log"; count "valgrind test_topic" 0 1
 fi
 
-if luacheck -q lua app spec examples > "$LOG/luacheck.log" 2>&1; then
+if luacheck -q lua app spec examples bench > "$LOG/luacheck.log" 2>&1; then
   count "luacheck" 1 0
 else
   cat "$LOG/luacheck.log"; count "luacheck" 0 1

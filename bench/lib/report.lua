@@ -155,8 +155,8 @@ local function plot(result, dir)
     "set terminal pngcairo size 1100,600 font 'sans,10'",
     "set output '" .. dir .. "/benchmarks.png'",
     "set termoption noenhanced",
-    string.format('set title "routemq throughput by scenario (%s messages, median of %d run(s), bars: min-max)\\n%s CPUs %s, %s"',
-      commas(result.messages), result.runs, m.nproc, m.cpu, m.mosquitto),
+    string.format('set title "routemq throughput by scenario (%s messages, median of %d run(s), '
+      .. 'bars: min-max)\\n%s CPUs %s, %s"', commas(result.messages), result.runs, m.nproc, m.cpu, m.mosquitto),
     "set ylabel 'thousand messages / s'",
     "set style data histogram",
     "set style histogram errorbars gap 1.5 lw 1",
