@@ -98,6 +98,20 @@ int app_load(lua_State *L, const config *cfg, app_def *a, char *err, size_t errl
     return 0;
 }
 
+int app_load_table(const luavm_paths *paths, const config *cfg, app_def *a, char *err, size_t errlen,
+                   char *tb, size_t tblen)
+{
+    if (tb && tblen) tb[0] = 0;
+    memset(a, 0, sizeof *a);
+    a->app_ref = LUA_NOREF;
+    lua_State *L = luavm_new(paths, err, errlen);
+    if (!L) return -1;
+    int rc = app_load(L, cfg, a, err, errlen, tb, tblen);
+    lua_close(L);
+    a->app_ref = LUA_NOREF;  /* it referred to the state just closed */
+    return rc;
+}
+
 void app_free(app_def *a)
 {
     for (int i = 0; i < a->nroutes; i++) {

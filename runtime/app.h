@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <lua.h>
 #include "config.h"
+#include "luavm.h"
 
 typedef struct route_info {
     int index;              /* 1-based, as in Lua */
@@ -25,6 +26,11 @@ typedef struct app_def {
 /* Loads the application of cfg->app_dir into L (routemq.app.load) and fills
  * a. 0 ok; -1 with "file:line: reason" in err and the traceback in tb. */
 int app_load(lua_State *L, const config *cfg, app_def *a, char *err, size_t errlen, char *tb, size_t tblen);
+/* Loads the application in a fresh Lua state and closes it again: only the C
+ * route table stays (the master and the commands that just check). Same
+ * results as app_load. */
+int app_load_table(const luavm_paths *paths, const config *cfg, app_def *a, char *err, size_t errlen,
+                   char *tb, size_t tblen);
 /* Releases the route table (not the Lua state). */
 void app_free(app_def *a);
 /* Sets every shared route's worker_count to n (--workers / WORKER_COUNT). */

@@ -4,14 +4,13 @@
 #include "config.h"
 #include "luavm.h"
 
-#include <lauxlib.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 /* Loads configuration and application exactly as a worker does. */
-static int load(cli_opts *o, config *cfg, lua_State **L, app_def *a)
+static int load(cli_opts *o, config *cfg, app_def *a)
 {
     char err[4096], tb[8192];
     luavm_paths paths;
@@ -19,15 +18,14 @@ static int load(cli_opts *o, config *cfg, lua_State **L, app_def *a)
         fprintf(stderr, "routemq: %s\n", err);
         return -1;
     }
-    if (luavm_find_paths(&paths, err, sizeof err) || !(*L = luavm_new(&paths, err, sizeof err))) {
+    if (luavm_find_paths(&paths, err, sizeof err)) {
         fprintf(stderr, "routemq: %s\n", err);
         config_free(cfg);
         return -1;
     }
-    if (app_load(*L, cfg, a, err, sizeof err, tb, sizeof tb)) {
+    if (app_load_table(&paths, cfg, a, err, sizeof err, tb, sizeof tb)) {
         fprintf(stderr, "%s\n", err);
         if (tb[0] && getenv("ROUTEMQ_TRACEBACK")) fprintf(stderr, "%s\n", tb);
-        lua_close(*L);
         config_free(cfg);
         return -1;
     }
@@ -36,35 +34,32 @@ static int load(cli_opts *o, config *cfg, lua_State **L, app_def *a)
     return 0;
 }
 
-static void unload(config *cfg, lua_State *L, app_def *a)
+static void unload(config *cfg, app_def *a)
 {
     app_free(a);
-    lua_close(L);
     config_free(cfg);
 }
 
 int cli_check(cli_opts *o)
 {
     config cfg;
-    lua_State *L;
     app_def a;
-    if (load(o, &cfg, &L, &a)) return EXIT_USAGE;
+    if (load(o, &cfg, &a)) return EXIT_USAGE;
     app_print_routes(&a, stdout, 0);
     if (a.nroutes == 0) fprintf(stderr, "routemq: warning: the application registers no routes\n");
     printf("ok: %d route%s, %d worker%s\n", a.nroutes, a.nroutes == 1 ? "" : "s",
            app_slot_count(&a), app_slot_count(&a) == 1 ? "" : "s");
-    unload(&cfg, L, &a);
+    unload(&cfg, &a);
     return EXIT_OK;
 }
 
 int cli_routes(cli_opts *o)
 {
     config cfg;
-    lua_State *L;
     app_def a;
-    if (load(o, &cfg, &L, &a)) return EXIT_USAGE;
+    if (load(o, &cfg, &a)) return EXIT_USAGE;
     app_print_routes(&a, stdout, o->json);
-    unload(&cfg, L, &a);
+    unload(&cfg, &a);
     return EXIT_OK;
 }
 

@@ -18,13 +18,8 @@
 int master_load_app(const luavm_paths *paths, const config *cfg, app_def *out, char *err, size_t errlen)
 {
     char tb[8192];
-    lua_State *L = luavm_new(paths, err, errlen);
-    if (!L) return -1;
-    int rc = app_load(L, cfg, out, err, errlen, tb, sizeof tb);
+    int rc = app_load_table(paths, cfg, out, err, errlen, tb, sizeof tb);
     if (rc && tb[0] && getenv("ROUTEMQ_TRACEBACK")) log_error("%s", tb);
-    /* The master keeps only the C route table; the state goes. */
-    lua_close(L);
-    out->app_ref = LUA_NOREF;
     return rc;
 }
 

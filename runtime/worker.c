@@ -280,6 +280,6 @@ out:
 
 void worker_after_message(worker *w)
 {
-    if (w->recycle_after && ++w->handled >= w->recycle_after && !w->stopping) worker_begin_stop(w, STOP_RECYCLE);
-    else if (!w->recycle_after) w->handled++;
+    w->handled++;
+    if (w->recycle_after && w->handled >= w->recycle_after && !w->stopping) worker_begin_stop(w, STOP_RECYCLE);
 }
