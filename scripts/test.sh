@@ -43,6 +43,21 @@ busted_run() {  # busted_run NAME PATHS...
   count "$name" "$ok" $((ko + er))
 }
 
+# Every process the e2e helper starts runs under a wrapper whose command line
+# names its directory below E2E_TMP: whatever still runs there after the specs
+# was leaked by a test (and is stopped here).
+no_leftovers() {  # no_leftovers DIR
+  sleep 1
+  left=$(pgrep -f "$1/" || true)
+  if [ -n "$left" ]; then
+    ps -o pid,args -p "$(echo $left | tr ' ' ',')" || true
+    pkill -KILL -f "$1/" || true
+    count "no process left behind ($1)" 0 1
+  else
+    count "no process left behind ($1)" 1 0
+  fi
+}
+
 ctest_run "C tests" "$BUILD"
 ctest_run "C tests (ASan+UBSan)" "$ASAN"
 
@@ -63,13 +78,17 @@ busted_run "default app specs" app/spec
 for ex in examples/*/spec; do
   [ -d "$ex" ] && busted_run "example $(basename "$(dirname "$ex")") specs" -C "$(dirname "$ex")" spec
 done
+export E2E_TMP="$LOG/e2e"
 busted_run "end-to-end specs" spec/e2e
+unset E2E_TMP
+no_leftovers "$LOG/e2e"
 
 # The runtime itself under ASan+UBSan: the worker and resilience specs against
 # the sanitized binary, then no sanitizer report in any process's log.
 export ASAN_OPTIONS=detect_leaks=1 E2E_TMP="$LOG/asan" ROUTEMQ_BIN_OVERRIDE="$ROOT/$ASAN/routemq"
 busted_run "end-to-end specs (ASan+UBSan runtime)" spec/e2e/workers_spec.lua spec/e2e/resilience_spec.lua
 unset ASAN_OPTIONS E2E_TMP ROUTEMQ_BIN_OVERRIDE
+no_leftovers "$LOG/asan"
 if grep -rlE "ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error:" "$LOG/asan" > "$LOG/asan-reports.txt" 2>/dev/null; then
   cat "$LOG/asan-reports.txt"; count "sanitizer reports in runtime logs" 0 1
 else

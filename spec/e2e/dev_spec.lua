@@ -9,7 +9,7 @@ describe("routemq dev", function()
     local pid = e2e.spawn(e2e.bin .. " dev --app " .. dir, log, { E2E_OUT = dir, E2E_SHARED_WORKERS = 1,
       MQTT_CLIENT_ID = "dev" .. dir:match("([^.]+)$"), ROUTEMQ_RUN_DIR = dir .. "/run" })
     local port, broker_pid
-    finally(function()
+    e2e.defer(function()
       if e2e.alive(pid) then e2e.kill(pid, "KILL") end
       if broker_pid and e2e.alive(broker_pid) then e2e.kill(broker_pid, "KILL") end
     end)

@@ -44,6 +44,27 @@ function M.log_time(line)
   return days + tonumber(H) * 3600 + tonumber(M_) * 60 + tonumber(S) + tonumber(ms) / 1000
 end
 
+--- Runs fn when the current test ends, pass or fail, after the functions
+-- deferred later (last first). busted's own `finally` keeps only the last
+-- function given to it in a test, so a test stopping a routemq instance and
+-- a subscriber must go through here or leak one of them.
+local deferred
+function M.defer(fn)
+  if not deferred then
+    local list = {}
+    deferred = list
+    local finally = getfenv(2).finally or _G.finally
+    finally(function()
+      deferred = nil
+      for i = #list, 1, -1 do
+        local ok, err = pcall(list[i])
+        if not ok then io.stderr:write("e2e cleanup: ", tostring(err), "\n") end
+      end
+    end)
+  end
+  deferred[#deferred + 1] = fn
+end
+
 --- Sleeps for s seconds.
 function M.sleep(s) ffi.C.usleep(math.floor(s * 1e6)) end
 
@@ -96,6 +117,9 @@ function M.spawn(cmd, logfile, env)
   for k, v in pairs(env or {}) do prefix = prefix .. "export " .. k .. "='" .. tostring(v) .. "'; " end
   local rcfile = logfile .. ".rc"
   os.remove(rcfile)
+  -- A restart (broker.start again) reuses the log: without this, the pid of
+  -- the previous process could be read before the shell writes the new one.
+  os.remove(logfile .. ".pid")
   local script = string.format("cd %s; %s %s > %s 2>&1 < /dev/null & echo $! > %s.pid; wait $!; echo $? > %s",
     M.root, prefix, cmd, logfile, logfile, rcfile)
   sh("sh -c " .. M.quote(script) .. " > /dev/null 2>&1 &")
