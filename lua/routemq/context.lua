@@ -34,9 +34,11 @@ local Context = {}
 local context_mt = { __index = Context }
 
 -- new(view, topic, params, payload, qos, retain, dup, props, redelivered,
---     worker, log, io) -> ctx; positional to keep the per-message cost low.
+--     worker, log, io, token) -> ctx; positional to keep the per-message cost
+-- low. token identifies the message to the runtime (its publishes are tied
+-- to it: the message is finished when the broker has them).
 function M.new(view, topic, params, payload, qos, retain, dup, props, redelivered,
-               worker, log, io)
+               worker, log, io, token)
   return setmetatable({
     topic = topic,
     params = params or NO_PARAMS,
@@ -50,6 +52,7 @@ function M.new(view, topic, params, payload, qos, retain, dup, props, redelivere
     worker = worker,
     log = log,
     _io = io,
+    _token = token,
   }, context_mt)
 end
 
@@ -204,11 +207,15 @@ local function send(self, fname, topic, payload, opts, correlation)
     end
     props = merged
   end
-  return self._io.publish(topic, payload, qos, retain, props)
+  local sent, err = self._io.publish(topic, payload, qos, retain, props, self._token)
+  if sent == nil and err ~= nil then
+    raise(fname .. ": cannot publish to '" .. topic .. "': " .. tostring(err))
+  end
+  return sent
 end
 
--- ctx:publish(topic, payload, opts) -> what the runtime's publish returns;
--- payload is a string or a table (sent as JSON); raises on bad input.
+-- ctx:publish(topic, payload, opts) -> true; payload is a string or a table
+-- (sent as JSON); raises on bad input and when the runtime cannot publish.
 function Context:publish(topic, payload, opts)
   return send(self, "ctx:publish", topic, payload, opts, nil)
 end

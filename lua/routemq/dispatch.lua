@@ -46,7 +46,7 @@ local function compile_chain(chain, handler)
 end
 
 -- new(app, io, worker_slot) -> d, with
---   io = { publish = function(topic, payload, qos, retain, props) end,
+--   io = { publish = function(topic, payload, qos, retain, props, token) end,
 --          log = function(level, msg, ctx_or_nil) end,
 --          level = "debug"|"info"|"warn"|"error" (optional, default "debug") }
 function M.new(app, io, worker_slot)
@@ -99,14 +99,15 @@ function M.new(app, io, worker_slot)
   end
 
   -- d.call(route_index, topic, payload, qos, retain, dup, props, redelivered,
-  --        params) -> the handler's results; errors propagate to the caller.
-  function d.call(index, topic, payload, qos, retain, dup, props, redelivered, params)
+  --        params, token) -> the handler's results; errors propagate to the
+  -- caller. token (the runtime's id of the message) is passed to io.publish.
+  function d.call(index, topic, payload, qos, retain, dup, props, redelivered, params, token)
     local run = runners[index]
     if not run then
       error("dispatch: no route with index " .. tostring(index), 2)
     end
     local ctx = new_ctx(views[index], topic, params, payload, qos, retain, dup, props,
-      redelivered, worker_slot, log, io)
+      redelivered, worker_slot, log, io, token)
     current = ctx
     return run(ctx)
   end
