@@ -140,6 +140,36 @@ static void workers(strbuf *b, const master *m)
     }
 }
 
+/* Messages taken and not finished, and what handlers published that the
+ * broker has not acknowledged yet, per slot. */
+static void delivery(strbuf *b, const master *m)
+{
+    static const struct { const char *name, *help; } g[] = {
+        { "routemq_in_progress", "Handlers running (or waiting) in the worker of a slot." },
+        { "routemq_kept_messages", "Messages a slot has taken and not finished (kept for replay)." },
+        { "routemq_outgoing", "Publishes of a slot the broker has not acknowledged yet." },
+        { "routemq_outgoing_bytes", "Bytes of those publishes." },
+    };
+    uint64_t dropped = 0;
+    for (int k = 0; k < 4; k++) {
+        family(b, g[k].name, "gauge", g[k].help);
+        for (int i = 0; i < m->nslots; i++) {
+            const shm_slot *sh = &m->shm->slots[i];
+            if (i >= m->P && m->slots[i].pid <= 0) continue;
+            int up = m->slots[i].pid > 0;
+            uint64_t v = k == 0 ? (up ? atomic_load(&sh->in_progress) : 0)
+                       : k == 1 ? atomic_load(&sh->kept)
+                       : k == 2 ? (up ? atomic_load(&sh->outgoing) : 0)
+                                : (up ? atomic_load(&sh->outgoing_bytes) : 0);
+            sb_printf(b, "%s{slot=\"%d\"} %llu\n", g[k].name, i, (unsigned long long)v);
+        }
+    }
+    for (int i = 0; i < m->nslots; i++) dropped += atomic_load(&m->shm->slots[i].publishes_dropped);
+    family(b, "routemq_publishes_dropped_total", "counter",
+           "Publishes given up on (each logged): refused by the broker, or unacknowledged when leaving for good.");
+    sb_printf(b, "routemq_publishes_dropped_total %llu\n", (unsigned long long)dropped);
+}
+
 static void master_counters(strbuf *b, const master *m, uint64_t duplicates)
 {
     char why[128];
@@ -173,5 +203,6 @@ void master_metrics(const master *m, strbuf *b)
     histogram(b, t, n);
     free(t);
     workers(b, m);
+    delivery(b, m);
     master_counters(b, m, duplicates);
 }

@@ -21,10 +21,12 @@ typedef struct slot_view {
     uint64_t messages, errors, unmatched, dead_lettered, restarts, rss_kb;
     const char *inflight_route;  /* NULL: no handler running */
     double inflight_s;
+    uint32_t in_progress, kept, outgoing;  /* handlers running; messages not finished; publishes unacknowledged */
+    uint64_t outgoing_bytes, publishes_dropped;
 } slot_view;
 
 typedef struct totals {
-    uint64_t messages, errors, unmatched, dead_lettered, duplicates, restarts;
+    uint64_t messages, errors, unmatched, dead_lettered, duplicates, restarts, publishes_dropped;
 } totals;
 
 const char *master_slot_state_name(int state)
@@ -57,6 +59,8 @@ static void view_slot(const master *m, int i, int64_t now, slot_view *v)
     v->errors = atomic_load(&sh->errors);
     v->unmatched = atomic_load(&sh->unmatched);
     v->dead_lettered = atomic_load(&sh->dead_lettered);
+    v->publishes_dropped = atomic_load(&sh->publishes_dropped);
+    v->kept = atomic_load(&sh->kept);
     if (s->pid <= 0) {
         v->state = m->stopping ? "stopped" : s->restart_at_ns ? "restarting" : "down";
         return;
@@ -65,6 +69,9 @@ static void view_slot(const master *m, int i, int64_t now, slot_view *v)
     v->connected = atomic_load(&sh->connected) != 0;
     v->uptime_s = (double)(now - s->started_ns) / MASTER_NS_PER_S;
     v->rss_kb = atomic_load(&sh->rss_kb);
+    v->in_progress = atomic_load(&sh->in_progress);
+    v->outgoing = atomic_load(&sh->outgoing);
+    v->outgoing_bytes = atomic_load(&sh->outgoing_bytes);
     int64_t start = atomic_load(&sh->handler_start_ns);
     int route = atomic_load(&sh->handler_route);
     if (start && s->app && route >= 1 && route <= s->app->def.nroutes) {
@@ -83,6 +90,7 @@ static void sum_totals(const master *m, totals *t)
         t->unmatched += atomic_load(&sh->unmatched);
         t->dead_lettered += atomic_load(&sh->dead_lettered);
         t->duplicates += atomic_load(&sh->duplicates);
+        t->publishes_dropped += atomic_load(&sh->publishes_dropped);
     }
     for (int r = 0; r < RESTART_NREASONS; r++) t->restarts += m->restarts_by_reason[r];
 }
@@ -111,10 +119,13 @@ static void json_slot(strbuf *b, const slot_view *v)
 {
     sb_printf(b, "{\"slot\":%d,\"pid\":%d,\"generation\":%u,\"state\":\"%s\",\"connected\":%s,"
               "\"uptime_seconds\":%.3f,\"messages\":%llu,\"errors\":%llu,\"unmatched\":%llu,"
-              "\"dead_lettered\":%llu,\"restarts\":%llu,\"rss_kb\":%llu,\"in_flight\":",
+              "\"dead_lettered\":%llu,\"restarts\":%llu,\"rss_kb\":%llu,",
               v->slot, v->pid, v->generation, v->state, v->connected ? "true" : "false", v->uptime_s,
               (unsigned long long)v->messages, (unsigned long long)v->errors, (unsigned long long)v->unmatched,
               (unsigned long long)v->dead_lettered, (unsigned long long)v->restarts, (unsigned long long)v->rss_kb);
+    sb_printf(b, "\"in_progress\":%u,\"kept\":%u,\"outgoing\":%u,\"outgoing_bytes\":%llu,\"publishes_dropped\":%llu,"
+              "\"in_flight\":", v->in_progress, v->kept, v->outgoing, (unsigned long long)v->outgoing_bytes,
+              (unsigned long long)v->publishes_dropped);
     if (!v->inflight_route) { sb_puts(b, "null}"); return; }
     sb_puts(b, "{\"route\":");
     sb_json_str(b, v->inflight_route);
@@ -140,9 +151,9 @@ void master_status_json(const master *m, strbuf *b)
     sb_printf(b, ",\"uptime_seconds\":%.3f,\"generation\":%u,\"workers\":%d,", (double)(now - m->started_ns) / MASTER_NS_PER_S,
               m->app ? m->app->generation : 0, m->P);
     sb_printf(b, "\"totals\":{\"messages\":%llu,\"errors\":%llu,\"unmatched\":%llu,\"dead_lettered\":%llu,"
-              "\"duplicates\":%llu,\"restarts\":%llu},", (unsigned long long)t.messages, (unsigned long long)t.errors,
-              (unsigned long long)t.unmatched, (unsigned long long)t.dead_lettered, (unsigned long long)t.duplicates,
-              (unsigned long long)t.restarts);
+              "\"duplicates\":%llu,\"restarts\":%llu,\"publishes_dropped\":%llu},", (unsigned long long)t.messages,
+              (unsigned long long)t.errors, (unsigned long long)t.unmatched, (unsigned long long)t.dead_lettered,
+              (unsigned long long)t.duplicates, (unsigned long long)t.restarts, (unsigned long long)t.publishes_dropped);
     sb_puts(b, "\"restarts_by_reason\":{");
     for (int r = 0; r < RESTART_NREASONS; r++)
         sb_printf(b, "%s\"%s\":%llu", r ? "," : "", master_restart_reason_name((restart_reason)r),
@@ -182,9 +193,9 @@ static void table_row(strbuf *b, const slot_view *v)
     else snprintf(rss, sizeof rss, "-");
     if (v->inflight_route) snprintf(inflight, sizeof inflight, "%.20s %.1fs", v->inflight_route, v->inflight_s);
     else snprintf(inflight, sizeof inflight, "-");
-    sb_printf(b, "%4d  %-8s %4u  %-10s %-8s %10llu %8llu  %-26s %8llu  %s\n", v->slot, pid, v->generation, v->state,
-              up, (unsigned long long)v->messages, (unsigned long long)v->errors, inflight,
-              (unsigned long long)v->restarts, rss);
+    sb_printf(b, "%4d  %-8s %4u  %-10s %-8s %10llu %8llu  %-26s %6u %6u %8llu  %s\n", v->slot, pid, v->generation,
+              v->state, up, (unsigned long long)v->messages, (unsigned long long)v->errors, inflight, v->kept,
+              v->outgoing, (unsigned long long)v->restarts, rss);
 }
 
 void master_status_table(const master *m, strbuf *b)
@@ -201,11 +212,12 @@ void master_status_table(const master *m, strbuf *b)
     sb_printf(b, "broker   %s:%d\n", m->cfg->broker, m->cfg->port);
     sb_printf(b, "workers  %d (application generation %u)\n", m->P, m->app ? m->app->generation : 0);
     sb_printf(b, "totals   messages %llu  errors %llu  unmatched %llu  dead-lettered %llu  restarts %llu  "
-              "reloads %llu ok, %llu failed\n\n", (unsigned long long)t.messages, (unsigned long long)t.errors,
-              (unsigned long long)t.unmatched, (unsigned long long)t.dead_lettered, (unsigned long long)t.restarts,
-              (unsigned long long)m->reloads_ok, (unsigned long long)m->reloads_failed);
-    sb_printf(b, "%4s  %-8s %4s  %-10s %-8s %10s %8s  %-26s %8s  %s\n", "SLOT", "PID", "GEN", "STATE", "UP",
-              "MESSAGES", "ERRORS", "IN-FLIGHT", "RESTARTS", "RSS");
+              "reloads %llu ok, %llu failed  publishes dropped %llu\n\n", (unsigned long long)t.messages,
+              (unsigned long long)t.errors, (unsigned long long)t.unmatched, (unsigned long long)t.dead_lettered,
+              (unsigned long long)t.restarts, (unsigned long long)m->reloads_ok, (unsigned long long)m->reloads_failed,
+              (unsigned long long)t.publishes_dropped);
+    sb_printf(b, "%4s  %-8s %4s  %-10s %-8s %10s %8s  %-26s %6s %6s %8s  %s\n", "SLOT", "PID", "GEN", "STATE", "UP",
+              "MESSAGES", "ERRORS", "IN-FLIGHT", "KEPT", "OUT", "RESTARTS", "RSS");
     for (int i = 0; i < m->nslots; i++) {
         if (!listed(m, i)) continue;
         slot_view v;

@@ -137,17 +137,24 @@ describe("what handlers publish", function()
     local b, sub, r = start({ E2E_FAN = 1000 })
     assert.truthy(e2e.wait_for(function() return r.ready(1) end, 15))
     e2e.publish_lines(b.port, "fan/x", e2e.seq(1, 200), 1)
-    local peak = 0
+    local peak, peak_out = 0, 0
     local pid = r.workers()[1]
-    for _ = 1, 40 do
+    local cjson = require("cjson")
+    for _ = 1, 20 do
       local kb = tonumber(e2e.read("/proc/" .. pid .. "/status"):match("VmRSS:%s*(%d+)") or "0")
       if kb > peak then peak = kb end
+      local status = e2e.sh(string.format("ROUTEMQ_RUN_DIR=%s/run %s status --json --app %s", r.dir, e2e.bin, APP))
+      local ok, s = pcall(cjson.decode, status)
+      if ok and s.slots[1].outgoing > peak_out then peak_out = s.slots[1].outgoing end
       e2e.sleep(0.1)
     end
     sub.settle(200 * 1000, 10)
     local got = sub.count()
-    print(string.format("\n  200 x 1000 fan-out: %d received, worker RSS peak %.1f MB", got, peak / 1024))
+    print(string.format("\n  200 x 1000 fan-out: %d received, worker RSS peak %.1f MB, outgoing peak %d", got,
+      peak / 1024, peak_out))
     assert.equal(200 * 1000, got)
+    -- The bound is WORKER_MAX_OUTGOING (1,000), overshot by at most one handler's publishes.
+    assert.is_true(peak_out > 0 and peak_out <= 2000, "outgoing peak " .. peak_out)
     assert.is_true(peak < 48 * 1024, "RSS peak " .. peak .. " kB")
   end)
 end)
@@ -172,4 +179,34 @@ describe("a stop", function()
     assert.matches("not counted as a failed attempt", log)
     assert.equal(1, (sub.count()))
   end)
+end)
+
+describe("ctx:publish", function()
+  it("raises when the runtime cannot publish, and the handler error is counted", function()
+    local b, _, r = start()
+    assert.truthy(e2e.wait_for(function() return r.ready(1) end, 15))
+    e2e.publish(b.port, "big/1", "x", "-q 1")
+    assert.truthy(e2e.wait_for(function() return e2e.read(r.log):find("handler error") end, 15))
+    local log = e2e.read(r.log)
+    assert.matches("fanout.lua:%d+: ctx:publish: cannot publish to 'out/big': payload larger than MQTT allows", log)
+  end)
+end)
+
+describe("a large message", function()
+  it("is kept whole while its handler runs: a 5 MB payload whose handler crashes once is handled again intact",
+    function()
+      local b, _, r = start()
+      local sub = subscriber(b, "out/huge")
+      e2e.defer(function() sub.stop() end)
+      assert.truthy(e2e.wait_for(function() return r.ready(1) end, 15))
+      local file = r.dir .. "/huge.bin"
+      e2e.sh("head -c 5242880 /dev/urandom > " .. file)
+      local data = e2e.read(file)
+      local sum = 0
+      for i = 1, #data, 997 do sum = (sum * 31 + data:byte(i)) % 2147483647 end
+      e2e.sh(string.format("mosquitto_pub -p %d -t huge/1 -q 1 -f %s", b.port, file))
+      assert.truthy(e2e.wait_for(function() return e2e.read(sub.file):find("5242880 ") end, 20), e2e.read(r.log))
+      assert.matches("5242880 " .. sum, e2e.read(sub.file), 1, true)
+      assert.matches("redelivering the message on huge/1", e2e.read(r.log), 1, true)
+    end)
 end)

@@ -45,6 +45,24 @@ function M.slow_fan(ctx)
   record(ctx)
 end
 
+-- Publishes more than MQTT allows in one message: ctx:publish must raise.
+function M.too_big(ctx)
+  record(ctx)
+  ctx:publish("out/big", string.rep("x", 268435456), { qos = 1 })
+end
+
+-- Kills its worker the first time; the replacement publishes the length and
+-- a checksum of what it got, so a large message can be compared intact.
+function M.crash_once(ctx)
+  if not ctx.redelivered then
+    ffi.cast("int*", 0)[0] = 1
+  end
+  local sum = 0
+  local p = ctx.payload
+  for i = 1, #p, 997 do sum = (sum * 31 + p:byte(i)) % 2147483647 end
+  ctx:publish("out/huge", #p .. " " .. sum, { qos = 1 })
+end
+
 M.ballast = function() return ballast end
 
 return M
