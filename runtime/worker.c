@@ -4,6 +4,7 @@
 #include "log.h"
 #include "luavm.h"
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -191,23 +192,42 @@ static void flush_writes(worker *w)
     if (cork && mosquitto_socket(w->mosq) == fd) setsockopt(fd, IPPROTO_TCP, TCP_CORK, &(int){ 0 }, sizeof(int));
 }
 
-/* Reads and handles packets until the socket is drained (or a budget is
+/* Bytes waiting for libmosquitto: in the socket, or already decrypted inside
+ * OpenSSL (which raise no EPOLLIN, so leaving them would stall reading until
+ * the next timer). SSL_pending is looked up in the process rather than
+ * linked: libmosquitto brings libssl along when it was built with TLS. */
+typedef int (*ssl_pending_fn)(const void *ssl);
+
+static int more_to_read(worker *w, int fd)
+{
+    char c;
+    if (recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) > 0) return 1;
+    if (!w->cfg->tls_enabled) return 0;
+    static ssl_pending_fn pending;
+    static int looked;
+    if (!looked) { pending = (ssl_pending_fn)dlsym(RTLD_DEFAULT, "SSL_pending"); looked = 1; }
+    void *ssl = mosquitto_ssl_get(w->mosq);
+    return ssl && pending && pending(ssl) > 0;
+}
+
+/* Reads and handles packets until nothing is left to read (or a budget is
  * spent, so signals and timers get their turn). What the handlers queued
  * (PUBACKs, publishes) is written after each packet: acknowledgements leave
- * once the handler ran, and a resumed session's backlog cannot starve our
- * SUBSCRIBEs. Our callbacks reset errno, so EAGAIN here means the socket
- * is empty, not libmosquitto's full wake-up pipe. */
+ * once the message is kept, and a resumed session's backlog cannot starve
+ * our SUBSCRIBEs. */
 static void read_socket(worker *w)
 {
     int64_t until = shm_now_ns() + READ_BUDGET_NS;
-    for (int i = 0; i < READ_BUDGET && mosquitto_socket(w->mosq) >= 0; i++) {
-        errno = 0;
+    for (int i = 0; i < READ_BUDGET; i++) {
+        int fd = mosquitto_socket(w->mosq);
+        if (fd < 0) break;
         int rc = mosquitto_loop_read(w->mosq, 1);
-        int drained = errno == EAGAIN || errno == EWOULDBLOCK;
         flush_writes(w);
-        if (rc != MOSQ_ERR_SUCCESS || drained) break;
+        if (rc != MOSQ_ERR_SUCCESS) break;
         if (w->stopping && w->disconnect_sent) break;
         if (!wants_read(w)) break;
+        fd = mosquitto_socket(w->mosq);
+        if (fd < 0 || !more_to_read(w, fd)) break;
         if ((i & 15) == 15 && shm_now_ns() > until) break;
     }
 }

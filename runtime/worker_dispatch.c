@@ -340,21 +340,18 @@ void worker_on_message(struct mosquitto *m, void *ud, const struct mosquitto_mes
     if (seen_before(w, mid, hash)) {
         atomic_fetch_add_explicit(&w->shm->duplicates, 1, memory_order_relaxed);
         log_debug("%s: the broker resent message %d, already taken by this slot; skipped", msg->topic, msg->mid);
-        errno = 0;
         return;
     }
     int rid = topic_trie_match(w->trie, msg->topic, tlen, caps, TOPIC_MAX_WILDCARDS, &ncaps);
     if (rid <= 0) {
         atomic_fetch_add_explicit(&w->shm->unmatched, 1, memory_order_relaxed);
         log_debug("no route matches %s", msg->topic);
-        errno = 0;
         return;
     }
     /* With overlapping routes the broker delivers one copy per subscription;
      * only the copy sent for the most specific route is handled. */
     if (props && !delivered_for(props, rid)) {
         log_debug("%s: copy for a less specific overlapping route skipped", msg->topic);
-        errno = 0;
         return;
     }
     worker_msg kept = {
@@ -372,12 +369,10 @@ void worker_on_message(struct mosquitto *m, void *ud, const struct mosquitto_mes
          * handle it outside the order and the bounds. */
         atomic_fetch_add_explicit(&w->shm->errors, 1, memory_order_relaxed);
         log_error("%s: cannot keep the message (no record or memory left); it is lost", msg->topic);
-        errno = 0;
         return;
     }
     w->shm->keep.rec[id].stat_index = stat_of(rid);
     seen_remember(w, mid, hash);
     enqueue(w, id);
     worker_pump(w);
-    errno = 0;  /* see read_socket() */
 }

@@ -76,14 +76,12 @@ static void on_subscribe(struct mosquitto *m, void *ud, int mid, int n, const in
     } else if (!w->stopping && atomic_load(&w->shm->state) != SLOT_READY) {
         mark_ready(w);
     }
-    errno = 0;  /* see read_socket() */
 }
 
 static void on_unsubscribe(struct mosquitto *m, void *ud, int mid, const mosquitto_property *props)
 {
     worker *w = ud;
     if (w->unsubs_pending > 0) w->unsubs_pending--;
-    errno = 0;  /* see read_socket() */
 }
 
 static int is_auth_failure(int rc)
@@ -117,7 +115,6 @@ static void on_connect(struct mosquitto *m, void *ud, int rc, int flags, const m
     if (w->subs_pending == 0 || (w->session_resumed && atomic_load(&w->shm->sub_hash) == subs)) mark_ready(w);
     atomic_store(&w->shm->sub_hash, subs);
     worker_pump(w);  /* what a previous worker left comes first (worker_replay_load) */
-    errno = 0;  /* see read_socket() */
 }
 
 static void on_disconnect(struct mosquitto *m, void *ud, int rc, const mosquitto_property *props)
