@@ -73,7 +73,8 @@ int cli_console(cli_opts *o)
     }
     lua_getfield(L, -1, "run");
     lua_createtable(L, 0, 3);
-    lua_pushstring(L, o->app);
+    char cwd[PATH_MAX];
+    lua_pushstring(L, getcwd(cwd, sizeof cwd) ? cwd : o->app);
     lua_setfield(L, -2, "app");
     lua_pushcfunction(L, console_readline);
     lua_setfield(L, -2, "readline");
