@@ -78,8 +78,8 @@ describe("routemq new", function()
     assert.equal(1, rc, out)
     assert.equal("routemq new: " .. app .. " is not empty; give a new or empty directory\n", err)
     assert.matches("^# myapp\n", e2e.read(app .. "/README.md"))
-    rc, _, err = run(Q(e2e.bin) .. " new")
-    assert.equal(1, rc)
+    rc, out, err = run(Q(e2e.bin) .. " new")
+    assert.equal(1, rc, out)
     assert.equal("routemq: usage: routemq new DIR\n", err)
   end)
 
@@ -114,5 +114,31 @@ describe("routemq new", function()
     e2e.kill(pid, "TERM")
     assert.truthy(e2e.wait_for(function() return not e2e.alive(pid) end, 10))
     assert.truthy(e2e.wait_for(function() return not e2e.alive(broker_pid) end, 5))
+  end)
+end)
+
+describe("the man page routemq(1)", function()
+  local man = e2e.read(e2e.root .. "/share/man/routemq.1"):gsub("\\%-", "-"):gsub("\\f[BIRP]", "")
+
+  it("names every variable routemq reads", function()
+    for name in pairs(config_variables()) do
+      assert.truthy(man:find(name, 1, true), name .. " is missing from share/man/routemq.1")
+    end
+  end)
+
+  it("names every command and option of the usage text, and the exit codes", function()
+    local usage = e2e.sh(Q(e2e.bin) .. " help")
+    local commands = man:match("\n%.SH COMMANDS\n(.-)\n%.SH ")
+    for _, cmd in ipairs({ "run", "dev", "check", "routes", "status", "reload", "stop", "scale", "test", "new",
+      "console", "version" }) do
+      assert.truthy(usage:find("%f[%l]" .. cmd .. "%f[^%l]"), cmd .. " is not in the usage text")
+      assert.truthy(commands:find("\n.B " .. cmd .. "\n", 1, true) or commands:find("\n.BI " .. cmd .. " ", 1, true),
+        "no COMMANDS entry for " .. cmd)
+    end
+    for opt in usage:gmatch("%-%-[%l-]+") do
+      assert.truthy(man:find(opt, 1, true), opt)
+    end
+    assert.truthy(man:find(".SH EXIT STATUS\n.TP\n.B 0\n", 1, true))
+    assert.truthy(man:find("\n.B 1\n", 1, true) and man:find("\n.B 2\n", 1, true))
   end)
 end)
