@@ -55,9 +55,7 @@ local describe_if = ENABLED and describe or pending
 describe_if("the Debian package", function()
   local deb, files, existed, work
 
-  setup(function()
-    work = e2e.tmpdir()
-    if installed() then remove() end
+  local function install()
     existed = {}
     -- The README's install block, line by line, in the source tree.
     for _, line in ipairs(readme_block("install")) do
@@ -80,6 +78,17 @@ describe_if("the Debian package", function()
     files = {}
     for path in list:gmatch("[^\n]+") do
       if path ~= "/." then files[#files + 1] = path end
+    end
+  end
+
+  setup(function()
+    work = e2e.tmpdir()
+    if installed() then remove() end
+    -- A failed set-up must not leave the package installed either.
+    local ok, err = pcall(install)
+    if not ok then
+      if installed() then remove() end
+      error(err, 0)
     end
   end)
 
@@ -124,6 +133,14 @@ describe_if("the Debian package", function()
     assert.matches("\nType=notify\n", unit)
     assert.matches("\nExecStart=/usr/bin/routemq run %-%-app %%f\n", unit)
     assert.matches("\nExecReload=/bin/kill %-HUP %$MAINPID\n", unit)
+    if run("command -v systemd-analyze") == 0 then
+      -- An instance of the template, as `systemctl enable routemq@srv-myapp` makes.
+      local units = e2e.tmpdir()
+      run("ln -s /lib/systemd/system/routemq@.service " .. Q(units .. "/routemq@srv-myapp.service"))
+      local vrc, vout, verr = run("systemd-analyze verify " .. Q(units .. "/routemq@srv-myapp.service"))
+      e2e.sh("rm -rf " .. Q(units))
+      assert.equal(0, vrc, vout .. verr)
+    end
   end)
 
   it("runs the README's quick start word for word, with nothing from the source tree", function()
