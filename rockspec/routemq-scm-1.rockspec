@@ -49,6 +49,7 @@ build = {
   type = "builtin",
   modules = {
     ["routemq.app"] = "lua/routemq/app.lua",
+    ["routemq.console"] = "lua/routemq/console.lua",
     ["routemq.context"] = "lua/routemq/context.lua",
     ["routemq.dispatch"] = "lua/routemq/dispatch.lua",
     ["routemq.dlq"] = "lua/routemq/dlq.lua",

@@ -21,5 +21,7 @@ int cli_routes(cli_opts *o);
 int cli_test(cli_opts *o);
 int cli_run(cli_opts *o, int dev);
 int cli_control(cli_opts *o, const char *cmd);
+int cli_new(const char *dir);
+int cli_console(cli_opts *o);
 
 #endif

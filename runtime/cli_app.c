@@ -77,6 +77,18 @@ int cli_test(cli_opts *o)
     snprintf(cpath, sizeof cpath, "%s/?.so;%s", p.cmod_dir, oldc ? oldc : ";");
     setenv("LUA_PATH", lpath, 1);
     setenv("LUA_CPATH", cpath, 1);
+    /* /usr/bin/busted starts under whatever `lua` is (often 5.2+) before it
+     * switches to LuaJIT; those read LUA_PATH_5_x first. Keep them on their
+     * own defaults: LuaJIT's paths (an installed /usr/share/lua/5.1) would
+     * hand them 5.1 modules. */
+    static const char *const newer[] = { "5_2", "5_3", "5_4" };
+    for (int i = 0; i < 3; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "LUA_PATH_%s", newer[i]);
+        setenv(name, ";;", 0);
+        snprintf(name, sizeof name, "LUA_CPATH_%s", newer[i]);
+        setenv(name, ";;", 0);
+    }
     char **argv = calloc(o->argc + 3, sizeof *argv);
     if (!argv) return EXIT_USAGE;
     argv[0] = "busted";

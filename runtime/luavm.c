@@ -29,8 +29,32 @@ int luavm_find_paths(luavm_paths *p, char *err, size_t errlen)
     if (file_exists(p->lua_dir, "routemq/router.lua")) return 0;
     snprintf(p->lua_dir, sizeof p->lua_dir, "%s/../share/lua/5.1", exe);
     snprintf(p->cmod_dir, sizeof p->cmod_dir, "%s/../lib/lua/5.1", exe);
+#ifdef ROUTEMQ_MULTIARCH
+    /* The Debian package puts routemq.core in the multiarch directory that
+     * Debian's LuaJIT searches (/usr/lib/<triplet>/lua/5.1). */
+    if (!file_exists(p->cmod_dir, "routemq/core.so"))
+        snprintf(p->cmod_dir, sizeof p->cmod_dir, "%s/../lib/%s/lua/5.1", exe, ROUTEMQ_MULTIARCH);
+#endif
     if (file_exists(p->lua_dir, "routemq/router.lua")) return 0;
     snprintf(err, errlen, "cannot find routemq's Lua modules in %s/../lua or %s/../share/lua/5.1", exe, exe);
+    return -1;
+}
+
+int luavm_find_share(char *dir, size_t len, char *err, size_t errlen)
+{
+    char exe[PATH_MAX - 32];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0) { snprintf(err, errlen, "cannot find own executable"); return -1; }
+    exe[n] = 0;
+    char *slash = strrchr(exe, '/');
+    if (slash) *slash = 0;
+    /* Source tree: build/../share; installed: bin/../share/routemq. */
+    snprintf(dir, len, "%s/../share", exe);
+    if (file_exists(dir, "template/app/routers")) return 0;
+    snprintf(dir, len, "%s/../share/routemq", exe);
+    if (file_exists(dir, "template/app/routers")) return 0;
+    snprintf(err, errlen, "cannot find routemq's application template in %s/../share or %s/../share/routemq",
+             exe, exe);
     return -1;
 }
 

@@ -15,6 +15,9 @@ typedef struct luavm_paths {
 /* Finds routemq's Lua modules from the executable's own location (source tree
  * build/ or an installed prefix). 0 ok; -1 with the places searched in err. */
 int luavm_find_paths(luavm_paths *p, char *err, size_t errlen);
+/* Finds routemq's data directory (template/ for `routemq new`, types/ for
+ * editors) from the executable's location. 0 ok; -1 with err. */
+int luavm_find_share(char *dir, size_t len, char *err, size_t errlen);
 /* A new state with the standard libraries, package.path set for routemq's
  * modules and routemq.core preloaded. NULL with err on failure. */
 lua_State *luavm_new(const luavm_paths *p, char *err, size_t errlen);

@@ -20,6 +20,8 @@ static void usage(FILE *out)
           "  status  [--app DIR] [--json]        the running master and its workers\n"
           "  reload | stop | scale N [--app DIR] control the running master\n"
           "  test    [--app DIR] [busted options] run the application's busted specs\n"
+          "  new     DIR                         create an application (routers, controllers, spec)\n"
+          "  console [--app DIR]                 LuaJIT prompt with the application loaded\n"
           "  version                             print the version\n", out);
 }
 
@@ -46,6 +48,13 @@ int main(int argc, char **argv, char **envp)
     if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
         usage(stdout);
         return EXIT_OK;
+    }
+    if (!strcmp(cmd, "new")) {
+        if (argc != 3 || argv[2][0] == '-') {
+            fputs("routemq: usage: routemq new DIR\n", stderr);
+            return EXIT_USAGE;
+        }
+        return cli_new(argv[2]);
     }
     cli_opts o = { .app = ".", .envp = envp, .orig_argc = argc, .orig_argv = argv };
     int is_test = !strcmp(cmd, "test");
@@ -83,6 +92,7 @@ int main(int argc, char **argv, char **envp)
     else if (!strcmp(cmd, "test")) rc = cli_test(&o);
     else if (!strcmp(cmd, "run")) rc = cli_run(&o, 0);
     else if (!strcmp(cmd, "dev")) rc = cli_run(&o, 1);
+    else if (!strcmp(cmd, "console")) rc = cli_console(&o);
     else if (!strcmp(cmd, "status") || !strcmp(cmd, "reload") || !strcmp(cmd, "stop") ||
              !strcmp(cmd, "scale")) rc = cli_control(&o, cmd);
     else {

@@ -4,6 +4,8 @@
 set -eu
 PKGS="build-essential cmake pkg-config luajit libluajit-5.1-dev libmosquitto-dev mosquitto
 mosquitto-clients lua-cjson lua-busted lua-check luarocks libbsd-dev libmicrohttpd-dev"
+# make package (CPack, dpkg-shlibdeps, lintian) and the console spec (tmux).
+PKGS="$PKGS dpkg-dev file lintian tmux"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

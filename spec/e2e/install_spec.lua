@@ -92,6 +92,16 @@ describe("make install", function()
   it("lets plain LuaJIT require routemq.testing and dispatch to the default app", function()
     check_dispatch(prefix, prefix .. "/share/lua/5.1/?.lua;;", prefix .. "/lib/lua/5.1/?.so;;")
   end)
+
+  it("creates an application from <prefix>/share/routemq and installs the man page", function()
+    local app = tmpdir() .. "/myapp"
+    local rc, out, err = run(e2e.quote(prefix .. "/bin/routemq") .. " new " .. e2e.quote(app))
+    assert.equal(0, rc, out .. err)
+    assert.truthy(e2e.read(app .. "/.luarc.json"):find(prefix .. "/share/routemq/types", 1, true))
+    rc, out, err = run("cd " .. e2e.quote(app) .. " && " .. e2e.quote(prefix .. "/bin/routemq") .. " test")
+    assert.equal(0, rc, out .. err)
+    assert.equal(0, (run("test -f " .. e2e.quote(prefix .. "/share/man/man1/routemq.1.gz"))))
+  end)
 end)
 
 describe("rockspec/routemq-scm-1.rockspec", function()
