@@ -6,6 +6,7 @@
 #include "log.h"
 #include "master.h"
 #include "rundir.h"
+#include "worker_tls.h"
 
 #include <bsd/unistd.h>
 #include <stdio.h>
@@ -42,6 +43,10 @@ static int prepare(cli_opts *o, config *cfg, master_params *p)
 {
     char err[4096];
     if (config_load(cfg, o->app, err, sizeof err)) {
+        fprintf(stderr, "routemq: %s\n", err);
+        return -1;
+    }
+    if (tls_check_files(cfg, err, sizeof err)) {
         fprintf(stderr, "routemq: %s\n", err);
         return -1;
     }

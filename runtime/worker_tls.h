@@ -1,0 +1,27 @@
+/* TLS to the broker: the files checked at start, and every failed handshake
+ * of a worker logged with OpenSSL's reason and retried. */
+#ifndef ROUTEMQ_WORKER_TLS_H
+#define ROUTEMQ_WORKER_TLS_H
+
+#include <stddef.h>
+
+#include "config.h"
+
+struct worker;
+
+/* Checks MQTT_TLS_CA_CERTS, MQTT_TLS_CERTFILE and MQTT_TLS_KEYFILE (when TLS
+ * is enabled): each exists, is readable and parses as PEM certificates /
+ * a private key. 0 ok; -1 with "VARIABLE: path: reason" in err. */
+int tls_check_files(const config *c, char *err, size_t errlen);
+
+/* Installs libmosquitto's log callback on w->mosq: its TLS errors, which it
+ * logs nowhere we see and after which it closes the socket without calling
+ * on_disconnect, become one rate-limited line naming the broker and the
+ * reason, and a reconnect with the backoff. */
+void worker_tls_attach(struct worker *w);
+/* 1 when the last connect attempt failed in TLS and that was logged. */
+int worker_tls_failed(void);
+/* The connection is up: reports handshake failures not logged, resets. */
+void worker_tls_connected(struct worker *w);
+
+#endif
