@@ -70,7 +70,8 @@ static route_total *find_or_add(totals *a, const char *pattern)
 
 static int has_traffic(const shm_route_stats *e)
 {
-    return atomic_load_explicit(&e->ok, memory_order_relaxed) || atomic_load_explicit(&e->errors, memory_order_relaxed) ||
+    return atomic_load_explicit(&e->ok, memory_order_relaxed) ||
+           atomic_load_explicit(&e->errors, memory_order_relaxed) ||
            atomic_load_explicit(&e->dead_lettered, memory_order_relaxed);
 }
 

@@ -28,7 +28,8 @@ int main(void)
     static int16_t map[SHM_ROUTE_STATS + 1];
     app_def a = make_app(20000, "r/%d/{x}");
     CHECK(route_stats_bind_app(sh, &a, map, SHM_ROUTE_STATS + 1) == 0, "20000 routes fit");
-    CHECK(map[20000] == 19999 && !strcmp(sh->route_stats[map[20000]].pattern, "r/20000/{x}"), "last route: %d", map[20000]);
+    CHECK(map[20000] == 19999 && !strcmp(sh->route_stats[map[20000]].pattern, "r/20000/{x}"),
+          "last route: %d", map[20000]);
     CHECK(map[0] == -1 && map[20001] == -1, "unused indexes unbound");
     /* The next worker of the slot finds the same entries. */
     CHECK(route_stats_bind_app(sh, &a, map, SHM_ROUTE_STATS + 1) == 0, "rebind");
