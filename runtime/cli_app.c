@@ -20,6 +20,7 @@ static int load(cli_opts *o, config *cfg, app_def *a)
         return -1;
     }
     if (tls_check_files(cfg, err, sizeof err)) {
+        config_locate_error(cfg->app_dir, err, sizeof err);
         fprintf(stderr, "routemq: %s\n", err);
         config_free(cfg);
         return -1;

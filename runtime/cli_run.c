@@ -47,6 +47,7 @@ static int prepare(cli_opts *o, config *cfg, master_params *p)
         return -1;
     }
     if (tls_check_files(cfg, err, sizeof err)) {
+        config_locate_error(cfg->app_dir, err, sizeof err);
         fprintf(stderr, "routemq: %s\n", err);
         return -1;
     }
@@ -61,6 +62,9 @@ static int prepare(cli_opts *o, config *cfg, master_params *p)
         fprintf(stderr, "%s\n", err);
         return -1;
     }
+    if (p->app.nroutes == 0)
+        log_warn("the application in %s registers no routes (no router.on in app/routers/*.lua): its worker "
+                 "connects and subscribes to nothing", cfg->app_dir);
     if (plan_workers(o, cfg, p)) {
         app_free(&p->app);
         return -1;
