@@ -131,8 +131,10 @@ static void on_disconnect(struct mosquitto *m, void *ud, int rc, const mosquitto
     atomic_store(&w->shm->connected, 0);
     if (w->stopping) return;
     atomic_store(&w->shm->state, SLOT_CONNECTING);
+    int err = errno;
     if (was) log_warn("lost the connection to %s: %s", broker_name(w), mosquitto_strerror(rc));
     worker_mqtt_schedule_reconnect(w);
+    if (!was) worker_tls_closed(w, rc, err);
 }
 
 void worker_mqtt_schedule_reconnect(worker *w)

@@ -19,6 +19,7 @@
 
 #define TLS_LOG_WINDOW_NS 10000000000LL  /* like handler errors: 10 lines per 10 s */
 #define TLS_LOG_MAX 10
+#define TLS_SAME_ATTEMPT_NS 5000000LL
 
 /* Fills err with "var: path: " and returns a pointer past it. */
 static char *head(char *err, size_t errlen, const char *var, const char *path, size_t *left)
@@ -127,8 +128,30 @@ static struct {
     int suppressed;    /* failures not logged in the current window */
     int failures;      /* since the last successful connection */
     int failed;        /* the last attempt's failure was logged (worker_tls_failed) */
+    int64_t failure_ns; /* when the last handshake failure was logged */
     char hint[256];    /* libmosquitto's own "Error: ..." before the OpenSSL one */
 } tls;
+
+/* Logs one failed connection attempt (worker_mqtt_schedule_reconnect has
+ * run), at most TLS_LOG_MAX lines per TLS_LOG_WINDOW_NS and then a count. */
+static void attempt_failed(worker *w, const char *what, const char *reason)
+{
+    tls.failed = 1;
+    tls.failures++;
+    int64_t now = shm_now_ns();
+    if (now - tls.window_ns > TLS_LOG_WINDOW_NS) {
+        if (tls.suppressed)
+            log_warn("%d failed connection attempts were not logged (rate limit: %d per 10 s)", tls.suppressed,
+                     TLS_LOG_MAX);
+        tls.window_ns = now;
+        tls.logged = tls.suppressed = 0;
+    }
+    if (tls.logged >= TLS_LOG_MAX) { tls.suppressed++; return; }
+    tls.logged++;
+    double delay = w->reconnect_pending ? (double)(w->next_connect_ns - now) / 1e9 : 0;
+    log_error("%s %s:%d failed: %s; attempt %d, retrying in %.1f s", what, w->cfg->broker, w->cfg->port, reason,
+              tls.failures, delay < 0 ? 0 : delay);
+}
 
 static void on_tls_failure(worker *w, const char *first)
 {
@@ -144,23 +167,10 @@ static void on_tls_failure(worker *w, const char *first)
     if (v != X509_V_OK && n < sizeof reason)
         snprintf(reason + n, sizeof reason - n, " (%s)", X509_verify_cert_error_string(v));
     tls.hint[0] = 0;
-    tls.failed = 1;
-    tls.failures++;
     worker_mqtt_schedule_reconnect(w);
+    tls.failure_ns = shm_now_ns();
 
-    int64_t now = shm_now_ns();
-    if (now - tls.window_ns > TLS_LOG_WINDOW_NS) {
-        if (tls.suppressed)
-            log_warn("%d failed TLS handshakes were not logged (rate limit: %d per 10 s)", tls.suppressed,
-                     TLS_LOG_MAX);
-        tls.window_ns = now;
-        tls.logged = tls.suppressed = 0;
-    }
-    if (tls.logged >= TLS_LOG_MAX) { tls.suppressed++; return; }
-    tls.logged++;
-    double delay = w->reconnect_pending ? (double)(w->next_connect_ns - now) / 1e9 : 0;
-    log_error("TLS handshake with %s:%d failed: %s; attempt %d, retrying in %.1f s", w->cfg->broker, w->cfg->port,
-              reason, tls.failures, delay < 0 ? 0 : delay);
+    attempt_failed(w, "TLS handshake with", reason);
 }
 
 static void on_log(struct mosquitto *m, void *ud, int level, const char *str)
@@ -184,13 +194,28 @@ int worker_tls_failed(void)
     return f;
 }
 
+void worker_tls_closed(worker *w, int rc, int err)
+{
+    /* A handshake failure that surfaced in SSL_read was logged just now,
+     * in the same call into libmosquitto; the next attempt is at least
+     * MQTT_RETRY_MIN_DELAY (>= 10 ms) later. */
+    if (shm_now_ns() - tls.failure_ns < TLS_SAME_ATTEMPT_NS) return;
+    char reason[512];
+    snprintf(reason, sizeof reason, "the broker closed the connection before answering CONNECT (%s)%s",
+             rc == MOSQ_ERR_ERRNO ? strerror(err) : mosquitto_strerror(rc),
+             w->cfg->tls_enabled ? "; a broker that requires a client certificate does this when it has none "
+                                   "(MQTT_TLS_CERTFILE, MQTT_TLS_KEYFILE), its log says why" : "");
+    attempt_failed(w, "connecting to", reason);
+}
+
 void worker_tls_connected(worker *w)
 {
-    if (!w->cfg->tls_enabled) return;
     if (tls.suppressed)
-        log_warn("%d failed TLS handshakes were not logged (rate limit: %d per 10 s)", tls.suppressed, TLS_LOG_MAX);
-    if (tls.failures) log_info("TLS handshake with %s:%d succeeded after %d failed attempt%s", w->cfg->broker,
-                               w->cfg->port, tls.failures, tls.failures == 1 ? "" : "s");
+        log_warn("%d failed connection attempts were not logged (rate limit: %d per 10 s)", tls.suppressed,
+                 TLS_LOG_MAX);
+    if (tls.failures) log_info("connected to %s:%d after %d failed attempt%s", w->cfg->broker, w->cfg->port,
+                               tls.failures, tls.failures == 1 ? "" : "s");
     tls.suppressed = tls.logged = tls.failures = tls.failed = 0;
+    tls.hint[0] = 0;
     tls.window_ns = 0;
 }

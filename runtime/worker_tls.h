@@ -21,7 +21,10 @@ int tls_check_files(const config *c, char *err, size_t errlen);
 void worker_tls_attach(struct worker *w);
 /* 1 when the last connect attempt failed in TLS and that was logged. */
 int worker_tls_failed(void);
-/* The connection is up: reports handshake failures not logged, resets. */
+/* The connection closed before CONNACK (rc and errno as on_disconnect saw
+ * them): logged like a failed handshake, unless it was one and is logged. */
+void worker_tls_closed(struct worker *w, int rc, int err);
+/* The connection is up: reports failed attempts not logged, resets. */
 void worker_tls_connected(struct worker *w);
 
 #endif
