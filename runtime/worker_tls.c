@@ -200,6 +200,7 @@ void worker_tls_closed(worker *w, int rc, int err)
      * in the same call into libmosquitto; the next attempt is at least
      * MQTT_RETRY_MIN_DELAY (>= 10 ms) later. */
     if (shm_now_ns() - tls.failure_ns < TLS_SAME_ATTEMPT_NS) return;
+    if (rc == MOSQ_ERR_CONN_REFUSED) return;  /* a CONNACK refused it: on_connect logged that */
     char reason[512];
     snprintf(reason, sizeof reason, "the broker closed the connection before answering CONNECT (%s)%s",
              rc == MOSQ_ERR_ERRNO ? strerror(err) : mosquitto_strerror(rc),
