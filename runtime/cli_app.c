@@ -17,6 +17,7 @@ static int load(cli_opts *o, config *cfg, app_def *a)
     luavm_paths paths;
     if (config_load(cfg, o->app, err, sizeof err)) {
         fprintf(stderr, "routemq: %s\n", err);
+        config_free(cfg);
         return -1;
     }
     if (tls_check_files(cfg, err, sizeof err)) {
