@@ -156,7 +156,9 @@ static void attempt_failed(worker *w, const char *what, const char *reason)
 static void on_tls_failure(worker *w, const char *first)
 {
     char reason[1024], more[256];
-    size_t n = (size_t)snprintf(reason, sizeof reason, "%s%s%s", tls.hint, tls.hint[0] ? " " : "", first);
+    size_t h = strlen(tls.hint);
+    if (h && tls.hint[h - 1] == '.') tls.hint[h - 1] = 0;  /* "Error: host name verification failed." */
+    size_t n = (size_t)snprintf(reason, sizeof reason, "%s%s%s", tls.hint, tls.hint[0] ? ": " : "", first);
     /* The rest of OpenSSL's queue: libmosquitto would log it as Error[1].. */
     for (unsigned long e; n < sizeof reason && (e = ERR_get_error());) {
         ERR_error_string_n(e, more, sizeof more);
@@ -164,7 +166,7 @@ static void on_tls_failure(worker *w, const char *first)
     }
     SSL *ssl = mosquitto_ssl_get(w->mosq);
     long v = ssl ? SSL_get_verify_result(ssl) : X509_V_OK;
-    if (v != X509_V_OK && n < sizeof reason)
+    if (v != X509_V_OK && v != X509_V_ERR_UNSPECIFIED && n < sizeof reason)
         snprintf(reason + n, sizeof reason - n, " (%s)", X509_verify_cert_error_string(v));
     tls.hint[0] = 0;
     worker_mqtt_schedule_reconnect(w);

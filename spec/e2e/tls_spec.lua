@@ -93,6 +93,9 @@ describe("TLS to the broker", function()
     local wrong_ca = start(b, e2e.copy_app(APP), { MQTT_TLS_CA_CERTS = certs .. "/otherca.crt",
       MQTT_TLS_CERTFILE = certs .. "/client.crt", MQTT_TLS_KEYFILE = certs .. "/client.key" })
     local no_cert = start(b, e2e.copy_app(APP), { MQTT_TLS_CA_CERTS = certs .. "/ca.crt" })
+    -- The server certificate is for 127.0.0.1, not for localhost.
+    local wrong_name = start(b, e2e.copy_app(APP), { MQTT_BROKER = "localhost", MQTT_TLS_CA_CERTS = certs .. "/ca.crt",
+      MQTT_TLS_CERTFILE = certs .. "/client.crt", MQTT_TLS_KEYFILE = certs .. "/client.key" })
     -- 10 lines per 10 s are logged; the first failure after the window says
     -- how many were not, and is logged itself: the proof that retries went on.
     local summary = "failed connection attempts were not logged %(rate limit: 10 per 10 s%)"
@@ -127,6 +130,9 @@ describe("TLS to the broker", function()
       assert.is_nil(log:find("connected to", 1, true), name)
       assert.equal(1, #case.r.workers(), name)  -- the worker waits and retries: no crash loop
     end
+    assert.matches("error %[worker 0%] TLS handshake with localhost:" .. b.port .. " failed: host name verification "
+      .. "failed: error:0A000086:SSL routines::certificate verify failed; attempt 1, retrying in [%d.]+ s\n",
+      e2e.read(wrong_name.log))
   end)
 
   it("connects after the CA file is fixed and the application reloaded", function()
