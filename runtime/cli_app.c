@@ -3,6 +3,7 @@
 #include "cli.h"
 #include "config.h"
 #include "luavm.h"
+#include "worker_tls.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +17,13 @@ static int load(cli_opts *o, config *cfg, app_def *a)
     luavm_paths paths;
     if (config_load(cfg, o->app, err, sizeof err)) {
         fprintf(stderr, "routemq: %s\n", err);
+        config_free(cfg);
+        return -1;
+    }
+    if (tls_check_files(cfg, err, sizeof err)) {
+        config_locate_error(cfg->app_dir, err, sizeof err);
+        fprintf(stderr, "routemq: %s\n", err);
+        config_free(cfg);
         return -1;
     }
     if (luavm_find_paths(&paths, err, sizeof err)) {

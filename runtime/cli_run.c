@@ -6,6 +6,7 @@
 #include "log.h"
 #include "master.h"
 #include "rundir.h"
+#include "worker_tls.h"
 
 #include <bsd/unistd.h>
 #include <stdio.h>
@@ -45,6 +46,11 @@ static int prepare(cli_opts *o, config *cfg, master_params *p)
         fprintf(stderr, "routemq: %s\n", err);
         return -1;
     }
+    if (tls_check_files(cfg, err, sizeof err)) {
+        config_locate_error(cfg->app_dir, err, sizeof err);
+        fprintf(stderr, "routemq: %s\n", err);
+        return -1;
+    }
     log_setup((log_level)cfg->log_level, cfg->log_json);
     p->cfg = cfg;
     p->restart_max_delay_ns = (int64_t)(cfg->restart_max_delay * 1e9);
@@ -56,6 +62,9 @@ static int prepare(cli_opts *o, config *cfg, master_params *p)
         fprintf(stderr, "%s\n", err);
         return -1;
     }
+    if (p->app.nroutes == 0)
+        log_warn("the application in %s registers no routes (no router.on in app/routers/*.lua): its worker "
+                 "connects and subscribes to nothing", cfg->app_dir);
     if (plan_workers(o, cfg, p)) {
         app_free(&p->app);
         return -1;

@@ -286,6 +286,48 @@ static int load_values(config *c, char *err, size_t errlen)
     return 0;
 }
 
+/* The line of path that defines name (the first, as cfg_get reads it); 0 when none. */
+static int dotenv_line(const char *path, const char *name)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    char line[8192];
+    int lineno = 0, found = 0;
+    size_t n = strlen(name);
+    while (!found && fgets(line, sizeof line, f)) {
+        lineno++;
+        char *s = line;
+        while (isspace((unsigned char)*s)) s++;
+        if (!strncmp(s, "export ", 7)) s += 7;
+        while (isspace((unsigned char)*s)) s++;
+        if (strncmp(s, name, n)) continue;
+        s += n;
+        while (*s == ' ' || *s == '\t') s++;
+        found = *s == '=';
+    }
+    fclose(f);
+    return found ? lineno : 0;
+}
+
+void config_locate_error(const char *app_dir, char *err, size_t errlen)
+{
+    size_t n = strcspn(err, ":");
+    char name[128];
+    if (!err[n] || n == 0 || n >= sizeof name || !app_dir) return;
+    memcpy(name, err, n);
+    name[n] = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!isupper((unsigned char)name[i]) && !isdigit((unsigned char)name[i]) && name[i] != '_') return;
+    if (getenv(name)) return;  /* the real environment wins over .env */
+    char *path;
+    if (asprintf(&path, "%s/.env", app_dir) < 0) return;
+    int line = dotenv_line(path, name);
+    char *copy = line ? strdup(err) : NULL;
+    if (copy) snprintf(err, errlen, "%s:%d: %s", path, line, copy);
+    free(copy);
+    free(path);
+}
+
 int config_load(config *c, const char *app_dir, char *err, size_t errlen)
 {
     memset(c, 0, sizeof *c);
@@ -298,7 +340,7 @@ int config_load(config *c, const char *app_dir, char *err, size_t errlen)
     if (asprintf(&path, "%s/.env", c->app_dir) < 0) return -1;
     int rc = config_read_dotenv(path, &dotenv, err, errlen);
     free(path);
-    if (rc == 0) rc = load_values(c, err, errlen);
+    if (rc == 0 && (rc = load_values(c, err, errlen))) config_locate_error(c->app_dir, err, errlen);
     free_list(dotenv);
     dotenv = NULL;
     return rc;

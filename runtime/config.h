@@ -43,6 +43,9 @@ typedef struct config {
 /* Loads the configuration for the application in app_dir. 0 ok; -1 with a
  * message naming the variable in err. */
 int config_load(config *c, const char *app_dir, char *err, size_t errlen);
+/* err names a variable ("NAME: ..."); when that variable's value came from
+ * <app_dir>/.env, err becomes "<app_dir>/.env:<line>: NAME: ...". */
+void config_locate_error(const char *app_dir, char *err, size_t errlen);
 /* Frees what config_load allocated (and zeroes the password first). */
 void config_free(config *c);
 /* Parses one dotenv file into a NULL-terminated KEY=VALUE list. 0 ok or the

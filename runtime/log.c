@@ -70,6 +70,12 @@ static void log_write(log_level lvl, const log_fields *f, const char *fmt, va_li
     buf b = { line, 0, sizeof line };
     vsnprintf(msg, sizeof msg, fmt, ap);
     timestamp(ts, sizeof ts);
+    /* A topic field longer than log_topic ever writes was not shortened by
+     * the caller: shorten it, or it could crowd the error out of the line. */
+    char short_topic[LOG_TOPIC_BUF];
+    const char *topic = f ? f->topic : NULL;
+    if (topic && strlen(topic) >= LOG_TOPIC_BUF)
+        topic = log_topic(short_topic, sizeof short_topic, topic, strlen(topic));
     if (log_slot < 0) snprintf(proc, sizeof proc, "master");
     else snprintf(proc, sizeof proc, "worker %d", log_slot);
 
@@ -81,7 +87,7 @@ static void log_write(log_level lvl, const log_fields *f, const char *fmt, va_li
             buf_puts(&b, ",\"worker\":"); buf_puts(&b, n); }
         buf_puts(&b, ",\"msg\":"); buf_json_str(&b, msg);
         if (f && f->route) { buf_puts(&b, ",\"route\":"); buf_json_str(&b, f->route); }
-        if (f && f->topic) { buf_puts(&b, ",\"topic\":"); buf_json_str(&b, f->topic); }
+        if (topic) { buf_puts(&b, ",\"topic\":"); buf_json_str(&b, topic); }
         if (f && f->error) { buf_puts(&b, ",\"error\":"); buf_json_str(&b, f->error); }
         if (f && f->traceback) { buf_puts(&b, ",\"traceback\":"); buf_json_str(&b, f->traceback); }
         buf_puts(&b, "}\n");
@@ -91,7 +97,7 @@ static void log_write(log_level lvl, const log_fields *f, const char *fmt, va_li
         buf_puts(&b, head);
         buf_puts(&b, msg);
         if (f && f->route) { buf_puts(&b, " route="); buf_puts(&b, f->route); }
-        if (f && f->topic) { buf_puts(&b, " topic="); buf_puts(&b, f->topic); }
+        if (topic) { buf_puts(&b, " topic="); buf_puts(&b, topic); }
         if (f && f->error) { buf_puts(&b, ": "); buf_puts(&b, f->error); }
         if (f && f->traceback) { buf_puts(&b, "\n"); buf_puts(&b, f->traceback); }
         buf_puts(&b, "\n");
@@ -117,4 +123,29 @@ void log_with(log_level lvl, const log_fields *f, const char *fmt, ...)
     va_start(ap, fmt);
     log_write(lvl, f, fmt, ap);
     va_end(ap);
+}
+
+const char *log_topic(char *buf, size_t size, const char *topic, size_t len)
+{
+    if (!size) return buf;
+    size_t o = 0, shown = len > LOG_TOPIC_MAX ? LOG_TOPIC_MAX : len;
+    char suffix[48] = "";
+    if (shown < len) snprintf(suffix, sizeof suffix, "... (%zu bytes)", len);
+    size_t room = size - 1 - (strlen(suffix) < size - 1 ? strlen(suffix) : size - 1);
+    for (size_t i = 0; i < shown; i++) {
+        unsigned char c = (unsigned char)topic[i];
+        char e[8];
+        if (c == '\\') strcpy(e, "\\\\");
+        else if (c == 0) strcpy(e, "\\0");
+        else if (c == '\n') strcpy(e, "\\n");
+        else if (c == '\t') strcpy(e, "\\t");
+        else if (c < 0x20 || c == 0x7f) snprintf(e, sizeof e, "\\x%02x", c);
+        else { e[0] = (char)c; e[1] = 0; }
+        size_t n = strlen(e);
+        if (o + n > room) break;
+        memcpy(buf + o, e, n);
+        o += n;
+    }
+    snprintf(buf + o, size - o, "%s", suffix);
+    return buf;
 }

@@ -2,6 +2,8 @@
 #ifndef ROUTEMQ_LOG_H
 #define ROUTEMQ_LOG_H
 
+#include <stddef.h>
+
 typedef enum { LOGL_DEBUG = 0, LOGL_INFO, LOGL_WARN, LOGL_ERROR } log_level;
 
 /* Extra structured fields of one log line; any of them may be NULL. */
@@ -24,6 +26,20 @@ int log_enabled(log_level lvl);
 void log_msg(log_level lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void log_with(log_level lvl, const log_fields *f, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* Bytes of a topic that log_topic shows; a longer topic is shortened. */
+#define LOG_TOPIC_MAX 120
+/* A buffer that always holds log_topic's result whole. */
+#define LOG_TOPIC_BUF (LOG_TOPIC_MAX * 4 + 64)
+
+/* A topic (len bytes, NULs allowed) as it may appear in a log line or an
+ * error: backslash and control bytes escaped ("\\", "\0", "\n", "\t",
+ * "\xNN"), and a topic longer than LOG_TOPIC_MAX bytes cut to its first
+ * LOG_TOPIC_MAX bytes followed by "... (N bytes)", so that what follows it
+ * in the line (the reason) is never crowded out. Writes into buf (size
+ * bytes, best LOG_TOPIC_BUF, never a cut escape) and returns buf. Use it
+ * wherever a topic from the broker or a handler is logged. */
+const char *log_topic(char *buf, size_t size, const char *topic, size_t len);
 
 #define log_debug(...) do { if (log_enabled(LOGL_DEBUG)) log_msg(LOGL_DEBUG, __VA_ARGS__); } while (0)
 #define log_info(...) log_msg(LOGL_INFO, __VA_ARGS__)

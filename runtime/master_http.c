@@ -36,6 +36,7 @@ static struct {
     __typeof__(MHD_add_response_header) *add_response_header;
     __typeof__(MHD_queue_response) *queue_response;
     __typeof__(MHD_destroy_response) *destroy_response;
+    __typeof__(MHD_get_connection_info) *get_connection_info;
 } mhd;
 
 #define MHD_start_daemon mhd.start_daemon
@@ -47,6 +48,7 @@ static struct {
 #define MHD_add_response_header mhd.add_response_header
 #define MHD_queue_response mhd.queue_response
 #define MHD_destroy_response mhd.destroy_response
+#define MHD_get_connection_info mhd.get_connection_info
 
 /* Loads libmicrohttpd once; 0 ok, -1 after logging why. */
 static int mhd_load(void)
@@ -68,6 +70,7 @@ static int mhd_load(void)
     MHD_LOAD(add_response_header, "MHD_add_response_header");
     MHD_LOAD(queue_response, "MHD_queue_response");
     MHD_LOAD(destroy_response, "MHD_destroy_response");
+    MHD_LOAD(get_connection_info, "MHD_get_connection_info");
 #undef MHD_LOAD
     mhd.lib = lib;
     return 0;
@@ -77,8 +80,88 @@ missing:
     return -1;
 }
 
-#define HTTP_MAX_CONNS 32
-#define HTTP_CONN_TIMEOUT_S 10
+/* Slow or idle clients must not starve /health and /ready (a liveness probe
+ * that times out restarts a healthy instance). An idle connection is closed
+ * after HTTP_CONN_TIMEOUT_S; a client trickling its request defeats that,
+ * and all such clients may share one address, so a per-address limit would
+ * refuse the probe as well. Instead, when fewer than HTTP_SPARE_CONNS places
+ * are left, the connection that has waited longest since it connected or
+ * was last answered is closed: a new request (the probe) always gets in,
+ * and is the last one to be closed. Every request here is answered at once,
+ * so only a connection waiting for its client is ever closed this way. */
+#define HTTP_MAX_CONNS 256
+#define HTTP_SPARE_CONNS 8
+#define HTTP_CONN_TIMEOUT_S 5
+
+typedef struct http_conn {
+    int fd;              /* -1: free */
+    int64_t since_ns;    /* connected or last answered; INT64_MAX once closed by us */
+} http_conn;
+
+static struct {
+    http_conn conn[HTTP_MAX_CONNS];
+    int open;
+    uint64_t closed;          /* connections closed to make room, since the last log line */
+    int64_t logged_ns;
+} http_conns;
+
+static http_conn *conn_of_fd(int fd)
+{
+    for (int i = 0; i < HTTP_MAX_CONNS; i++)
+        if (http_conns.conn[i].fd == fd) return &http_conns.conn[i];
+    return NULL;
+}
+
+static int conn_fd(struct MHD_Connection *c)
+{
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+    return ci ? ci->connect_fd : -1;
+}
+
+/* Shuts the socket down; libmicrohttpd then sees the end of the connection
+ * and closes it (and tells on_connection) in its next run. */
+static void close_oldest(const http_conn *except, int64_t now)
+{
+    http_conn *old = NULL;
+    for (int i = 0; i < HTTP_MAX_CONNS; i++) {
+        http_conn *e = &http_conns.conn[i];
+        if (e->fd < 0 || e == except || e->since_ns == INT64_MAX) continue;
+        if (!old || e->since_ns < old->since_ns) old = e;
+    }
+    if (!old) return;
+    shutdown(old->fd, SHUT_RDWR);
+    old->since_ns = INT64_MAX;
+    http_conns.closed++;
+    if (now - http_conns.logged_ns >= 60 * MASTER_NS_PER_S) {
+        log_warn("admin HTTP: %d connections open: closed the %llu longest waiting for their client "
+                 "(idle or sending slowly) since the last such line", http_conns.open,
+                 (unsigned long long)http_conns.closed);
+        http_conns.logged_ns = now;
+        http_conns.closed = 0;
+    }
+}
+
+static void on_connection(void *cls, struct MHD_Connection *c, void **ctx, enum MHD_ConnectionNotificationCode code)
+{
+    if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
+        http_conn *e = *ctx;
+        if (e) { e->fd = -1; http_conns.open--; }
+        *ctx = NULL;
+        return;
+    }
+    int64_t now = shm_now_ns();
+    http_conn *e = conn_of_fd(-1);
+    int fd = conn_fd(c);
+    *ctx = NULL;
+    if (!e || fd < 0) return;  /* cannot happen below the connection limit */
+    *e = (http_conn){ .fd = fd, .since_ns = now };
+    *ctx = e;
+    http_conns.open++;
+    int waiting = 0;  /* open and not being closed by us already */
+    for (int i = 0; i < HTTP_MAX_CONNS; i++)
+        waiting += http_conns.conn[i].fd >= 0 && http_conns.conn[i].since_ns != INT64_MAX;
+    if (waiting > HTTP_MAX_CONNS - HTTP_SPARE_CONNS) close_oldest(e, now);
+}
 
 static enum MHD_Result respond(struct MHD_Connection *c, unsigned status, const char *type, strbuf *body)
 {
@@ -105,6 +188,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     master *m = cls;
     strbuf b;
     sb_init(&b);
+    http_conn *e = conn_of_fd(conn_fd(c));
+    if (e && e->since_ns != INT64_MAX) e->since_ns = shm_now_ns();
     if (strcmp(method, "GET") && strcmp(method, "HEAD")) {
         sb_puts(&b, "method not allowed: use GET\n");
         return respond(c, MHD_HTTP_METHOD_NOT_ALLOWED, "text/plain; charset=utf-8", &b);
@@ -198,11 +283,14 @@ int master_http_start(master *m)
         log_error("ROUTEMQ_HTTP: cannot listen on %s: %s", spec, err);
         return -1;
     }
+    for (int i = 0; i < HTTP_MAX_CONNS; i++) http_conns.conn[i].fd = -1;
+    http_conns.open = 0;
     /* From here libmicrohttpd owns fd and closes it in MHD_stop_daemon. */
     m->http = MHD_start_daemon(MHD_USE_EPOLL | MHD_USE_ERROR_LOG | (v6 ? MHD_USE_IPv6 : 0), 0, NULL, NULL,
                                on_request, m, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
                                MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_CONNECTION_LIMIT, (unsigned)HTTP_MAX_CONNS,
-                               MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP_CONN_TIMEOUT_S, MHD_OPTION_END);
+                               MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP_CONN_TIMEOUT_S,
+                               MHD_OPTION_NOTIFY_CONNECTION, on_connection, NULL, MHD_OPTION_END);
     const union MHD_DaemonInfo *info = m->http ? MHD_get_daemon_info(m->http, MHD_DAEMON_INFO_EPOLL_FD) : NULL;
     struct epoll_event ev = { .events = EPOLLIN, .data.u64 = MEV(MEV_HTTP, 0) };
     if (!info || epoll_ctl(m->epfd, EPOLL_CTL_ADD, info->epoll_fd, &ev)) {

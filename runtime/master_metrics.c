@@ -36,16 +36,43 @@ static void family(strbuf *b, const char *name, const char *type, const char *he
     sb_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
+/* Routes of an application up to this size are listed from the start, at 0;
+ * beyond it only the routes with traffic, so the page stays small. */
+#define METRICS_ALL_ROUTES_MAX 256
+
+typedef struct totals {
+    route_total *t;
+    int n, cap;
+    int32_t *cells;   /* open addressing over t by pattern */
+    size_t mask;
+} totals;
+
+static uint32_t hash_pattern(const char *s)
+{
+    uint32_t h = 2166136261u;
+    for (int i = 0; s[i] && i < SHM_PATTERN_MAX - 1; i++) h = (h ^ (unsigned char)s[i]) * 16777619u;
+    return h;
+}
+
 /* Patterns are compared as the slots store them (at most SHM_PATTERN_MAX - 1
  * bytes). NULL when t is full: a worker appended an entry after t was sized;
  * it shows in the next scrape. */
-static route_total *find_or_add(route_total *t, int *n, int cap, const char *pattern)
+static route_total *find_or_add(totals *a, const char *pattern)
 {
-    for (int i = 0; i < *n; i++)
-        if (!strncmp(t[i].pattern, pattern, SHM_PATTERN_MAX - 1)) return &t[i];
-    if (*n >= cap) return NULL;
-    t[*n].pattern = pattern;
-    return &t[(*n)++];
+    size_t i = hash_pattern(pattern) & a->mask;
+    for (; a->cells[i] >= 0; i = (i + 1) & a->mask)
+        if (!strncmp(a->t[a->cells[i]].pattern, pattern, SHM_PATTERN_MAX - 1)) return &a->t[a->cells[i]];
+    if (a->n >= a->cap) return NULL;
+    a->cells[i] = a->n;
+    a->t[a->n].pattern = pattern;
+    return &a->t[a->n++];
+}
+
+static int has_traffic(const shm_route_stats *e)
+{
+    return atomic_load_explicit(&e->ok, memory_order_relaxed) ||
+           atomic_load_explicit(&e->errors, memory_order_relaxed) ||
+           atomic_load_explicit(&e->dead_lettered, memory_order_relaxed);
 }
 
 static void add_entry(route_total *t, const shm_route_stats *e)
@@ -58,27 +85,38 @@ static void add_entry(route_total *t, const shm_route_stats *e)
         t->bucket[k] += atomic_load_explicit(&e->duration[k], memory_order_relaxed);
 }
 
-/* The current application's routes first (present from the start, at 0),
- * then whatever else a slot has counted. NULL when out of memory. */
+/* A small application's routes first (present from the start, at 0), then
+ * every pattern a slot has counted messages for, "_other" included. NULL
+ * when out of memory. */
 static route_total *collect(const master *m, int *count)
 {
-    int cap = m->app ? m->app->def.nroutes : 0;
-    for (int i = 0; i < m->nslots; i++)
-        cap += (int)atomic_load_explicit(&m->shm->slots[i].nroute_stats, memory_order_acquire);
-    route_total *t = calloc((size_t)cap + 1, sizeof *t);
-    if (!t) return NULL;
-    int n = 0;
-    for (int i = 0; m->app && i < m->app->def.nroutes; i++) find_or_add(t, &n, cap, m->app->def.routes[i].pattern);
+    int all = m->app && m->app->def.nroutes <= METRICS_ALL_ROUTES_MAX;
+    totals a = { .cap = all ? m->app->def.nroutes : 0 };
+    for (int i = 0; i < m->nslots; i++) {
+        const shm_slot *sh = &m->shm->slots[i];
+        uint32_t k = atomic_load_explicit(&sh->nroute_stats, memory_order_acquire);
+        for (uint32_t j = 0; j < k; j++) a.cap += has_traffic(&sh->route_stats[j]);
+    }
+    size_t size = 64;
+    while (size < 2 * (size_t)a.cap + 1) size *= 2;
+    a.mask = size - 1;
+    a.t = calloc((size_t)a.cap + 1, sizeof *a.t);
+    a.cells = malloc(size * sizeof *a.cells);
+    if (!a.t || !a.cells) { free(a.t); free(a.cells); return NULL; }
+    memset(a.cells, 0xff, size * sizeof *a.cells);
+    for (int i = 0; all && i < m->app->def.nroutes; i++) find_or_add(&a, m->app->def.routes[i].pattern);
     for (int i = 0; i < m->nslots; i++) {
         const shm_slot *sh = &m->shm->slots[i];
         uint32_t k = atomic_load_explicit(&sh->nroute_stats, memory_order_acquire);
         for (uint32_t j = 0; j < k; j++) {
-            route_total *r = find_or_add(t, &n, cap, sh->route_stats[j].pattern);
+            if (!has_traffic(&sh->route_stats[j])) continue;
+            route_total *r = find_or_add(&a, sh->route_stats[j].pattern);
             if (r) add_entry(r, &sh->route_stats[j]);
         }
     }
-    *count = n;
-    return t;
+    free(a.cells);
+    *count = a.n;
+    return a.t;
 }
 
 static void messages(strbuf *b, const route_total *t, int n, uint64_t unmatched)

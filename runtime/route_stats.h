@@ -13,11 +13,13 @@ extern const int64_t route_stats_bound_ns[SHM_DURATION_BUCKETS];
 extern const char *const route_stats_le[SHM_DURATION_BUCKETS + 1];
 
 /* The slot's entry for pattern, appended when the slot has never counted
- * it; -1 when the table is full. Only the slot's own worker may call it. */
+ * it; the "_other" entry (SHM_ROUTE_TABLE - 1) when the table is full. Only
+ * the slot's own worker may call it. */
 int route_stats_bind(shm_slot *sh, const char *pattern);
 
 /* Binds every route of a to its entry: map[route index] = entry or -1, for
- * indexes below nmap. Returns how many routes found no room. */
+ * indexes below nmap. Returns how many routes found no entry of their own
+ * (counted under "_other", or not at all past nmap). */
 int route_stats_bind_app(shm_slot *sh, const app_def *a, int16_t *map, int nmap);
 
 /* One handled message of the route whose entry is e. */

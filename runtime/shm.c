@@ -10,6 +10,8 @@
 shm_area *shm_create(int nslots)
 {
     size_t size = sizeof(shm_area) + (size_t)nslots * sizeof(shm_slot);
+    /* Mostly never touched (route tables, in-flight buffers): no reservation,
+     * or the size of the route tables alone could be refused. */
     void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (p == MAP_FAILED) return NULL;
     shm_area *a = p;

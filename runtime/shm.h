@@ -12,7 +12,9 @@
 #define SHM_MAX_SLOTS   256
 #define SHM_REASON_MAX  256
 #define SHM_SEEN        4096          /* recent QoS >= 1 deliveries remembered per slot */
-#define SHM_ROUTE_STATS 256           /* distinct route patterns a slot counts over the master's life */
+#define SHM_ROUTE_STATS (1 << 17)     /* route indexes a worker maps to counters; higher ones are not counted */
+#define SHM_ROUTE_TABLE 32767         /* counter entries per slot (pages touched as used); the last is "_other" */
+#define SHM_ROUTE_OTHER "_other"      /* the entry counting the patterns met after the table filled up */
 #define SHM_PATTERN_MAX 192           /* longer patterns are counted under their first 191 bytes */
 #define SHM_DURATION_BUCKETS 16       /* finite histogram buckets (route_stats.c), then +Inf */
 
@@ -122,7 +124,7 @@ typedef struct shm_slot {
     _Atomic int32_t stopping_for_good;  /* set by the master: no next worker will replay */
     shm_seen seen;
     _Atomic uint32_t nroute_stats;      /* entries of route_stats in use; only grows (release store) */
-    shm_route_stats route_stats[SHM_ROUTE_STATS];
+    shm_route_stats route_stats[SHM_ROUTE_TABLE];
     shm_keep keep;                      /* last: its pages are touched only as used */
 } shm_slot;
 

@@ -29,8 +29,8 @@ static int stat_of(int rid)
 static void bind_route_stats(worker *w)
 {
     int missed = route_stats_bind_app(w->shm, &w->app, route_stat, SHM_ROUTE_STATS + 1);
-    if (missed) log_warn("%d route%s not counted per route: this slot has counted %d patterns already", missed,
-                         missed == 1 ? " is" : "s are", SHM_ROUTE_STATS);
+    if (missed) log_warn("%d route%s counted under route=\"" SHM_ROUTE_OTHER "\": this slot has counted %d patterns "
+                         "already", missed, missed == 1 ? " is" : "s are", SHM_ROUTE_TABLE - 1);
 }
 
 static int require_field(lua_State *L, const char *mod, const char *field, char *err, size_t errlen)
@@ -196,7 +196,7 @@ static void finish(worker *w, int id)
         atomic_fetch_add(&w->shm->dead_lettered, 1);
         /* The entry recorded with the message: valid in this slot whatever
          * the route table of the worker that took it. */
-        if (r->stat_index >= 0 && r->stat_index < SHM_ROUTE_STATS)
+        if (r->stat_index >= 0 && r->stat_index < SHM_ROUTE_TABLE)
             atomic_fetch_add(&w->shm->route_stats[r->stat_index].dead_lettered, 1);
     }
     memset(&w->recs[id], 0, sizeof w->recs[id]);

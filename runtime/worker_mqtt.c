@@ -2,6 +2,7 @@
  * on every (re)connect, and the DISCONNECT that keeps or ends the session. */
 #include "worker_internal.h"
 #include "log.h"
+#include "worker_tls.h"
 
 #include <mqtt_protocol.h>
 #include <netinet/in.h>
@@ -104,6 +105,7 @@ static void on_connect(struct mosquitto *m, void *ud, int rc, int flags, const m
         return;
     }
     w->connected = 1;
+    worker_tls_connected(w);
     w->auth_failures = 0;
     w->retry_delay = w->cfg->retry_min_delay;
     atomic_store(&w->shm->connected, 1);
@@ -130,8 +132,10 @@ static void on_disconnect(struct mosquitto *m, void *ud, int rc, const mosquitto
         return;
     }
     atomic_store(&w->shm->state, SLOT_CONNECTING);
+    int err = errno;
     if (was) log_warn("lost the connection to %s: %s", broker_name(w), mosquitto_strerror(rc));
     worker_mqtt_schedule_reconnect(w);
+    if (!was) worker_tls_closed(w, rc, err);
 }
 
 void worker_mqtt_schedule_reconnect(worker *w)
@@ -175,6 +179,7 @@ int worker_mqtt_setup(worker *w)
             return -1;
         }
         mosquitto_tls_insecure_set(w->mosq, c->tls_insecure);
+        worker_tls_attach(w);
     }
     mosquitto_connect_v5_callback_set(w->mosq, on_connect);
     mosquitto_disconnect_v5_callback_set(w->mosq, on_disconnect);
@@ -196,6 +201,7 @@ void worker_mqtt_connect(worker *w)
     int rc = mosquitto_connect_bind_v5(w->mosq, w->cfg->broker, w->cfg->port, w->cfg->keepalive, NULL, props);
     mosquitto_property_free_all(&props);
     if (rc != MOSQ_ERR_SUCCESS) {
+        if (rc == MOSQ_ERR_TLS && worker_tls_failed()) return;  /* logged and rescheduled already */
         log_warn("cannot connect to %s: %s; retrying in %.1f s", broker_name(w),
                  rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc),
                  w->retry_delay > 0 ? w->retry_delay : w->cfg->retry_min_delay);

@@ -3,7 +3,7 @@
 # As root it runs apt-get; otherwise it prints the exact command to run.
 set -eu
 PKGS="build-essential cmake pkg-config luajit libluajit-5.1-dev libmosquitto-dev mosquitto
-mosquitto-clients lua-cjson lua-busted lua-check luarocks libbsd-dev libmicrohttpd-dev"
+mosquitto-clients lua-cjson lua-busted lua-check luarocks libbsd-dev libmicrohttpd-dev libssl-dev openssl"
 # make package (CPack, dpkg-shlibdeps, lintian) and the console spec (tmux).
 PKGS="$PKGS dpkg-dev file lintian tmux"
 missing=""

@@ -115,4 +115,21 @@ function M.key_text(k)
   return "[" .. tostring(k) .. "]"
 end
 
+-- show_topic(s) -> s as it may appear in an error or a log line, the rules of
+-- log_topic in runtime/log.c: backslash and control bytes escaped (\\, \0,
+-- \n, \t, \xNN), and a topic longer than 120 bytes cut to its first 120
+-- followed by "... (N bytes)", so the reason after it is never crowded out.
+local TOPIC_SHOWN = 120
+local topic_escapes = { ["\\"] = "\\\\", ["\0"] = "\\0", ["\n"] = "\\n", ["\t"] = "\\t" }
+
+local function escape_byte(c)
+  return topic_escapes[c] or string.format("\\x%02x", c:byte())
+end
+
+function M.show_topic(s)
+  local shown = s:sub(1, TOPIC_SHOWN):gsub("[%z\1-\31\127\\]", escape_byte)
+  if #s > TOPIC_SHOWN then shown = shown .. "... (" .. #s .. " bytes)" end
+  return shown
+end
+
 return M

@@ -1,0 +1,224 @@
+/* TLS to the broker. libmosquitto 2.0 reports a failed handshake only to its
+ * log callback ("OpenSSL Error[0]: ..." at MOSQ_LOG_ERR), then closes the
+ * socket; when the failure surfaces in mosquitto_loop_read it returns
+ * MOSQ_ERR_TLS without calling on_disconnect, so nothing would ever schedule
+ * another attempt. The log callback is therefore where a failed handshake is
+ * noticed, logged and turned into a reconnect. */
+#include "worker_tls.h"
+#include "worker_internal.h"
+#include "log.h"
+
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define TLS_LOG_WINDOW_NS 10000000000LL  /* like handler errors: 10 lines per 10 s */
+#define TLS_LOG_MAX 10
+#define TLS_SAME_ATTEMPT_NS 5000000LL
+
+/* Fills err with "var: path: " and returns a pointer past it. */
+static char *head(char *err, size_t errlen, const char *var, const char *path, size_t *left)
+{
+    int n = snprintf(err, errlen, "%s: %s: ", var, path);
+    if (n < 0 || (size_t)n >= errlen) n = (int)errlen - 1;
+    *left = errlen - (size_t)n;
+    return err + n;
+}
+
+/* OpenSSL's last reason, or "" (and the queue emptied either way). */
+static const char *ssl_reason(char *buf, size_t n)
+{
+    unsigned long e = ERR_peek_last_error();
+    buf[0] = 0;
+    if (e) ERR_error_string_n(e, buf, n);
+    ERR_clear_error();
+    return buf;
+}
+
+static FILE *open_file(const char *var, const char *path, char *err, size_t errlen)
+{
+    size_t left;
+    char *p = head(err, errlen, var, path, &left);
+    struct stat st;
+    if (stat(path, &st) != 0) { snprintf(p, left, "%s", strerror(errno)); return NULL; }
+    if (!S_ISREG(st.st_mode)) { snprintf(p, left, "not a regular file"); return NULL; }
+    FILE *f = fopen(path, "r");
+    if (!f) snprintf(p, left, "%s", strerror(errno));
+    return f;
+}
+
+static int no_passphrase(char *buf, int size, int rwflag, void *u)
+{
+    *(int *)u = 1;
+    return 0;
+}
+
+/* Reads the PEM certificates of path; returns the first (the caller frees it) or NULL with err set. */
+static X509 *read_certs(const char *var, const char *path, char *err, size_t errlen)
+{
+    FILE *f = open_file(var, path, err, errlen);
+    if (!f) return NULL;
+    ERR_clear_error();
+    X509 *first = PEM_read_X509(f, NULL, NULL, NULL);
+    for (X509 *x; first && (x = PEM_read_X509(f, NULL, NULL, NULL));) X509_free(x);
+    fclose(f);
+    char why[256];
+    ssl_reason(why, sizeof why);
+    if (!first) {
+        size_t left;
+        char *p = head(err, errlen, var, path, &left);
+        snprintf(p, left, "no PEM certificate in it%s%s%s", why[0] ? " (" : "", why, why[0] ? ")" : "");
+    }
+    return first;
+}
+
+static int check_key(const char *path, X509 *cert, const char *certpath, char *err, size_t errlen)
+{
+    const char *var = "MQTT_TLS_KEYFILE";
+    FILE *f = open_file(var, path, err, errlen);
+    if (!f) return -1;
+    int asked = 0;
+    ERR_clear_error();
+    EVP_PKEY *key = PEM_read_PrivateKey(f, NULL, no_passphrase, &asked);
+    fclose(f);
+    char why[256];
+    ssl_reason(why, sizeof why);
+    size_t left;
+    char *p = head(err, errlen, var, path, &left);
+    if (!key) {
+        if (asked) snprintf(p, left, "the key is encrypted: routemq cannot ask for its passphrase");
+        else snprintf(p, left, "no PEM private key in it%s%s%s", why[0] ? " (" : "", why, why[0] ? ")" : "");
+        return -1;
+    }
+    int ok = !cert || X509_check_private_key(cert, key) == 1;
+    ERR_clear_error();
+    EVP_PKEY_free(key);
+    if (!ok) {
+        snprintf(p, left, "the key does not belong to the certificate of MQTT_TLS_CERTFILE (%s)", certpath);
+        return -1;
+    }
+    err[0] = 0;
+    return 0;
+}
+
+int tls_check_files(const config *c, char *err, size_t errlen)
+{
+    if (!c->tls_enabled) return 0;
+    X509 *x;
+    if (c->tls_ca_certs) {
+        if (!(x = read_certs("MQTT_TLS_CA_CERTS", c->tls_ca_certs, err, errlen))) return -1;
+        X509_free(x);
+    }
+    X509 *cert = NULL;
+    if (c->tls_certfile && !(cert = read_certs("MQTT_TLS_CERTFILE", c->tls_certfile, err, errlen))) return -1;
+    int rc = c->tls_keyfile ? check_key(c->tls_keyfile, cert, c->tls_certfile, err, errlen) : 0;
+    X509_free(cert);
+    return rc;
+}
+
+/* One worker per process: the handshake log state is the process's. */
+static struct {
+    int64_t window_ns;
+    int logged;        /* lines in the current window */
+    int suppressed;    /* failures not logged in the current window */
+    int failures;      /* since the last successful connection */
+    int failed;        /* the last attempt's failure was logged (worker_tls_failed) */
+    int64_t failure_ns; /* when the last handshake failure was logged */
+    char hint[256];    /* libmosquitto's own "Error: ..." before the OpenSSL one */
+} tls;
+
+/* Logs one failed connection attempt (worker_mqtt_schedule_reconnect has
+ * run), at most TLS_LOG_MAX lines per TLS_LOG_WINDOW_NS and then a count. */
+static void attempt_failed(worker *w, const char *what, const char *reason)
+{
+    tls.failed = 1;
+    tls.failures++;
+    int64_t now = shm_now_ns();
+    if (now - tls.window_ns > TLS_LOG_WINDOW_NS) {
+        if (tls.suppressed)
+            log_warn("%d failed connection attempts were not logged (rate limit: %d per 10 s)", tls.suppressed,
+                     TLS_LOG_MAX);
+        tls.window_ns = now;
+        tls.logged = tls.suppressed = 0;
+    }
+    if (tls.logged >= TLS_LOG_MAX) { tls.suppressed++; return; }
+    tls.logged++;
+    double delay = w->reconnect_pending ? (double)(w->next_connect_ns - now) / 1e9 : 0;
+    log_error("%s %s:%d failed: %s; attempt %d, retrying in %.1f s", what, w->cfg->broker, w->cfg->port, reason,
+              tls.failures, delay < 0 ? 0 : delay);
+}
+
+static void on_tls_failure(worker *w, const char *first)
+{
+    char reason[1024], more[256];
+    size_t h = strlen(tls.hint);
+    if (h && tls.hint[h - 1] == '.') tls.hint[h - 1] = 0;  /* "Error: host name verification failed." */
+    size_t n = (size_t)snprintf(reason, sizeof reason, "%s%s%s", tls.hint, tls.hint[0] ? ": " : "", first);
+    /* The rest of OpenSSL's queue: libmosquitto would log it as Error[1].. */
+    for (unsigned long e; n < sizeof reason && (e = ERR_get_error());) {
+        ERR_error_string_n(e, more, sizeof more);
+        n += (size_t)snprintf(reason + n, sizeof reason - n, "; %s", more);
+    }
+    SSL *ssl = mosquitto_ssl_get(w->mosq);
+    long v = ssl ? SSL_get_verify_result(ssl) : X509_V_OK;
+    if (v != X509_V_OK && v != X509_V_ERR_UNSPECIFIED && n < sizeof reason)
+        snprintf(reason + n, sizeof reason - n, " (%s)", X509_verify_cert_error_string(v));
+    tls.hint[0] = 0;
+    worker_mqtt_schedule_reconnect(w);
+    tls.failure_ns = shm_now_ns();
+
+    attempt_failed(w, "TLS handshake with", reason);
+}
+
+static void on_log(struct mosquitto *m, void *ud, int level, const char *str)
+{
+    if (level != MOSQ_LOG_ERR || !str) return;
+    if (!strncmp(str, "OpenSSL Error[0]: ", 18)) on_tls_failure(ud, str + 18);
+    else if (!strncmp(str, "OpenSSL Error[", 14)) return;  /* drained by on_tls_failure already */
+    else if (!strncmp(str, "Error: ", 7)) snprintf(tls.hint, sizeof tls.hint, "%s", str + 7);
+    else log_debug("libmosquitto: %s", str);
+}
+
+void worker_tls_attach(worker *w)
+{
+    if (w->cfg->tls_enabled) mosquitto_log_callback_set(w->mosq, on_log);
+}
+
+int worker_tls_failed(void)
+{
+    int f = tls.failed;
+    tls.failed = 0;
+    return f;
+}
+
+void worker_tls_closed(worker *w, int rc, int err)
+{
+    /* A handshake failure that surfaced in SSL_read was logged just now,
+     * in the same call into libmosquitto; the next attempt is at least
+     * MQTT_RETRY_MIN_DELAY (>= 10 ms) later. */
+    if (shm_now_ns() - tls.failure_ns < TLS_SAME_ATTEMPT_NS) return;
+    if (rc == MOSQ_ERR_CONN_REFUSED) return;  /* a CONNACK refused it: on_connect logged that */
+    char reason[512];
+    snprintf(reason, sizeof reason, "the broker closed the connection before answering CONNECT (%s)%s",
+             rc == MOSQ_ERR_ERRNO ? strerror(err) : mosquitto_strerror(rc),
+             w->cfg->tls_enabled ? "; a broker that requires a client certificate does this when it has none "
+                                   "(MQTT_TLS_CERTFILE, MQTT_TLS_KEYFILE), its log says why" : "");
+    attempt_failed(w, "connecting to", reason);
+}
+
+void worker_tls_connected(worker *w)
+{
+    if (tls.suppressed)
+        log_warn("%d failed connection attempts were not logged (rate limit: %d per 10 s)", tls.suppressed,
+                 TLS_LOG_MAX);
+    if (tls.failures) log_info("connected to %s:%d after %d failed attempt%s", w->cfg->broker, w->cfg->port,
+                               tls.failures, tls.failures == 1 ? "" : "s");
+    tls.suppressed = tls.logged = tls.failures = tls.failed = 0;
+    tls.hint[0] = 0;
+    tls.window_ns = 0;
+}
