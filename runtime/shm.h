@@ -43,9 +43,9 @@ enum {
  * payload, packed MQTT 5 properties) live in the slot's arena, or, when large
  * or when the arena is fragmented, in a file of its own in /dev/shm
  * (worker_keep.c). */
-#define SHM_RECS        16384         /* messages kept per slot at once */
-#define SHM_CHUNK       512           /* arena allocation unit, bytes */
-#define SHM_ARENA_CHUNKS 16384        /* 8 MiB of message bytes per slot */
+#define SHM_RECS        (1 << 18)     /* messages kept per slot at once (pages touched as used) */
+#define SHM_CHUNK       128           /* arena allocation unit, bytes */
+#define SHM_ARENA_CHUNKS (1 << 18)    /* 32 MiB of message bytes per slot (pages touched as used) */
 #define SHM_ARENA_MAX   (256 * 1024)  /* larger messages go to a file of their own */
 
 enum rec_state {

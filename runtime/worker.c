@@ -129,10 +129,12 @@ static void stop_when_flushed(worker *w, int64_t now)
 /* Reading stops while stopping (what the broker queued stays in the session
  * for the next worker), except for the acknowledgements of our publishes
  * and, when retiring, the share the broker still sends; and when no record
- * is left to keep a message in. */
+ * is left to keep a message in, unless acknowledgements are awaited: they
+ * come on the same connection, behind whatever the broker sends, so not
+ * reading them would stall the worker for good. */
 static int wants_read(worker *w)
 {
-    if (worker_keep_full(w)) return 0;
+    if (worker_keep_full(w)) return w->out.count > 0;
     if (!w->stopping || w->stopping == STOP_RETIRE) return 1;
     return w->out.count > 0 && !w->stop_gave_up;
 }
@@ -344,7 +346,7 @@ int worker_main(const worker_args *a)
     int rc = WORKER_EXIT_INIT;
     if (setup_signals(&w)) { log_error("cannot set up signals: %s", strerror(errno)); goto out; }
     if (load_app(&w)) { rc = WORKER_EXIT_APP; goto out; }
-    if (worker_dispatch_setup(&w) || worker_out_setup(&w) || worker_mqtt_setup(&w)) goto out;
+    if (worker_keep_setup(&w) || worker_dispatch_setup(&w) || worker_out_setup(&w) || worker_mqtt_setup(&w)) goto out;
     worker_replay_load(&w);
     if (a->cfg->max_messages > 0) {
         srand((unsigned)getpid());
@@ -357,6 +359,7 @@ out:
     atomic_store(&w.shm->connected, 0);
     worker_mqtt_free(&w);
     worker_out_free(&w);
+    worker_keep_free(&w);
     free(w.props_buf);
     if (w.L) lua_close(w.L);
     app_free(&w.app);

@@ -210,29 +210,35 @@ void worker_rec_publish_done(worker *w, int id)
     if (l->done && l->pending == 0) finish(w, id);
 }
 
+/* Counts a handler run of `took` ns on route rid and logs its error. */
+static void account(worker *w, int rid, int stat, int64_t took, int rc, const char *topic, size_t tlen,
+                    const char *err, const char *tb)
+{
+    const route_info *route = rid >= 1 && rid <= w->app.nroutes ? &w->app.routes[rid - 1] : NULL;
+    w->last_msg_ns = shm_now_ns();
+    atomic_fetch_add_explicit(&w->shm->messages, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&w->shm->busy_ns, (uint64_t)took, memory_order_relaxed);
+    if (stat >= 0) route_stats_observe(&w->shm->route_stats[stat], took, rc == 0);
+    if (rc) {
+        atomic_fetch_add_explicit(&w->shm->errors, 1, memory_order_relaxed);
+        char t[LOG_TOPIC_BUF];
+        log_handler_error(w, route, log_topic(t, sizeof t, topic, tlen), err, tb);
+    }
+}
+
 void worker_handler_done(worker *w, int id, int rc, const char *err, const char *tb)
 {
     shm_rec *r = &w->shm->keep.rec[id];
-    int64_t t1 = shm_now_ns();
-    int64_t took = t1 - r->started_ns;
-    const route_info *route = r->route_index >= 1 && r->route_index <= w->app.nroutes
-                                  ? &w->app.routes[r->route_index - 1] : NULL;
-    w->last_msg_ns = t1;
+    int64_t took = shm_now_ns() - r->started_ns;
     atomic_fetch_sub_explicit(&w->shm->in_progress, 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&w->shm->messages, 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&w->shm->busy_ns, (uint64_t)took, memory_order_relaxed);
-    if (r->stat_index >= 0) route_stats_observe(&w->shm->route_stats[r->stat_index], took, rc == 0);
     if (rc) {
-        atomic_fetch_add_explicit(&w->shm->errors, 1, memory_order_relaxed);
-        char t[1024];
         worker_kept k;
-        if (worker_keep_open(w, id, &k) == 0) {
-            snprintf(t, sizeof t, "%.*s", (int)k.msg.tlen, k.msg.topic);
-            worker_keep_close(&k);
-        } else {
-            t[0] = 0;
-        }
-        log_handler_error(w, route, t, err, tb);
+        int readable = worker_keep_open(w, id, &k) == 0;
+        account(w, r->route_index, r->stat_index, took, rc, readable ? k.msg.topic : "", readable ? k.msg.tlen : 0,
+                err, tb);
+        if (readable) worker_keep_close(&k);
+    } else {
+        account(w, r->route_index, r->stat_index, took, 0, NULL, 0, NULL, NULL);
     }
     worker_rec_local *l = &w->recs[id];
     l->done = 1;
@@ -241,23 +247,15 @@ void worker_handler_done(worker *w, int id, int rc, const char *err, const char 
     worker_after_message(w);
 }
 
-/* Runs the handler of record id on its kept bytes; the record is finished
- * by worker_handler_done. */
-static void call_handler(worker *w, int id, const worker_msg *m, int rid, const topic_span *caps, int ncaps,
-                         int redelivered)
+/* d.call(rid, topic, payload, qos, retain, dup, props, redelivered, params,
+ * token) under the traceback handler, with the watchdog told which route's
+ * code runs; token -1 is none. Returns luavm_pcall's status. */
+static int call_lua(worker *w, const worker_msg *m, int rid, const topic_span *caps, int ncaps, int redelivered,
+                    int token, int64_t start_ns, char *err, size_t errlen, char *tb, size_t tblen)
 {
-    const route_info *r = &w->app.routes[rid - 1];
-    shm_rec *rec = &w->shm->keep.rec[id];
     lua_State *L = w->L;
-    rec->route_index = rid;
-    if (rec->stat_index < 0) rec->stat_index = stat_of(rid);
-    rec->started = 1;
-    rec->started_ns = shm_now_ns();
-    atomic_store_explicit(&rec->state, REC_RUNNING, memory_order_release);
-    atomic_fetch_add_explicit(&w->shm->in_progress, 1, memory_order_relaxed);
     atomic_store_explicit(&w->shm->handler_route, rid, memory_order_relaxed);
-    atomic_store_explicit(&w->shm->handler_start_ns, rec->started_ns, memory_order_release);
-
+    atomic_store_explicit(&w->shm->handler_start_ns, start_ns, memory_order_release);
     lua_rawgeti(L, LUA_REGISTRYINDEX, w->call_ref);
     lua_pushinteger(L, rid);
     lua_pushlstring(L, m->topic, m->tlen);
@@ -267,12 +265,48 @@ static void call_handler(worker *w, int id, const worker_msg *m, int rid, const 
     lua_pushboolean(L, 0);  /* libmosquitto does not expose the DUP flag */
     worker_lua_push_props(w, m->props, m->props_len);
     lua_pushboolean(L, redelivered);
-    push_params(w, r, caps, ncaps);
-    lua_pushinteger(L, id);
-    char err[2048], tb[8192];
-    int rc = luavm_pcall(L, 10, 0, err, sizeof err, tb, sizeof tb);
+    push_params(w, &w->app.routes[rid - 1], caps, ncaps);
+    if (token >= 0) lua_pushinteger(L, token);
+    else lua_pushnil(L);
+    int rc = luavm_pcall(L, 10, 0, err, errlen, tb, tblen);
     atomic_store_explicit(&w->shm->handler_start_ns, 0, memory_order_release);
+    return rc;
+}
+
+/* Runs the handler of record id on its kept bytes; the record is finished
+ * by worker_handler_done. */
+static void call_handler(worker *w, int id, const worker_msg *m, int rid, const topic_span *caps, int ncaps,
+                         int redelivered)
+{
+    shm_rec *rec = &w->shm->keep.rec[id];
+    rec->route_index = rid;
+    if (rec->stat_index < 0) rec->stat_index = stat_of(rid);
+    rec->started = 1;
+    rec->started_ns = shm_now_ns();
+    atomic_store_explicit(&rec->state, REC_RUNNING, memory_order_release);
+    atomic_fetch_add_explicit(&w->shm->in_progress, 1, memory_order_relaxed);
+    char err[2048], tb[8192];
+    int rc = call_lua(w, m, rid, caps, ncaps, redelivered, id, rec->started_ns, err, sizeof err, tb, sizeof tb);
     worker_handler_done(w, id, rc, err, tb);
+}
+
+/* When every record is in use (SHM_RECS messages kept, the outgoing backlog
+ * full) a message still arrives, since the acknowledgements that would free
+ * records come on the same connection: it is handled at once, outside the
+ * arrival order and without crash safety, and that is logged. Losing it, or
+ * not reading the acknowledgements, would be worse. */
+static void run_unkept(worker *w, const worker_msg *m, int rid, const topic_span *caps, int ncaps)
+{
+    char t[LOG_TOPIC_BUF], err[2048], tb[8192];
+    int64_t now = shm_now_ns();
+    if (now - w->unkept_logged_ns > 10000000000LL) {
+        w->unkept_logged_ns = now;
+        log_error("%s: every one of the %d message records is in use; handled at once without crash safety",
+                  log_topic(t, sizeof t, m->topic, m->tlen), SHM_RECS);
+    }
+    int rc = call_lua(w, m, rid, caps, ncaps, 0, -1, now, err, sizeof err, tb, sizeof tb);
+    account(w, rid, stat_of(rid), shm_now_ns() - now, rc, m->topic, m->tlen, err, tb);
+    worker_after_message(w);
 }
 
 /* Starts the handler of kept message id (or dead-letters it). */
@@ -296,13 +330,18 @@ static void start(worker *w, int id)
     int ncaps = 0;
     int rid = topic_trie_match(w->trie, k.msg.topic, k.msg.tlen, caps, TOPIC_MAX_WILDCARDS, &ncaps);
     if (rid <= 0) {
-        log_warn("the kept message on %.*s matches no route any more; dropped", (int)k.msg.tlen, k.msg.topic);
+        char t[LOG_TOPIC_BUF];
+        log_warn("the kept message on %s matches no route any more; dropped",
+                 log_topic(t, sizeof t, k.msg.topic, k.msg.tlen));
         worker_keep_close(&k);
         finish(w, id);
         return;
     }
-    if (redelivered) log_warn("redelivering the message on %.*s a previous worker did not finish (%s)",
-                              (int)k.msg.tlen, k.msg.topic, rec->reason[0] ? rec->reason : "no reason recorded");
+    if (redelivered) {
+        char t[LOG_TOPIC_BUF];
+        log_warn("redelivering the message on %s a previous worker did not finish (%s)",
+                 log_topic(t, sizeof t, k.msg.topic, k.msg.tlen), rec->reason[0] ? rec->reason : "no reason recorded");
+    }
     call_handler(w, id, &k.msg, rid, caps, ncaps, redelivered);
     worker_keep_close(&k);
 }
@@ -328,8 +367,8 @@ static int delivered_for(const mosquitto_property *props, int rid)
     return n == 0 || hit;
 }
 
-void worker_on_message(struct mosquitto *m, void *ud, const struct mosquitto_message *msg,
-                       const mosquitto_property *props)
+static void take_message(struct mosquitto *m, void *ud, const struct mosquitto_message *msg,
+                         const mosquitto_property *props)
 {
     worker *w = ud;
     topic_span caps[TOPIC_MAX_WILDCARDS];
@@ -339,19 +378,23 @@ void worker_on_message(struct mosquitto *m, void *ud, const struct mosquitto_mes
     int mid = msg->qos > 0 ? msg->mid : 0;
     if (seen_before(w, mid, hash)) {
         atomic_fetch_add_explicit(&w->shm->duplicates, 1, memory_order_relaxed);
-        log_debug("%s: the broker resent message %d, already taken by this slot; skipped", msg->topic, msg->mid);
+        char t[LOG_TOPIC_BUF];
+        log_debug("%s: the broker resent message %d, already taken by this slot; skipped",
+                  log_topic(t, sizeof t, msg->topic, tlen), msg->mid);
         return;
     }
     int rid = topic_trie_match(w->trie, msg->topic, tlen, caps, TOPIC_MAX_WILDCARDS, &ncaps);
     if (rid <= 0) {
         atomic_fetch_add_explicit(&w->shm->unmatched, 1, memory_order_relaxed);
-        log_debug("no route matches %s", msg->topic);
+        char t[LOG_TOPIC_BUF];
+        log_debug("no route matches %s", log_topic(t, sizeof t, msg->topic, tlen));
         return;
     }
     /* With overlapping routes the broker delivers one copy per subscription;
      * only the copy sent for the most specific route is handled. */
     if (props && !delivered_for(props, rid)) {
-        log_debug("%s: copy for a less specific overlapping route skipped", msg->topic);
+        char t[LOG_TOPIC_BUF];
+        log_debug("%s: copy for a less specific overlapping route skipped", log_topic(t, sizeof t, msg->topic, tlen));
         return;
     }
     worker_msg kept = {
@@ -360,19 +403,30 @@ void worker_on_message(struct mosquitto *m, void *ud, const struct mosquitto_mes
     };
     if (props) {
         size_t n = worker_props_pack(props, w->props_buf, PROPS_MAX);
-        if (n == (size_t)-1) log_warn("%s: MQTT 5 properties larger than %d bytes are not kept", msg->topic, PROPS_MAX);
+        char t[LOG_TOPIC_BUF];
+        if (n == (size_t)-1)
+            log_warn("%s: MQTT 5 properties larger than %d bytes are not kept", log_topic(t, sizeof t, msg->topic, tlen),
+                     PROPS_MAX);
         else { kept.props = w->props_buf; kept.props_len = n; }
     }
     int id = worker_keep_add(w, &kept);
     if (id < 0) {
-        /* Only when /dev/shm is full: say so, and count it as lost rather than
-         * handle it outside the order and the bounds. */
-        atomic_fetch_add_explicit(&w->shm->errors, 1, memory_order_relaxed);
-        log_error("%s: cannot keep the message (no record or memory left); it is lost", msg->topic);
+        run_unkept(w, &kept, rid, caps, ncaps);
         return;
     }
     w->shm->keep.rec[id].stat_index = stat_of(rid);
     seen_remember(w, mid, hash);
     enqueue(w, id);
     worker_pump(w);
+}
+
+void worker_on_message(struct mosquitto *m, void *ud, const struct mosquitto_message *msg,
+                       const mosquitto_property *props)
+{
+    take_message(m, ud, msg, props);
+    /* libmosquitto's loop_read goes on reading packets until errno says
+     * EAGAIN after one: what the handler or libmosquitto's own wake-up
+     * writes left behind must not end the batch (nor decide anything here:
+     * read_socket peeks). */
+    errno = 0;
 }

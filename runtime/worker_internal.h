@@ -40,9 +40,10 @@ typedef struct worker_kept {
  * the shared records at start. */
 typedef struct worker_keep_state {
     uint64_t bits[SHM_ARENA_CHUNKS / 64];
+    uint32_t first_free_word; /* no free chunk below this word of bits */
     uint32_t fresh;          /* records below this index have been used */
     int nfree;
-    uint16_t free_stack[SHM_RECS];
+    uint32_t *free_stack;    /* SHM_RECS entries */
 } worker_keep_state;
 
 /* The handling of each kept message, in this process: its handler is done
@@ -54,7 +55,7 @@ typedef struct worker_rec_local {
 
 /* Messages kept but not started, in arrival order (a ring of record ids). */
 typedef struct worker_queue {
-    int ids[SHM_RECS + 1];
+    int *ids;                /* SHM_RECS + 1 entries */
     int head, tail;          /* head == tail: empty */
 } worker_queue;
 
@@ -112,12 +113,13 @@ typedef struct worker {
     int master_gone;
 
     worker_keep_state keep;
-    worker_rec_local recs[SHM_RECS];
+    worker_rec_local *recs;  /* SHM_RECS entries, by record id */
     worker_queue queue;
     worker_out out;
     char *props_buf;         /* packing area for a message's properties */
     int64_t stop_since_ns;   /* when the graceful stop began */
     int stop_gave_up;        /* past the flush deadline: leave with what is left */
+    int64_t unkept_logged_ns;  /* rate limit of the "no record left" error */
 
     uint64_t handled;        /* messages handled by this process */
     uint64_t recycle_after;  /* 0: never */
@@ -156,6 +158,8 @@ void worker_rec_publish_done(worker *w, int id);
 int worker_queue_len(const worker *w);
 
 /* worker_keep.c */
+int worker_keep_setup(worker *w);                 /* the process-side tables (lazily touched) */
+void worker_keep_free(worker *w);
 /* Rebuilds the allocation state from the records a previous worker of the
  * slot left; fills ids (up to max) with them in arrival order; returns how many. */
 int worker_keep_init(worker *w, int *ids, int max);

@@ -34,6 +34,7 @@ static void mark_chunks(worker_keep_state *k, uint32_t first, uint32_t n, int us
         if (used) k->bits[c / 64] |= 1ULL << (c % 64);
         else k->bits[c / 64] &= ~(1ULL << (c % 64));
     }
+    if (!used && first / 64 < k->first_free_word) k->first_free_word = first / 64;
 }
 
 /* First fit: n free chunks in a row, lowest first, so that the same few
@@ -41,8 +42,9 @@ static void mark_chunks(worker_keep_state *k, uint32_t first, uint32_t n, int us
  * -1 when there is no such run. */
 static int64_t find_chunks(worker_keep_state *k, uint32_t n)
 {
+    while (k->first_free_word < SHM_ARENA_CHUNKS / 64 && k->bits[k->first_free_word] == ~0ULL) k->first_free_word++;
     uint32_t run = 0;
-    for (uint32_t c = 0; c < SHM_ARENA_CHUNKS; c++) {
+    for (uint32_t c = k->first_free_word * 64; c < SHM_ARENA_CHUNKS; c++) {
         if (!(c % 64) && k->bits[c / 64] == ~0ULL) { run = 0; c += 63; continue; }
         if (chunk_used(k, c)) { run = 0; continue; }
         if (++run == n) return c + 1 - n;
@@ -50,11 +52,32 @@ static int64_t find_chunks(worker_keep_state *k, uint32_t n)
     return -1;
 }
 
+int worker_keep_setup(worker *w)
+{
+    w->keep.free_stack = calloc(SHM_RECS, sizeof *w->keep.free_stack);
+    w->recs = calloc(SHM_RECS, sizeof *w->recs);
+    w->queue.ids = calloc(SHM_RECS + 1, sizeof *w->queue.ids);
+    if (w->keep.free_stack && w->recs && w->queue.ids) return 0;
+    log_error("out of memory");
+    return -1;
+}
+
+void worker_keep_free(worker *w)
+{
+    free(w->keep.free_stack);
+    free(w->recs);
+    free(w->queue.ids);
+    w->keep.free_stack = NULL;
+    w->recs = NULL;
+    w->queue.ids = NULL;
+}
+
 int worker_keep_init(worker *w, int *ids, int max)
 {
     worker_keep_state *k = &w->keep;
     shm_keep *sk = &w->shm->keep;
     memset(k->bits, 0, sizeof k->bits);
+    k->first_free_word = 0;
     k->nfree = 0;
     int n = 0;
     uint32_t used = atomic_load(&sk->used);
@@ -62,7 +85,7 @@ int worker_keep_init(worker *w, int *ids, int max)
     for (int i = (int)k->fresh - 1; i >= 0; i--) {
         shm_rec *r = &sk->rec[i];
         if (atomic_load_explicit(&r->state, memory_order_acquire) == REC_FREE) {
-            k->free_stack[k->nfree++] = (uint16_t)i;
+            k->free_stack[k->nfree++] = (uint32_t)i;
             continue;
         }
         if (!r->external) mark_chunks(k, r->chunk, r->nchunks, 1);
@@ -112,7 +135,7 @@ int worker_keep_add(worker *w, const worker_msg *m)
     worker_keep_state *k = &w->keep;
     shm_keep *sk = &w->shm->keep;
     int id;
-    if (k->nfree) id = k->free_stack[k->nfree - 1];
+    if (k->nfree) id = (int)k->free_stack[k->nfree - 1];
     else if (k->fresh < SHM_RECS) id = (int)k->fresh;
     else return -1;
     shm_rec *r = &sk->rec[id];
@@ -209,6 +232,6 @@ void worker_keep_release(worker *w, int id)
     } else {
         mark_chunks(k, r->chunk, r->nchunks, 0);
     }
-    k->free_stack[k->nfree++] = (uint16_t)id;
+    k->free_stack[k->nfree++] = (uint32_t)id;
     atomic_fetch_sub_explicit(&w->shm->kept, 1, memory_order_relaxed);
 }

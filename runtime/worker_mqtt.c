@@ -77,12 +77,14 @@ static void on_subscribe(struct mosquitto *m, void *ud, int mid, int n, const in
     } else if (!w->stopping && atomic_load(&w->shm->state) != SLOT_READY) {
         mark_ready(w);
     }
+    errno = 0;  /* see worker_on_message */
 }
 
 static void on_unsubscribe(struct mosquitto *m, void *ud, int mid, const mosquitto_property *props)
 {
     worker *w = ud;
     if (w->unsubs_pending > 0) w->unsubs_pending--;
+    errno = 0;  /* see worker_on_message */
 }
 
 static int is_auth_failure(int rc)
@@ -91,7 +93,7 @@ static int is_auth_failure(int rc)
            rc == MQTT_RC_BAD_USERNAME_OR_PASSWORD || rc == MQTT_RC_NOT_AUTHORIZED;
 }
 
-static void on_connect(struct mosquitto *m, void *ud, int rc, int flags, const mosquitto_property *props)
+static void connected(struct mosquitto *m, void *ud, int rc, int flags, const mosquitto_property *props)
 {
     worker *w = ud;
     if (rc != 0) {
@@ -117,6 +119,12 @@ static void on_connect(struct mosquitto *m, void *ud, int rc, int flags, const m
     if (w->subs_pending == 0 || (w->session_resumed && atomic_load(&w->shm->sub_hash) == subs)) mark_ready(w);
     atomic_store(&w->shm->sub_hash, subs);
     worker_pump(w);  /* what a previous worker left comes first (worker_replay_load) */
+}
+
+static void on_connect(struct mosquitto *m, void *ud, int rc, int flags, const mosquitto_property *props)
+{
+    connected(m, ud, rc, flags, props);
+    errno = 0;  /* see worker_on_message */
 }
 
 static void on_disconnect(struct mosquitto *m, void *ud, int rc, const mosquitto_property *props)

@@ -7,6 +7,7 @@
 #include "worker_internal.h"
 #include "log.h"
 
+#include <errno.h>
 #include <mqtt_protocol.h>
 #include <stdlib.h>
 #include <string.h>
@@ -93,6 +94,7 @@ void worker_out_on_publish(struct mosquitto *m, void *ud, int mid, int reason, c
         log_error("the broker refused a publish (reason %d: %s); it is dropped", reason, mosquitto_reason_string(reason));
     }
     settle(w, mid);
+    errno = 0;  /* see worker_on_message */
 }
 
 void worker_out_connection_lost(worker *w)

@@ -11,7 +11,8 @@
 
 void worker_replay_load(worker *w)
 {
-    static int ids[SHM_RECS];
+    int *ids = malloc(SHM_RECS * sizeof *ids);
+    if (!ids) { log_error("out of memory"); return; }
     int n = worker_keep_init(w, ids, SHM_RECS);
     for (int i = 0; i < n; i++) {
         shm_rec *r = &w->shm->keep.rec[ids[i]];
@@ -20,6 +21,7 @@ void worker_replay_load(worker *w)
         w->queue.ids[w->queue.tail] = ids[i];
         w->queue.tail = (w->queue.tail + 1) % (SHM_RECS + 1);
     }
+    free(ids);
     if (n) log_info("%d message%s a previous worker of this slot did not finish will be handled first", n,
                     n == 1 ? "" : "s");
 }
@@ -49,7 +51,7 @@ void worker_dead_letter(worker *w, int id, const worker_msg *m)
         goto out;
     }
     lua_rawgeti(L, LUA_REGISTRYINDEX, w->envelope_ref);
-    lua_pushstring(L, topic);
+    lua_pushlstring(L, m->topic, m->tlen);
     lua_pushlstring(L, m->plen ? m->payload : "", m->plen);
     lua_pushstring(L, route);
     lua_pushstring(L, r->reason);
@@ -70,16 +72,20 @@ void worker_dead_letter(worker *w, int id, const worker_msg *m)
     int rc = worker_out_publish(w, id, dtopic, env, elen, 1, 0, NULL, &why);
     lua_pop(L, 1);
     if (rc) {
+        char t[LOG_TOPIC_BUF];
         log_with(LOGL_ERROR, &(log_fields){ .route = route, .topic = topic, .error = why },
-                 "cannot publish to the dead-letter topic %s; the message is dropped", dtopic);
+                 "cannot publish to the dead-letter topic %s; the message is dropped",
+                 log_topic(t, sizeof t, dtopic, strlen(dtopic)));
         atomic_fetch_add(&w->shm->publishes_dropped, 1);
         r->dlq = 0;
         memset(&w->recs[id], 0, sizeof w->recs[id]);
         worker_keep_release(w, id);
         goto out;
     }
+    char t[LOG_TOPIC_BUF];
     log_with(LOGL_ERROR, &(log_fields){ .route = route, .topic = topic, .error = r->reason },
-             "message dead-lettered to %s after %u failed attempts", dtopic, r->attempts);
+             "message dead-lettered to %s after %u failed attempts", log_topic(t, sizeof t, dtopic, strlen(dtopic)),
+             r->attempts);
 out:
     free(topic);
     free(dtopic);

@@ -128,7 +128,7 @@ local function check_props(fname, props)
         if kind == "topic" then
           local ok, reason = core.validate_topic(v)
           if not ok then
-            raise(fname .. ": " .. what .. " '" .. v .. "' is not a valid topic: "
+            raise(fname .. ": " .. what .. " '" .. util.show_topic(v) .. "' is not a valid topic: "
               .. tostring(reason))
           end
         end
@@ -160,7 +160,7 @@ local function send(self, fname, topic, payload, opts, correlation)
   end
   local ok, reason = core.validate_topic(topic)
   if not ok then
-    raise(fname .. ": invalid topic '" .. topic .. "': " .. tostring(reason))
+    raise(fname .. ": invalid topic '" .. util.show_topic(topic) .. "': " .. tostring(reason))
   end
   local kind = type(payload)
   if kind == "table" then
@@ -209,7 +209,7 @@ local function send(self, fname, topic, payload, opts, correlation)
   end
   local sent, err = self._io.publish(topic, payload, qos, retain, props, self._token)
   if sent == nil and err ~= nil then
-    raise(fname .. ": cannot publish to '" .. topic .. "': " .. tostring(err))
+    raise(fname .. ": cannot publish to '" .. util.show_topic(topic) .. "': " .. tostring(err))
   end
   return sent
 end
