@@ -14,7 +14,7 @@ function M.fmt(v, unit)
   if type(v) ~= "number" or v ~= v then
     return "–"
   end
-  if unit == "msg/s" or unit == "msgs" then
+  if unit == "msg/s" or unit == "msgs" or unit == "µs" then
     return commas(v)
   elseif unit == "matches/s" then
     return string.format("%.1f M", v / 1e6)
@@ -38,6 +38,10 @@ local SECTIONS = {
   { id = "throughput", title = "1. Throughput through mosquitto (rate = handled / (last handled − first published))" },
   { id = "replay", title = "2. Subscriber cost without the broker (replay server, subscriber alone on a core)" },
   { id = "memory", title = "3. Memory (idle, after connecting; from /proc/<pid>/smaps_rollup)" },
+  { id = "wait", title = "3b. A handler that waits 10 ms, QoS 1, through mosquitto (rate = handled / "
+    .. "(last handled − first published))" },
+  { id = "rr", title = "3c. Request/reply latency, one request at a time (bench/bench_rr.c: request → "
+    .. "reply → response; broker with set_tcp_nodelay true unless said otherwise)" },
   { id = "restart", title = "4a. Restart after kill -9 (4 workers, kills rotated over the slots every 0.3 s)" },
   { id = "reload", title = "4b. Reload (SIGHUP) of 4 workers under QoS 1 load" },
   { id = "matcher", title = "5. Topic matcher (build/bench_matcher)" },
@@ -61,6 +65,15 @@ local function markdown(result)
   add("| Broker | " .. m.mosquitto .. " |")
   add("| libmosquitto | " .. m.libmosquitto .. " |")
   add("| LuaJIT | " .. m.luajit .. " |")
+  if m.node then
+    add("| Node.js peer | node " .. m.node .. ", mqtt.js " .. (m.mqttjs or "?") .. " |")
+  end
+  if m.python then
+    add("| Python peer | Python " .. m.python .. " (/usr/bin/python3), paho-mqtt " .. (m.paho or "?") .. " |")
+  end
+  for _, why in ipairs(result.peers_skipped or {}) do
+    add("| Peer skipped | " .. why .. " |")
+  end
   add("| Date, commit | " .. m.date .. ", " .. (m.commit ~= "" and m.commit or "?") .. " (with the working tree) |")
   for _, sec in ipairs(SECTIONS) do
     local any = false
@@ -109,10 +122,14 @@ local function plot_data(result)
   local subjects = {
     { "throughput", "yardstick", "yardstick (bench_sub)" },
     { "throughput", "mosquitto_sub", "mosquitto_sub" },
+    { "throughput", "peer_node", "Node.js mqtt.js" },
+    { "throughput", "peer_python", "Python paho" },
     { "throughput", "routemq_1", "routemq 1 worker" },
     { "throughput", "routemq_2", "routemq 2 workers" },
     { "throughput", "routemq_4", "routemq 4 workers" },
     { "replay", "yardstick", "replay: yardstick" },
+    { "replay", "peer_node", "replay: Node.js mqtt.js" },
+    { "replay", "peer_python", "replay: Python paho" },
     { "replay", "routemq_1", "replay: routemq 1 worker" },
   }
   local lines, any = { "# subject q0_median q0_min q0_max q1_median q1_min q1_max (k msg/s)" }, false
