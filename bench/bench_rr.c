@@ -14,8 +14,14 @@
  *   n=N lost=L p50_us=... p90_us=... p99_us=... max_us=... mean_us=...
  * Exit 0 when at least one round trip was timed and none was lost.
  *
+ * -R makes it the responder instead, a bare libmosquitto client as a C
+ * programmer would write one (Nagle left on, as libmosquitto's default):
+ * it subscribes to TOPIC, prints `subscribed_ns=T` once the SUBACK is in,
+ * and answers every request on its response topic with its correlation
+ * data until it is stopped or DURATION_S + 5 s have passed.
+ *
  * Usage: bench_rr -p PORT [-h HOST] [-n N] [-q 0|1] [-T TOPIC] [-W WARMUP]
- *                 [-d DURATION_S] [-D] */
+ *                 [-d DURATION_S] [-D] [-R] */
 #include "bench_common.h"
 
 #include <errno.h>
@@ -28,7 +34,7 @@
 #include <unistd.h>
 
 typedef struct {
-    int connected, subscribed;
+    int connected, subscribed, qos;
     uint64_t want_corr;  /* correlation data of the request in flight */
     int answered;
 } rr_state;
@@ -58,6 +64,25 @@ static void on_message(struct mosquitto *m, void *ud, const struct mosquitto_mes
     if (len == sizeof got) memcpy(&got, corr, sizeof got);
     free(corr);
     if (len == sizeof got && got == st->want_corr) st->answered = 1;
+}
+
+/* Responder: answer on the request's response topic, same correlation data.
+ * Inside a callback libmosquitto only queues the packet; the loop writes it. */
+static void on_request(struct mosquitto *m, void *ud, const struct mosquitto_message *msg,
+                       const mosquitto_property *props)
+{
+    rr_state *st = ud;
+    char *topic = NULL;
+    if (!mosquitto_property_read_string(props, MQTT_PROP_RESPONSE_TOPIC, &topic, false)) return;
+    void *corr = NULL;
+    uint16_t len = 0;
+    mosquitto_property *out = NULL;
+    if (mosquitto_property_read_binary(props, MQTT_PROP_CORRELATION_DATA, &corr, &len, false))
+        mosquitto_property_add_binary(&out, MQTT_PROP_CORRELATION_DATA, corr, len);
+    mosquitto_publish_v5(m, NULL, topic, msg->payloadlen, msg->payload, st->qos, false, out);
+    mosquitto_property_free_all(&out);
+    free(corr);
+    free(topic);
 }
 
 /* One pass of the network loop: wait up to `ms` for the socket, read what
@@ -99,17 +124,17 @@ static int64_t pct(const int64_t *v, long n, double p)
 static void usage(void)
 {
     fprintf(stderr, "usage: bench_rr -p PORT [-h HOST] [-n N] [-q 0|1] [-T TOPIC] [-W WARMUP] "
-                    "[-d DURATION_S] [-D]\n");
+                    "[-d DURATION_S] [-D] [-R]\n");
     exit(2);
 }
 
 int main(int argc, char **argv)
 {
     const char *host = "127.0.0.1", *topic = "bench/rr/req";
-    int port = 0, qos = 0, nodelay = 1, opt;
+    int port = 0, qos = 0, nodelay = 1, responder = 0, opt;
     long n = 2000, warmup = 50;
     double duration_s = 10;
-    while ((opt = getopt(argc, argv, "h:p:n:q:T:W:d:D")) != -1) {
+    while ((opt = getopt(argc, argv, "h:p:n:q:T:W:d:DR")) != -1) {
         switch (opt) {
         case 'h': host = optarg; break;
         case 'p': port = atoi(optarg); break;
@@ -119,6 +144,7 @@ int main(int argc, char **argv)
         case 'W': warmup = atol(optarg); break;
         case 'd': duration_s = atof(optarg); break;
         case 'D': nodelay = 0; break;
+        case 'R': responder = 1; nodelay = 0; break;
         default: usage();
         }
     }
@@ -130,7 +156,7 @@ int main(int argc, char **argv)
     snprintf(id, sizeof id, "bench-rr-%d", (int)getpid());
     snprintf(resp_topic, sizeof resp_topic, "bench/rr/resp/%d", (int)getpid());
 
-    rr_state st = { 0 };
+    rr_state st = { .qos = qos };
     mosquitto_lib_init();
     struct mosquitto *m = mosquitto_new(id, true, &st);
     if (!m) return 1;
@@ -138,7 +164,7 @@ int main(int argc, char **argv)
     if (nodelay) mosquitto_int_option(m, MOSQ_OPT_TCP_NODELAY, 1);
     mosquitto_connect_v5_callback_set(m, on_connect);
     mosquitto_subscribe_v5_callback_set(m, on_subscribe);
-    mosquitto_message_v5_callback_set(m, on_message);
+    mosquitto_message_v5_callback_set(m, responder ? on_request : on_message);
     int rc = mosquitto_connect(m, host, port, 60);
     if (rc != MOSQ_ERR_SUCCESS) {
         fprintf(stderr, "bench_rr: cannot connect to %s:%d: %s\n", host, port,
@@ -148,12 +174,27 @@ int main(int argc, char **argv)
     int64_t start = bench_mono_ns();
     int64_t deadline = start + (int64_t)(duration_s * 1e9) + 5000000000LL;
     while (st.connected == 0 && rc == MOSQ_ERR_SUCCESS && bench_mono_ns() < deadline) rc = net_step(m, 100);
-    if (st.connected == 1) mosquitto_subscribe_v5(m, NULL, resp_topic, qos, 0, NULL);
+    if (st.connected == 1) mosquitto_subscribe_v5(m, NULL, responder ? topic : resp_topic, qos, 0, NULL);
     while (st.connected == 1 && st.subscribed == 0 && rc == MOSQ_ERR_SUCCESS && bench_mono_ns() < deadline)
         rc = net_step(m, 100);
     if (st.subscribed != 1) {
         fprintf(stderr, "bench_rr: not connected and subscribed: %s\n", mosquitto_strerror(rc));
         return 1;
+    }
+
+    if (responder) {
+        printf("subscribed_ns=%lld\n", (long long)bench_realtime_ns());
+        fflush(stdout);
+        int64_t last_misc = bench_mono_ns();
+        while (rc == MOSQ_ERR_SUCCESS && bench_mono_ns() < deadline) {
+            rc = net_step(m, 200);
+            int64_t now = bench_mono_ns();
+            if (now - last_misc > 1000000000LL) { mosquitto_loop_misc(m); last_misc = now; }
+        }
+        mosquitto_destroy(m);
+        mosquitto_lib_cleanup();
+        free(rtt);
+        return 0;
     }
 
     char payload[128];

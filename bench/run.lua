@@ -820,9 +820,22 @@ local function rr_routemq(qos, nagle)
   return res
 end
 
+-- client = nil: bench_rr -R, a bare libmosquitto responder in C.
 local function rr_counter(client, qos)
   local b = broker_start()
-  local c = counter_spawn(client, b.port, 1000000000, qos, { "-R", "-f", "bench/rr/req" })
+  local c
+  if client then
+    c = counter_spawn(client, b.port, 1000000000, qos, { "-R", "-f", "bench/rr/req" })
+  else
+    local out = WORK .. "/rr-responder.out"
+    c = { pid = P.spawn({ BIN .. "bench_rr", "-R", "-p", b.port, "-q", qos, "-d", RR_SECONDS + 60 },
+      { stdout = out, stderr = WORK .. "/rr-responder.err" }) }
+    if not P.wait_for(function() return (P.read(out) or ""):find("subscribed_ns") end, 15) then
+      P.stop(c.pid, P.SIGKILL)
+      broker_stop(b)
+      error("bench_rr -R did not subscribe: " .. (P.read(WORK .. "/rr-responder.err") or ""))
+    end
+  end
   local ok, res = pcall(rr_measure, b.port, qos, RR_SECONDS)
   P.stop(c.pid, P.SIGTERM, 5)
   broker_stop(b)
@@ -835,7 +848,9 @@ end
 local function bench_rr()
   say("request/reply latency: up to %d round trips (or %d s) per run, %d run(s) each", RR_N, RR_SECONDS, RUNS)
   local subjects = { { id = "routemq_1", label = "routemq, 1 worker, ctx:reply",
-                       fn = function(q) return rr_routemq(q, false) end } }
+                       fn = function(q) return rr_routemq(q, false) end },
+                     { id = "bare", label = "bench_rr -R (bare libmosquitto responder in C)",
+                       fn = function(q) return rr_counter(nil, q) end } }
   for _, p in ipairs(PEERS) do
     subjects[#subjects + 1] = { id = "peer_" .. p.id, label = "peer: " .. p.label .. ", publish to the response topic",
       fn = function(q) return rr_counter(p, q) end }

@@ -153,6 +153,7 @@ local PANELS = {
   { name = "rr", title = "Request/reply round trip, QoS 1 (µs, log scale, lower is better)", log = true,
     cols = { "p50", "p99" }, bars = {
       { "routemq ctx:reply", "rr_routemq_1_qos1_p50", "rr_routemq_1_qos1_p99" },
+      { "bare libmosquitto (C)", "rr_bare_qos1_p50", "rr_bare_qos1_p99" },
       { "Node.js mqtt.js", "rr_peer_node_qos1_p50", "rr_peer_node_qos1_p99" },
       { "Python paho", "rr_peer_python_qos1_p50", "rr_peer_python_qos1_p99" },
       { "routemq, broker Nagle on", "rr_routemq_1_nagle_qos1_p50", "rr_routemq_1_nagle_qos1_p99" },
