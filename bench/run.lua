@@ -390,8 +390,8 @@ local function rate_of(handled, first_us, last_us)
 end
 
 -- The yardstick or a peer through the broker.
-local function thr_counter(client, qos)
-  local b = broker_start()
+local function thr_counter(client, qos, broker_opts)
+  local b = broker_start(broker_opts)
   local c = counter_spawn(client, b.port, N, qos)
   local pub = pub_finish(pub_spawn(b.port, N, qos))
   local res = counter_finish(c)
@@ -449,14 +449,20 @@ local function bench_throughput()
   local subjects = {
     { id = "yardstick", label = "bench_sub (bare libmosquitto, counts)",
       fn = function(q) return thr_counter(YARDSTICK, q) end },
+    -- What set_tcp_nodelay (on for every other run, for request/reply)
+    -- costs a subscriber that takes a stream of small messages.
+    { id = "yardstick_nagle", label = "bench_sub, broker WITHOUT set_tcp_nodelay",
+      fn = function(q) return thr_counter(YARDSTICK, q, { nagle = true }) end },
     { id = "mosquitto_sub", label = "mosquitto_sub -C N", fn = thr_mosquitto_sub },
     { id = "routemq_1", label = "routemq, 1 worker", fn = function(q) return thr_routemq(q, 1) end },
     { id = "routemq_2", label = "routemq, 2 workers (shared)", fn = function(q) return thr_routemq(q, 2) end },
     { id = "routemq_4", label = "routemq, 4 workers (shared)", fn = function(q) return thr_routemq(q, 4) end },
   }
-  local cpu_subjects = { { id = "yardstick", label = "bench_sub", note = "getrusage" } }
-  for _, p in ipairs(PEERS) do
-    table.insert(subjects, 3, { id = "peer_" .. p.id, label = "peer: " .. p.label,
+  local cpu_subjects = { { id = "yardstick", label = "bench_sub", note = "getrusage" },
+                         { id = "yardstick_nagle", label = "bench_sub, broker WITHOUT set_tcp_nodelay",
+                           note = "getrusage" } }
+  for i, p in ipairs(PEERS) do
+    table.insert(subjects, 3 + i, { id = "peer_" .. p.id, label = "peer: " .. p.label,
       fn = function(q) return thr_counter(p, q) end })
     cpu_subjects[#cpu_subjects + 1] = { id = "peer_" .. p.id, label = "peer: " .. p.label, note = p.cpu_note }
   end
