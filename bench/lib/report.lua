@@ -221,13 +221,13 @@ local function plot(result, dir)
     "set style fill solid 0.7 border -1",
     "set boxwidth 0.9",
     "set grid ytics",
-    "set key top right",
     "set xtics rotate by -15",
   }
   for _, panel in ipairs(panels) do
     local file = "'" .. dir .. "/benchmarks-" .. panel.name .. ".dat'"
     gp[#gp + 1] = "set title '" .. panel.title .. "'"
-    gp[#gp + 1] = panel.log and "set logscale y; set yrange [10:*]" or "unset logscale y; set yrange [0:*]"
+    gp[#gp + 1] = panel.log and "set logscale y; set yrange [10:*]; set key top left"
+      or "unset logscale y; set yrange [0:*]; set key top right"
     local parts = {}
     for i, col in ipairs(panel.cols) do
       local c = 2 + (i - 1) * 3
