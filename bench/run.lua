@@ -2,8 +2,9 @@
 --   luajit bench/run.lua <repo root> <build dir>
 -- Environment: BENCH_QUICK=1 (one run, 20,000 messages: the CI smoke test),
 -- BENCH_RUNS, BENCH_MESSAGES, BENCH_KILLS, BENCH_ONLY=throughput,replay,
--- memory,restart,reload,matcher (comma list), BENCH_KEEP=1 (keep the work
--- directory). Every child is started by this process, stopped by its pid,
+-- memory,wait,rr,restart,reload,matcher (comma list), BENCH_PEERS=node,python
+-- (the peer consumers of bench/peers/ to run; "none" for none), BENCH_KEEP=1
+-- (keep the work directory). Every child is started by this process, stopped by its pid,
 -- and every wait is bounded.
 local ROOT, BUILD = arg[1], arg[2]
 assert(ROOT and BUILD, "usage: luajit bench/run.lua <repo root> <build dir>")
@@ -20,12 +21,26 @@ local RUNS = tonumber(os.getenv("BENCH_RUNS") or "") or (QUICK and 1 or 3)
 local KILLS = tonumber(os.getenv("BENCH_KILLS") or "") or (QUICK and 20 or 100)
 local RELOAD_N = QUICK and 20000 or 50000
 local TOPICS = 100
-local BUDGET_S = QUICK and 120 or 900
+local BUDGET_S = QUICK and 300 or 1800
+-- Waiting handler (10 ms per message, QoS 1): messages per run for the
+-- subscribers that wait concurrently, and for paho, which handles one at a
+-- time (~100 msg/s).
+local WAIT_MS = 10
+local WAIT_N = QUICK and 5000 or 20000
+local WAIT_N_SERIAL = QUICK and 100 or 300
+-- Request/reply: round trips timed per run (after 50 untimed), and the
+-- longest a run may take.
+local RR_N = QUICK and 500 or 2000
+local RR_SECONDS = QUICK and 5 or 10
 local ONLY = os.getenv("BENCH_ONLY")
 
 local BIN = BUILD .. "/"
 local ROUTEMQ = BUILD .. "/routemq"
 local APP = ROOT .. "/bench/app"
+local PEERS_DIR = ROOT .. "/bench/peers"
+-- Debian's interpreter: it finds python3-paho-mqtt; a python3 first on PATH
+-- (pyenv's, a virtualenv's) may not.
+local PYTHON = "/usr/bin/python3"
 local WORK = BUILD .. "/bench-work"
 local RESULTS = BUILD .. "/bench-results"
 
@@ -62,11 +77,14 @@ end
 ---------------------------------------------------------------------------
 -- Broker, publisher, routemq
 
-local function broker_start()
+-- opts.nagle = true leaves mosquitto's default (Nagle on for its clients);
+-- otherwise `set_tcp_nodelay true`, as a broker for request/reply should be.
+local function broker_start(opts)
   local port = P.free_port()
   local conf = WORK .. "/mosquitto.conf"
   P.write(conf, string.format(
-    "listener %d 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\npersistence false\n", port))
+    "listener %d 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\npersistence false\n%s", port,
+    (opts and opts.nagle) and "" or "set_tcp_nodelay true\n"))
   local pid = P.spawn({ "mosquitto", "-c", conf }, { stdout = WORK .. "/mosquitto.log", append = true })
   if not P.wait_for(function() return P.can_connect(port) end, 5, 0.005) then
     P.stop(pid, P.SIGKILL, 2)
@@ -119,7 +137,8 @@ local function routemq_start(port, workers, qos, env_extra)
     ROUTEMQ_RUN_DIR = dir .. "/run", LOG_LEVEL = "info", LOG_FORMAT = "text",
     WORKER_COUNT = false, ROUTEMQ_HTTP = false, WORKER_MAX_MESSAGES = false,
     WORKER_MAX_MEMORY_MB = false, WORKER_AUTO_SCALE = false, MQTT_USERNAME = false,
-    MQTT_PASSWORD = false, MQTT_TLS_ENABLED = false,
+    MQTT_PASSWORD = false, MQTT_TLS_ENABLED = false, WORKER_CONCURRENCY = false,
+    BENCH_HANDLER = false, BENCH_RR = false,
   }
   for k, v in pairs(env_extra or {}) do
     env[k] = v
@@ -163,7 +182,7 @@ local function read_records(dir)
       local d = ffi.cast("const double *", ffi.cast("const char *", s))
       recs[#recs + 1] = {
         count = d[0], first_us = d[1], last_us = d[2], pid = d[3],
-        map = s:sub(65, 64 + d[4]),
+        map = s:sub(65, 64 + d[4]), could_not_wait = d[6] == 1,
       }
     end
   end
@@ -197,6 +216,102 @@ local function wait_handled(dir, want, idle, interval)
   until P.mono() > deadline
   local _, total, _, last = read_records(dir)
   return total, last
+end
+
+---------------------------------------------------------------------------
+-- Counting subscribers: the yardstick (bench_sub) and the peer consumers of
+-- bench/peers/, what a user would write instead of a routemq application
+-- (Node.js with mqtt.js, Python with paho-mqtt). All take bench_sub's
+-- options and print its lines (subscribed_ns=..., then count=... first_ns=
+-- last_ns= cpu_us=...).
+
+local function trim(s)
+  return ((s or ""):gsub("^%s+", ""):gsub("%s+$", ""))
+end
+
+local YARDSTICK = { id = "yardstick", name = "bench_sub", label = "bench_sub (yardstick)",
+                    argv = { BIN .. "bench_sub" }, cpu_note = "getrusage" }
+local PEERS = {}          -- the peers that can run here, in report order
+local PEERS_SKIPPED = {}  -- "node (mqtt.js): node is not installed", ...
+local VERSIONS = {}       -- node, mqttjs, python, paho
+
+local function peer_wanted(id)
+  local want = os.getenv("BENCH_PEERS")
+  if not want or want == "" then
+    return true
+  end
+  for w in want:gmatch("[^,%s]+") do
+    if w == id then
+      return true
+    end
+  end
+  return false
+end
+
+-- Finds which peers can run; a missing runtime skips its peer with a line
+-- saying why (bench/run.sh has installed what it could).
+local function detect_peers()
+  local function skip(label, why)
+    PEERS_SKIPPED[#PEERS_SKIPPED + 1] = label .. ": " .. why
+    say("peer %s skipped: %s", label, why)
+  end
+  if peer_wanted("node") then
+    local label = "node (mqtt.js)"
+    local node = trim(P.sh("node -v 2>/dev/null"))
+    local pkg = P.read(PEERS_DIR .. "/node/node_modules/mqtt/package.json")
+    local okp, meta = pcall(cjson.decode, pkg or "")
+    if node == "" then
+      skip(label, "node is not installed")
+    elseif not okp or type(meta) ~= "table" then
+      skip(label, "mqtt.js is not installed (bench/run.sh runs npm ci in bench/peers/node)")
+    else
+      VERSIONS.node, VERSIONS.mqttjs = node, tostring(meta.version)
+      PEERS[#PEERS + 1] = { id = "node", name = "consumer.js", label = label,
+        argv = { "node", PEERS_DIR .. "/node/consumer.js" }, cpu_note = "process.cpuUsage()" }
+    end
+  end
+  if peer_wanted("python") then
+    local label = "python (paho-mqtt)"
+    local out = trim(P.sh(PYTHON .. " -c 'import sys, paho.mqtt; print(sys.version.split()[0], "
+      .. "paho.mqtt.__version__)' 2>/dev/null"))
+    local py, paho = out:match("^(%S+) (%S+)$")
+    if trim(P.sh("test -x " .. PYTHON .. " && echo yes")) ~= "yes" then
+      skip(label, PYTHON .. " is not installed")
+    elseif not py then
+      skip(label, "paho-mqtt is not importable by " .. PYTHON .. " (Debian python3-paho-mqtt)")
+    else
+      VERSIONS.python, VERSIONS.paho = py, paho
+      PEERS[#PEERS + 1] = { id = "python", name = "consumer.py", label = label, serial = true,
+        argv = { PYTHON, PEERS_DIR .. "/python/consumer.py" }, cpu_note = "time.process_time()" }
+    end
+  end
+end
+
+-- Starts a counting subscriber and waits for its SUBACK.
+local function counter_spawn(client, port, n, qos, extra)
+  local out = WORK .. "/" .. client.id .. ".out"
+  local err = WORK .. "/" .. client.id .. ".err"
+  local argv = {}
+  for _, a in ipairs(client.argv) do argv[#argv + 1] = a end
+  for _, a in ipairs({ "-p", port, "-n", n, "-q", qos, "-t", 120, "-I", 10 }) do argv[#argv + 1] = a end
+  for _, a in ipairs(extra or {}) do argv[#argv + 1] = a end
+  local pid = P.spawn(argv, { stdout = out, stderr = err })
+  if not P.wait_for(function() return (P.read(out) or ""):find("subscribed_ns") end, 15) then
+    P.stop(pid, P.SIGKILL)
+    error(client.name .. " did not subscribe: " .. (P.read(err) or ""))
+  end
+  return { pid = pid, out = out, client = client }
+end
+
+-- Waits for a counting subscriber to exit; returns its figures.
+local function counter_finish(c, timeout)
+  local r = P.reap(c.pid, timeout or 130)
+  if not r then
+    P.stop(c.pid, P.SIGKILL)
+  end
+  local kv = P.kv(P.read(c.out))
+  return { count = tonumber(kv.count) or 0, last_us = kv.last_ns and P.ns_to_us(kv.last_ns) or 0,
+           cpu_us = tonumber(kv.cpu_us) or 0, rss_kb = tonumber(kv.rss_kb) }
 end
 
 ---------------------------------------------------------------------------
@@ -274,24 +389,15 @@ local function rate_of(handled, first_us, last_us)
   return handled / ((last_us - first_us) / 1e6)
 end
 
-local function thr_yardstick(qos)
-  local b = broker_start()
-  local out = WORK .. "/sub.out"
-  local sub = P.spawn({ BIN .. "bench_sub", "-p", b.port, "-n", N, "-q", qos, "-t", 120, "-I", 10 },
-    { stdout = out, stderr = WORK .. "/sub.err" })
-  if not P.wait_for(function() return (P.read(out) or ""):find("subscribed_ns") end, 5) then
-    error("bench_sub did not subscribe")
-  end
+-- The yardstick or a peer through the broker.
+local function thr_counter(client, qos, broker_opts)
+  local b = broker_start(broker_opts)
+  local c = counter_spawn(client, b.port, N, qos)
   local pub = pub_finish(pub_spawn(b.port, N, qos))
-  if not P.reap(sub, 130) then
-    P.stop(sub, P.SIGKILL)
-  end
+  local res = counter_finish(c)
   broker_stop(b)
-  local kv = P.kv(P.read(out))
-  local handled = tonumber(kv.count)
-  local last = P.ns_to_us(kv.last_ns)
-  return { rate = rate_of(handled, pub.first_us, last), handled = handled, published = pub.published,
-           cpu_us_per_msg = tonumber(kv.cpu_us) / math.max(1, handled) }
+  return { rate = rate_of(res.count, pub.first_us, res.last_us), handled = res.count, published = pub.published,
+           cpu_us_per_msg = res.cpu_us / math.max(1, res.count), rss_mb = res.rss_kb and res.rss_kb / 1024 }
 end
 
 local function thr_mosquitto_sub(qos)
@@ -341,12 +447,29 @@ end
 local function bench_throughput()
   say("throughput through mosquitto: %d messages on %d topics, %d run(s) each", N, TOPICS, RUNS)
   local subjects = {
-    { id = "yardstick", label = "bench_sub (bare libmosquitto, counts)", fn = thr_yardstick },
+    { id = "yardstick", label = "bench_sub (bare libmosquitto, counts)",
+      fn = function(q) return thr_counter(YARDSTICK, q) end },
+    -- What set_tcp_nodelay (on for every other run, for request/reply)
+    -- costs a subscriber that takes a stream of small messages.
+    { id = "yardstick_nagle", label = "bench_sub, broker WITHOUT set_tcp_nodelay",
+      fn = function(q) return thr_counter(YARDSTICK, q, { nagle = true }) end },
     { id = "mosquitto_sub", label = "mosquitto_sub -C N", fn = thr_mosquitto_sub },
     { id = "routemq_1", label = "routemq, 1 worker", fn = function(q) return thr_routemq(q, 1) end },
     { id = "routemq_2", label = "routemq, 2 workers (shared)", fn = function(q) return thr_routemq(q, 2) end },
     { id = "routemq_4", label = "routemq, 4 workers (shared)", fn = function(q) return thr_routemq(q, 4) end },
   }
+  local cpu_subjects = { { id = "yardstick", label = "bench_sub", note = "getrusage" },
+                         { id = "yardstick_nagle", label = "bench_sub, broker WITHOUT set_tcp_nodelay",
+                           note = "getrusage" } }
+  for i, p in ipairs(PEERS) do
+    table.insert(subjects, 3 + i, { id = "peer_" .. p.id, label = "peer: " .. p.label,
+      fn = function(q) return thr_counter(p, q) end })
+    cpu_subjects[#cpu_subjects + 1] = { id = "peer_" .. p.id, label = "peer: " .. p.label, note = p.cpu_note }
+  end
+  for _, w in ipairs({ 1, 2, 4 }) do
+    cpu_subjects[#cpu_subjects + 1] = { id = "routemq_" .. w,
+      label = "routemq, sum over " .. w .. " worker(s)", note = "utime+stime from /proc/<pid>/stat" }
+  end
   local by = {}
   for _, qos in ipairs({ 0, 1 }) do
     local results = interleaved("throughput", subjects, qos)
@@ -363,14 +486,12 @@ local function bench_throughput()
   -- the broker a subscriber reads fewer messages per wake-up than from the
   -- replay server, so this is higher than in section 2.
   for _, qos in ipairs({ 0, 1 }) do
-    for _, sid in ipairs({ "yardstick", "routemq_1", "routemq_2", "routemq_4" }) do
-      local row = by[sid .. qos]
+    for _, cs in ipairs(cpu_subjects) do
+      local row = by[cs.id .. qos]
       if row and row.runs and #row.runs > 0 then
-        add_row({ section = "throughput", id = "throughput_cpu_" .. sid .. "_qos" .. qos, qos = qos,
-          label = string.format("QoS %d: CPU per message, %s", qos, sid == "yardstick" and "bench_sub"
-            or ("routemq, sum over " .. sid:match("%d+") .. " worker(s)")),
-          unit = "µs/msg", values = column(row.runs, "cpu_us_per_msg"),
-          note = sid == "yardstick" and "getrusage" or "utime+stime from /proc/<pid>/stat" })
+        add_row({ section = "throughput", id = "throughput_cpu_" .. cs.id .. "_qos" .. qos, qos = qos,
+          subject = cs.id, label = string.format("QoS %d: CPU per message, %s", qos, cs.label),
+          unit = "µs/msg", values = column(row.runs, "cpu_us_per_msg"), note = cs.note })
       end
     end
   end
@@ -385,6 +506,14 @@ local function bench_throughput()
   if #loaded > 0 then
     add_row({ section = "memory", id = "memory_worker_rss_loaded", unit = "MB", values = loaded,
       label = "worker RSS after handling the throughput run (1 worker, QoS 0)" })
+  end
+  for _, p in ipairs(PEERS) do
+    local row = by["peer_" .. p.id .. "0"]
+    if row and row.runs and #row.runs > 0 then
+      add_row({ section = "memory", id = "memory_peer_" .. p.id .. "_rss_loaded", unit = "MB", subject = p.id,
+        values = column(row.runs, "rss_mb"), note = "VmRSS read by the process at its end",
+        label = "peer " .. p.label .. ": RSS after handling the throughput run (QoS 0)" })
+    end
   end
   for _, qos in ipairs({ 0, 1 }) do
     local y, r = by["yardstick" .. qos].summary.median, by["routemq_1" .. qos].summary.median
@@ -419,25 +548,17 @@ local function replay_finish(rp)
   return P.ns_to_us(kv.stream_start_ns), tonumber(kv.sent) or 0, tonumber(kv.acked) or 0
 end
 
-local function replay_yardstick(qos)
+-- The yardstick or a peer against the replay server.
+local function replay_counter(client, qos)
   local rp = replay_start(qos)
-  local out = WORK .. "/sub.out"
-  local sub = P.spawn({ BIN .. "bench_sub", "-p", rp.port, "-n", N, "-q", qos, "-t", 120, "-I", 10 },
-    { stdout = out, stderr = WORK .. "/sub.err" })
-  if not P.wait_for(function() return (P.read(out) or ""):find("subscribed_ns") end, 5) then
-    error("bench_sub did not subscribe to the replay server")
-  end
+  local c = counter_spawn(client, rp.port, N, qos)
   P.signal(rp.pid, P.SIGUSR1)
-  if not P.reap(sub, 120) then
-    P.stop(sub, P.SIGKILL)
-  end
+  local res = counter_finish(c, 120)
   local start_us, sent = replay_finish(rp)
-  local kv = P.kv(P.read(out))
-  local handled = tonumber(kv.count) or 0
-  if handled < N then
-    error(string.format("bench_sub handled %d of %d (replay sent %d)", handled, N, sent))
+  if res.count < N then
+    error(string.format("%s handled %d of %d (replay sent %d)", client.name, res.count, N, sent))
   end
-  return { rate = rate_of(handled, start_us, P.ns_to_us(kv.last_ns)), cpu = tonumber(kv.cpu_us) / handled }
+  return { rate = rate_of(res.count, start_us, res.last_us), cpu = res.cpu_us / res.count }
 end
 
 local function replay_routemq(qos)
@@ -465,8 +586,14 @@ end
 local function bench_replay()
   say("worker cost without the broker: replay of %d messages, %d run(s) each", N, RUNS)
   local cpu = {}
-  local subjects = { { id = "yardstick", label = "bench_sub (yardstick)", fn = replay_yardstick },
-                    { id = "routemq_1", label = "routemq worker", fn = replay_routemq } }
+  local subjects = { { id = "yardstick", label = "bench_sub (yardstick)",
+                      fn = function(q) return replay_counter(YARDSTICK, q) end, note = "getrusage" } }
+  for _, p in ipairs(PEERS) do
+    subjects[#subjects + 1] = { id = "peer_" .. p.id, label = "peer: " .. p.label, note = p.cpu_note,
+                                fn = function(q) return replay_counter(p, q) end }
+  end
+  subjects[#subjects + 1] = { id = "routemq_1", label = "routemq worker", fn = replay_routemq,
+    note = "utime+stime of the worker from /proc/<pid>/stat, stream start → last handled (idle included)" }
   for _, qos in ipairs({ 0, 1 }) do
     local results = interleaved("replay", subjects, qos)
     for _, s in ipairs(subjects) do
@@ -477,9 +604,7 @@ local function bench_replay()
       cpu[s.id .. qos] = add_row({ section = "replay", id = "replay_" .. s.id .. "_qos" .. qos .. "_cpu",
         qos = qos, subject = s.id, label = string.format("QoS %d: %s, CPU per message", qos, s.label),
         unit = "µs/msg", values = column(res, "cpu"), runs = res,
-        note = s.id == "routemq_1"
-          and "utime+stime of the worker from /proc/<pid>/stat, stream start → last handled (idle included)"
-          or "getrusage in-process, SUBACK → last message" })
+        note = s.id == "routemq_1" and s.note or (s.note .. " in-process, SUBACK → last message") })
     end
     local y, r = cpu["yardstick" .. qos].summary.median, cpu["routemq_1" .. qos].summary.median
     if y and r then
@@ -559,6 +684,203 @@ local function bench_memory()
     if mr.summary.max then mr.target = { text = "≤ 8 MB", ok = mr.summary.max <= 8 } end
     if wr.summary.max then wr.target = { text = "≤ 5 MB", ok = wr.summary.max <= 5 } end
     if wp.summary.max then wp.target = { text = "≤ 2.5 MB", ok = wp.summary.max <= 2.5 } end
+  end
+end
+
+-- The yardstick and the peers, idle: connected and subscribed for 1 s.
+local function memory_counter(client)
+  local b = broker_start()
+  local c = counter_spawn(client, b.port, 1000000000, 0)
+  P.sleep(1.0)
+  local rss, pss = P.mem_kb(c.pid)
+  P.stop(c.pid, P.SIGTERM, 5)
+  broker_stop(b)
+  if not rss then
+    error("no /proc/" .. c.pid .. "/smaps_rollup for " .. client.name)
+  end
+  return { rss = rss / 1024, pss = pss and pss / 1024 }
+end
+
+local function bench_memory_counters()
+  local clients = { YARDSTICK }
+  for _, p in ipairs(PEERS) do
+    clients[#clients + 1] = p
+  end
+  for _, c in ipairs(clients) do
+    local label = c == YARDSTICK and "bench_sub (yardstick)" or ("peer " .. c.label)
+    local res = repeat_runs("memory " .. c.id, function() return memory_counter(c) end)
+    add_row({ section = "memory", id = "memory_" .. c.id .. "_rss", subject = c.id, unit = "MB",
+      label = "idle RSS, " .. label, values = column(res, "rss"), note = "one process, after its SUBACK" })
+    add_row({ section = "memory", id = "memory_" .. c.id .. "_pss", subject = c.id, unit = "MB",
+      label = "idle PSS, " .. label, values = column(res, "pss") })
+  end
+end
+
+---------------------------------------------------------------------------
+-- 3b. A handler that waits 10 ms (QoS 1): each subscriber with its natural
+-- concurrency. routemq: one worker, WORKER_CONCURRENCY=256, the handler calls
+-- cqueues.sleep (needs handlers that wait; otherwise "not available").
+
+local NOT_AVAILABLE = "not available in this build: cqueues.sleep in a handler does not yield "
+  .. "(needs handlers that wait, WORKER_CONCURRENCY)"
+
+local function wait_routemq(qos)
+  local b = broker_start()
+  local r = routemq_start(b.port, 1, qos, { WORKER_CONCURRENCY = 256, BENCH_HANDLER = "wait",
+                                            BENCH_WAIT_MS = WAIT_MS })
+  routemq_wait_connected(r, 1)
+  P.sleep(0.1)
+  local pub = pub_finish(pub_spawn(b.port, WAIT_N, qos))
+  local handled, last = wait_handled(r.out, WAIT_N, 5, 0.005)
+  local recs = read_records(r.out)
+  routemq_stop(r)
+  broker_stop(b)
+  for _, rec in ipairs(recs) do
+    if rec.could_not_wait then
+      return { unavailable = true }
+    end
+  end
+  if handled < WAIT_N then
+    error(string.format("routemq handled %d of %d messages", handled, WAIT_N))
+  end
+  return { rate = rate_of(handled, pub.first_us, last), handled = handled }
+end
+
+local function wait_counter(client, qos)
+  local n = client.serial and WAIT_N_SERIAL or WAIT_N
+  local b = broker_start()
+  local c = counter_spawn(client, b.port, n, qos, { "-w", WAIT_MS })
+  local pub = pub_finish(pub_spawn(b.port, n, qos))
+  local res = counter_finish(c, 130)
+  broker_stop(b)
+  if res.count < n then
+    error(string.format("%s handled %d of %d messages", client.name, res.count, n))
+  end
+  return { rate = rate_of(res.count, pub.first_us, res.last_us), handled = res.count }
+end
+
+local function bench_wait()
+  say("handler that waits %d ms, QoS 1: %d messages (%d for one-at-a-time subscribers), %d run(s) each",
+    WAIT_MS, WAIT_N, WAIT_N_SERIAL, RUNS)
+  local subjects = { { id = "routemq_1", label = "routemq, 1 worker, WORKER_CONCURRENCY=256 (cqueues.sleep)",
+                       fn = wait_routemq } }
+  for _, p in ipairs(PEERS) do
+    subjects[#subjects + 1] = { id = "peer_" .. p.id, fn = function(q) return wait_counter(p, q) end,
+      label = "peer: " .. p.label .. (p.serial and ", time.sleep on paho's network thread (one at a time)"
+        or ", await setTimeout in the message callback (no limit on messages in progress)") }
+  end
+  local results = interleaved("wait", subjects, 1)
+  for _, s in ipairs(subjects) do
+    local res, ok, unavailable = results[s.id], {}, false
+    for _, r in ipairs(res) do
+      if r.unavailable then
+        unavailable = true
+      else
+        ok[#ok + 1] = r
+      end
+    end
+    local row = add_row({ section = "wait", id = "wait_" .. s.id, subject = s.id, qos = 1,
+      label = string.format("QoS 1, %d ms per message: %s", WAIT_MS, s.label), unit = "msg/s",
+      values = column(ok, "rate"), runs = res, note = unavailable and NOT_AVAILABLE or nil })
+    if unavailable then
+      row.unavailable = true
+      say("  %-52s %s", row.label, NOT_AVAILABLE)
+    end
+  end
+end
+
+---------------------------------------------------------------------------
+-- 3c. Request/reply latency: bench_rr sends one request at a time (MQTT 5
+-- response topic + correlation data) and times request → response.
+
+local function rr_measure(port, qos, seconds, warmup)
+  local out, err = WORK .. "/rr.out", WORK .. "/rr.err"
+  local pid = P.spawn({ BIN .. "bench_rr", "-p", port, "-q", qos, "-n", RR_N, "-W", warmup or 50,
+    "-d", seconds }, { stdout = out, stderr = err })
+  local r = P.reap(pid, seconds + 30)
+  if not r then
+    P.stop(pid, P.SIGKILL)
+    error("bench_rr did not finish")
+  end
+  local kv = P.kv(P.read(out))
+  local n = tonumber(kv.n) or 0
+  if n == 0 then
+    error("bench_rr timed no round trip: " .. (P.read(err) or ""))
+  end
+  return { n = n, lost = tonumber(kv.lost), p50 = tonumber(kv.p50_us), p90 = tonumber(kv.p90_us),
+           p99 = tonumber(kv.p99_us), max = tonumber(kv.max_us), mean = tonumber(kv.mean_us) }
+end
+
+-- nagle: the broker keeps its default (no set_tcp_nodelay), for comparison.
+local function rr_routemq(qos, nagle)
+  local b = broker_start({ nagle = nagle })
+  local r = routemq_start(b.port, 1, qos, { BENCH_RR = 1 })
+  routemq_wait_connected(r, 1)
+  P.sleep(0.1)
+  local ok, res = pcall(rr_measure, b.port, qos, nagle and 3 or RR_SECONDS, nagle and 3 or 50)
+  routemq_stop(r)
+  broker_stop(b)
+  if not ok then
+    error(res, 0)
+  end
+  return res
+end
+
+-- client = nil: bench_rr -R, a bare libmosquitto responder in C.
+local function rr_counter(client, qos)
+  local b = broker_start()
+  local c
+  if client then
+    c = counter_spawn(client, b.port, 1000000000, qos, { "-R", "-f", "bench/rr/req" })
+  else
+    local out = WORK .. "/rr-responder.out"
+    c = { pid = P.spawn({ BIN .. "bench_rr", "-R", "-p", b.port, "-q", qos, "-d", RR_SECONDS + 60 },
+      { stdout = out, stderr = WORK .. "/rr-responder.err" }) }
+    if not P.wait_for(function() return (P.read(out) or ""):find("subscribed_ns") end, 15) then
+      P.stop(c.pid, P.SIGKILL)
+      broker_stop(b)
+      error("bench_rr -R did not subscribe: " .. (P.read(WORK .. "/rr-responder.err") or ""))
+    end
+  end
+  local ok, res = pcall(rr_measure, b.port, qos, RR_SECONDS)
+  P.stop(c.pid, P.SIGTERM, 5)
+  broker_stop(b)
+  if not ok then
+    error(res, 0)
+  end
+  return res
+end
+
+local function bench_rr()
+  say("request/reply latency: up to %d round trips (or %d s) per run, %d run(s) each", RR_N, RR_SECONDS, RUNS)
+  local subjects = { { id = "routemq_1", label = "routemq, 1 worker, ctx:reply",
+                       fn = function(q) return rr_routemq(q, false) end },
+                     { id = "bare", label = "bench_rr -R (bare libmosquitto responder in C)",
+                       fn = function(q) return rr_counter(nil, q) end } }
+  for _, p in ipairs(PEERS) do
+    subjects[#subjects + 1] = { id = "peer_" .. p.id, label = "peer: " .. p.label .. ", publish to the response topic",
+      fn = function(q) return rr_counter(p, q) end }
+  end
+  subjects[#subjects + 1] = { id = "routemq_1_nagle", nagle = true,
+    label = "routemq, 1 worker, ctx:reply, broker WITHOUT set_tcp_nodelay",
+    fn = function(q) return rr_routemq(q, true) end }
+  for _, qos in ipairs({ 0, 1 }) do
+    local results = interleaved("rr", subjects, qos)
+    for _, s in ipairs(subjects) do
+      local res = results[s.id]
+      local ns, lost = {}, 0
+      for _, r in ipairs(res) do
+        ns[#ns + 1] = r.n
+        lost = lost + (r.lost or 0)
+      end
+      local note = string.format("round trips per run: %s; lost %d%s", report.list(ns, "msgs"), lost,
+        s.nagle and "; runs of 3 s" or "")
+      add_row({ section = "rr", id = "rr_" .. s.id .. "_qos" .. qos .. "_p50", subject = s.id, qos = qos,
+        label = string.format("QoS %d: %s — p50", qos, s.label), unit = "µs", values = column(res, "p50"),
+        runs = res, note = note })
+      add_row({ section = "rr", id = "rr_" .. s.id .. "_qos" .. qos .. "_p99", subject = s.id, qos = qos,
+        label = string.format("QoS %d: %s — p99", qos, s.label), unit = "µs", values = column(res, "p99") })
+    end
   end
 end
 
@@ -835,7 +1157,6 @@ end
 ---------------------------------------------------------------------------
 
 local function machine()
-  local function trim(s) return (s or ""):gsub("^%s+", ""):gsub("%s+$", "") end
   return {
     nproc = trim(P.sh("nproc")),
     cpu = trim(P.sh("lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -1")),
@@ -847,20 +1168,27 @@ local function machine()
     memory = trim(P.sh("free -m | awk '/^Mem:/ {print $2 \" MB\"}'")),
     date = os.date("!%Y-%m-%dT%H:%M:%SZ"),
     commit = trim(P.sh("git -C '" .. ROOT .. "' rev-parse --short HEAD 2>/dev/null")),
+    node = VERSIONS.node, mqttjs = VERSIONS.mqttjs, python = VERSIONS.python, paho = VERSIONS.paho,
   }
 end
 
 local function main()
   P.sh("rm -rf '" .. WORK .. "' && mkdir -p '" .. WORK .. "' '" .. RESULTS .. "'")
-  for _, tool in ipairs({ "bench_pub", "bench_sub", "bench_replay", "bench_matcher", "routemq" }) do
+  for _, tool in ipairs({ "bench_pub", "bench_sub", "bench_replay", "bench_matcher", "bench_rr", "routemq" }) do
     if not io.open(BIN .. tool, "rb") then
       error(BIN .. tool .. " is missing: build first (make build)")
     end
   end
   say("%s run: %d messages, %d run(s) per scenario", QUICK and "quick" or "full", N, RUNS)
+  detect_peers()
   if enabled("throughput") then bench_throughput() end
   if enabled("replay") then bench_replay() end
-  if enabled("memory") then bench_memory() end
+  if enabled("memory") then
+    bench_memory()
+    bench_memory_counters()
+  end
+  if enabled("wait") then bench_wait() end
+  if enabled("rr") then bench_rr() end
   if enabled("restart") then bench_restart() end
   if enabled("reload") then bench_reload() end
   if enabled("matcher") then bench_matcher() end
@@ -869,6 +1197,7 @@ local function main()
     command = QUICK and "BENCH_QUICK=1 make bench" or "make bench",
     quick = QUICK, messages = N, runs = RUNS, kills = KILLS, reload_messages = RELOAD_N, topics = TOPICS,
     seconds = math.floor(elapsed() + 0.5), machine = machine(), rows = rows, errors = errors,
+    peers_skipped = PEERS_SKIPPED,
   }
   report.write_all(result, RESULTS, (not QUICK and not ONLY) and (ROOT .. "/docs") or nil)
   say("done in %.0f s; results in %s%s", elapsed(), RESULTS,

@@ -14,7 +14,7 @@ function M.fmt(v, unit)
   if type(v) ~= "number" or v ~= v then
     return "–"
   end
-  if unit == "msg/s" or unit == "msgs" then
+  if unit == "msg/s" or unit == "msgs" or unit == "µs" then
     return commas(v)
   elseif unit == "matches/s" then
     return string.format("%.1f M", v / 1e6)
@@ -38,6 +38,10 @@ local SECTIONS = {
   { id = "throughput", title = "1. Throughput through mosquitto (rate = handled / (last handled − first published))" },
   { id = "replay", title = "2. Subscriber cost without the broker (replay server, subscriber alone on a core)" },
   { id = "memory", title = "3. Memory (idle, after connecting; from /proc/<pid>/smaps_rollup)" },
+  { id = "wait", title = "3b. A handler that waits 10 ms, QoS 1, through mosquitto (rate = handled / "
+    .. "(last handled − first published))" },
+  { id = "rr", title = "3c. Request/reply latency, one request at a time (bench/bench_rr.c: request → "
+    .. "reply → response; broker with set_tcp_nodelay true unless said otherwise)" },
   { id = "restart", title = "4a. Restart after kill -9 (4 workers, kills rotated over the slots every 0.3 s)" },
   { id = "reload", title = "4b. Reload (SIGHUP) of 4 workers under QoS 1 load" },
   { id = "matcher", title = "5. Topic matcher (build/bench_matcher)" },
@@ -61,6 +65,15 @@ local function markdown(result)
   add("| Broker | " .. m.mosquitto .. " |")
   add("| libmosquitto | " .. m.libmosquitto .. " |")
   add("| LuaJIT | " .. m.luajit .. " |")
+  if m.node then
+    add("| Node.js peer | node " .. m.node .. ", mqtt.js " .. (m.mqttjs or "?") .. " |")
+  end
+  if m.python then
+    add("| Python peer | Python " .. m.python .. " (/usr/bin/python3), paho-mqtt " .. (m.paho or "?") .. " |")
+  end
+  for _, why in ipairs(result.peers_skipped or {}) do
+    add("| Peer skipped | " .. why .. " |")
+  end
   add("| Date, commit | " .. m.date .. ", " .. (m.commit ~= "" and m.commit or "?") .. " (with the working tree) |")
   for _, sec in ipairs(SECTIONS) do
     local any = false
@@ -104,72 +117,128 @@ local function markdown(result)
   return table.concat(out, "\n") .. "\n"
 end
 
--- Plot data: one line per subject, QoS 0 and QoS 1 median/min/max (k msg/s).
-local function plot_data(result)
-  local subjects = {
-    { "throughput", "yardstick", "yardstick (bench_sub)" },
-    { "throughput", "mosquitto_sub", "mosquitto_sub" },
-    { "throughput", "routemq_1", "routemq 1 worker" },
-    { "throughput", "routemq_2", "routemq 2 workers" },
-    { "throughput", "routemq_4", "routemq 4 workers" },
-    { "replay", "yardstick", "replay: yardstick" },
-    { "replay", "routemq_1", "replay: routemq 1 worker" },
-  }
-  local lines, any = { "# subject q0_median q0_min q0_max q1_median q1_min q1_max (k msg/s)" }, false
-  for _, sub in ipairs(subjects) do
-    local cells = { string.format("%q", sub[3]) }
-    local have = false
-    for _, qos in ipairs({ 0, 1 }) do
-      local row
-      for _, r in ipairs(result.rows) do
-        if r.section == sub[1] and r.subject == sub[2] and r.qos == qos and r.unit == "msg/s" then
-          row = r
+-- The plot: one panel per question, bars = median, error bars = min–max.
+-- Each bar group names the rows it shows by id (a missing row: no bar).
+local PANELS = {
+  { name = "throughput", title = "Throughput through mosquitto (thousand msg/s, higher is better)", scale = 1e-3,
+    cols = { "QoS 0", "QoS 1" }, bars = {
+      { "bench_sub (C)", "throughput_yardstick_qos0", "throughput_yardstick_qos1" },
+      { "mosquitto_sub", "throughput_mosquitto_sub_qos0", "throughput_mosquitto_sub_qos1" },
+      { "Node.js mqtt.js", "throughput_peer_node_qos0", "throughput_peer_node_qos1" },
+      { "Python paho", "throughput_peer_python_qos0", "throughput_peer_python_qos1" },
+      { "routemq 1 worker", "throughput_routemq_1_qos0", "throughput_routemq_1_qos1" },
+      { "routemq 2 workers", "throughput_routemq_2_qos0", "throughput_routemq_2_qos1" },
+      { "routemq 4 workers", "throughput_routemq_4_qos0", "throughput_routemq_4_qos1" },
+    } },
+  { name = "cpu", title = "CPU per message, replay server, no broker (µs, lower is better)",
+    cols = { "QoS 0", "QoS 1" }, bars = {
+      { "bench_sub (C)", "replay_yardstick_qos0_cpu", "replay_yardstick_qos1_cpu" },
+      { "Node.js mqtt.js", "replay_peer_node_qos0_cpu", "replay_peer_node_qos1_cpu" },
+      { "Python paho", "replay_peer_python_qos0_cpu", "replay_peer_python_qos1_cpu" },
+      { "routemq worker", "replay_routemq_1_qos0_cpu", "replay_routemq_1_qos1_cpu" },
+    } },
+  { name = "memory", title = "Memory when idle (MB, lower is better)", cols = { "RSS", "PSS" }, bars = {
+      { "bench_sub (C)", "memory_yardstick_rss", "memory_yardstick_pss" },
+      { "Node.js mqtt.js", "memory_node_rss", "memory_node_pss" },
+      { "Python paho", "memory_python_rss", "memory_python_pss" },
+      { "routemq master", "memory_master_rss_1", "memory_master_pss_1" },
+      { "routemq worker", "memory_worker_rss_1", "memory_worker_pss_1" },
+    } },
+  { name = "wait", title = "Handler that waits 10 ms, QoS 1 (msg/s, log scale)", log = true,
+    cols = { "msg/s" }, bars = {
+      { "routemq, 256 in progress", "wait_routemq_1" },
+      { "Node.js, async", "wait_peer_node" },
+      { "Python paho, 1 thread", "wait_peer_python" },
+    } },
+  { name = "rr", title = "Request/reply round trip, QoS 1 (µs, log scale, lower is better)", log = true,
+    cols = { "p50", "p99" }, bars = {
+      { "routemq ctx:reply", "rr_routemq_1_qos1_p50", "rr_routemq_1_qos1_p99" },
+      { "bare libmosquitto (C)", "rr_bare_qos1_p50", "rr_bare_qos1_p99" },
+      { "Node.js mqtt.js", "rr_peer_node_qos1_p50", "rr_peer_node_qos1_p99" },
+      { "Python paho", "rr_peer_python_qos1_p50", "rr_peer_python_qos1_p99" },
+      { "routemq, broker Nagle on", "rr_routemq_1_nagle_qos1_p50", "rr_routemq_1_nagle_qos1_p99" },
+    } },
+}
+
+-- Writes <dir>/benchmarks-<panel>.dat for the panels that have data; returns
+-- those panels.
+local function plot_data(result, dir)
+  local by_id = {}
+  for _, r in ipairs(result.rows) do
+    by_id[r.id] = r
+  end
+  local panels = {}
+  for _, panel in ipairs(PANELS) do
+    local lines, any = { "# label then median min max per column" }, false
+    local scale = panel.scale or 1
+    for _, bar in ipairs(panel.bars) do
+      local cells, label = {}, bar[1]
+      for i = 2, #bar do
+        local row = by_id[bar[i]]
+        local sm = row and row.summary or {}
+        if sm.median then
+          any = true
+          cells[#cells + 1] = string.format("%.3f %.3f %.3f", sm.median * scale, sm.min * scale, sm.max * scale)
+        else
+          cells[#cells + 1] = "NaN NaN NaN"
+          if row and row.unavailable then
+            label = label .. " (n/a)"
+          end
         end
       end
-      local s = row and row.summary or {}
-      if s.median then
-        have = true
-        cells[#cells + 1] = string.format("%.1f %.1f %.1f", s.median / 1e3, s.min / 1e3, s.max / 1e3)
-      else
-        cells[#cells + 1] = "NaN NaN NaN"
+      if bar[2] and by_id[bar[2]] then
+        lines[#lines + 1] = string.format("%q ", label) .. table.concat(cells, " ")
       end
     end
-    if have then
-      any = true
-      lines[#lines + 1] = table.concat(cells, " ")
+    if any then
+      local f = assert(io.open(dir .. "/benchmarks-" .. panel.name .. ".dat", "wb"))
+      f:write(table.concat(lines, "\n") .. "\n")
+      f:close()
+      panels[#panels + 1] = panel
     end
   end
-  return any and table.concat(lines, "\n") .. "\n" or nil
+  return panels
 end
 
 local function plot(result, dir)
-  local data = plot_data(result)
-  if not data then
+  local panels = plot_data(result, dir)
+  if #panels == 0 then
     return false
   end
-  local f = assert(io.open(dir .. "/benchmarks.dat", "wb"))
-  f:write(data)
-  f:close()
   local m = result.machine
-  local gp = table.concat({
-    "set terminal pngcairo size 1100,600 font 'sans,10'",
+  local rows = math.ceil(#panels / 2)
+  local gp = {
+    string.format("set terminal pngcairo size 1400,%d font 'sans,10'", 80 + 420 * rows),
     "set output '" .. dir .. "/benchmarks.png'",
     "set termoption noenhanced",
-    string.format('set title "routemq throughput by scenario (%s messages, median of %d run(s), '
-      .. 'bars: min-max)\\n%s CPUs %s, %s"', commas(result.messages), result.runs, m.nproc, m.cpu, m.mosquitto),
-    "set ylabel 'thousand messages / s'",
+    string.format('set multiplot layout %d,2 title "routemq and what users would write instead: median of %d '
+      .. 'run(s), bars min-max; %s msgs per throughput run\\n%s CPUs %s, %s%s%s"', rows, result.runs,
+      commas(result.messages), m.nproc, m.cpu, m.mosquitto,
+      m.node and (", node " .. m.node .. " mqtt.js " .. (m.mqttjs or "?")) or "",
+      m.python and (", Python " .. m.python .. " paho " .. (m.paho or "?")) or ""),
     "set style data histogram",
     "set style histogram errorbars gap 1.5 lw 1",
     "set style fill solid 0.7 border -1",
     "set boxwidth 0.9",
-    "set yrange [0:*]",
     "set grid ytics",
-    "set key top left",
-    "set xtics rotate by -20",
-    "plot '" .. dir .. "/benchmarks.dat' using 2:3:4:xtic(1) title 'QoS 0', '' using 5:6:7 title 'QoS 1'",
-  }, "\n") .. "\n"
+    "set xtics rotate by -15",
+  }
+  for _, panel in ipairs(panels) do
+    local file = "'" .. dir .. "/benchmarks-" .. panel.name .. ".dat'"
+    gp[#gp + 1] = "set title '" .. panel.title .. "'"
+    gp[#gp + 1] = panel.log and "set logscale y; set yrange [10:*]; set key top left"
+      or "unset logscale y; set yrange [0:*]; set key top right"
+    local parts = {}
+    for i, col in ipairs(panel.cols) do
+      local c = 2 + (i - 1) * 3
+      parts[#parts + 1] = string.format("%s using %d:%d:%d%s title '%s'", i == 1 and file or "''", c, c + 1, c + 2,
+        i == 1 and ":xtic(1)" or "", col)
+    end
+    gp[#gp + 1] = "plot " .. table.concat(parts, ", ")
+  end
+  gp[#gp + 1] = "unset multiplot"
   local gpf = assert(io.open(dir .. "/benchmarks.gp", "wb"))
-  gpf:write(gp)
+  gpf:write(table.concat(gp, "\n") .. "\n")
   gpf:close()
   return os.execute("gnuplot '" .. dir .. "/benchmarks.gp' 2>'" .. dir .. "/gnuplot.err'") == 0
 end

@@ -5,7 +5,7 @@
 -- message and no system call:
 --   doubles [0] count, [1] realtime µs of the first message, [2] of the
 --   latest one, [3] pid, [4] seq map size, [5] messages whose seq is
---   outside the map;
+--   outside the map, [6] 1 when the "wait" handler could not wait;
 --   then BENCH_SEQMAP bytes: byte s is 1 once seq s was handled (lost and
 --   duplicated messages are found from the union of all workers' maps).
 -- Without BENCH_OUT the handler only decodes and counts.
@@ -90,6 +90,39 @@ function Bench.data(ctx)
   stamp()
 end
 
+-- request/reply: answer on the request's response topic at the route's QoS.
+function Bench.reply(ctx)
+  ctx:reply(ctx.payload, { qos = ctx.qos })
+end
+
+-- BENCH_HANDLER=wait: the handler waits BENCH_WAIT_MS (default 10) with
+-- cqueues.sleep, then does what Bench.data does. That only means something
+-- when the runtime runs handlers on a cqueues controller (WORKER_CONCURRENCY);
+-- elsewhere cqueues.sleep would block the whole worker, so the handler does
+-- not wait and marks its record (double [6] = 1): the driver then reports the
+-- scenario as not available in this build.
+-- cqueues is loaded on the first message only, so that the other scenarios'
+-- memory figures do not include it.
+local wait_s = (tonumber(os.getenv("BENCH_WAIT_MS") or "") or 10) / 1000
+local data = Bench.data
+local cqueues
+
+local function wait_then_data(ctx)
+  if cqueues == nil then
+    local ok, mod = pcall(require, "cqueues")
+    cqueues = ok and mod or false
+  end
+  if cqueues and cqueues.running() then
+    cqueues.sleep(wait_s)
+  elseif out_dir then
+    if not rec then
+      open_record()
+    end
+    rec[6] = 1
+  end
+  return data(ctx)
+end
+
 -- Variants for bench/profile.sh (BENCH_HANDLER): what the runtime costs
 -- without the handler's work, and what recording costs.
 local variants = {
@@ -101,6 +134,7 @@ local variants = {
       stamp()
     end
   end,
+  wait = wait_then_data,
   json_only = function(ctx)
     local doc = ctx:json()
     local _ = doc and doc.seq

@@ -23,3 +23,12 @@ router.on("sensors/{id}/data", Bench.data, {
   worker_count = env_int("BENCH_WORKERS", 1),
   qos = env_int("BENCH_QOS", 0),
 })
+
+-- BENCH_RR=1: request/reply (bench/bench_rr.c sends to bench/rr/req); the
+-- handler answers with ctx:reply at the route's QoS.
+if os.getenv("BENCH_RR") == "1" then
+  router.on("bench/rr/req", Bench.reply, {
+    shared = true,
+    qos = env_int("BENCH_QOS", 0),
+  })
+end
