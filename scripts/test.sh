@@ -86,7 +86,8 @@ no_leftovers "$LOG/e2e"
 # The runtime itself under ASan+UBSan: the worker and resilience specs against
 # the sanitized binary, then no sanitizer report in any process's log.
 export ASAN_OPTIONS=detect_leaks=1 E2E_TMP="$LOG/asan" ROUTEMQ_BIN_OVERRIDE="$ROOT/$ASAN/routemq"
-busted_run "end-to-end specs (ASan+UBSan runtime)" spec/e2e/workers_spec.lua spec/e2e/resilience_spec.lua
+busted_run "end-to-end specs (ASan+UBSan runtime)" spec/e2e/workers_spec.lua spec/e2e/resilience_spec.lua \
+  spec/e2e/outgoing_spec.lua
 unset ASAN_OPTIONS E2E_TMP ROUTEMQ_BIN_OVERRIDE
 no_leftovers "$LOG/asan"
 if grep -rlE "ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error:" "$LOG/asan" > "$LOG/asan-reports.txt" 2>/dev/null; then
