@@ -34,9 +34,10 @@ local Context = {}
 local context_mt = { __index = Context }
 
 -- new(view, topic, params, payload, qos, retain, dup, props, redelivered,
---     worker, log, io) -> ctx; positional to keep the per-message cost low.
+--     worker, log, io, token, route_index) -> ctx; positional to keep the
+-- per-message cost low. token identifies the message to io.publish/io.done.
 function M.new(view, topic, params, payload, qos, retain, dup, props, redelivered,
-               worker, log, io)
+               worker, log, io, token, route_index)
   return setmetatable({
     topic = topic,
     params = params or NO_PARAMS,
@@ -50,6 +51,8 @@ function M.new(view, topic, params, payload, qos, retain, dup, props, redelivere
     worker = worker,
     log = log,
     _io = io,
+    _token = token,
+    _route_index = route_index,
   }, context_mt)
 end
 
@@ -204,7 +207,7 @@ local function send(self, fname, topic, payload, opts, correlation)
     end
     props = merged
   end
-  return self._io.publish(topic, payload, qos, retain, props)
+  return self._io.publish(self._token, topic, payload, qos, retain, props)
 end
 
 -- ctx:publish(topic, payload, opts) -> what the runtime's publish returns;
@@ -222,6 +225,14 @@ function Context:reply(payload, opts)
     raise("ctx:reply: the message has no response_topic")
   end
   return send(self, "ctx:reply", topic, payload, opts, request.correlation_data)
+end
+
+-- publisher(fname) -> a publish(self, topic, payload, opts) method for other
+-- objects carrying _io and _token (job:publish), naming fname in errors.
+function M.publisher(fname)
+  return function(self, topic, payload, opts)
+    return send(self, fname, topic, payload, opts, nil)
+  end
 end
 
 M.NO_PROPS = NO_PROPS

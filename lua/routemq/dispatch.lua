@@ -1,16 +1,20 @@
 -- Turns a loaded app into the per-message entry points the runtime calls:
--- d.match(topic) picks the route, d.call(...) runs its middleware and handler.
+-- d.match(topic) picks the route, d.call(...) starts its middleware and
+-- handler in a coroutine (routemq.runner) and reports the end through
+-- io.done.
 --
--- Everything that can be prepared once is prepared in dispatch.new: the
--- matcher, each route's public view and its middleware chain (the `next`
--- functions read the current ctx from an upvalue), and one log table whose
--- functions tag lines with the ctx being dispatched. d.call then costs one
--- ctx table and the calls themselves. d.call is not re-entrant for a given
--- route (nothing in a handler calls it), and it does not catch errors: the
--- caller runs it under pcall/xpcall with a traceback handler.
+-- Many messages of one route may be in progress at once (WORKER_CONCURRENCY),
+-- so nothing per message lives in an upvalue: each has its own ctx, the
+-- middleware chain passes it along, and the shared log functions find the
+-- ctx of the coroutine that calls them. Routes with `ordered = true` handle
+-- the messages of one topic one after the other, in arrival order.
 local core = require("routemq.core")
 local context = require("routemq.context")
+local runner_mod = require("routemq.runner")
 local util = require("routemq.util")
+
+local running = coroutine.running
+local setmetatable = setmetatable
 
 local M = {}
 
@@ -21,42 +25,48 @@ local LEVELS = { debug = 1, info = 2, warn = 3, error = 4 }
 local function noop() end
 
 -- chain: middleware list, global first. Returns a function(ctx) running the
--- chain, or the handler itself when there is no middleware.
+-- chain, or the handler itself when there is no middleware. Each message
+-- gets its own `next` closures, so chains of concurrent messages never mix.
 local function compile_chain(chain, handler)
   local n = #chain
   if n == 0 then
     return handler
   end
-  local current
-  local steps = {}
-  steps[n + 1] = function()
-    return handler(current)
-  end
-  for i = n, 1, -1 do
-    local mw, next_step = chain[i], steps[i + 1]
-    steps[i] = function()
-      return mw(current, next_step)
-    end
-  end
-  local first = steps[1]
   return function(ctx)
-    current = ctx
-    return first()
+    local function step(i)
+      if i > n then
+        return handler(ctx)
+      end
+      return chain[i](ctx, function()
+        return step(i + 1)
+      end)
+    end
+    return step(1)
   end
 end
 
--- new(app, io, worker_slot) -> d, with
---   io = { publish = function(topic, payload, qos, retain, props) end,
+-- new(app, io, worker_slot[, runner]) -> d, with
+--   io = { publish = function(token, topic, payload, qos, retain, props) end,
 --          log = function(level, msg, ctx_or_nil) end,
+--          done = function(token, ok, err, traceback) end (optional: without
+--            it d.call waits for the handler and raises its error),
+--          resume = function(route_index) end (optional: called before a
+--            waiting handler's code runs again),
 --          level = "debug"|"info"|"warn"|"error" (optional, default "debug") }
-function M.new(app, io, worker_slot)
+function M.new(app, io, worker_slot, runner)
   assert(type(app) == "table" and type(app.routes) == "table", "dispatch.new: app expected")
   assert(type(io) == "table" and util.callable(io.publish) and util.callable(io.log),
     "dispatch.new: io must have publish and log functions")
   local min_rank = LEVELS[io.level or "debug"]
   assert(min_rank, "dispatch.new: io.level must be debug, info, warn or error")
+  runner = runner or runner_mod.new()
+  if io.resume then
+    runner.on_resume = io.resume
+  end
 
-  local current -- the ctx of the message being (or last) dispatched
+  -- The ctx of the message each coroutine is running, for the log functions.
+  local ctx_of = setmetatable({}, { __mode = "k" })
+  local last -- the ctx of the message last dispatched (d.current)
   local io_log = io.log
   local log = {}
   for level, rank in pairs(LEVELS) do
@@ -64,14 +74,23 @@ function M.new(app, io, worker_slot)
       log[level] = noop
     else
       log[level] = function(...)
-        io_log(level, util.concat_args(log, ...), current)
+        local co = running()
+        io_log(level, util.concat_args(log, ...), co and ctx_of[co])
       end
+    end
+  end
+
+  -- ngx.log lines (routemq.ngx) go where the handler's own lines go.
+  local ngx_mod = package.loaded["routemq.ngx"]
+  if type(ngx_mod) == "table" then
+    ngx_mod.sink = function(level, msg)
+      log[level](msg)
     end
   end
 
   local global = app.middleware or {}
   local matcher = core.matcher()
-  local runners, views = {}, {}
+  local jobs, views, timeouts, ordered = {}, {}, {}, {}
   for i, route in ipairs(app.routes) do
     local ok, err = matcher:add(route.pattern, i)
     if not ok then
@@ -86,34 +105,117 @@ function M.new(app, io, worker_slot)
     for j = 1, #own do
       chain[#chain + 1] = own[j]
     end
-    runners[i] = compile_chain(chain, route.handler)
+    local run = compile_chain(chain, route.handler)
+    jobs[i] = function(ctx)
+      local co = running()
+      ctx_of[co] = ctx
+      run(ctx)
+      ctx_of[co] = nil
+    end
     views[i] = context.route_view(route)
+    timeouts[i] = route.timeout or 30
+    -- topic -> list of waiting ctxs (empty while one runs and none waits)
+    ordered[i] = route.ordered and {} or false
   end
 
   local new_ctx = context.new
-  local d = { routes = app.routes, log = log }
+  local d = { routes = app.routes, log = log, runner = runner }
+  local io_done = io.done
+  local in_progress = 0
+
+  local finished -- forward declaration: starting and finishing call each other
+
+  local function start(index, ctx)
+    return runner:start(jobs[index], ctx, timeouts[index], finished, ctx, index)
+  end
+
+  -- Called once per message by the runner (ctx is the runner's token).
+  function finished(ctx, ok, err, tb)
+    in_progress = in_progress - 1
+    local index = ctx._route_index
+    local waiting = ordered[index]
+    if waiting then
+      local topic = ctx.topic
+      local queue = waiting[topic]
+      local nxt = queue and queue[1]
+      if nxt then
+        table.remove(queue, 1)
+      else
+        waiting[topic] = nil
+      end
+      if io_done then
+        io_done(ctx._token, ok, err, tb)
+      else
+        ctx._outcome = { ok, err, tb }
+      end
+      if nxt then
+        start(index, nxt)
+      end
+      return
+    end
+    if io_done then
+      return io_done(ctx._token, ok, err, tb)
+    end
+    ctx._outcome = { ok, err, tb }
+  end
 
   -- d.match(topic) -> route_index, params | nil
   function d.match(topic)
     return matcher:match(topic)
   end
 
-  -- d.call(route_index, topic, payload, qos, retain, dup, props, redelivered,
-  --        params) -> the handler's results; errors propagate to the caller.
-  function d.call(index, topic, payload, qos, retain, dup, props, redelivered, params)
-    local run = runners[index]
-    if not run then
+  -- d.call(token, route_index, topic, payload, qos, retain, dup, props,
+  --        redelivered, params) -> true when the handler has finished already.
+  -- With io.done the handler runs in a coroutine and io.done(token, ok, err,
+  -- traceback) reports its end; without it d.call steps the controller until
+  -- the handler ends and raises its error.
+  function d.call(token, index, topic, payload, qos, retain, dup, props, redelivered, params)
+    local job = jobs[index]
+    if not job then
       error("dispatch: no route with index " .. tostring(index), 2)
     end
     local ctx = new_ctx(views[index], topic, params, payload, qos, retain, dup, props,
-      redelivered, worker_slot, log, io)
-    current = ctx
-    return run(ctx)
+      redelivered, worker_slot, log, io, token, index)
+    last = ctx
+    in_progress = in_progress + 1
+    local waiting = ordered[index]
+    local done_now
+    if waiting then
+      local queue = waiting[topic]
+      if queue then
+        queue[#queue + 1] = ctx
+        done_now = false
+      else
+        waiting[topic] = {}
+        done_now = start(index, ctx)
+      end
+    else
+      done_now = start(index, ctx)
+    end
+    if io_done then
+      return done_now
+    end
+    runner:run_until(function()
+      return ctx._outcome ~= nil
+    end, timeouts[index] + 1)
+    local outcome = ctx._outcome
+    if outcome and not outcome[1] then
+      error(outcome[2] .. (outcome[3] and outcome[3] ~= "" and ("\n" .. outcome[3]) or ""), 0)
+    end
+    return true
   end
 
-  -- d.current() -> the ctx of the message being (or last) dispatched.
+  -- d.in_progress() -> messages started (or queued behind their topic) and
+  -- not finished.
+  function d.in_progress()
+    return in_progress
+  end
+
+  -- d.current() -> the ctx of the message the calling coroutine runs, else
+  -- the one last dispatched.
   function d.current()
-    return current
+    local co = running()
+    return co and ctx_of[co] or last
   end
 
   return d

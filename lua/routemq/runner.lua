@@ -1,0 +1,254 @@
+-- Runs handlers, timers and init functions as coroutines on one cqueues
+-- controller, so code that waits with cqueues (cqueues.sleep, cqueues.socket,
+-- lua-http, routemq.ngx) yields to the worker's other work.
+--
+-- Cost: most handlers never wait. A job starts in a pooled coroutine resumed
+-- directly by r:start (one resume, no controller step, no allocation); only
+-- when it first waits is it handed to the controller, through a small
+-- forwarding coroutine that passes its poll requests up and the controller's
+-- answers down. For cqueues to treat that first, directly resumed slice as
+-- running on the controller, cqueues.running (and the copy cqueues.poll
+-- keeps of it) answer with our controller while such a slice runs.
+--
+-- A job that is still waiting at its deadline is cancelled: its coroutine is
+-- dropped (what it held is closed by the garbage collector) and its done
+-- callback gets (false, "timeout after N s").
+local cqueues = require("cqueues")
+
+local monotime = cqueues.monotime
+local create, resume, yield = coroutine.create, coroutine.resume, coroutine.yield
+local select, tostring, unpack = select, tostring, unpack
+local traceback = debug.traceback
+
+local M = {}
+
+local POLL = cqueues._POLL
+local DONE = {} -- what a pooled coroutine yields when its job has finished
+
+-- Jobs being resumed directly (outside a controller step), and their
+-- controller: cqueues must believe it is running then.
+local direct_depth, direct_cq = 0, nil
+
+local real_running = cqueues.running
+local function running(...)
+  if direct_depth > 0 then
+    return direct_cq, false
+  end
+  return real_running(...)
+end
+
+-- Whether cqueues.poll was taught about direct slices; without it every job
+-- is started on the controller (slower, same behaviour).
+local patched = false
+do
+  local poll = cqueues.poll
+  for i = 1, 64 do
+    local name, value = debug.getupvalue(poll, i)
+    if name == nil then
+      break
+    end
+    if name == "running" and value == real_running then
+      debug.setupvalue(poll, i, running)
+      cqueues.running = running
+      patched = true
+      break
+    end
+  end
+end
+M.direct = patched
+
+-- Splits "msg\nstack traceback:..." as the C side's luavm_pcall does.
+local last_tb
+local function on_error(e)
+  local msg = tostring(e)
+  local full = traceback(msg, 2)
+  local cut = full:find("\nstack traceback:", 1, true)
+  last_tb = cut and full:sub(cut + 1) or ""
+  return msg
+end
+
+-- The body of every pooled coroutine: run a job, report, wait for the next.
+local function body(fn, arg)
+  while true do
+    local ok, err = xpcall(fn, on_error, arg)
+    local tb = nil
+    if ok then
+      err = nil
+    else
+      tb, last_tb = last_tb, nil
+    end
+    fn, arg = yield(DONE, ok, err, tb)
+  end
+end
+
+local Runner = {}
+Runner.__index = Runner
+
+-- new([controller]) -> runner; the controller defaults to a new one.
+function M.new(cq)
+  return setmetatable({
+    cq = cq or cqueues.new(),
+    pool = {},
+    pooled = 0,
+    active = 0, -- jobs started and not finished
+    on_resume = nil, -- optional function(tag) called before each resume on the controller
+  }, Runner)
+end
+
+local POOL_MAX = 256
+
+local function release(self, co)
+  if self.pooled < POOL_MAX then
+    local n = self.pooled + 1
+    self.pool[n] = co
+    self.pooled = n
+  end
+end
+
+local function finish(self, co, done, token, ok, err, tb)
+  self.active = self.active - 1
+  release(self, co)
+  done(token, ok, err, tb)
+end
+
+local function timeout_text(seconds)
+  return ("timeout after %g s"):format(seconds)
+end
+
+-- Drives one job on the controller: passes the coroutine's poll requests
+-- up (plus the job's deadline) and the controller's answers down.
+local function forward(self, co, done, token, tag, seconds, deadline, ...)
+  local req, n = { ... }, select("#", ...)
+  while true do
+    local left = deadline - monotime()
+    if left <= 0 then
+      self.active = self.active - 1
+      return done(token, false, timeout_text(seconds), nil)
+    end
+    req[n + 1] = left
+    local answer = { yield(POLL, unpack(req, 1, n + 1)) }
+    if monotime() >= deadline then
+      self.active = self.active - 1
+      return done(token, false, timeout_text(seconds), nil)
+    end
+    if self.on_resume then
+      self.on_resume(tag)
+    end
+    local r = { resume(co, unpack(answer, 1, table.maxn(answer))) }
+    if r[2] == DONE then
+      return finish(self, co, done, token, r[3], r[4], r[5])
+    end
+    if not r[1] or r[2] ~= POLL then
+      self.active = self.active - 1
+      return done(token, false, not r[1] and tostring(r[2])
+        or "a handler yielded outside cqueues (use cqueues to wait)", nil)
+    end
+    n = #r - 2
+    for i = 1, n do
+      req[i] = r[i + 2]
+    end
+    for i = n + 1, #req do
+      req[i] = nil
+    end
+  end
+end
+
+-- After the first, direct slice of a job.
+local function after_first(self, co, done, token, tag, seconds, deadline, rok, what, ...)
+  if what == DONE then
+    finish(self, co, done, token, ...)
+    return true
+  end
+  if not rok or what ~= POLL then
+    self.active = self.active - 1
+    done(token, false, not rok and tostring(what)
+      or "a handler yielded outside cqueues (use cqueues to wait)", nil)
+    return true
+  end
+  local ok, err = self.cq:wrap(forward, self, co, done, token, tag, seconds, deadline, ...)
+  if not ok then
+    self.active = self.active - 1
+    done(token, false, "cannot wait on the controller: " .. tostring(err), nil)
+    return true
+  end
+  return false
+end
+
+local function leave_direct(self, co, done, token, tag, seconds, deadline, prev, ...)
+  direct_depth, direct_cq = direct_depth - 1, prev
+  return after_first(self, co, done, token, tag, seconds, deadline, ...)
+end
+
+-- r:start(fn, arg, seconds, done, token, tag) runs fn(arg) in a coroutine;
+-- done(token, ok, err, traceback) is called once when it returns, raises
+-- (err = message, traceback = Lua traceback) or is still waiting after
+-- `seconds` (err = "timeout after N s"). tag is handed to r.on_resume.
+-- Returns true when the job finished before start returned (false: it may
+-- have, or will finish on a later step).
+function Runner:start(fn, arg, seconds, done, token, tag)
+  local co
+  local n = self.pooled
+  if n > 0 then
+    co = self.pool[n]
+    self.pool[n] = nil
+    self.pooled = n - 1
+  else
+    co = create(body)
+  end
+  self.active = self.active + 1
+  local deadline = monotime() + seconds
+  if not patched then
+    local ok, err = self.cq:wrap(function()
+      return after_first(self, co, done, token, tag, seconds, deadline, resume(co, fn, arg))
+    end)
+    if not ok then
+      self.active = self.active - 1
+      done(token, false, "cannot start on the controller: " .. tostring(err), nil)
+      return true
+    end
+    self:step()
+    return false
+  end
+  local prev = direct_cq
+  direct_depth, direct_cq = direct_depth + 1, self.cq
+  return leave_direct(self, co, done, token, tag, seconds, deadline, prev, resume(co, fn, arg))
+end
+
+-- r:step([timeout]) -> true | nil, err: one controller step.
+function Runner:step(timeout)
+  return self.cq:step(timeout or 0)
+end
+
+-- r:pollfd() -> the controller's descriptor, readable when a step is due.
+function Runner:pollfd()
+  return self.cq:pollfd()
+end
+
+-- r:timeout() -> seconds until the controller's next timer, or nil.
+function Runner:timeout()
+  return self.cq:timeout()
+end
+
+-- r:run_until(pred, limit) steps the controller until pred() is true or
+-- `limit` seconds passed; returns pred().
+function Runner:run_until(pred, limit)
+  local stop = monotime() + (limit or 60)
+  while not pred() do
+    local now = monotime()
+    if now >= stop then
+      break
+    end
+    local t = self.cq:timeout()
+    local wait = stop - now
+    if t and t < wait then
+      wait = t
+    end
+    local ok, err = self.cq:step(wait)
+    if not ok then
+      error("controller step failed: " .. tostring(err), 0)
+    end
+  end
+  return pred()
+end
+
+return M
