@@ -95,6 +95,20 @@ describe("routemq.runner", function()
     assert.equal(0, r.active)
   end)
 
+  it("resumes a job that polls with nothing at once (a bare cqueues.poll)", function()
+    local r = runner_mod.new()
+    local out
+    local t0 = cqueues.monotime()
+    r:start(function()
+      for _ = 1, 3 do
+        cqueues.poll()
+      end
+    end, nil, 5, function(_, ok) out = ok end)
+    assert.is_true(r:run_until(function() return out ~= nil end, 5))
+    assert.is_true(out)
+    assert.is_true(cqueues.monotime() - t0 < 1)
+  end)
+
   it("refuses a plain coroutine.yield in a handler", function()
     local r = runner_mod.new()
     local out

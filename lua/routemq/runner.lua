@@ -115,18 +115,31 @@ local function timeout_text(seconds)
   return ("timeout after %g s"):format(seconds)
 end
 
+local function pack(...)
+  return { n = select("#", ...), ... }
+end
+
 -- Drives one job on the controller: passes the coroutine's poll requests
--- up (plus the job's deadline) and the controller's answers down.
+-- up (plus the job's deadline) and the controller's answers down. Poll
+-- requests may hold nils, hence the explicit counts.
 local function forward(self, co, done, token, tag, seconds, deadline, ...)
-  local req, n = { ... }, select("#", ...)
+  local req = pack(...)
   while true do
     local left = deadline - monotime()
     if left <= 0 then
       self.active = self.active - 1
       return done(token, false, timeout_text(seconds), nil)
     end
-    req[n + 1] = left
-    local answer = { yield(POLL, unpack(req, 1, n + 1)) }
+    local n = req.n
+    local answer
+    if n == 0 then
+      -- A bare poll means "let the others run, then resume me": adding the
+      -- deadline as a timeout would turn it into a wait until the deadline.
+      answer = pack(yield(POLL))
+    else
+      req[n + 1] = left
+      answer = pack(yield(POLL, unpack(req, 1, n + 1)))
+    end
     if monotime() >= deadline then
       self.active = self.active - 1
       return done(token, false, timeout_text(seconds), nil)
@@ -134,7 +147,7 @@ local function forward(self, co, done, token, tag, seconds, deadline, ...)
     if self.on_resume then
       self.on_resume(tag)
     end
-    local r = { resume(co, unpack(answer, 1, table.maxn(answer))) }
+    local r = pack(resume(co, unpack(answer, 1, answer.n)))
     if r[2] == DONE then
       return finish(self, co, done, token, r[3], r[4], r[5])
     end
@@ -143,13 +156,7 @@ local function forward(self, co, done, token, tag, seconds, deadline, ...)
       return done(token, false, not r[1] and tostring(r[2])
         or "a handler yielded outside cqueues (use cqueues to wait)", nil)
     end
-    n = #r - 2
-    for i = 1, n do
-      req[i] = r[i + 2]
-    end
-    for i = n + 1, #req do
-      req[i] = nil
-    end
+    req = { n = r.n - 2, unpack(r, 3, r.n) }
   end
 end
 
