@@ -27,6 +27,7 @@ typedef struct config {
     long max_messages;      /* 0: never recycle on messages */
     long max_memory_mb;     /* 0: never recycle on memory */
     double restart_max_delay; /* cap of the crash-loop backoff, seconds */
+    int concurrency;        /* WORKER_CONCURRENCY: messages in progress per worker */
 
     char *http;             /* host:port or NULL */
     char *instance;         /* host part of client ids */
