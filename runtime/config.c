@@ -238,6 +238,9 @@ static int load_values(config *c, char *err, size_t errlen)
     if (get_long("WORKER_MAX_MESSAGES", 0, 0, LONG_MAX, &c->max_messages, err, errlen)) return -1;
     if (get_long("WORKER_MAX_MEMORY_MB", 0, 0, 1L << 30, &c->max_memory_mb, err, errlen)) return -1;
     if (get_double("WORKER_RESTART_MAX_DELAY", 30, 0.01, &c->restart_max_delay, err, errlen)) return -1;
+    /* Packet ids are 16 bits: the outgoing backlog must stay well below 65535. */
+    if (get_long("WORKER_MAX_OUTGOING", 1000, 1, 50000, &c->max_outgoing, err, errlen)) return -1;
+    if (get_long("WORKER_MAX_OUTGOING_MB", 16, 1, 4096, &c->max_outgoing_mb, err, errlen)) return -1;
     if (get_int("WORKER_CONCURRENCY", 1, 1, 4096, &c->concurrency, err, errlen)) return -1;
 
     c->http = dup_or("ROUTEMQ_HTTP", NULL);

@@ -27,6 +27,8 @@ typedef struct config {
     long max_messages;      /* 0: never recycle on messages */
     long max_memory_mb;     /* 0: never recycle on memory */
     double restart_max_delay; /* cap of the crash-loop backoff, seconds */
+    long max_outgoing;      /* publishes not yet acknowledged before handlers pause */
+    long max_outgoing_mb;   /* the same bound in megabytes */
     int concurrency;        /* WORKER_CONCURRENCY: messages in progress per worker */
 
     char *http;             /* host:port or NULL */

@@ -69,6 +69,8 @@ void master_begin_stop(master *m, int code)
     for (int i = 0; i < m->nslots; i++) {
         master_slot *s = &m->slots[i];
         s->restart_at_ns = 0;
+        /* No worker will follow: each handles what it took before leaving. */
+        atomic_store(&m->shm->slots[i].stopping_for_good, 1);
         if (s->pid <= 0) continue;
         n++;
         /* A worker already told to stop (reload, retire, recycle) keeps going
@@ -264,6 +266,7 @@ static void teardown(master *m)
     m->app = NULL;
     free(m->slots);
     m->slots = NULL;
+    for (int i = 0; m->shm && i < m->nslots; i++) shm_keep_unlink_all(&m->shm->slots[i].keep, (int)m->pid, i);
     shm_destroy(m->shm);
     m->shm = NULL;
     if (m->epfd >= 0) close(m->epfd);

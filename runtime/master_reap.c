@@ -76,30 +76,54 @@ static void inflight_reason(const master *m, const master_slot *s, int status, c
         snprintf(out, n, "worker exited with code %d", WEXITSTATUS(status));
 }
 
-/* Only the master writes attempts and reason, and only while no worker runs
- * in the slot; the fork of the replacement orders these writes before it. */
-static void record_inflight(master *m, int i, int status)
+/* Records the death on the messages the worker left unfinished. Only the
+ * master writes attempts and reasons, and only while no worker runs in the
+ * slot; the fork of the replacement orders these writes before it. Only a
+ * handler that was running when its worker died abnormally counts a death
+ * (poison); a kill at WORKER_STOP_TIMEOUT does not. */
+static void record_kept(master *m, int i, int status)
 {
     master_slot *s = &m->slots[i];
-    shm_inflight *in = &m->shm->slots[i].inflight;
-    if (!atomic_load(&in->active)) return;
-    const char *route = route_pattern(s->app, in->route_index);
-    if (!s->active)
-        log_warn("worker %d retired with a message on route %s in flight; it is replayed only if the slot "
-                 "is started again", i, route);
-    if (!died_abnormally(status)) {
-        log_warn("worker %d ended cleanly but left a message on route %s in flight", i, route);
-        return;
+    shm_keep *k = &m->shm->slots[i].keep;
+    uint32_t used = atomic_load(&k->used);
+    int abnormal = died_abnormally(status), stop_kill = s->kill == KILL_STOP_TIMEOUT;
+    int kept = 0;
+    char reason[SHM_REASON_MAX];
+    inflight_reason(m, s, status, reason, sizeof reason);
+    for (uint32_t j = 0; j < used && j < SHM_RECS; j++) {
+        shm_rec *r = &k->rec[j];
+        uint32_t state = atomic_load(&r->state);
+        if (state == REC_FREE) continue;
+        kept++;
+        if (state != REC_RUNNING || !abnormal || m->stopping) continue;
+        const char *route = route_pattern(s->app, r->route_index);
+        snprintf(r->reason, sizeof r->reason, "%s", reason);
+        if (stop_kill) {
+            r->stop_kills++;
+            log_warn("worker %d was killed at WORKER_STOP_TIMEOUT handling a message on route %s; the next worker "
+                     "handles it again (not counted as a failed attempt)", i, route);
+            continue;
+        }
+        r->attempts++;
+        log_warn("worker %d died handling a message on route %s (attempt %u of %d): %s", i, route, r->attempts,
+                 m->cfg->poison_attempts, reason);
     }
+    if (!kept) return;
+    atomic_store(&m->shm->slots[i].kept, (uint32_t)kept);
     if (m->stopping) {
-        /* The shared memory goes with the master: nobody can replay it. */
-        log_warn("worker %d died while stopping with a message on route %s in flight; it is lost", i, route);
+        /* The shared memory goes with the master: nobody can handle them. */
+        log_warn("worker %d ended with %d unfinished message%s while the instance stops; they are lost", i, kept,
+                 kept == 1 ? "" : "s");
+        shm_keep_unlink_all(k, (int)m->pid, i);
+        atomic_store(&m->shm->slots[i].kept, 0);
         return;
     }
-    in->attempts++;
-    inflight_reason(m, s, status, in->reason, sizeof in->reason);
-    log_warn("worker %d died handling a message on route %s (attempt %u of %d): %s", i, route,
-             in->attempts, m->cfg->poison_attempts, in->reason);
+    if (!s->active)
+        log_warn("worker %d retired with %d unfinished message%s; they are handled only if the slot is started "
+                 "again", i, kept, kept == 1 ? "" : "s");
+    else if (!abnormal)
+        log_info("worker %d left %d unfinished message%s; the next worker of the slot handles them", i, kept,
+                 kept == 1 ? "" : "s");
 }
 
 static restart_reason classify(kill_cause kill, stop_cause stop, int status)
@@ -174,7 +198,7 @@ static void on_worker_exit(master *m, int i, int status)
     char what[64];
     describe_status(status, what, sizeof what);
 
-    record_inflight(m, i, status);
+    record_kept(m, i, status);
     s->pid = 0;
     s->kill = KILL_NONE;
     s->stop = MSTOP_NONE;
@@ -183,6 +207,9 @@ static void on_worker_exit(master *m, int i, int status)
     s->app = NULL;
     atomic_store(&sh->pid, 0);
     atomic_store(&sh->handler_start_ns, 0);
+    atomic_store(&sh->in_progress, 0);
+    atomic_store(&sh->outgoing, 0);
+    atomic_store(&sh->outgoing_bytes, 0);
     atomic_store(&sh->connected, 0);
     atomic_store(&sh->state, SLOT_EMPTY);
 

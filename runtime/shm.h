@@ -10,7 +10,6 @@
 #include <stdint.h>
 
 #define SHM_MAX_SLOTS   256
-#define SHM_MSG_MAX     (256 * 1024)  /* topic + payload kept for replay */
 #define SHM_REASON_MAX  256
 #define SHM_SEEN        4096          /* recent QoS >= 1 deliveries remembered per slot */
 #define SHM_ROUTE_STATS 256           /* distinct route patterns a slot counts over the master's life */
@@ -34,19 +33,48 @@ enum {
     WORKER_EXIT_INIT = 13,      /* could not set up (out of memory, fds) */
 };
 
-/* The message a handler is working on, kept so that a replacement worker can
- * handle it again if this one dies (libmosquitto has already acknowledged it). */
-typedef struct shm_inflight {
-    _Atomic uint32_t active;        /* 1 from before the handler runs until it returns */
-    uint32_t attempts;              /* deaths while handling it; written by the master */
+/* Messages a worker has taken from the broker and not finished, kept so that
+ * a replacement worker can handle them again if this one dies (libmosquitto
+ * acknowledges a message before the handler runs). A message is finished when
+ * its handler has returned and the broker has acknowledged every QoS >= 1
+ * message the handler published. Each has a record; its bytes (topic,
+ * payload, packed MQTT 5 properties) live in the slot's arena, or, when large
+ * or when the arena is fragmented, in a file of its own in /dev/shm
+ * (worker_keep.c). */
+#define SHM_RECS        16384         /* messages kept per slot at once */
+#define SHM_CHUNK       512           /* arena allocation unit, bytes */
+#define SHM_ARENA_CHUNKS 16384        /* 8 MiB of message bytes per slot */
+#define SHM_ARENA_MAX   (256 * 1024)  /* larger messages go to a file of their own */
+
+enum rec_state {
+    REC_FREE = 0,
+    REC_QUEUED,      /* taken, its handler not started yet */
+    REC_RUNNING,     /* its handler runs (or waits) */
+    REC_ACKS,        /* handler done; waiting for the broker to acknowledge its publishes */
+};
+
+typedef struct shm_rec {
+    _Atomic uint32_t state;         /* enum rec_state; FREE last on release, non-FREE last on keep */
+    uint32_t attempts;              /* deaths while its handler ran; written by the master */
+    uint32_t stop_kills;            /* killed at WORKER_STOP_TIMEOUT while it ran; not poison */
     char reason[SHM_REASON_MAX];    /* last death's cause; written by the master */
+    uint64_t seq;                   /* arrival order within the slot */
+    int64_t started_ns;             /* monotonic, when its handler (last) started */
     int32_t route_index;
     int32_t stat_index;             /* its entry in the slot's route_stats, -1 for none */
-    uint8_t qos, retain, complete;  /* complete: topic and payload fitted in data */
-    uint32_t topic_len, payload_len;
-    uint32_t props_len;             /* MQTT 5 properties packed after the payload (worker_props.c) */
-    char data[SHM_MSG_MAX];         /* topic bytes, payload bytes, packed properties */
-} shm_inflight;
+    uint8_t qos, retain, external;  /* external: bytes in /dev/shm/routemq.<master>.<slot>.<seq> */
+    uint8_t dlq;                    /* a dead-letter publish is what it waits for */
+    uint8_t started;                /* its handler has run, at least in part */
+    uint32_t topic_len, payload_len, props_len;
+    uint32_t chunk, nchunks;        /* its place in the arena */
+} shm_rec;
+
+typedef struct shm_keep {
+    _Atomic uint64_t next_seq;      /* written by the slot's workers only */
+    _Atomic uint32_t used;          /* records [used, SHM_RECS) were never used: free, pages untouched */
+    shm_rec rec[SHM_RECS];
+    char arena[(size_t)SHM_ARENA_CHUNKS * SHM_CHUNK];
+} shm_keep;
 
 /* Recent QoS >= 1 deliveries of a slot: (packet id << 48 | content hash),
  * indexed by packet id. After a worker dies the broker resends what it had
@@ -86,10 +114,16 @@ typedef struct shm_slot {
     _Atomic uint64_t rss_kb;            /* sampled about once a second */
     _Atomic uint64_t duplicates;        /* broker redeliveries skipped */
     _Atomic uint64_t sub_hash;          /* fingerprint of the slot's subscriptions at the broker */
-    shm_inflight inflight;
+    _Atomic uint32_t kept;              /* records in use */
+    _Atomic uint32_t in_progress;       /* handlers started and not done */
+    _Atomic uint32_t outgoing;          /* publishes not yet acknowledged (or written, QoS 0) */
+    _Atomic uint64_t outgoing_bytes;
+    _Atomic uint64_t publishes_dropped; /* publishes given up on, each logged */
+    _Atomic int32_t stopping_for_good;  /* set by the master: no next worker will replay */
     shm_seen seen;
     _Atomic uint32_t nroute_stats;      /* entries of route_stats in use; only grows (release store) */
     shm_route_stats route_stats[SHM_ROUTE_STATS];
+    shm_keep keep;                      /* last: its pages are touched only as used */
 } shm_slot;
 
 typedef struct shm_area {
@@ -99,6 +133,11 @@ typedef struct shm_area {
 
 /* Maps the shared area for nslots slots (MAP_SHARED|MAP_ANONYMOUS); NULL on failure. */
 shm_area *shm_create(int nslots);
+/* The /dev/shm name of kept message seq of a slot under master master_pid
+ * (shm_open form); the file holds topic, payload and packed properties. */
+void shm_keep_file_name(char *out, size_t n, int master_pid, int slot, uint64_t seq);
+/* Removes the files of a slot's kept messages (when nobody will replay them). */
+void shm_keep_unlink_all(shm_keep *k, int master_pid, int slot);
 /* Unmaps it. */
 void shm_destroy(shm_area *a);
 /* Monotonic clock in nanoseconds (vDSO, no system call). */

@@ -40,38 +40,100 @@ static int setup_signals(worker *w)
     return epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->sigfd, &ev);
 }
 
-/* Starts a graceful stop; the loop ends once the DISCONNECT is written. */
+/* Starts a graceful stop: no new handler starts (but when retiring, or when
+ * the whole instance stops), the one in progress finishes, what handlers
+ * published is written and acknowledged, then the DISCONNECT goes out
+ * (stop_when_flushed) and the loop ends once it is written. */
 void worker_begin_stop(worker *w, enum stop_kind kind)
 {
     if (w->stopping) {
-        if (kind == STOP_RETIRE) w->stopping = STOP_RETIRE;
+        if (kind == STOP_RETIRE && w->stopping != STOP_RETIRE) {
+            w->stopping = STOP_RETIRE;
+            if (w->connected) {
+                worker_mqtt_unsubscribe_all(w);
+                w->drain_since_ns = w->last_msg_ns = shm_now_ns();
+            }
+        }
         return;
     }
     w->stopping = kind;
+    w->stop_since_ns = shm_now_ns();
     atomic_store(&w->shm->state, SLOT_DRAINING);
     if (kind == STOP_RECYCLE) log_info("recycling after %llu messages", (unsigned long long)w->handled);
     else log_debug("stopping%s", kind == STOP_RETIRE ? " (slot retired)" : "");
     if (kind == STOP_RETIRE && w->connected) {
         /* Ending the session now would drop what the broker queued for this
          * member of the share group: unsubscribe first, handle that backlog,
-         * and disconnect once it is quiet (retire_when_drained). */
+         * and disconnect once it is quiet (stop_when_flushed). */
         worker_mqtt_unsubscribe_all(w);
         w->drain_since_ns = w->last_msg_ns = shm_now_ns();
-        return;
     }
-    worker_mqtt_disconnect(w);
 }
 
 #define RETIRE_QUIET_NS 300000000LL  /* no message for this long: the backlog is done */
 
-static void retire_when_drained(worker *w, int64_t now)
+/* Nothing left to do before the DISCONNECT: no handler running, every
+ * publish acknowledged, and nothing queued that this worker must handle. */
+static int flushed(worker *w, int64_t now)
 {
-    if (w->stopping != STOP_RETIRE || !w->drain_since_ns || w->disconnect_sent) return;
-    int quiet = w->unsubs_pending == 0 && now - w->last_msg_ns > RETIRE_QUIET_NS;
-    /* Leave before the master's WORKER_STOP_TIMEOUT kill, whatever is left. */
-    int late = now - w->drain_since_ns > (int64_t)(w->cfg->stop_timeout * 0.8e9);
-    if (late && !quiet) log_warn("retiring with the broker still sending after %.1f s", (now - w->drain_since_ns) / 1e9);
-    if (quiet || late || !w->connected) worker_mqtt_disconnect(w);
+    if (atomic_load(&w->shm->in_progress) || w->out.count) return 0;
+    if (worker_queue_len(w) && worker_can_start(w)) return 0;
+    if (w->stopping == STOP_RETIRE && w->drain_since_ns)
+        return w->unsubs_pending == 0 && now - w->last_msg_ns > RETIRE_QUIET_NS;
+    return 1;
+}
+
+/* Past this share of WORKER_STOP_TIMEOUT the worker leaves with what is
+ * left, before the master's kill. */
+#define STOP_FLUSH_SHARE 0.8
+
+static void give_up(worker *w, int64_t now)
+{
+    int for_good = atomic_load(&w->shm->stopping_for_good) || w->stopping == STOP_RETIRE;
+    int queued = worker_queue_len(w);
+    uint32_t unacked = worker_out_abandon(w);
+    w->stop_gave_up = 1;
+    if (!unacked && !queued) return;
+    if (for_good) {
+        atomic_fetch_add(&w->shm->publishes_dropped, unacked);
+        log_error("stopping after %.1f s (WORKER_STOP_TIMEOUT %g s): %u publish%s not acknowledged by the broker "
+                  "are dropped, %d message%s not handled",
+                  (now - w->stop_since_ns) / 1e9, w->cfg->stop_timeout, unacked, unacked == 1 ? "" : "es", queued,
+                  queued == 1 ? "" : "s");
+    } else {
+        log_warn("stopping after %.1f s (WORKER_STOP_TIMEOUT %g s) with %u publish%s not acknowledged; their "
+                 "messages stay kept and the next worker of the slot handles them again",
+                 (now - w->stop_since_ns) / 1e9, w->cfg->stop_timeout, unacked, unacked == 1 ? "" : "es");
+    }
+}
+
+static void stop_when_flushed(worker *w, int64_t now)
+{
+    if (!w->stopping || w->disconnect_sent) return;
+    if (!w->connected) {
+        /* Nothing can be flushed without the broker; the reconnect goes on
+         * until the deadline when publishes wait. */
+        if (!w->out.count && !w->stop_gave_up) w->stop_gave_up = 1;
+    }
+    int late = now - w->stop_since_ns > (int64_t)(w->cfg->stop_timeout * STOP_FLUSH_SHARE * 1e9);
+    if (late && !w->stop_gave_up) {
+        if (w->stopping == STOP_RETIRE && !flushed(w, now))
+            log_warn("retiring with the broker still sending after %.1f s", (now - w->stop_since_ns) / 1e9);
+        give_up(w, now);
+    }
+    if (!w->connected) return;
+    if ((flushed(w, now) || w->stop_gave_up) && !atomic_load(&w->shm->in_progress)) worker_mqtt_disconnect(w);
+}
+
+/* Reading stops while stopping (what the broker queued stays in the session
+ * for the next worker), except for the acknowledgements of our publishes
+ * and, when retiring, the share the broker still sends; and when no record
+ * is left to keep a message in. */
+static int wants_read(worker *w)
+{
+    if (worker_keep_full(w)) return 0;
+    if (!w->stopping || w->stopping == STOP_RETIRE) return 1;
+    return w->out.count > 0 && !w->stop_gave_up;
 }
 
 static void on_signals(worker *w)
@@ -99,7 +161,7 @@ static void on_signals(worker *w)
 static void update_socket(worker *w)
 {
     int fd = w->mosq ? mosquitto_socket(w->mosq) : -1;
-    int events = EPOLLIN | (fd >= 0 && mosquitto_want_write(w->mosq) ? EPOLLOUT : 0);
+    int events = (wants_read(w) ? EPOLLIN : 0) | (fd >= 0 && mosquitto_want_write(w->mosq) ? EPOLLOUT : 0);
     if (fd != w->sock) {
         if (w->sock >= 0) epoll_ctl(w->epfd, EPOLL_CTL_DEL, w->sock, NULL);  /* may be closed already */
         w->sock = -1;
@@ -145,6 +207,7 @@ static void read_socket(worker *w)
         flush_writes(w);
         if (rc != MOSQ_ERR_SUCCESS || drained) break;
         if (w->stopping && w->disconnect_sent) break;
+        if (!wants_read(w)) break;
         if ((i & 15) == 15 && shm_now_ns() > until) break;
     }
 }
@@ -186,7 +249,7 @@ static void periodic(worker *w, int64_t now)
 static int timeout_ms(worker *w, int64_t now)
 {
     int64_t next = w->next_misc_ns;
-    if (w->drain_since_ns && !w->disconnect_sent && now + 50000000LL < next) next = now + 50000000LL;
+    if (w->stopping && !w->disconnect_sent && now + 50000000LL < next) next = now + 50000000LL;
     if (w->reconnect_pending && w->next_connect_ns < next) next = w->next_connect_ns;
     int64_t ms = (next - now) / 1000000;
     /* Wake often enough that an idle loop's heartbeat never looks stale. */
@@ -202,11 +265,13 @@ static int run_loop(worker *w)
     for (;;) {
         int64_t now = shm_now_ns();
         atomic_store_explicit(&w->shm->heartbeat_ns, now, memory_order_relaxed);
-        if (w->stopping && (w->disconnect_sent || !w->connected)) {
+        stop_when_flushed(w, now);
+        if (w->stopping && (w->disconnect_sent || (!w->connected && w->stop_gave_up))) {
             if (!w->mosq || mosquitto_socket(w->mosq) < 0 || !mosquitto_want_write(w->mosq)) break;
         }
-        if (w->reconnect_pending && now >= w->next_connect_ns && !w->stopping) worker_mqtt_connect(w);
-        retire_when_drained(w, now);
+        if (w->reconnect_pending && now >= w->next_connect_ns && (!w->stopping || !w->stop_gave_up))
+            worker_mqtt_connect(w);
+        worker_pump(w);
         update_socket(w);
         int n = epoll_wait(w->epfd, evs, 4, timeout_ms(w, now));
         if (n < 0 && errno != EINTR) { log_error("epoll_wait: %s", strerror(errno)); return WORKER_EXIT_INIT; }
@@ -259,7 +324,8 @@ int worker_main(const worker_args *a)
     int rc = WORKER_EXIT_INIT;
     if (setup_signals(&w)) { log_error("cannot set up signals: %s", strerror(errno)); goto out; }
     if (load_app(&w)) { rc = WORKER_EXIT_APP; goto out; }
-    if (worker_dispatch_setup(&w) || worker_mqtt_setup(&w)) goto out;
+    if (worker_dispatch_setup(&w) || worker_out_setup(&w) || worker_mqtt_setup(&w)) goto out;
+    worker_replay_load(&w);
     if (a->cfg->max_messages > 0) {
         srand((unsigned)getpid());
         w.recycle_after = (uint64_t)a->cfg->max_messages + (uint64_t)(rand() % (a->cfg->max_messages / 10 + 1));
@@ -270,6 +336,8 @@ int worker_main(const worker_args *a)
 out:
     atomic_store(&w.shm->connected, 0);
     worker_mqtt_free(&w);
+    worker_out_free(&w);
+    free(w.props_buf);
     if (w.L) lua_close(w.L);
     app_free(&w.app);
     if (w.trie) topic_trie_free(w.trie);

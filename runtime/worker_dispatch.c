@@ -13,6 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define PROPS_MAX (64 * 1024)  /* packed MQTT 5 properties kept with a message */
+
 /* Route index -> entry of this slot's shm route_stats (-1: not counted per
  * route). One worker per process, so a file-level table is the worker's own;
  * an application with more routes than a slot can count keeps the rest in
@@ -60,6 +62,8 @@ int worker_dispatch_setup(worker *w)
         }
     }
     bind_route_stats(w);
+    w->props_buf = malloc(PROPS_MAX);
+    if (!w->props_buf) { log_error("out of memory"); return -1; }
     /* d = require("routemq.dispatch").new(app, io, slot); keep d.call */
     if (require_field(L, "routemq.dispatch", "new", err, sizeof err)) goto fail;
     lua_rawgeti(L, LUA_REGISTRYINDEX, w->app.app_ref);
@@ -92,7 +96,7 @@ static void log_handler_error(worker *w, const route_info *r, const char *topic,
         w->errlog_count = 0;
     }
     if (++w->errlog_count > 10) { w->errlog_suppressed++; return; }
-    log_with(LOGL_ERROR, &(log_fields){ .route = r->pattern, .topic = topic, .error = err, .traceback = tb },
+    log_with(LOGL_ERROR, &(log_fields){ .route = r ? r->pattern : "?", .topic = topic, .error = err, .traceback = tb },
              "handler error");
 }
 
@@ -147,77 +151,169 @@ void worker_forget_seen(worker *w)
     memset(&w->shm->seen, 0, sizeof w->shm->seen);
 }
 
-void worker_dispatch(worker *w, int rid, const char *topic, size_t tlen, const void *payload, size_t plen,
-                     int qos, int retain, const mosquitto_property *props, const topic_span *caps, int ncaps,
-                     int redelivered, int mid, uint64_t hash)
+/* A message taken and not started yet waits here, in arrival order. */
+static void enqueue(worker *w, int id)
 {
-    const route_info *r = &w->app.routes[rid - 1];
-    shm_inflight *in = &w->shm->inflight;
-    lua_State *L = w->L;
-    if (!redelivered) {
-        in->route_index = rid;
-        in->stat_index = stat_of(rid);
-        in->qos = (uint8_t)qos;
-        in->retain = (uint8_t)retain;
-        in->topic_len = (uint32_t)tlen;
-        in->payload_len = (uint32_t)plen;
-        in->attempts = 0;
-        in->reason[0] = 0;
-        in->complete = tlen + plen <= SHM_MSG_MAX;
-        in->props_len = 0;
-        if (in->complete) {
-            memcpy(in->data, topic, tlen);
-            if (plen) memcpy(in->data + tlen, payload, plen);
-            size_t n = props ? worker_props_pack(props, in->data + tlen + plen, SHM_MSG_MAX - tlen - plen) : 0;
-            if (n == (size_t)-1) in->complete = 0;
-            else in->props_len = (uint32_t)n;
-        }
-    }
-    /* ctx.props comes from the packed copy; a message too large to keep
-     * packs its properties into a buffer of its own. */
-    const char *packed = in->data + tlen + plen;
-    size_t packed_len = in->complete ? in->props_len : 0;
-    char *own = NULL;
-    if (!in->complete && props && (own = malloc(SHM_MSG_MAX))) {
-        packed_len = worker_props_pack(props, own, SHM_MSG_MAX);
-        if (packed_len == (size_t)-1) packed_len = 0;
-        packed = own;
-    }
-    atomic_store_explicit(&in->active, 1, memory_order_release);
-    seen_remember(w, mid, hash);
-    int64_t t0 = shm_now_ns();
-    atomic_store_explicit(&w->shm->handler_route, rid, memory_order_relaxed);
-    atomic_store_explicit(&w->shm->handler_start_ns, t0, memory_order_release);
+    worker_queue *q = &w->queue;
+    q->ids[q->tail] = id;
+    q->tail = (q->tail + 1) % (SHM_RECS + 1);
+}
 
-    lua_rawgeti(L, LUA_REGISTRYINDEX, w->call_ref);
-    lua_pushinteger(L, rid);
-    lua_pushlstring(L, topic, tlen);
-    lua_pushlstring(L, payload ? payload : "", plen);
-    lua_pushinteger(L, qos);
-    lua_pushboolean(L, retain);
-    lua_pushboolean(L, 0);  /* libmosquitto does not expose the DUP flag */
-    worker_lua_push_props(w, packed, packed_len);
-    free(own);
-    lua_pushboolean(L, redelivered);
-    push_params(w, r, caps, ncaps);
-    char err[2048], tb[8192];
-    int rc = luavm_pcall(L, 9, 0, err, sizeof err, tb, sizeof tb);
+static int dequeue(worker *w)
+{
+    worker_queue *q = &w->queue;
+    if (q->head == q->tail) return -1;
+    int id = q->ids[q->head];
+    q->head = (q->head + 1) % (SHM_RECS + 1);
+    return id;
+}
 
+int worker_queue_len(const worker *w)
+{
+    const worker_queue *q = &w->queue;
+    return (q->tail - q->head + SHM_RECS + 1) % (SHM_RECS + 1);
+}
+
+int worker_can_start(const worker *w)
+{
+    if (!w->connected || w->out.over || atomic_load_explicit(&w->shm->in_progress, memory_order_relaxed) > 0)
+        return 0;
+    switch (w->stopping) {
+    case STOP_NONE: return 1;
+    case STOP_RETIRE: return 1;  /* handles the share the broker queued for it, then leaves */
+    default:
+        /* A stop with a next worker leaves what it has not started to that
+         * worker; when the whole instance stops, nobody would. */
+        return atomic_load_explicit(&w->shm->stopping_for_good, memory_order_relaxed) && !w->stop_gave_up;
+    }
+}
+
+/* The message is finished: handled and its publishes acknowledged. */
+static void finish(worker *w, int id)
+{
+    shm_rec *r = &w->shm->keep.rec[id];
+    if (r->dlq) {
+        atomic_fetch_add(&w->shm->dead_lettered, 1);
+        /* The entry recorded with the message: valid in this slot whatever
+         * the route table of the worker that took it. */
+        if (r->stat_index >= 0 && r->stat_index < SHM_ROUTE_STATS)
+            atomic_fetch_add(&w->shm->route_stats[r->stat_index].dead_lettered, 1);
+    }
+    memset(&w->recs[id], 0, sizeof w->recs[id]);
+    worker_keep_release(w, id);
+}
+
+void worker_rec_publish_done(worker *w, int id)
+{
+    worker_rec_local *l = &w->recs[id];
+    if (l->pending > 0) l->pending--;
+    if (l->done && l->pending == 0) finish(w, id);
+}
+
+void worker_handler_done(worker *w, int id, int rc, const char *err, const char *tb)
+{
+    shm_rec *r = &w->shm->keep.rec[id];
     int64_t t1 = shm_now_ns();
+    int64_t took = t1 - r->started_ns;
+    const route_info *route = r->route_index >= 1 && r->route_index <= w->app.nroutes
+                                  ? &w->app.routes[r->route_index - 1] : NULL;
     w->last_msg_ns = t1;
-    atomic_store_explicit(&w->shm->handler_start_ns, 0, memory_order_release);
-    atomic_store_explicit(&in->active, 0, memory_order_release);
+    atomic_fetch_sub_explicit(&w->shm->in_progress, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&w->shm->messages, 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&w->shm->busy_ns, (uint64_t)(t1 - t0), memory_order_relaxed);
-    int si = stat_of(rid);
-    if (si >= 0) route_stats_observe(&w->shm->route_stats[si], t1 - t0, rc == 0);
+    atomic_fetch_add_explicit(&w->shm->busy_ns, (uint64_t)took, memory_order_relaxed);
+    if (r->stat_index >= 0) route_stats_observe(&w->shm->route_stats[r->stat_index], took, rc == 0);
     if (rc) {
         atomic_fetch_add_explicit(&w->shm->errors, 1, memory_order_relaxed);
         char t[1024];
-        snprintf(t, sizeof t, "%.*s", (int)tlen, topic);
-        log_handler_error(w, r, t, err, tb);
+        worker_kept k;
+        if (worker_keep_open(w, id, &k) == 0) {
+            snprintf(t, sizeof t, "%.*s", (int)k.msg.tlen, k.msg.topic);
+            worker_keep_close(&k);
+        } else {
+            t[0] = 0;
+        }
+        log_handler_error(w, route, t, err, tb);
     }
+    worker_rec_local *l = &w->recs[id];
+    l->done = 1;
+    if (l->pending == 0) finish(w, id);
+    else atomic_store_explicit(&r->state, REC_ACKS, memory_order_release);
     worker_after_message(w);
+}
+
+/* Runs the handler of record id on its kept bytes; the record is finished
+ * by worker_handler_done. */
+static void call_handler(worker *w, int id, const worker_msg *m, int rid, const topic_span *caps, int ncaps,
+                         int redelivered)
+{
+    const route_info *r = &w->app.routes[rid - 1];
+    shm_rec *rec = &w->shm->keep.rec[id];
+    lua_State *L = w->L;
+    rec->route_index = rid;
+    if (rec->stat_index < 0) rec->stat_index = stat_of(rid);
+    rec->started = 1;
+    rec->started_ns = shm_now_ns();
+    atomic_store_explicit(&rec->state, REC_RUNNING, memory_order_release);
+    atomic_fetch_add_explicit(&w->shm->in_progress, 1, memory_order_relaxed);
+    atomic_store_explicit(&w->shm->handler_route, rid, memory_order_relaxed);
+    atomic_store_explicit(&w->shm->handler_start_ns, rec->started_ns, memory_order_release);
+
+    lua_rawgeti(L, LUA_REGISTRYINDEX, w->call_ref);
+    lua_pushinteger(L, rid);
+    lua_pushlstring(L, m->topic, m->tlen);
+    lua_pushlstring(L, m->plen ? m->payload : "", m->plen);
+    lua_pushinteger(L, m->qos);
+    lua_pushboolean(L, m->retain);
+    lua_pushboolean(L, 0);  /* libmosquitto does not expose the DUP flag */
+    worker_lua_push_props(w, m->props, m->props_len);
+    lua_pushboolean(L, redelivered);
+    push_params(w, r, caps, ncaps);
+    lua_pushinteger(L, id);
+    char err[2048], tb[8192];
+    int rc = luavm_pcall(L, 10, 0, err, sizeof err, tb, sizeof tb);
+    atomic_store_explicit(&w->shm->handler_start_ns, 0, memory_order_release);
+    worker_handler_done(w, id, rc, err, tb);
+}
+
+/* Starts the handler of kept message id (or dead-letters it). */
+static void start(worker *w, int id)
+{
+    shm_rec *rec = &w->shm->keep.rec[id];
+    worker_kept k;
+    if (worker_keep_open(w, id, &k)) {
+        log_error("a kept message of %u bytes cannot be read back (%s); it is lost",
+                  rec->topic_len + rec->payload_len, strerror(errno));
+        finish(w, id);
+        return;
+    }
+    int redelivered = rec->started;
+    if (rec->attempts >= (uint32_t)w->cfg->poison_attempts) {
+        worker_dead_letter(w, id, &k.msg);
+        worker_keep_close(&k);
+        return;
+    }
+    topic_span caps[TOPIC_MAX_WILDCARDS];
+    int ncaps = 0;
+    int rid = topic_trie_match(w->trie, k.msg.topic, k.msg.tlen, caps, TOPIC_MAX_WILDCARDS, &ncaps);
+    if (rid <= 0) {
+        log_warn("the kept message on %.*s matches no route any more; dropped", (int)k.msg.tlen, k.msg.topic);
+        worker_keep_close(&k);
+        finish(w, id);
+        return;
+    }
+    if (redelivered) log_warn("redelivering the message on %.*s a previous worker did not finish (%s)",
+                              (int)k.msg.tlen, k.msg.topic, rec->reason[0] ? rec->reason : "no reason recorded");
+    call_handler(w, id, &k.msg, rid, caps, ncaps, redelivered);
+    worker_keep_close(&k);
+}
+
+void worker_pump(worker *w)
+{
+    while (worker_can_start(w)) {
+        int id = dequeue(w);
+        if (id < 0) return;
+        start(w, id);
+    }
 }
 
 static int delivered_for(const mosquitto_property *props, int rid)
@@ -251,15 +347,37 @@ void worker_on_message(struct mosquitto *m, void *ud, const struct mosquitto_mes
     if (rid <= 0) {
         atomic_fetch_add_explicit(&w->shm->unmatched, 1, memory_order_relaxed);
         log_debug("no route matches %s", msg->topic);
+        errno = 0;
         return;
     }
     /* With overlapping routes the broker delivers one copy per subscription;
      * only the copy sent for the most specific route is handled. */
     if (props && !delivered_for(props, rid)) {
         log_debug("%s: copy for a less specific overlapping route skipped", msg->topic);
+        errno = 0;
         return;
     }
-    worker_dispatch(w, rid, msg->topic, tlen, msg->payload, (size_t)msg->payloadlen, msg->qos, msg->retain, props,
-             caps, ncaps, 0, mid, hash);
+    worker_msg kept = {
+        .topic = msg->topic, .tlen = tlen, .payload = msg->payload, .plen = (size_t)msg->payloadlen,
+        .qos = msg->qos, .retain = msg->retain, .rid = rid,
+    };
+    if (props) {
+        size_t n = worker_props_pack(props, w->props_buf, PROPS_MAX);
+        if (n == (size_t)-1) log_warn("%s: MQTT 5 properties larger than %d bytes are not kept", msg->topic, PROPS_MAX);
+        else { kept.props = w->props_buf; kept.props_len = n; }
+    }
+    int id = worker_keep_add(w, &kept);
+    if (id < 0) {
+        /* Only when /dev/shm is full: say so, and count it as lost rather than
+         * handle it outside the order and the bounds. */
+        atomic_fetch_add_explicit(&w->shm->errors, 1, memory_order_relaxed);
+        log_error("%s: cannot keep the message (no record or memory left); it is lost", msg->topic);
+        errno = 0;
+        return;
+    }
+    w->shm->keep.rec[id].stat_index = stat_of(rid);
+    seen_remember(w, mid, hash);
+    enqueue(w, id);
+    worker_pump(w);
     errno = 0;  /* see read_socket() */
 }

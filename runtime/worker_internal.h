@@ -16,6 +16,65 @@
 
 enum stop_kind { STOP_NONE = 0, STOP_KEEP, STOP_RETIRE, STOP_RECYCLE };
 
+/* One message on the dispatch path: where its bytes are (libmosquitto's
+ * buffer, the arena or a mapped file) and what the broker said of it. */
+typedef struct worker_msg {
+    const char *topic;
+    size_t tlen;
+    const void *payload;
+    size_t plen;
+    const char *props;       /* packed MQTT 5 properties (worker_props.c) */
+    size_t props_len;
+    int qos, retain;
+    int rid;                 /* route index (1-based) it matched when taken */
+} worker_msg;
+
+/* A kept message opened for reading (worker_keep_open / worker_keep_close). */
+typedef struct worker_kept {
+    worker_msg msg;
+    const char *bytes;
+    size_t map_len;          /* > 0: a mapped file to unmap */
+} worker_kept;
+
+/* Which records and arena chunks are free: the process's own, rebuilt from
+ * the shared records at start. */
+typedef struct worker_keep_state {
+    uint64_t bits[SHM_ARENA_CHUNKS / 64];
+    uint32_t fresh;          /* records below this index have been used */
+    int nfree;
+    uint16_t free_stack[SHM_RECS];
+} worker_keep_state;
+
+/* The handling of each kept message, in this process: its handler is done
+ * and how many of its publishes still wait for the broker. */
+typedef struct worker_rec_local {
+    uint32_t pending;
+    uint8_t done;
+} worker_rec_local;
+
+/* Messages kept but not started, in arrival order (a ring of record ids). */
+typedef struct worker_queue {
+    int ids[SHM_RECS + 1];
+    int head, tail;          /* head == tail: empty */
+} worker_queue;
+
+/* Publishes the broker has not acknowledged yet (QoS 0: not written yet),
+ * by packet id: whose message they belong to and their size. */
+typedef struct worker_out_entry {
+    int32_t rec;             /* record id, -1: a publish of no message */
+    uint32_t bytes;
+    uint8_t qos, used;
+} worker_out_entry;
+
+typedef struct worker_out {
+    worker_out_entry *by_mid;  /* 65536 entries */
+    uint32_t count;
+    uint64_t bytes;
+    uint32_t max_count;      /* WORKER_MAX_OUTGOING */
+    uint64_t max_bytes;      /* WORKER_MAX_OUTGOING_MB */
+    int over;                /* above a bound: no handler starts until below half of it */
+} worker_out;
+
 typedef struct worker {
     const worker_args *args;
     const config *cfg;
@@ -52,6 +111,14 @@ typedef struct worker {
     int exit_code;
     int master_gone;
 
+    worker_keep_state keep;
+    worker_rec_local recs[SHM_RECS];
+    worker_queue queue;
+    worker_out out;
+    char *props_buf;         /* packing area for a message's properties */
+    int64_t stop_since_ns;   /* when the graceful stop began */
+    int stop_gave_up;        /* past the flush deadline: leave with what is left */
+
     uint64_t handled;        /* messages handled by this process */
     uint64_t recycle_after;  /* 0: never */
 
@@ -75,17 +142,46 @@ void worker_mqtt_free(worker *w);
 /* worker_dispatch.c */
 void worker_on_message(struct mosquitto *m, void *ud, const struct mosquitto_message *msg,
                        const mosquitto_property *props);
-/* Runs route `rid`'s handler on one message. A redelivered message is
- * already in the in-flight record; a fresh one is copied there first. */
-void worker_dispatch(worker *w, int rid, const char *topic, size_t tlen, const void *payload, size_t plen,
-                     int qos, int retain, const mosquitto_property *props, const topic_span *caps, int ncaps,
-                     int redelivered, int mid, uint64_t hash);
-
 int worker_dispatch_setup(worker *w);             /* trie, d.call and helper refs */
 void worker_forget_seen(worker *w);               /* the broker has no session for us: packet ids restart */
+/* Starts the handlers of queued messages, in arrival order, while allowed. */
+void worker_pump(worker *w);
+/* 1 when a new handler may start now (connected, not stopping, below the bounds). */
+int worker_can_start(const worker *w);
+/* The handler of record id has returned (rc 0) or failed (err, tb): account
+ * for it; the record is released once its publishes are acknowledged too. */
+void worker_handler_done(worker *w, int id, int rc, const char *err, const char *tb);
+/* One of record id's publishes was acknowledged (or given up on). */
+void worker_rec_publish_done(worker *w, int id);
+int worker_queue_len(const worker *w);
+
+/* worker_keep.c */
+/* Rebuilds the allocation state from the records a previous worker of the
+ * slot left; fills ids (up to max) with them in arrival order; returns how many. */
+int worker_keep_init(worker *w, int *ids, int max);
+int worker_keep_add(worker *w, const worker_msg *m);  /* record id, -1 when it cannot be kept */
+int worker_keep_open(worker *w, int id, worker_kept *out); /* 0, or -1 when its file is gone */
+void worker_keep_close(worker_kept *k);
+void worker_keep_release(worker *w, int id);
+int worker_keep_full(const worker *w);            /* no record free */
 
 /* worker_replay.c */
-void worker_replay_inflight(worker *w);           /* after CONNACK: redeliver or dead-letter */
+/* Queues what a previous worker of the slot left unfinished (at start). */
+void worker_replay_load(worker *w);
+/* Publishes record id to the dead-letter topic (its handler killed the
+ * worker ROUTEMQ_POISON_ATTEMPTS times); released once the broker has it. */
+void worker_dead_letter(worker *w, int id, const worker_msg *m);
+
+/* worker_out.c */
+int worker_out_setup(worker *w);
+void worker_out_free(worker *w);
+/* Publishes on behalf of record rec (-1: none); 0, or -1 with *err set. */
+int worker_out_publish(worker *w, int rec, const char *topic, const void *payload, size_t plen, int qos,
+                       int retain, const mosquitto_property *props, const char **err);
+void worker_out_on_publish(struct mosquitto *m, void *ud, int mid, int reason, const mosquitto_property *props);
+void worker_out_connection_lost(worker *w);       /* QoS 0 publishes not written are gone */
+/* Gives up on every publish not acknowledged (leaving for good); returns how many. */
+uint32_t worker_out_abandon(worker *w);
 
 /* worker_lua.c */
 void worker_lua_push_io(worker *w);               /* pushes the io table for dispatch.new */

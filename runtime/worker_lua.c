@@ -49,7 +49,9 @@ static int props_from_lua(lua_State *L, int t, mosquitto_property **out, const c
     return 0;
 }
 
-/* io.publish(topic, payload, qos, retain, props) -> true | nil, err */
+/* io.publish(topic, payload, qos, retain, props, token) -> true | nil, err.
+ * token: the record id of the message whose handler publishes (ctx._token),
+ * which then is finished only once the broker has this publish. */
 static int l_publish(lua_State *L)
 {
     worker *w = upworker(L);
@@ -58,6 +60,12 @@ static int l_publish(lua_State *L)
     const char *payload = luaL_optlstring(L, 2, "", &plen);
     int qos = luaL_optint(L, 3, 0);
     int retain = lua_toboolean(L, 4);
+    int rec = lua_isnumber(L, 6) ? (int)lua_tointeger(L, 6) : -1;
+    /* A token of a message already finished (a coroutine that outlived its
+     * handler) ties the publish to nothing. */
+    if (rec < 0 || rec >= SHM_RECS || w->recs[rec].done ||
+        atomic_load_explicit(&w->shm->keep.rec[rec].state, memory_order_relaxed) != REC_RUNNING)
+        rec = -1;
     mosquitto_property *props = NULL;
     const char *err = NULL;
     if (lua_istable(L, 5) && w->cfg->protocol == 5 && props_from_lua(L, 5, &props, &err)) {
@@ -66,12 +74,11 @@ static int l_publish(lua_State *L)
         lua_pushstring(L, err);
         return 2;
     }
-    int rc = mosquitto_publish_v5(w->mosq, NULL, topic, (int)plen, payload, qos, retain, props);
+    int rc = worker_out_publish(w, rec, topic, payload, plen, qos, retain, props, &err);
     mosquitto_property_free_all(&props);
-    w->published = 1;
-    if (rc != MOSQ_ERR_SUCCESS) {
+    if (rc) {
         lua_pushnil(L);
-        lua_pushstring(L, mosquitto_strerror(rc));
+        lua_pushstring(L, err);
         return 2;
     }
     lua_pushboolean(L, 1);

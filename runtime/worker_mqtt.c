@@ -116,7 +116,7 @@ static void on_connect(struct mosquitto *m, void *ud, int rc, int flags, const m
     w->subs_pending = w->nsubs = subscribe_all(w);
     if (w->subs_pending == 0 || (w->session_resumed && atomic_load(&w->shm->sub_hash) == subs)) mark_ready(w);
     atomic_store(&w->shm->sub_hash, subs);
-    worker_replay_inflight(w);
+    worker_pump(w);  /* what a previous worker left comes first (worker_replay_load) */
     errno = 0;  /* see read_socket() */
 }
 
@@ -127,7 +127,11 @@ static void on_disconnect(struct mosquitto *m, void *ud, int rc, const mosquitto
     w->connected = 0;
     w->subs_pending = 0;
     atomic_store(&w->shm->connected, 0);
-    if (w->stopping) return;
+    worker_out_connection_lost(w);
+    if (w->stopping) {
+        if (w->out.count) worker_mqtt_schedule_reconnect(w);  /* publishes still to deliver */
+        return;
+    }
     atomic_store(&w->shm->state, SLOT_CONNECTING);
     if (was) log_warn("lost the connection to %s: %s", broker_name(w), mosquitto_strerror(rc));
     worker_mqtt_schedule_reconnect(w);
@@ -135,7 +139,7 @@ static void on_disconnect(struct mosquitto *m, void *ud, int rc, const mosquitto
 
 void worker_mqtt_schedule_reconnect(worker *w)
 {
-    if (w->reconnect_pending || w->stopping) return;
+    if (w->reconnect_pending || (w->stopping && !w->out.count)) return;
     double d = w->retry_delay > 0 ? w->retry_delay : w->cfg->retry_min_delay;
     w->reconnect_pending = 1;
     w->next_connect_ns = shm_now_ns() + (int64_t)(d * 1e9);
@@ -180,6 +184,7 @@ int worker_mqtt_setup(worker *w)
     mosquitto_subscribe_v5_callback_set(w->mosq, on_subscribe);
     mosquitto_unsubscribe_v5_callback_set(w->mosq, on_unsubscribe);
     mosquitto_message_v5_callback_set(w->mosq, worker_on_message);
+    mosquitto_publish_v5_callback_set(w->mosq, worker_out_on_publish);
     w->retry_delay = c->retry_min_delay;
     return 0;
 }

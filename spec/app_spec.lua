@@ -21,7 +21,7 @@ end
 local function run(loaded, topic, payload)
   local published = {}
   local d = dispatch.new(loaded, {
-    publish = function(_, t, p)
+    publish = function(t, p)
       published[#published + 1] = { topic = t, payload = p }
     end,
     log = function() end,
@@ -29,7 +29,7 @@ local function run(loaded, topic, payload)
   local index, params = d.match(topic)
   assert(index, "no route for " .. topic)
   local ok, err = xpcall(function()
-    return d.call(nil, index, topic, payload or "", 0, false, false, nil, false, params)
+    return d.call(index, topic, payload or "", 0, false, false, nil, false, params)
   end, debug.traceback)
   return ok, err, published
 end
@@ -166,7 +166,7 @@ describe("routemq.app", function()
     it("refuses an unknown route index", function()
       local d = dispatch.new(load_ok("basic"), { publish = print, log = print }, 0)
       assert.has_error(function()
-        d.call(nil, 99, "t", "", 0, false, false, nil, false, {})
+        d.call(99, "t", "", 0, false, false, nil, false, {})
       end)
     end)
 

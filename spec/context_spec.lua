@@ -7,7 +7,7 @@ local ROUTE = { pattern = "devices/{id}/cmd", name = "cmd", filter = "devices/+/
 -- A ctx whose publishes land in `sent`.
 local function make(payload, props, sent)
   local io = {
-    publish = function(_, topic, body, qos, retain, p)
+    publish = function(topic, body, qos, retain, p)
       sent[#sent + 1] = { topic = topic, payload = body, qos = qos, retain = retain, props = p }
       return "sent"
     end,
@@ -222,7 +222,7 @@ describe("routemq.context", function()
         end,
         level = "info",
       }, 2)
-      d.call(nil, 1, "a/1", "", 0, false, false, nil, false, { x = "1" })
+      d.call(1, "a/1", "", 0, false, false, nil, false, { x = "1" })
       assert.same({
         { "info", "n=1 nil true", "a/1", 2 },
         { "warn", "called with a colon", "a/1", 2 },
@@ -232,9 +232,9 @@ describe("routemq.context", function()
 
     it("shares one log table between messages", function()
       local d = dispatch.new(app, { publish = print, log = function() end }, 0)
-      d.call(nil, 1, "a/1", "", 0, false, false, nil, false, {})
+      d.call(1, "a/1", "", 0, false, false, nil, false, {})
       local first = d.current()
-      d.call(nil, 1, "a/2", "", 0, false, false, nil, false, {})
+      d.call(1, "a/2", "", 0, false, false, nil, false, {})
       assert.are_not.equal(first, d.current())
       assert.equal(first.log, d.current().log)
       assert.equal(first.route, d.current().route)
@@ -250,7 +250,7 @@ describe("routemq.context", function()
           return "done", 2
         end } } }, { publish = print, log = print }, 5)
       local props = { content_type = "text/plain" }
-      assert.is_true(d.call(nil, 1, "t/1", "p\0", 2, true, true, props, true, { x = "1" }))
+      assert.is_true(d.call(1, "t/1", "p\0", 2, true, true, props, true, { x = "1" }))
       assert.equal("t/1", seen.topic)
       assert.equal("p\0", seen.payload)
       assert.equal(2, seen.qos)
@@ -266,7 +266,7 @@ describe("routemq.context", function()
       local d = dispatch.new({ routes = { { pattern = "t", filter = "t", qos = 0,
         handler = function() error("bad") end } } }, { publish = print, log = print }, 0)
       assert.has_error(function()
-        d.call(nil, 1, "t", "", 0, false, false, nil, false, {})
+        d.call(1, "t", "", 0, false, false, nil, false, {})
       end)
     end)
   end)

@@ -8,7 +8,7 @@ local function setup(routes, middleware)
   local rec = { done = {}, logs = {}, published = {} }
   local r = runner_mod.new()
   local d = dispatch.new({ routes = routes, middleware = middleware or {} }, {
-    publish = function(token, topic, payload)
+    publish = function(topic, payload, _, _, _, token)
       rec.published[#rec.published + 1] = { token = token, topic = topic, payload = payload }
       return true
     end,
@@ -133,7 +133,7 @@ describe("concurrent dispatch", function()
     end) }, { mw })
     for i = 5, 1, -1 do
       local index, params = rec.d.match("m/" .. i)
-      rec.d.call("token" .. i, index, "m/" .. i, "", 1, false, false, nil, false, params)
+      rec.d.call(index, "m/" .. i, "", 1, false, false, nil, false, params, "token" .. i)
     end
     assert.equal(5, rec.d.in_progress())
     assert.is_true(rec.wait(5))
@@ -163,7 +163,7 @@ describe("concurrent dispatch", function()
         for t = 1, 5 do
           local topic = "o/" .. t
           local index, params = rec.d.match(topic)
-          rec.d.call(i, index, topic, tostring(i), 1, false, false, nil, false, params)
+          rec.d.call(index, topic, tostring(i), 1, false, false, nil, false, params, i)
         end
       end
       assert.is_true(rec.wait(100))
@@ -190,8 +190,8 @@ describe("concurrent dispatch", function()
   it("reports a waiting handler's timeout as its error and goes on", function()
     local rec = setup({ route("slow", function() cqueues.sleep(60) end, { timeout = 0.2 }),
       route("fast", function(ctx) ctx:publish("ok", "1") end) })
-    rec.d.call("s", 1, "slow", "", 1, false, false, nil, false, {})
-    rec.d.call("f", 2, "fast", "", 1, false, false, nil, false, {})
+    rec.d.call(1, "slow", "", 1, false, false, nil, false, {}, "s")
+    rec.d.call(2, "fast", "", 1, false, false, nil, false, {}, "f")
     assert.is_true(rec.wait(2))
     assert.same({ token = "f", ok = true }, rec.done[1])
     assert.same({ token = "s", ok = false, err = "timeout after 0.2 s" }, rec.done[2])

@@ -35,7 +35,8 @@ local context_mt = { __index = Context }
 
 -- new(view, topic, params, payload, qos, retain, dup, props, redelivered,
 --     worker, log, io, token, route_index) -> ctx; positional to keep the
--- per-message cost low. token identifies the message to io.publish/io.done.
+-- per-message cost low. token identifies the message to the runtime (its
+-- publishes are tied to it: the message is finished when the broker has them).
 function M.new(view, topic, params, payload, qos, retain, dup, props, redelivered,
                worker, log, io, token, route_index)
   return setmetatable({
@@ -207,11 +208,15 @@ local function send(self, fname, topic, payload, opts, correlation)
     end
     props = merged
   end
-  return self._io.publish(self._token, topic, payload, qos, retain, props)
+  local sent, err = self._io.publish(topic, payload, qos, retain, props, self._token)
+  if sent == nil and err ~= nil then
+    raise(fname .. ": cannot publish to '" .. topic .. "': " .. tostring(err))
+  end
+  return sent
 end
 
--- ctx:publish(topic, payload, opts) -> what the runtime's publish returns;
--- payload is a string or a table (sent as JSON); raises on bad input.
+-- ctx:publish(topic, payload, opts) -> true; payload is a string or a table
+-- (sent as JSON); raises on bad input and when the runtime cannot publish.
 function Context:publish(topic, payload, opts)
   return send(self, "ctx:publish", topic, payload, opts, nil)
 end

@@ -45,13 +45,13 @@ local function compile_chain(chain, handler)
   end
 end
 
--- new(app, io, worker_slot[, runner]) -> d, with
---   io = { publish = function(token, topic, payload, qos, retain, props) end,
+-- new(app, io, worker_slot[, runner]) -> d; the runner's on_resume gets the
+-- ctx of the handler about to run again. With
+--   io = { publish = function(topic, payload, qos, retain, props, token) end
+--            -> true | nil, err,
 --          log = function(level, msg, ctx_or_nil) end,
 --          done = function(token, ok, err, traceback) end (optional: without
 --            it d.call waits for the handler and raises its error),
---          resume = function(route_index) end (optional: called before a
---            waiting handler's code runs again),
 --          level = "debug"|"info"|"warn"|"error" (optional, default "debug") }
 function M.new(app, io, worker_slot, runner)
   assert(type(app) == "table" and type(app.routes) == "table", "dispatch.new: app expected")
@@ -60,9 +60,6 @@ function M.new(app, io, worker_slot, runner)
   local min_rank = LEVELS[io.level or "debug"]
   assert(min_rank, "dispatch.new: io.level must be debug, info, warn or error")
   runner = runner or runner_mod.new()
-  if io.resume then
-    runner.on_resume = io.resume
-  end
 
   -- The ctx of the message each coroutine is running, for the log functions.
   local ctx_of = setmetatable({}, { __mode = "k" })
@@ -126,7 +123,7 @@ function M.new(app, io, worker_slot, runner)
   local finished -- forward declaration: starting and finishing call each other
 
   local function start(index, ctx)
-    return runner:start(jobs[index], ctx, timeouts[index], finished, ctx, index)
+    return runner:start(jobs[index], ctx, timeouts[index], finished, ctx, ctx)
   end
 
   -- Called once per message by the runner (ctx is the runner's token).
@@ -164,12 +161,12 @@ function M.new(app, io, worker_slot, runner)
     return matcher:match(topic)
   end
 
-  -- d.call(token, route_index, topic, payload, qos, retain, dup, props,
-  --        redelivered, params) -> true when the handler has finished already.
+  -- d.call(route_index, topic, payload, qos, retain, dup, props, redelivered,
+  --        params, token) -> true when the handler has finished already.
   -- With io.done the handler runs in a coroutine and io.done(token, ok, err,
   -- traceback) reports its end; without it d.call steps the controller until
   -- the handler ends and raises its error.
-  function d.call(token, index, topic, payload, qos, retain, dup, props, redelivered, params)
+  function d.call(index, topic, payload, qos, retain, dup, props, redelivered, params, token)
     local job = jobs[index]
     if not job then
       error("dispatch: no route with index " .. tostring(index), 2)

@@ -69,7 +69,7 @@ function M.app(dir, opts)
   harness.routes = loaded.routes
   harness.runner = runner_mod.new()
   local io = {
-    publish = function(_, topic, payload, qos, retain, props)
+    publish = function(topic, payload, qos, retain, props)
       local res = harness._result
       if res then
         res.published[#res.published + 1] = {
@@ -184,8 +184,8 @@ function Harness:dispatch(topic, msg)
   self._result = res
   local timeout = self.routes[index].timeout or 30
   local call_ok, err = with_env(self.env, xpcall, function()
-    d.call(res, index, topic, payload or "", msg.qos or 0, msg.retain or false,
-      msg.dup or false, msg.props, msg.redelivered or false, params)
+    d.call(index, topic, payload or "", msg.qos or 0, msg.retain or false,
+      msg.dup or false, msg.props, msg.redelivered or false, params, res)
     res.ctx = d.current()
     self.runner:run_until(function()
       return res.finished
