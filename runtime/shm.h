@@ -120,6 +120,10 @@ typedef struct shm_slot {
     _Atomic uint64_t outgoing_bytes;
     _Atomic uint64_t publishes_dropped; /* publishes given up on, each logged */
     _Atomic int32_t stopping_for_good;  /* set by the master: no next worker will replay */
+    _Atomic int32_t handler_rec;        /* record whose handler code runs now (with handler_start_ns), -1: none */
+    _Atomic int32_t health_failed;      /* the user's health check failed its `failures` in a row */
+    char health_reason[SHM_REASON_MAX]; /* its last error; written before health_failed is set */
+    _Atomic uint32_t unhealthy_runs;    /* health checks failed in a row (for /ready and status) */
     shm_seen seen;
     _Atomic uint32_t nroute_stats;      /* entries of route_stats in use; only grows (release store) */
     shm_route_stats route_stats[SHM_ROUTE_STATS];

@@ -64,16 +64,25 @@ int worker_dispatch_setup(worker *w)
     bind_route_stats(w);
     w->props_buf = malloc(PROPS_MAX);
     if (!w->props_buf) { log_error("out of memory"); return -1; }
-    /* d = require("routemq.dispatch").new(app, io, slot); keep d.call */
-    if (require_field(L, "routemq.dispatch", "new", err, sizeof err)) goto fail;
+    /* g = require("routemq.worker").new(app, io, slot): d.call, the
+     * controller's step/timeout/pollfd, init and jobs. */
+    if (require_field(L, "routemq.worker", "new", err, sizeof err)) goto fail;
     lua_rawgeti(L, LUA_REGISTRYINDEX, w->app.app_ref);
     worker_lua_push_io(w);
     lua_pushinteger(L, w->args->slot);
     if (luavm_pcall(L, 3, 1, err, sizeof err, NULL, 0)) goto fail;
-    lua_getfield(L, -1, "call");
-    if (!lua_isfunction(L, -1)) { snprintf(err, sizeof err, "routemq.dispatch: no call function"); goto fail; }
-    w->call_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    lua_pop(L, 1);
+    static const char *const fields[] = { "call", "step", "timeout", "init", "start_jobs", "stop_jobs" };
+    int *refs[] = { &w->call_ref, &w->step_ref, &w->timeout_ref, &w->init_ref, &w->start_jobs_ref,
+                    &w->stop_jobs_ref };
+    for (int i = 0; i < 6; i++) {
+        lua_getfield(L, -1, fields[i]);
+        if (!lua_isfunction(L, -1)) { snprintf(err, sizeof err, "routemq.worker: no %s function", fields[i]); goto fail; }
+        *refs[i] = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
+    lua_getfield(L, -1, "pollfd");
+    w->cq_fd = lua_isnumber(L, -1) ? (int)lua_tointeger(L, -1) : -1;
+    lua_pop(L, 2);
+    if (w->cq_fd < 0) { snprintf(err, sizeof err, "routemq.worker: no controller descriptor"); goto fail; }
     if (require_field(L, "routemq.dlq", "envelope", err, sizeof err)) goto fail;
     w->envelope_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_newtable(L);
@@ -176,7 +185,8 @@ int worker_queue_len(const worker *w)
 
 int worker_can_start(const worker *w)
 {
-    if (!w->connected || w->out.over || atomic_load_explicit(&w->shm->in_progress, memory_order_relaxed) > 0)
+    if (!w->connected || w->out.over ||
+        atomic_load_explicit(&w->shm->in_progress, memory_order_relaxed) >= (uint32_t)w->cfg->concurrency)
         return 0;
     switch (w->stopping) {
     case STOP_NONE: return 1;
@@ -269,10 +279,77 @@ static void call_handler(worker *w, int id, const worker_msg *m, int rid, const 
     lua_pushboolean(L, redelivered);
     push_params(w, r, caps, ncaps);
     lua_pushinteger(L, id);
+    atomic_store_explicit(&w->shm->handler_rec, id, memory_order_relaxed);
     char err[2048], tb[8192];
+    /* d.call runs the handler until it ends or first waits; its end comes
+     * back through io.done (worker_lua.c), maybe before d.call returns. An
+     * error here is d.call's own (the handler's are caught inside). */
     int rc = luavm_pcall(L, 10, 0, err, sizeof err, tb, sizeof tb);
     atomic_store_explicit(&w->shm->handler_start_ns, 0, memory_order_release);
-    worker_handler_done(w, id, rc, err, tb);
+    atomic_store_explicit(&w->shm->handler_rec, -1, memory_order_relaxed);
+    if (rc && !w->recs[id].done && atomic_load(&rec->state) == REC_RUNNING) worker_handler_done(w, id, rc, err, tb);
+}
+
+void worker_step(worker *w)
+{
+    lua_State *L = w->L;
+    char err[2048];
+    /* Waiting handlers and timers run inside the step: the watchdog's clock
+     * runs, against WORKER_HANDLER_TIMEOUT until io.resume names the route. */
+    atomic_store_explicit(&w->shm->handler_route, 0, memory_order_relaxed);
+    atomic_store_explicit(&w->shm->handler_rec, -1, memory_order_relaxed);
+    atomic_store_explicit(&w->shm->handler_start_ns, shm_now_ns(), memory_order_release);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, w->step_ref);
+    int rc = luavm_pcall(L, 0, 2, err, sizeof err, NULL, 0);
+    atomic_store_explicit(&w->shm->handler_start_ns, 0, memory_order_release);
+    atomic_store_explicit(&w->shm->handler_rec, -1, memory_order_relaxed);
+    if (rc) { log_error("cqueues controller: %s", err); return; }
+    if (!lua_toboolean(L, -2)) log_error("cqueues controller: %s", lua_tostring(L, -1) ? lua_tostring(L, -1) : "?");
+    lua_pop(L, 2);
+}
+
+int worker_step_timeout_ms(worker *w)
+{
+    lua_State *L = w->L;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, w->timeout_ref);
+    if (luavm_pcall(L, 0, 1, NULL, 0, NULL, 0)) return -1;
+    int ms = -1;
+    if (lua_isnumber(L, -1)) {
+        double t = lua_tonumber(L, -1);
+        ms = t <= 0 ? 0 : t > 1e6 ? 1000000000 : (int)(t * 1000.0 + 0.999);
+    }
+    lua_pop(L, 1);
+    return ms;
+}
+
+int worker_run_init(worker *w)
+{
+    lua_State *L = w->L;
+    char err[2048], tb[8192];
+    lua_rawgeti(L, LUA_REGISTRYINDEX, w->init_ref);
+    lua_pushnumber(L, w->cfg->handler_timeout);
+    if (luavm_pcall(L, 1, 3, err, sizeof err, tb, sizeof tb)) {
+        log_with(LOGL_ERROR, &(log_fields){ .traceback = tb[0] ? tb : NULL }, "init failed: %s", err);
+        return -1;
+    }
+    int ok = lua_toboolean(L, -3);
+    if (!ok)
+        log_with(LOGL_ERROR, &(log_fields){ .traceback = lua_tostring(L, -1) }, "init failed: %s",
+                 lua_tostring(L, -2) ? lua_tostring(L, -2) : "?");
+    lua_pop(L, 3);
+    return ok ? 0 : -1;
+}
+
+void worker_jobs(worker *w, int start)
+{
+    lua_State *L = w->L;
+    char err[2048];
+    if (!start) {
+        if (w->jobs_stopped) return;
+        w->jobs_stopped = 1;
+    }
+    lua_rawgeti(L, LUA_REGISTRYINDEX, start ? w->start_jobs_ref : w->stop_jobs_ref);
+    if (luavm_pcall(L, 0, 0, err, sizeof err, NULL, 0)) log_error("timers: %s", err);
 }
 
 /* Starts the handler of kept message id (or dead-letters it). */
