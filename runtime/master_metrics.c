@@ -138,6 +138,12 @@ static void workers(strbuf *b, const master *m)
         int c = m->slots[i].pid > 0 && atomic_load(&m->shm->slots[i].connected);
         sb_printf(b, "routemq_mqtt_connected{slot=\"%d\"} %d\n", i, c);
     }
+    family(b, "routemq_in_progress", "gauge", "Messages whose handler has started and not ended, per slot.");
+    for (int i = 0; i < m->nslots; i++) {
+        if (i >= m->P && m->slots[i].pid <= 0) continue;
+        uint32_t n = m->slots[i].pid > 0 ? atomic_load(&m->shm->slots[i].in_progress) : 0;
+        sb_printf(b, "routemq_in_progress{slot=\"%d\"} %u\n", i, n);
+    }
 }
 
 static void master_counters(strbuf *b, const master *m, uint64_t duplicates)

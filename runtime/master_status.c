@@ -102,6 +102,11 @@ int master_is_ready(const master *m, char *why, size_t n)
         if (s->pid <= 0) { snprintf(why, n, "worker %d is not running", i); return 0; }
         if (state != SLOT_READY) { snprintf(why, n, "worker %d is %s", i, master_slot_state_name(state)); return 0; }
         if (!atomic_load(&sh->connected)) { snprintf(why, n, "worker %d is not connected", i); return 0; }
+        if (atomic_load(&sh->unhealthy_runs) || atomic_load(&sh->health_failed)) {
+            snprintf(why, n, "worker %d is unhealthy: its health check failed %u time%s in a row", i,
+                     atomic_load(&sh->unhealthy_runs), atomic_load(&sh->unhealthy_runs) == 1 ? "" : "s");
+            return 0;
+        }
     }
     snprintf(why, n, "%d worker%s ready", m->P, m->P == 1 ? "" : "s");
     return 1;
