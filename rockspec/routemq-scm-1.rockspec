@@ -60,6 +60,7 @@ build = {
     ["routemq.runner"] = "lua/routemq/runner.lua",
     ["routemq.testing"] = "lua/routemq/testing.lua",
     ["routemq.util"] = "lua/routemq/util.lua",
+    ["routemq.worker"] = "lua/routemq/worker.lua",
     ["routemq.core"] = {
       sources = {
         "runtime/lua_core.c",
