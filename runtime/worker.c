@@ -259,6 +259,7 @@ static int timeout_ms(worker *w, int64_t now)
     if (w->reconnect_pending && w->next_connect_ns < next) next = w->next_connect_ns;
     int64_t ms = (next - now) / 1000000;
     int step_ms = worker_step_timeout_ms(w);
+    w->step_due_ns = step_ms >= 0 ? now + (int64_t)step_ms * 1000000 : INT64_MAX;
     if (step_ms >= 0 && step_ms < ms) ms = step_ms;
     /* Wake often enough that an idle loop's heartbeat never looks stale. */
     int64_t cap = (int64_t)(w->cfg->heartbeat_timeout * 1000 / 3);
@@ -283,16 +284,18 @@ static int run_loop(worker *w)
         update_socket(w);
         int n = epoll_wait(w->epfd, evs, 4, timeout_ms(w, now));
         if (n < 0 && errno != EINTR) { log_error("epoll_wait: %s", strerror(errno)); return WORKER_EXIT_INIT; }
+        int step = 0;
         for (int i = 0; i < n; i++) {
             if (evs[i].data.fd == w->sigfd) { on_signals(w); continue; }
-            if (evs[i].data.fd == w->cq_fd) continue;  /* stepped below, every turn */
+            if (evs[i].data.fd == w->cq_fd) { step = 1; continue; }
             if (evs[i].data.fd != w->sock || mosquitto_socket(w->mosq) != w->sock) continue;
             if (evs[i].events & EPOLLOUT) flush_writes(w);
             if (evs[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)) read_socket(w);
         }
-        /* Waiting handlers and timers whose socket or timer is ready; a step
-         * with nothing to do costs a few hundred nanoseconds. */
-        worker_step(w);
+        /* Waiting handlers and timers whose socket or timer is ready (a
+         * handler that starts waiting makes the controller's descriptor
+         * readable, so it is stepped on the next turn). */
+        if (step || shm_now_ns() >= w->step_due_ns) worker_step(w);
         if (w->mosq) flush_writes(w);
         periodic(w, shm_now_ns());
     }

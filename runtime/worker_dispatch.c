@@ -281,13 +281,24 @@ static void call_handler(worker *w, int id, const worker_msg *m, int rid, const 
     lua_pushinteger(L, id);
     atomic_store_explicit(&w->shm->handler_rec, id, memory_order_relaxed);
     char err[2048], tb[8192];
-    /* d.call runs the handler until it ends or first waits; its end comes
-     * back through io.done (worker_lua.c), maybe before d.call returns. An
-     * error here is d.call's own (the handler's are caught inside). */
-    int rc = luavm_pcall(L, 10, 0, err, sizeof err, tb, sizeof tb);
+    /* d.call runs the handler until it ends -> true, ok, err, traceback;
+     * or until it first waits -> false, and io.done (worker_lua.c) reports
+     * its end later. An error here is d.call's own (the handler's are
+     * caught inside). */
+    int rc = luavm_pcall(L, 10, 4, err, sizeof err, tb, sizeof tb);
     atomic_store_explicit(&w->shm->handler_start_ns, 0, memory_order_release);
     atomic_store_explicit(&w->shm->handler_rec, -1, memory_order_relaxed);
-    if (rc && !w->recs[id].done && atomic_load(&rec->state) == REC_RUNNING) worker_handler_done(w, id, rc, err, tb);
+    if (rc) {
+        if (!w->recs[id].done && atomic_load(&rec->state) == REC_RUNNING) worker_handler_done(w, id, rc, err, tb);
+        return;
+    }
+    if (lua_toboolean(L, -4)) {
+        int ok = lua_toboolean(L, -3);
+        const char *e = ok ? NULL : (lua_tostring(L, -2) ? lua_tostring(L, -2) : "(no message)");
+        const char *t = ok ? NULL : lua_tostring(L, -1);
+        worker_handler_done(w, id, ok ? 0 : -1, e, t && t[0] ? t : NULL);
+    }
+    lua_pop(L, 4);
 }
 
 void worker_step(worker *w)

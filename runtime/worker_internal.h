@@ -88,6 +88,7 @@ typedef struct worker {
     int init_ref, start_jobs_ref, stop_jobs_ref; /* router.init, router.every and router.health */
     int cq_fd;               /* the controller's pollfd, in epoll; -1 none */
     int jobs_stopped;
+    int64_t step_due_ns;     /* the controller's next timer, INT64_MAX: none */
     int envelope_ref;        /* routemq.dlq envelope builder */
     int empty_ref;           /* shared read-only empty table for props/params */
 

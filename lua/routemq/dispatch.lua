@@ -14,7 +14,6 @@ local runner_mod = require("routemq.runner")
 local util = require("routemq.util")
 
 local running = coroutine.running
-local setmetatable = setmetatable
 
 local M = {}
 
@@ -62,7 +61,7 @@ function M.new(app, io, worker_slot, runner)
   runner = runner or runner_mod.new()
 
   -- The ctx of the message each coroutine is running, for the log functions.
-  local ctx_of = setmetatable({}, { __mode = "k" })
+  local ctx_of = runner.arg_of
   local last -- the ctx of the message last dispatched (d.current)
   local io_log = io.log
   local log = {}
@@ -103,12 +102,7 @@ function M.new(app, io, worker_slot, runner)
       chain[#chain + 1] = own[j]
     end
     local run = compile_chain(chain, route.handler)
-    jobs[i] = function(ctx)
-      local co = running()
-      ctx_of[co] = ctx
-      run(ctx)
-      ctx_of[co] = nil
-    end
+    jobs[i] = run
     views[i] = context.route_view(route)
     timeouts[i] = route.timeout or 30
     -- topic -> list of waiting ctxs (empty while one runs and none waits)
@@ -162,10 +156,12 @@ function M.new(app, io, worker_slot, runner)
   end
 
   -- d.call(route_index, topic, payload, qos, retain, dup, props, redelivered,
-  --        params, token) -> true when the handler has finished already.
-  -- With io.done the handler runs in a coroutine and io.done(token, ok, err,
-  -- traceback) reports its end; without it d.call steps the controller until
-  -- the handler ends and raises its error.
+  --        params, token) -> true, ok, err, traceback when the handler has
+  -- ended already (the common case: it did not wait), else false. With
+  -- io.done, a handler that waits (or waits behind its topic on an ordered
+  -- route) reports its end through io.done(token, ok, err, traceback);
+  -- without io.done, d.call steps the controller until the handler ends and
+  -- raises its error.
   function d.call(index, topic, payload, qos, retain, dup, props, redelivered, params, token)
     local job = jobs[index]
     if not job then
@@ -174,23 +170,29 @@ function M.new(app, io, worker_slot, runner)
     local ctx = new_ctx(views[index], topic, params, payload, qos, retain, dup, props,
       redelivered, worker_slot, log, io, token, index)
     last = ctx
-    in_progress = in_progress + 1
     local waiting = ordered[index]
-    local done_now
-    if waiting then
+    if not waiting then
+      local fin, ok, err, tb = runner:run(job, ctx, timeouts[index], finished, ctx, ctx)
+      if fin then
+        if io_done then
+          return true, ok, err, tb
+        end
+        ctx._outcome = { ok, err, tb }
+      else
+        in_progress = in_progress + 1
+      end
+    else
+      in_progress = in_progress + 1
       local queue = waiting[topic]
       if queue then
         queue[#queue + 1] = ctx
-        done_now = false
       else
         waiting[topic] = {}
-        done_now = start(index, ctx)
+        start(index, ctx)
       end
-    else
-      done_now = start(index, ctx)
     end
     if io_done then
-      return done_now
+      return false
     end
     runner:run_until(function()
       return ctx._outcome ~= nil
@@ -199,7 +201,7 @@ function M.new(app, io, worker_slot, runner)
     if outcome and not outcome[1] then
       error(outcome[2] .. (outcome[3] and outcome[3] ~= "" and ("\n" .. outcome[3]) or ""), 0)
     end
-    return true
+    return true, true
   end
 
   -- d.in_progress() -> messages started (or queued behind their topic) and

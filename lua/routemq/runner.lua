@@ -91,23 +91,22 @@ function M.new(cq)
     pool = {},
     pooled = 0,
     active = 0, -- jobs started and not finished
+    -- coroutine -> the arg of the job it runs (pooled ones keep their last),
+    -- so code running in a job can find it (the dispatcher's log lines)
+    arg_of = {},
     on_resume = nil, -- optional function(tag) called before each resume on the controller
   }, Runner)
 end
 
 local POOL_MAX = 256
 
-local function release(self, co)
+local function finish(self, co, done, token, ok, err, tb)
+  self.active = self.active - 1
   if self.pooled < POOL_MAX then
     local n = self.pooled + 1
     self.pool[n] = co
     self.pooled = n
   end
-end
-
-local function finish(self, co, done, token, ok, err, tb)
-  self.active = self.active - 1
-  release(self, co)
   done(token, ok, err, tb)
 end
 
@@ -128,6 +127,7 @@ local function forward(self, co, done, token, tag, seconds, deadline, ...)
     local left = deadline - monotime()
     if left <= 0 then
       self.active = self.active - 1
+      self.arg_of[co] = nil
       return done(token, false, timeout_text(seconds), nil)
     end
     local n = req.n
@@ -142,6 +142,7 @@ local function forward(self, co, done, token, tag, seconds, deadline, ...)
     end
     if monotime() >= deadline then
       self.active = self.active - 1
+      self.arg_of[co] = nil
       return done(token, false, timeout_text(seconds), nil)
     end
     if self.on_resume then
@@ -153,6 +154,7 @@ local function forward(self, co, done, token, tag, seconds, deadline, ...)
     end
     if not r[1] or r[2] ~= POLL then
       self.active = self.active - 1
+      self.arg_of[co] = nil
       return done(token, false, not r[1] and tostring(r[2])
         or "a handler yielded outside cqueues (use cqueues to wait)", nil)
     end
@@ -160,65 +162,84 @@ local function forward(self, co, done, token, tag, seconds, deadline, ...)
   end
 end
 
--- After the first, direct slice of a job.
-local function after_first(self, co, done, token, tag, seconds, deadline, rok, what, ...)
+-- After the first, direct slice of a job: (true, ok, err, traceback) when
+-- it has ended, false when it waits on the controller (done reports it).
+-- Its deadline counts from here: the first slice never waits, and the
+-- master's watchdog bounds it.
+local function after_first(self, co, done, token, tag, seconds, prev, rok, what, ...)
+  direct_depth, direct_cq = direct_depth - 1, prev
   if what == DONE then
-    finish(self, co, done, token, ...)
-    return true
+    local n = self.pooled
+    if n < POOL_MAX then
+      n = n + 1
+      self.pool[n] = co
+      self.pooled = n
+    end
+    return true, ...
   end
   if not rok or what ~= POLL then
-    self.active = self.active - 1
-    done(token, false, not rok and tostring(what)
-      or "a handler yielded outside cqueues (use cqueues to wait)", nil)
-    return true
+    self.arg_of[co] = nil
+    return true, false, not rok and tostring(what)
+      or "a handler yielded outside cqueues (use cqueues to wait)", nil
   end
-  local ok, err = self.cq:wrap(forward, self, co, done, token, tag, seconds, deadline, ...)
+  local ok, err = self.cq:wrap(forward, self, co, done, token, tag, seconds, monotime() + seconds, ...)
   if not ok then
-    self.active = self.active - 1
-    done(token, false, "cannot wait on the controller: " .. tostring(err), nil)
-    return true
+    self.arg_of[co] = nil
+    return true, false, "cannot wait on the controller: " .. tostring(err), nil
   end
+  self.active = self.active + 1
   return false
 end
 
-local function leave_direct(self, co, done, token, tag, seconds, deadline, prev, ...)
-  direct_depth, direct_cq = direct_depth - 1, prev
-  return after_first(self, co, done, token, tag, seconds, deadline, ...)
-end
-
--- r:start(fn, arg, seconds, done, token, tag) runs fn(arg) in a coroutine;
--- done(token, ok, err, traceback) is called once when it returns, raises
--- (err = message, traceback = Lua traceback) or is still waiting after
--- `seconds` (err = "timeout after N s"). tag is handed to r.on_resume.
--- Returns true when the job finished before start returned (false: it may
--- have, or will finish on a later step).
-function Runner:start(fn, arg, seconds, done, token, tag)
+-- r:run(fn, arg, seconds, done, token, tag) runs fn(arg) in a coroutine.
+-- Returns true, ok, err, traceback when it ended before run returned (the
+-- common case: no wait; done is not called); else false, and done(token,
+-- ok, err, traceback) is called once it returns, raises (err = message,
+-- traceback = Lua traceback) or is still waiting `seconds` after it first
+-- waited (err = "timeout after N s"). tag is handed to r.on_resume.
+function Runner:run(fn, arg, seconds, done, token, tag)
   local co
   local n = self.pooled
   if n > 0 then
-    co = self.pool[n]
-    self.pool[n] = nil
+    local pool = self.pool
+    co = pool[n]
+    pool[n] = nil
     self.pooled = n - 1
   else
     co = create(body)
   end
-  self.active = self.active + 1
-  local deadline = monotime() + seconds
+  self.arg_of[co] = arg
+  local prev = direct_cq
   if not patched then
     local ok, err = self.cq:wrap(function()
-      return after_first(self, co, done, token, tag, seconds, deadline, resume(co, fn, arg))
+      direct_depth = direct_depth + 1
+      local fin, hok, herr, tb = after_first(self, co, done, token, tag, seconds, prev, resume(co, fn, arg))
+      if fin then
+        done(token, hok, herr, tb)
+      end
     end)
     if not ok then
-      self.active = self.active - 1
-      done(token, false, "cannot start on the controller: " .. tostring(err), nil)
-      return true
+      return true, false, "cannot start on the controller: " .. tostring(err), nil
     end
     self:step()
     return false
   end
-  local prev = direct_cq
   direct_depth, direct_cq = direct_depth + 1, self.cq
-  return leave_direct(self, co, done, token, tag, seconds, deadline, prev, resume(co, fn, arg))
+  return after_first(self, co, done, token, tag, seconds, prev, resume(co, fn, arg))
+end
+
+local function report(done, token, fin, ok, err, tb)
+  if fin then
+    done(token, ok, err, tb)
+  end
+  return fin
+end
+
+-- r:start(fn, arg, seconds, done, token, tag): as r:run, but done is always
+-- called (before start returns when the job did not wait); returns whether
+-- the job has ended already.
+function Runner:start(fn, arg, seconds, done, token, tag)
+  return report(done, token, self:run(fn, arg, seconds, done, token, tag))
 end
 
 -- r:step([timeout]) -> true | nil, err: one controller step.

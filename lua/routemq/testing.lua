@@ -92,6 +92,7 @@ function M.app(dir, opts)
       end
     end,
   }
+  harness._io = io
   harness._d = dispatch.new(loaded, io, 0, harness.runner)
   harness._jobs = jobs_mod.new(loaded, harness.runner, io, 0)
   if opts.init then
@@ -184,8 +185,11 @@ function Harness:dispatch(topic, msg)
   self._result = res
   local timeout = self.routes[index].timeout or 30
   local call_ok, err = with_env(self.env, xpcall, function()
-    d.call(index, topic, payload or "", msg.qos or 0, msg.retain or false,
+    local fin, hok, herr, tb = d.call(index, topic, payload or "", msg.qos or 0, msg.retain or false,
       msg.dup or false, msg.props, msg.redelivered or false, params, res)
+    if fin then
+      self._io.done(res, hok, herr, tb)
+    end
     res.ctx = d.current()
     self.runner:run_until(function()
       return res.finished
