@@ -331,6 +331,7 @@ int worker_main(const worker_args *a)
     w.sock = w.sigfd = w.epfd = -1;
     w.call_ref = w.envelope_ref = w.empty_ref = LUA_NOREF;
     w.step_ref = w.timeout_ref = w.init_ref = w.start_jobs_ref = w.stop_jobs_ref = LUA_NOREF;
+    w.new_thread_ref = w.adopt_ref = LUA_NOREF;
     w.cq_fd = -1;
     atomic_store(&w.shm->handler_rec, -1);
     atomic_store(&w.shm->health_failed, 0);

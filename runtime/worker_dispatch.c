@@ -79,6 +79,14 @@ int worker_dispatch_setup(worker *w)
         if (!lua_isfunction(L, -1)) { snprintf(err, sizeof err, "routemq.worker: no %s function", fields[i]); goto fail; }
         *refs[i] = luaL_ref(L, LUA_REGISTRYINDEX);
     }
+    lua_getfield(L, -1, "new_thread");
+    if (lua_isfunction(L, -1)) {
+        w->new_thread_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        lua_getfield(L, -1, "adopt");
+        w->adopt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    } else {
+        lua_pop(L, 1);
+    }
     lua_getfield(L, -1, "pollfd");
     w->cq_fd = lua_isnumber(L, -1) ? (int)lua_tointeger(L, -1) : -1;
     lua_pop(L, 2);
@@ -251,6 +259,88 @@ void worker_handler_done(worker *w, int id, int rc, const char *err, const char 
     worker_after_message(w);
 }
 
+/* An idle handler coroutine (dispatch's d.new_thread), or a new one; its
+ * registry ref in *ref. NULL when none can be made. */
+static lua_State *thread_get(worker *w, int *ref)
+{
+    if (w->nthreads > 0) {
+        w->nthreads--;
+        *ref = w->thread_refs[w->nthreads];
+        return w->threads[w->nthreads];
+    }
+    lua_State *L = w->L;
+    char err[1024];
+    lua_rawgeti(L, LUA_REGISTRYINDEX, w->new_thread_ref);
+    if (luavm_pcall(L, 0, 1, err, sizeof err, NULL, 0)) { log_error("cannot make a handler coroutine: %s", err); return NULL; }
+    lua_State *T = lua_tothread(L, -1);
+    *ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    return T;
+}
+
+static void thread_put(worker *w, lua_State *T, int ref)
+{
+    if (w->nthreads < WORKER_THREAD_POOL) {
+        w->threads[w->nthreads] = T;
+        w->thread_refs[w->nthreads] = ref;
+        w->nthreads++;
+    } else {
+        luaL_unref(w->L, LUA_REGISTRYINDEX, ref);
+    }
+}
+
+/* Runs d.call's 10 arguments (on top of w->L) in a handler coroutine
+ * resumed from here: no Lua-level resume for a handler that does not
+ * wait. It ends in a yield of true (returned), false (queued behind its
+ * topic: io.done later), a cqueues poll request (it waits: d.adopt hands
+ * it to the controller, io.done later) or an error (the handler's). */
+static void run_in_thread(worker *w, int id)
+{
+    lua_State *L = w->L;
+    int ref;
+    lua_State *T = thread_get(w, &ref);
+    if (!T) {
+        lua_pop(L, 10);
+        worker_handler_done(w, id, -1, "out of memory for a handler coroutine", NULL);
+        return;
+    }
+    lua_xmove(L, T, 10);
+    int st = lua_resume(T, 10);
+    if (st == LUA_YIELD) {
+        int n = lua_gettop(T);
+        if (n >= 1 && lua_type(T, 1) == LUA_TBOOLEAN) {
+            int finished = lua_toboolean(T, 1);
+            lua_settop(T, 0);
+            thread_put(w, T, ref);
+            if (finished) worker_handler_done(w, id, 0, NULL, NULL);
+            return;
+        }
+        char err[1024];
+        lua_rawgeti(L, LUA_REGISTRYINDEX, w->adopt_ref);
+        lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+        luaL_unref(L, LUA_REGISTRYINDEX, ref);  /* the controller holds it now */
+        lua_xmove(T, L, n);
+        if (luavm_pcall(L, 1 + n, 2, err, sizeof err, NULL, 0)) {
+            worker_handler_done(w, id, -1, err, NULL);
+            return;
+        }
+        if (!lua_toboolean(L, -2))
+            worker_handler_done(w, id, -1, lua_tostring(L, -1) ? lua_tostring(L, -1) : "cannot wait", NULL);
+        lua_pop(L, 2);
+        return;
+    }
+    /* The handler raised (or the coroutine ended): it is dead, drop it. */
+    const char *msg = lua_tostring(T, -1);
+    if (!msg) msg = lua_isnil(T, -1) && st == 0 ? "handler coroutine ended" : "(error object is not a string)";
+    luaL_traceback(L, T, msg, 0);
+    const char *full = lua_tostring(L, -1);
+    const char *cut = full ? strstr(full, "\nstack traceback:") : NULL;
+    char err[2048];
+    snprintf(err, sizeof err, "%.*s", cut ? (int)(cut - full) : (int)strlen(msg), cut ? full : msg);
+    worker_handler_done(w, id, -1, err, cut ? cut + 1 : NULL);
+    lua_pop(L, 1);
+    luaL_unref(L, LUA_REGISTRYINDEX, ref);
+}
+
 /* Runs the handler of record id on its kept bytes; the record is finished
  * by worker_handler_done. */
 static void call_handler(worker *w, int id, const worker_msg *m, int rid, const topic_span *caps, int ncaps,
@@ -268,7 +358,7 @@ static void call_handler(worker *w, int id, const worker_msg *m, int rid, const 
     atomic_store_explicit(&w->shm->handler_route, rid, memory_order_relaxed);
     atomic_store_explicit(&w->shm->handler_start_ns, rec->started_ns, memory_order_release);
 
-    lua_rawgeti(L, LUA_REGISTRYINDEX, w->call_ref);
+    if (w->new_thread_ref == LUA_NOREF) lua_rawgeti(L, LUA_REGISTRYINDEX, w->call_ref);
     lua_pushinteger(L, rid);
     lua_pushlstring(L, m->topic, m->tlen);
     lua_pushlstring(L, m->plen ? m->payload : "", m->plen);
@@ -280,25 +370,29 @@ static void call_handler(worker *w, int id, const worker_msg *m, int rid, const 
     push_params(w, r, caps, ncaps);
     lua_pushinteger(L, id);
     atomic_store_explicit(&w->shm->handler_rec, id, memory_order_relaxed);
-    char err[2048], tb[8192];
-    /* d.call runs the handler until it ends -> true, ok, err, traceback;
-     * or until it first waits -> false, and io.done (worker_lua.c) reports
-     * its end later. An error here is d.call's own (the handler's are
-     * caught inside). */
-    int rc = luavm_pcall(L, 10, 4, err, sizeof err, tb, sizeof tb);
+    if (w->new_thread_ref != LUA_NOREF) {
+        run_in_thread(w, id);
+    } else {
+        char err[2048], tb[8192];
+        /* d.call runs the handler until it ends -> true, ok, err, traceback;
+         * or until it first waits -> false, and io.done (worker_lua.c)
+         * reports its end later. An error here is d.call's own (the
+         * handler's are caught inside). */
+        int rc = luavm_pcall(L, 10, 4, err, sizeof err, tb, sizeof tb);
+        if (rc) {
+            if (!w->recs[id].done && atomic_load(&rec->state) == REC_RUNNING) worker_handler_done(w, id, rc, err, tb);
+        } else {
+            if (lua_toboolean(L, -4)) {
+                int ok = lua_toboolean(L, -3);
+                const char *e = ok ? NULL : (lua_tostring(L, -2) ? lua_tostring(L, -2) : "(no message)");
+                const char *t = ok ? NULL : lua_tostring(L, -1);
+                worker_handler_done(w, id, ok ? 0 : -1, e, t && t[0] ? t : NULL);
+            }
+            lua_pop(L, 4);
+        }
+    }
     atomic_store_explicit(&w->shm->handler_start_ns, 0, memory_order_release);
     atomic_store_explicit(&w->shm->handler_rec, -1, memory_order_relaxed);
-    if (rc) {
-        if (!w->recs[id].done && atomic_load(&rec->state) == REC_RUNNING) worker_handler_done(w, id, rc, err, tb);
-        return;
-    }
-    if (lua_toboolean(L, -4)) {
-        int ok = lua_toboolean(L, -3);
-        const char *e = ok ? NULL : (lua_tostring(L, -2) ? lua_tostring(L, -2) : "(no message)");
-        const char *t = ok ? NULL : lua_tostring(L, -1);
-        worker_handler_done(w, id, ok ? 0 : -1, e, t && t[0] ? t : NULL);
-    }
-    lua_pop(L, 4);
 }
 
 void worker_step(worker *w)

@@ -16,6 +16,8 @@
 
 enum stop_kind { STOP_NONE = 0, STOP_KEEP, STOP_RETIRE, STOP_RECYCLE };
 
+#define WORKER_THREAD_POOL 64    /* idle handler coroutines kept for reuse */
+
 /* One message on the dispatch path: where its bytes are (libmosquitto's
  * buffer, the arena or a mapped file) and what the broker said of it. */
 typedef struct worker_msg {
@@ -87,6 +89,10 @@ typedef struct worker {
     int timeout_ref;         /* seconds until the controller's next timer */
     int init_ref, start_jobs_ref, stop_jobs_ref; /* router.init, router.every and router.health */
     int cq_fd;               /* the controller's pollfd, in epoll; -1 none */
+    int new_thread_ref, adopt_ref; /* d.new_thread / d.adopt; LUA_NOREF: handlers go through d.call */
+    int nthreads;            /* idle handler coroutines in threads[] */
+    lua_State *threads[WORKER_THREAD_POOL];
+    int thread_refs[WORKER_THREAD_POOL];
     int jobs_stopped;
     int64_t step_due_ns;     /* the controller's next timer, INT64_MAX: none */
     int envelope_ref;        /* routemq.dlq envelope builder */

@@ -204,6 +204,62 @@ function M.new(app, io, worker_slot, runner)
     return true, true
   end
 
+  -- The C worker's way in: its own coroutines, resumed from C with the
+  -- arguments of d.call, one message per resume. A resume ends in a yield
+  -- of true (the handler returned), false (the message waits behind its
+  -- topic on an ordered route: io.done reports it), a cqueues poll request
+  -- (the handler waits: hand the coroutine to d.adopt), or an error (the
+  -- handler's; the coroutine is dead).
+  local DONE = runner_mod.DONE
+  local yield = coroutine.yield
+  local function thread_body(index, topic, payload, qos, retain, dup, props, redelivered, params, token)
+    local co = running()
+    while true do
+      local job = jobs[index]
+      if not job then
+        error("dispatch: no route with index " .. tostring(index))
+      end
+      local ctx = new_ctx(views[index], topic, params, payload, qos, retain, dup, props,
+        redelivered, worker_slot, log, io, token, index)
+      last = ctx
+      local waiting = ordered[index]
+      if not waiting then
+        ctx_of[co] = ctx
+        job(ctx)
+        index, topic, payload, qos, retain, dup, props, redelivered, params, token = yield(DONE)
+      else
+        in_progress = in_progress + 1
+        local queue = waiting[topic]
+        if queue then
+          queue[#queue + 1] = ctx
+        else
+          waiting[topic] = {}
+          start(index, ctx)
+        end
+        index, topic, payload, qos, retain, dup, props, redelivered, params, token = yield(false)
+      end
+    end
+  end
+
+  -- d.new_thread() -> a coroutine for the C worker (see thread_body).
+  function d.new_thread()
+    local co = coroutine.create(thread_body)
+    runner:own(co)
+    return co
+  end
+
+  -- d.adopt(co, POLL, ...) -> true | nil, err: co's handler waits; the
+  -- controller drives it from now on and io.done reports its end.
+  function d.adopt(co, ...)
+    local ctx = ctx_of[co]
+    in_progress = in_progress + 1
+    local ok, err = runner:adopt(co, finished, ctx, ctx, timeouts[ctx._route_index], ...)
+    if not ok then
+      in_progress = in_progress - 1
+    end
+    return ok, err
+  end
+
   -- d.in_progress() -> messages started (or queued behind their topic) and
   -- not finished.
   function d.in_progress()

@@ -23,18 +23,31 @@ local traceback = debug.traceback
 local M = {}
 
 local POLL = cqueues._POLL
-local DONE = {} -- what a pooled coroutine yields when its job has finished
+local DONE = true -- what a pooled coroutine yields when its job has finished
+M.DONE = DONE
 
 -- Jobs being resumed directly (outside a controller step), and their
 -- controller: cqueues must believe it is running then.
 local direct_depth, direct_cq = 0, nil
+-- Coroutines the C worker resumes itself (routemq.dispatch's threads), by
+-- their controller: looked up only when cqueues asks.
+local thread_cq = setmetatable({}, { __mode = "k" })
 
 local real_running = cqueues.running
+local coroutine_running = coroutine.running
 local function running(...)
   if direct_depth > 0 then
     return direct_cq, false
   end
-  return real_running(...)
+  local cq, main = real_running(...)
+  if cq == nil then
+    local co = coroutine_running()
+    local owner = co and thread_cq[co]
+    if owner then
+      return owner, false
+    end
+  end
+  return cq, main
 end
 
 -- Whether cqueues.poll was taught about direct slices; without it every job
@@ -93,7 +106,7 @@ function M.new(cq)
     active = 0, -- jobs started and not finished
     -- coroutine -> the arg of the job it runs (pooled ones keep their last),
     -- so code running in a job can find it (the dispatcher's log lines)
-    arg_of = {},
+    arg_of = setmetatable({}, { __mode = "k" }),
     on_resume = nil, -- optional function(tag) called before each resume on the controller
   }, Runner)
 end
@@ -121,7 +134,7 @@ end
 -- Drives one job on the controller: passes the coroutine's poll requests
 -- up (plus the job's deadline) and the controller's answers down. Poll
 -- requests may hold nils, hence the explicit counts.
-local function forward(self, co, done, token, tag, seconds, deadline, ...)
+local function forward(self, co, done, token, tag, seconds, deadline, adopted, ...)
   local req = pack(...)
   while true do
     local left = deadline - monotime()
@@ -149,14 +162,24 @@ local function forward(self, co, done, token, tag, seconds, deadline, ...)
       self.on_resume(tag)
     end
     local r = pack(resume(co, unpack(answer, 1, answer.n)))
-    if r[2] == DONE then
+    if r[1] and r[2] == DONE then
+      if adopted then
+        -- A thread of the C worker: it yields no outcome (its errors end it).
+        self.active = self.active - 1
+        self.arg_of[co] = nil
+        return done(token, true, nil, nil)
+      end
       return finish(self, co, done, token, r[3], r[4], r[5])
     end
     if not r[1] or r[2] ~= POLL then
       self.active = self.active - 1
       self.arg_of[co] = nil
-      return done(token, false, not r[1] and tostring(r[2])
-        or "a handler yielded outside cqueues (use cqueues to wait)", nil)
+      if not r[1] then
+        local full = traceback(co, tostring(r[2]))
+        local cut = full:find("\nstack traceback:", 1, true)
+        return done(token, false, tostring(r[2]), cut and full:sub(cut + 1) or nil)
+      end
+      return done(token, false, "a handler yielded outside cqueues (use cqueues to wait)", nil)
     end
     req = { n = r.n - 2, unpack(r, 3, r.n) }
   end
@@ -182,7 +205,7 @@ local function after_first(self, co, done, token, tag, seconds, prev, rok, what,
     return true, false, not rok and tostring(what)
       or "a handler yielded outside cqueues (use cqueues to wait)", nil
   end
-  local ok, err = self.cq:wrap(forward, self, co, done, token, tag, seconds, monotime() + seconds, ...)
+  local ok, err = self.cq:wrap(forward, self, co, done, token, tag, seconds, monotime() + seconds, false, ...)
   if not ok then
     self.arg_of[co] = nil
     return true, false, "cannot wait on the controller: " .. tostring(err), nil
@@ -240,6 +263,25 @@ end
 -- the job has ended already.
 function Runner:start(fn, arg, seconds, done, token, tag)
   return report(done, token, self:run(fn, arg, seconds, done, token, tag))
+end
+
+-- r:own(co): co is resumed by the C worker itself, outside controller
+-- steps; cqueues code in it must see this runner's controller as running.
+function Runner:own(co)
+  thread_cq[co] = self.cq
+end
+
+-- r:adopt(co, done, token, tag, seconds, POLL, ...) hands a coroutine of
+-- the C worker (r:own) that has just yielded a cqueues poll request to the
+-- controller; done(token, ok, err, traceback) reports its end.
+function Runner:adopt(co, done, token, tag, seconds, ...)
+  local ok, err = self.cq:wrap(forward, self, co, done, token, tag, seconds, monotime() + seconds, true,
+    select(2, ...))
+  if not ok then
+    return nil, "cannot wait on the controller: " .. tostring(err)
+  end
+  self.active = self.active + 1
+  return true
 end
 
 -- r:step([timeout]) -> true | nil, err: one controller step.

@@ -34,6 +34,10 @@ function M.new(app, io, slot)
   local cq = runner.cq
   return {
     call = d.call,
+    -- handlers in coroutines the C worker resumes itself (cheapest), when
+    -- cqueues could be taught about them (runner.direct)
+    new_thread = runner_mod.direct and d.new_thread or nil,
+    adopt = d.adopt,
     step = function()
       return cq:step(0)
     end,
