@@ -72,3 +72,27 @@ if flag then
     return true
   end, { every = 0.2, timeout = 1, failures = 3 })
 end
+
+-- POSTs the payload to $API_URL (a local lua-http server) with lua-http.
+router.on("wait/http", function(ctx)
+  local request = require("http.request")
+  local req = request.new_from_uri(os.getenv("API_URL") .. "/readings")
+  req.headers:upsert(":method", "POST")
+  req:set_body(ctx.payload)
+  local headers, stream = assert(req:go(10))
+  assert(stream:get_body_as_string(10))
+  assert(headers:get(":status") == "200", headers:get(":status"))
+  record("http", ctx.payload, ctx.redelivered)
+end, { qos = 1 })
+
+-- INCRs a Redis key through lua-resty-redis on routemq.ngx, pooled.
+router.on("wait/incr", function(ctx)
+  require("routemq.ngx")
+  local redis = require("nginx.redis")
+  local red = redis:new()
+  red:set_timeout(5000)
+  assert(red:connect("127.0.0.1", tonumber(os.getenv("REDIS_PORT"))))
+  assert(red:incr("counter"))
+  assert(red:set_keepalive(10000, 64))
+  record("incr", ctx.payload, ctx.redelivered)
+end, { qos = 1 })
