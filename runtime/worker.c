@@ -281,6 +281,7 @@ static int run_loop(worker *w)
         if (w->reconnect_pending && now >= w->next_connect_ns && (!w->stopping || !w->stop_gave_up))
             worker_mqtt_connect(w);
         worker_pump(w);
+        if (worker_watch_controller(w)) return WORKER_EXIT_INIT;
         update_socket(w);
         int n = epoll_wait(w->epfd, evs, 4, timeout_ms(w, now));
         if (n < 0 && errno != EINTR) { log_error("epoll_wait: %s", strerror(errno)); return WORKER_EXIT_INIT; }
@@ -331,7 +332,7 @@ int worker_main(const worker_args *a)
     w.sock = w.sigfd = w.epfd = -1;
     w.call_ref = w.envelope_ref = w.empty_ref = LUA_NOREF;
     w.step_ref = w.timeout_ref = w.init_ref = w.start_jobs_ref = w.stop_jobs_ref = LUA_NOREF;
-    w.new_thread_ref = w.adopt_ref = LUA_NOREF;
+    w.new_thread_ref = w.adopt_ref = w.pollfd_ref = LUA_NOREF;
     w.cq_fd = -1;
     atomic_store(&w.shm->handler_rec, -1);
     atomic_store(&w.shm->health_failed, 0);
@@ -347,10 +348,6 @@ int worker_main(const worker_args *a)
     if (load_app(&w)) { rc = WORKER_EXIT_APP; goto out; }
     if (worker_dispatch_setup(&w) || worker_out_setup(&w) || worker_mqtt_setup(&w)) goto out;
     worker_replay_load(&w);
-    {
-        struct epoll_event ev = { .events = EPOLLIN, .data.fd = w.cq_fd };
-        if (epoll_ctl(w.epfd, EPOLL_CTL_ADD, w.cq_fd, &ev)) { log_error("epoll: %s", strerror(errno)); goto out; }
-    }
     if (worker_run_init(&w)) { rc = WORKER_EXIT_APP; goto out; }
     worker_jobs(&w, 1);
     if (a->cfg->max_messages > 0) {

@@ -12,6 +12,7 @@
 #include <mqtt_protocol.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 
 #define PROPS_MAX (64 * 1024)  /* packed MQTT 5 properties kept with a message */
 
@@ -71,10 +72,10 @@ int worker_dispatch_setup(worker *w)
     worker_lua_push_io(w);
     lua_pushinteger(L, w->args->slot);
     if (luavm_pcall(L, 3, 1, err, sizeof err, NULL, 0)) goto fail;
-    static const char *const fields[] = { "call", "step", "timeout", "init", "start_jobs", "stop_jobs" };
+    static const char *const fields[] = { "call", "step", "timeout", "init", "start_jobs", "stop_jobs", "pollfd" };
     int *refs[] = { &w->call_ref, &w->step_ref, &w->timeout_ref, &w->init_ref, &w->start_jobs_ref,
-                    &w->stop_jobs_ref };
-    for (int i = 0; i < 6; i++) {
+                    &w->stop_jobs_ref, &w->pollfd_ref };
+    for (int i = 0; i < 7; i++) {
         lua_getfield(L, -1, fields[i]);
         if (!lua_isfunction(L, -1)) { snprintf(err, sizeof err, "routemq.worker: no %s function", fields[i]); goto fail; }
         *refs[i] = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -87,10 +88,7 @@ int worker_dispatch_setup(worker *w)
     } else {
         lua_pop(L, 1);
     }
-    lua_getfield(L, -1, "pollfd");
-    w->cq_fd = lua_isnumber(L, -1) ? (int)lua_tointeger(L, -1) : -1;
-    lua_pop(L, 2);
-    if (w->cq_fd < 0) { snprintf(err, sizeof err, "routemq.worker: no controller descriptor"); goto fail; }
+    lua_pop(L, 1);
     if (require_field(L, "routemq.dlq", "envelope", err, sizeof err)) goto fail;
     w->envelope_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_newtable(L);
@@ -395,9 +393,25 @@ static void call_handler(worker *w, int id, const worker_msg *m, int rid, const 
     atomic_store_explicit(&w->shm->handler_rec, -1, memory_order_relaxed);
 }
 
+int worker_watch_controller(worker *w)
+{
+    if (w->cq_fd >= 0) return 0;
+    lua_State *L = w->L;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, w->pollfd_ref);
+    if (luavm_pcall(L, 0, 1, NULL, 0, NULL, 0)) return -1;
+    int fd = lua_isnumber(L, -1) ? (int)lua_tointeger(L, -1) : -1;
+    lua_pop(L, 1);
+    if (fd < 0) return 0;
+    struct epoll_event ev = { .events = EPOLLIN, .data.fd = fd };
+    if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &ev)) { log_error("epoll: %s", strerror(errno)); return -1; }
+    w->cq_fd = fd;
+    return 0;
+}
+
 void worker_step(worker *w)
 {
     lua_State *L = w->L;
+    if (w->cq_fd < 0) return;
     char err[2048];
     /* Waiting handlers and timers run inside the step: the watchdog's clock
      * runs, against WORKER_HANDLER_TIMEOUT until io.resume names the route. */
@@ -416,6 +430,7 @@ void worker_step(worker *w)
 int worker_step_timeout_ms(worker *w)
 {
     lua_State *L = w->L;
+    if (w->cq_fd < 0) return -1;
     lua_rawgeti(L, LUA_REGISTRYINDEX, w->timeout_ref);
     if (luavm_pcall(L, 0, 1, NULL, 0, NULL, 0)) return -1;
     int ms = -1;

@@ -88,6 +88,7 @@ typedef struct worker {
     int step_ref;            /* one step of the cqueues controller (routemq.worker) */
     int timeout_ref;         /* seconds until the controller's next timer */
     int init_ref, start_jobs_ref, stop_jobs_ref; /* router.init, router.every and router.health */
+    int pollfd_ref;          /* the controller's descriptor, nil until cqueues is loaded */
     int cq_fd;               /* the controller's pollfd, in epoll; -1 none */
     int new_thread_ref, adopt_ref; /* d.new_thread / d.adopt; LUA_NOREF: handlers go through d.call */
     int nthreads;            /* idle handler coroutines in threads[] */
@@ -198,6 +199,9 @@ uint32_t worker_out_abandon(worker *w);
 /* Steps the cqueues controller once (waiting handlers, timers) under the
  * watchdog's handler clock. */
 void worker_step(worker *w);
+/* Puts the controller's descriptor in epoll once it exists (cqueues is
+ * loaded on demand); 0 ok. */
+int worker_watch_controller(worker *w);
 /* Milliseconds until the controller wants a step (-1: no timer). */
 int worker_step_timeout_ms(worker *w);
 /* Runs the app's init functions (router.init), waiting for them; 0 ok. */

@@ -10,7 +10,6 @@
 -- the messages of one topic one after the other, in arrival order.
 local core = require("routemq.core")
 local context = require("routemq.context")
-local runner_mod = require("routemq.runner")
 local util = require("routemq.util")
 
 local running = coroutine.running
@@ -44,7 +43,9 @@ local function compile_chain(chain, handler)
   end
 end
 
--- new(app, io, worker_slot[, runner]) -> d; the runner's on_resume gets the
+-- new(app, io, worker_slot[, runner]) -> d; runner: a routemq.runner, nil
+-- for a new one, or false for none yet (the worker: cqueues is loaded only
+-- when something needs it; d.attach_runner(r) then). The runner's on_resume gets the
 -- ctx of the handler about to run again. With
 --   io = { publish = function(topic, payload, qos, retain, props, token) end
 --            -> true | nil, err,
@@ -58,10 +59,15 @@ function M.new(app, io, worker_slot, runner)
     "dispatch.new: io must have publish and log functions")
   local min_rank = LEVELS[io.level or "debug"]
   assert(min_rank, "dispatch.new: io.level must be debug, info, warn or error")
-  runner = runner or runner_mod.new()
+  if runner == nil then
+    runner = require("routemq.runner").new()
+  end
 
   -- The ctx of the message each coroutine is running, for the log functions.
-  local ctx_of = runner.arg_of
+  local ctx_of = setmetatable({}, { __mode = "k" })
+  if runner then
+    runner.arg_of = ctx_of
+  end
   local last -- the ctx of the message last dispatched (d.current)
   local io_log = io.log
   local log = {}
@@ -210,8 +216,9 @@ function M.new(app, io, worker_slot, runner)
   -- topic on an ordered route: io.done reports it), a cqueues poll request
   -- (the handler waits: hand the coroutine to d.adopt), or an error (the
   -- handler's; the coroutine is dead).
-  local DONE = runner_mod.DONE
+  local DONE = true -- as routemq.runner's
   local yield = coroutine.yield
+  local threads = setmetatable({}, { __mode = "k" })
   local function thread_body(index, topic, payload, qos, retain, dup, props, redelivered, params, token)
     local co = running()
     while true do
@@ -244,7 +251,10 @@ function M.new(app, io, worker_slot, runner)
   -- d.new_thread() -> a coroutine for the C worker (see thread_body).
   function d.new_thread()
     local co = coroutine.create(thread_body)
-    runner:own(co)
+    threads[co] = true
+    if runner then
+      runner:own(co)
+    end
     return co
   end
 
@@ -258,6 +268,16 @@ function M.new(app, io, worker_slot, runner)
       in_progress = in_progress - 1
     end
     return ok, err
+  end
+
+  -- d.attach_runner(r): the runner, once cqueues is loaded (see new).
+  function d.attach_runner(r)
+    runner = r
+    d.runner = r
+    r.arg_of = ctx_of
+    for co in pairs(threads) do
+      r:own(co)
+    end
   end
 
   -- d.in_progress() -> messages started (or queued behind their topic) and
