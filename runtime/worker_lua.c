@@ -136,6 +136,30 @@ static int l_resume(lua_State *L)
     return 0;
 }
 
+/* io.timer(name, "ok"|"error"|"skipped"): one run of a router.every timer,
+ * counted for routemq_timer_runs_total. */
+static int l_timer(lua_State *L)
+{
+    worker *w = upworker(L);
+    const char *name = luaL_checkstring(L, 1);
+    const char *result = luaL_checkstring(L, 2);
+    shm_slot *sh = w->shm;
+    uint32_t n = atomic_load_explicit(&sh->ntimer_stats, memory_order_acquire);
+    shm_timer_stats *e = NULL;
+    for (uint32_t i = 0; i < n && i < SHM_TIMERS; i++)
+        if (strncmp(sh->timer_stats[i].name, name, SHM_TIMER_NAME - 1) == 0) { e = &sh->timer_stats[i]; break; }
+    if (!e) {
+        if (n >= SHM_TIMERS) return 0;  /* counted nowhere: more timer names than a slot keeps */
+        e = &sh->timer_stats[n];
+        snprintf(e->name, sizeof e->name, "%s", name);
+        atomic_store_explicit(&sh->ntimer_stats, n + 1, memory_order_release);
+    }
+    if (strcmp(result, "ok") == 0) atomic_fetch_add_explicit(&e->ok, 1, memory_order_relaxed);
+    else if (strcmp(result, "skipped") == 0) atomic_fetch_add_explicit(&e->skipped, 1, memory_order_relaxed);
+    else atomic_fetch_add_explicit(&e->errors, 1, memory_order_relaxed);
+    return 0;
+}
+
 /* io.health(ok, err, failures_in_a_row, limit): one user health check. */
 static int l_health(lua_State *L)
 {
@@ -176,6 +200,9 @@ void worker_lua_push_io(worker *w)
     lua_pushlightuserdata(L, w);
     lua_pushcclosure(L, l_health, 1);
     lua_setfield(L, -2, "health");
+    lua_pushlightuserdata(L, w);
+    lua_pushcclosure(L, l_timer, 1);
+    lua_setfield(L, -2, "timer");
 }
 
 /* Pushes ctx.props from packed properties (worker_props.c): a new table

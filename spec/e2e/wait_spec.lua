@@ -227,11 +227,17 @@ end, { qos = 1 })
     for _, rec in ipairs(records(r.dir, "tick")) do by_slot[rec.payload] = (by_slot[rec.payload] or 0) + 1 end
     assert.is_nil(by_slot["1"])
     assert.is_true(by_slot["0"] >= 4 and by_slot["0"] <= 6, tostring(by_slot["0"]))
-    local all = start({ SLEEP_WORKERS = 2, TICK_WORKERS = "all" }, 2)
+    local port = e2e.free_port()
+    local all = start({ SLEEP_WORKERS = 2, TICK_WORKERS = "all", ROUTEMQ_HTTP = "127.0.0.1:" .. port }, 2)
     e2e.sleep(1.1)
     by_slot = {}
     for _, rec in ipairs(records(all.dir, "tick")) do by_slot[rec.payload] = (by_slot[rec.payload] or 0) + 1 end
     assert.is_true(by_slot["0"] >= 4 and by_slot["1"] >= 4)
+    local metrics = e2e.sh("curl -s --max-time 5 http://127.0.0.1:" .. port .. "/metrics")
+    local ok_runs = tonumber(metrics:match('routemq_timer_runs_total{name="ticker",result="ok"} (%d+)'))
+    assert.is_true(ok_runs >= 8, metrics)
+    assert.matches('routemq_timer_runs_total{name="ticker",result="skipped"} 0', metrics)
+    assert.matches('routemq_in_progress{slot="1"} 0', metrics)
   end)
 
   it("runs init in each worker start before its first message, and fails the start on an error", function()
@@ -274,16 +280,23 @@ while True:
 
   it("replaces a worker whose health check keeps failing, with reason health", function()
     local flag = e2e.tmpdir() .. "/unhealthy"
-    local r = start({ HEALTH_FLAG = flag })
+    local port = e2e.free_port()
+    local r = start({ HEALTH_FLAG = flag, ROUTEMQ_HTTP = "127.0.0.1:" .. port })
     local pid = r.workers()[1]
     e2e.sleep(1)
     assert.same({ pid }, r.workers())
     e2e.write(flag, "x")
+    assert(e2e.wait_for(function()
+      return e2e.sh("curl -s --max-time 5 http://127.0.0.1:" .. port .. "/ready"):find("worker 0 is unhealthy", 1, true)
+    end, 5), e2e.read(r.log))
     assert(e2e.wait_for(function() return e2e.read(r.log):find("health check failed", 1, true) end, 5))
     os.remove(flag)
     assert(e2e.wait_for(function() local p = r.workers()[1]; return p and p ~= pid end, 10), e2e.read(r.log))
     assert.matches("its health check failed: health check returned false; replacing it", e2e.read(r.log))
-    assert.matches("health check", e2e.read(r.log))
+    assert(e2e.wait_for(function()
+      return e2e.sh("curl -s --max-time 5 http://127.0.0.1:" .. port .. "/metrics")
+        :find('routemq_worker_restarts_total{reason="health"} 1', 1, true)
+    end, 5))
   end)
 
   it("finishes or replays the 64 messages in progress on stop and on reload: 0 lost", function()
