@@ -301,6 +301,12 @@ static void run_in_thread(worker *w, int id)
         worker_handler_done(w, id, -1, "out of memory for a handler coroutine", NULL);
         return;
     }
+    if (!lua_checkstack(T, 12)) {
+        lua_pop(L, 10);
+        luaL_unref(L, LUA_REGISTRYINDEX, ref);
+        worker_handler_done(w, id, -1, "out of memory for a handler coroutine's stack", NULL);
+        return;
+    }
     lua_xmove(L, T, 10);
     int st = lua_resume(T, 10);
     if (st == LUA_YIELD) {
@@ -313,6 +319,11 @@ static void run_in_thread(worker *w, int id)
             return;
         }
         char err[1024];
+        if (!lua_checkstack(L, n + 4)) {
+            luaL_unref(L, LUA_REGISTRYINDEX, ref);
+            worker_handler_done(w, id, -1, "a handler's poll request is too large", NULL);
+            return;
+        }
         lua_rawgeti(L, LUA_REGISTRYINDEX, w->adopt_ref);
         lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
         luaL_unref(L, LUA_REGISTRYINDEX, ref);  /* the controller holds it now */
