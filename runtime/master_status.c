@@ -65,8 +65,16 @@ static void view_slot(const master *m, int i, int64_t now, slot_view *v)
     v->connected = atomic_load(&sh->connected) != 0;
     v->uptime_s = (double)(now - s->started_ns) / MASTER_NS_PER_S;
     v->rss_kb = atomic_load(&sh->rss_kb);
-    int64_t start = atomic_load(&sh->handler_start_ns);
-    int route = atomic_load(&sh->handler_route);
+    /* With WORKER_CONCURRENCY > 1 several handlers are in progress, most of
+     * them waiting: show the oldest one's route (with 1: the running one). */
+    int64_t start = 0;
+    int route = 0;
+    uint32_t used = atomic_load(&sh->keep.used);
+    for (uint32_t j = 0; j < used && j < SHM_RECS; j++) {
+        const shm_rec *r = &sh->keep.rec[j];
+        if (atomic_load_explicit(&r->state, memory_order_acquire) != REC_RUNNING) continue;
+        if (!start || r->started_ns < start) { start = r->started_ns; route = r->route_index; }
+    }
     if (start && s->app && route >= 1 && route <= s->app->def.nroutes) {
         v->inflight_route = s->app->def.routes[route - 1].pattern;
         v->inflight_s = now > start ? (double)(now - start) / MASTER_NS_PER_S : 0;

@@ -301,14 +301,19 @@ while True:
 
   it("finishes or replays the 64 messages in progress on stop and on reload: 0 lost", function()
     local id = tostring(math.random(1e9))
-    local env = { WORKER_CONCURRENCY = 64, WAIT_MS = 300, MQTT_CLIENT_ID = "w" .. id, MQTT_GROUP_NAME = "w" .. id }
+    local port = e2e.free_port()
+    local env = { WORKER_CONCURRENCY = 64, WAIT_MS = 300, MQTT_CLIENT_ID = "w" .. id, MQTT_GROUP_NAME = "w" .. id,
+      ROUTEMQ_HTTP = "127.0.0.1:" .. port }
     local r = start(env)
     e2e.publish_lines(broker.port, "wait/sleep", seq(1, 200), 1)
-    e2e.sleep(0.1)
+    -- status: the oldest message in progress and its route, though every handler waits
+    local status = e2e.sh("curl -s --max-time 5 http://127.0.0.1:" .. port .. "/status")
+    assert.matches('"in_flight":{"route":"wait/sleep"', status)
     e2e.kill(r.pid, "HUP")
     e2e.sleep(0.5)
     assert.equal(0, r.stop())
     env.E2E_OUT = r.dir
+    env.ROUTEMQ_HTTP = nil
     local again = e2e.routemq(broker, APP, "run", env)
     e2e.defer(function() again.stop() end)
     settle(r.dir, 200, 5)
