@@ -43,6 +43,8 @@ same topic matcher the runtime uses.
 dependencies = {
   "lua >= 5.1, < 5.2",
   "lua-cjson",
+  "cqueues",
+  "http",
 }
 
 build = {
@@ -53,9 +55,13 @@ build = {
     ["routemq.context"] = "lua/routemq/context.lua",
     ["routemq.dispatch"] = "lua/routemq/dispatch.lua",
     ["routemq.dlq"] = "lua/routemq/dlq.lua",
+    ["routemq.jobs"] = "lua/routemq/jobs.lua",
+    ["routemq.ngx"] = "lua/routemq/ngx.lua",
     ["routemq.router"] = "lua/routemq/router.lua",
+    ["routemq.runner"] = "lua/routemq/runner.lua",
     ["routemq.testing"] = "lua/routemq/testing.lua",
     ["routemq.util"] = "lua/routemq/util.lua",
+    ["routemq.worker"] = "lua/routemq/worker.lua",
     ["routemq.core"] = {
       sources = {
         "runtime/lua_core.c",

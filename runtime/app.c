@@ -94,6 +94,7 @@ int app_load(lua_State *L, const config *cfg, app_def *a, char *err, size_t errl
         if (rc) { lua_settop(L, t - 1); app_free(a); snprintf(err, errlen, "out of memory"); return -1; }
     }
     lua_pop(L, 1);
+    a->jobs_text = field_str(L, t, "jobs_text");
     a->app_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     return 0;
 }
@@ -124,6 +125,8 @@ void app_free(app_def *a)
     free(a->routes);
     a->routes = NULL;
     a->nroutes = 0;
+    free(a->jobs_text);
+    a->jobs_text = NULL;
 }
 
 void app_override_workers(app_def *a, int n)
@@ -190,4 +193,5 @@ void app_print_routes(const app_def *a, FILE *out, int json)
         fprintf(out, "%-*s  %-*s  %3d  %-6s  %7d  %s\n", wp, r->pattern, ws, r->sub, r->qos,
                 r->shared ? "yes" : "no", r->shared ? r->worker_count : 1, r->shared ? r->group : "-");
     }
+    if (a->jobs_text && a->jobs_text[0]) fprintf(out, "\n%s", a->jobs_text);
 }

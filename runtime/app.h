@@ -21,6 +21,7 @@ typedef struct app_def {
     int nroutes;
     route_info *routes;
     int app_ref;            /* registry ref of the Lua app table, LUA_NOREF in none */
+    char *jobs_text;        /* timers, init and health functions, one line each, for people */
 } app_def;
 
 /* Loads the application of cfg->app_dir into L (routemq.app.load) and fills

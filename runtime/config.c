@@ -241,6 +241,7 @@ static int load_values(config *c, char *err, size_t errlen)
     /* Packet ids are 16 bits: the outgoing backlog must stay well below 65535. */
     if (get_long("WORKER_MAX_OUTGOING", 1000, 1, 50000, &c->max_outgoing, err, errlen)) return -1;
     if (get_long("WORKER_MAX_OUTGOING_MB", 16, 1, 4096, &c->max_outgoing_mb, err, errlen)) return -1;
+    if (get_int("WORKER_CONCURRENCY", 1, 1, 4096, &c->concurrency, err, errlen)) return -1;
 
     c->http = dup_or("ROUTEMQ_HTTP", NULL);
     if (c->http && !strchr(c->http, ':')) {

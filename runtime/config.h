@@ -29,6 +29,7 @@ typedef struct config {
     double restart_max_delay; /* cap of the crash-loop backoff, seconds */
     long max_outgoing;      /* publishes not yet acknowledged before handlers pause */
     long max_outgoing_mb;   /* the same bound in megabytes */
+    int concurrency;        /* WORKER_CONCURRENCY: messages in progress per worker */
 
     char *http;             /* host:port or NULL */
     char *instance;         /* host part of client ids */

@@ -58,6 +58,7 @@ typedef enum restart_reason {
     RESTART_STARTUP,          /* watchdog: stuck while starting */
     RESTART_RECYCLE,          /* asked to be replaced (max messages / memory) */
     RESTART_RECYCLE_MEMORY,   /* the master's memory backstop stopped it */
+    RESTART_HEALTH,           /* the application's health check (router.health) kept failing */
     RESTART_NREASONS
 } restart_reason;
 
@@ -68,7 +69,7 @@ typedef enum kill_cause {
 
 /* Why the master asked a worker to stop; decides what follows its exit. */
 typedef enum stop_cause {
-    MSTOP_NONE = 0, MSTOP_RELOAD, MSTOP_RETIRE, MSTOP_RECYCLE_MEMORY, MSTOP_SHUTDOWN
+    MSTOP_NONE = 0, MSTOP_RELOAD, MSTOP_RETIRE, MSTOP_RECYCLE_MEMORY, MSTOP_SHUTDOWN, MSTOP_HEALTH
 } stop_cause;
 
 /* A route table, shared by the current application and every worker started

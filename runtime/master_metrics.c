@@ -183,7 +183,7 @@ static void workers(strbuf *b, const master *m)
 static void delivery(strbuf *b, const master *m)
 {
     static const struct { const char *name, *help; } g[] = {
-        { "routemq_in_progress", "Handlers running (or waiting) in the worker of a slot." },
+        { "routemq_in_progress", "Messages whose handler has started and not ended (running or waiting), per slot." },
         { "routemq_kept_messages", "Messages a slot has taken and not finished (kept for replay)." },
         { "routemq_outgoing", "Publishes of a slot the broker has not acknowledged yet." },
         { "routemq_outgoing_bytes", "Bytes of those publishes." },
@@ -227,6 +227,46 @@ static void master_counters(strbuf *b, const master *m, uint64_t duplicates)
     sb_printf(b, "routemq_build_info{version=\"%s\"} 1\n", ROUTEMQ_VERSION);
 }
 
+/* routemq_timer_runs_total{name,result}: the slots' entries of each name summed. */
+static void timers(strbuf *b, const master *m)
+{
+    family(b, "routemq_timer_runs_total", "counter",
+           "Runs of router.every timers, by name and result (skipped: the previous run was still going).");
+    for (int i = 0; i < m->nslots; i++) {
+        const shm_slot *sh = &m->shm->slots[i];
+        uint32_t n = atomic_load_explicit(&sh->ntimer_stats, memory_order_acquire);
+        for (uint32_t j = 0; j < n && j < SHM_TIMERS; j++) {
+            const char *name = sh->timer_stats[j].name;
+            int seen = 0;  /* an earlier slot printed this name already */
+            for (int k = 0; k < i && !seen; k++) {
+                const shm_slot *o = &m->shm->slots[k];
+                uint32_t on = atomic_load_explicit(&o->ntimer_stats, memory_order_acquire);
+                for (uint32_t q = 0; q < on && q < SHM_TIMERS; q++)
+                    if (strcmp(o->timer_stats[q].name, name) == 0) { seen = 1; break; }
+            }
+            if (seen) continue;
+            uint64_t ok = 0, errors = 0, skipped = 0;
+            for (int k = i; k < m->nslots; k++) {
+                const shm_slot *o = &m->shm->slots[k];
+                uint32_t on = atomic_load_explicit(&o->ntimer_stats, memory_order_acquire);
+                for (uint32_t q = 0; q < on && q < SHM_TIMERS; q++) {
+                    if (strcmp(o->timer_stats[q].name, name) != 0) continue;
+                    ok += atomic_load(&o->timer_stats[q].ok);
+                    errors += atomic_load(&o->timer_stats[q].errors);
+                    skipped += atomic_load(&o->timer_stats[q].skipped);
+                }
+            }
+            static const char *const results[] = { "ok", "error", "skipped" };
+            uint64_t v[] = { ok, errors, skipped };
+            for (int r = 0; r < 3; r++) {
+                sb_puts(b, "routemq_timer_runs_total{name=");
+                label_value(b, name);
+                sb_printf(b, ",result=\"%s\"} %llu\n", results[r], (unsigned long long)v[r]);
+            }
+        }
+    }
+}
+
 void master_metrics(const master *m, strbuf *b)
 {
     uint64_t unmatched = 0, duplicates = 0;
@@ -242,5 +282,6 @@ void master_metrics(const master *m, strbuf *b)
     free(t);
     workers(b, m);
     delivery(b, m);
+    timers(b, m);
     master_counters(b, m, duplicates);
 }

@@ -24,6 +24,7 @@ static const char *const reason_names[RESTART_NREASONS] = {
     [RESTART_STARTUP] = "startup",
     [RESTART_RECYCLE] = "recycle",
     [RESTART_RECYCLE_MEMORY] = "recycle_memory",
+    [RESTART_HEALTH] = "health",
 };
 
 const char *master_restart_reason_name(restart_reason r)
@@ -90,6 +91,12 @@ static void record_kept(master *m, int i, int status)
     int kept = 0;
     char reason[SHM_REASON_MAX];
     inflight_reason(m, s, status, reason, sizeof reason);
+    /* With WORKER_CONCURRENCY > 1 several handlers are in progress, most of
+     * them waiting: only the one whose code was running when the worker
+     * died counts a death (the worker names it in handler_rec while its
+     * code runs); the others are just handled again. */
+    shm_slot *sh = &m->shm->slots[i];
+    int on_cpu = atomic_load(&sh->handler_start_ns) ? atomic_load(&sh->handler_rec) : -1;
     for (uint32_t j = 0; j < used && j < SHM_RECS; j++) {
         shm_rec *r = &k->rec[j];
         uint32_t state = atomic_load(&r->state);
@@ -98,6 +105,7 @@ static void record_kept(master *m, int i, int status)
         if (state != REC_RUNNING || !abnormal || m->stopping) continue;
         const char *route = route_pattern(s->app, r->route_index);
         snprintf(r->reason, sizeof r->reason, "%s", reason);
+        if ((int)j != on_cpu) continue;
         if (stop_kill) {
             r->stop_kills++;
             log_warn("worker %d was killed at WORKER_STOP_TIMEOUT handling a message on route %s; the next worker "
@@ -133,6 +141,7 @@ static restart_reason classify(kill_cause kill, stop_cause stop, int status)
     if (kill == KILL_STARTUP) return RESTART_STARTUP;
     if (WIFEXITED(status) && WEXITSTATUS(status) == WORKER_EXIT_RECYCLE) return RESTART_RECYCLE;
     if (stop == MSTOP_RECYCLE_MEMORY) return RESTART_RECYCLE_MEMORY;
+    if (stop == MSTOP_HEALTH) return RESTART_HEALTH;
     return WIFSIGNALED(status) ? RESTART_SIGNAL : RESTART_EXIT;
 }
 
@@ -144,6 +153,7 @@ static void reason_text(restart_reason r, int status, char *out, size_t n)
     case RESTART_STARTUP: snprintf(out, n, "watchdog: stuck starting"); break;
     case RESTART_RECYCLE: snprintf(out, n, "recycle"); break;
     case RESTART_RECYCLE_MEMORY: snprintf(out, n, "recycle: memory"); break;
+    case RESTART_HEALTH: snprintf(out, n, "health check"); break;
     default: describe_status(status, out, n); break;
     }
 }
@@ -207,6 +217,9 @@ static void on_worker_exit(master *m, int i, int status)
     s->app = NULL;
     atomic_store(&sh->pid, 0);
     atomic_store(&sh->handler_start_ns, 0);
+    atomic_store(&sh->handler_rec, -1);
+    atomic_store(&sh->health_failed, 0);
+    atomic_store(&sh->unhealthy_runs, 0);
     atomic_store(&sh->in_progress, 0);
     atomic_store(&sh->outgoing, 0);
     atomic_store(&sh->outgoing_bytes, 0);

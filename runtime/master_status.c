@@ -72,8 +72,16 @@ static void view_slot(const master *m, int i, int64_t now, slot_view *v)
     v->in_progress = atomic_load(&sh->in_progress);
     v->outgoing = atomic_load(&sh->outgoing);
     v->outgoing_bytes = atomic_load(&sh->outgoing_bytes);
-    int64_t start = atomic_load(&sh->handler_start_ns);
-    int route = atomic_load(&sh->handler_route);
+    /* With WORKER_CONCURRENCY > 1 several handlers are in progress, most of
+     * them waiting: show the oldest one's route (with 1: the running one). */
+    int64_t start = 0;
+    int route = 0;
+    uint32_t used = atomic_load(&sh->keep.used);
+    for (uint32_t j = 0; j < used && j < SHM_RECS; j++) {
+        const shm_rec *r = &sh->keep.rec[j];
+        if (atomic_load_explicit(&r->state, memory_order_acquire) != REC_RUNNING) continue;
+        if (!start || r->started_ns < start) { start = r->started_ns; route = r->route_index; }
+    }
     if (start && s->app && route >= 1 && route <= s->app->def.nroutes) {
         v->inflight_route = s->app->def.routes[route - 1].pattern;
         v->inflight_s = now > start ? (double)(now - start) / MASTER_NS_PER_S : 0;
@@ -110,6 +118,11 @@ int master_is_ready(const master *m, char *why, size_t n)
         if (s->pid <= 0) { snprintf(why, n, "worker %d is not running", i); return 0; }
         if (state != SLOT_READY) { snprintf(why, n, "worker %d is %s", i, master_slot_state_name(state)); return 0; }
         if (!atomic_load(&sh->connected)) { snprintf(why, n, "worker %d is not connected", i); return 0; }
+        if (atomic_load(&sh->unhealthy_runs) || atomic_load(&sh->health_failed)) {
+            snprintf(why, n, "worker %d is unhealthy: its health check failed %u time%s in a row", i,
+                     atomic_load(&sh->unhealthy_runs), atomic_load(&sh->unhealthy_runs) == 1 ? "" : "s");
+            return 0;
+        }
     }
     snprintf(why, n, "%d worker%s ready", m->P, m->P == 1 ? "" : "s");
     return 1;

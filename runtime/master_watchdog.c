@@ -78,11 +78,23 @@ static int check_stop_deadline(master *m, int i, int64_t now)
     return 1;
 }
 
+/* The application's health check (router.health) failed its `failures`
+ * in a row: replace the worker gracefully, its messages finish first. */
+static void check_health(master *m, int i)
+{
+    master_slot *s = &m->slots[i];
+    shm_slot *sh = &m->shm->slots[i];
+    if (s->stop != MSTOP_NONE || !atomic_load_explicit(&sh->health_failed, memory_order_acquire)) return;
+    log_warn("worker %d (pid %d): its health check failed: %s; replacing it", i, (int)s->pid, sh->health_reason);
+    master_signal_slot(m, i, SIGTERM, MSTOP_HEALTH);
+}
+
 void master_watchdog(master *m, int64_t now)
 {
     for (int i = 0; i < m->nslots; i++) {
         master_slot *s = &m->slots[i];
         if (s->pid <= 0 || s->kill != KILL_NONE) continue;  /* no process, or already killed */
+        check_health(m, i);
         if (check_stop_deadline(m, i, now)) continue;
         if (check_handler(m, i, now)) continue;
         check_heartbeat(m, i, now);

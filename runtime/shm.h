@@ -98,6 +98,17 @@ typedef struct shm_route_stats {
     _Atomic uint64_t duration[SHM_DURATION_BUCKETS + 1]; /* per bucket, not cumulative; the last is +Inf */
 } shm_route_stats;
 
+#define SHM_TIMERS 32                 /* router.every names a slot counts */
+#define SHM_TIMER_NAME 96             /* longer names are counted under their first 95 bytes */
+
+/* Runs of one router.every timer in one slot, keyed by name like
+ * shm_route_stats (the entry outlives the process). Written only by the
+ * slot's worker; the master sums the slots' entries of a name. */
+typedef struct shm_timer_stats {
+    char name[SHM_TIMER_NAME];          /* written before the entry is published, never changed */
+    _Atomic uint64_t ok, errors, skipped;
+} shm_timer_stats;
+
 typedef struct shm_slot {
     _Atomic int32_t pid;
     _Atomic int32_t state;              /* enum slot_state */
@@ -122,6 +133,12 @@ typedef struct shm_slot {
     _Atomic uint64_t outgoing_bytes;
     _Atomic uint64_t publishes_dropped; /* publishes given up on, each logged */
     _Atomic int32_t stopping_for_good;  /* set by the master: no next worker will replay */
+    _Atomic int32_t handler_rec;        /* record whose handler code runs now (with handler_start_ns), -1: none */
+    _Atomic int32_t health_failed;      /* the user's health check failed its `failures` in a row */
+    char health_reason[SHM_REASON_MAX]; /* its last error; written before health_failed is set */
+    _Atomic uint32_t unhealthy_runs;    /* health checks failed in a row (for /ready and status) */
+    _Atomic uint32_t ntimer_stats;      /* entries of timer_stats in use; only grows (release store) */
+    shm_timer_stats timer_stats[SHM_TIMERS];
     shm_seen seen;
     _Atomic uint32_t nroute_stats;      /* entries of route_stats in use; only grows (release store) */
     shm_route_stats route_stats[SHM_ROUTE_TABLE];

@@ -59,6 +59,7 @@ void worker_begin_stop(worker *w, enum stop_kind kind)
     }
     w->stopping = kind;
     w->stop_since_ns = shm_now_ns();
+    worker_jobs(w, 0);  /* no timer run or health check starts any more */
     atomic_store(&w->shm->state, SLOT_DRAINING);
     if (kind == STOP_RECYCLE) log_info("recycling after %llu messages", (unsigned long long)w->handled);
     else log_debug("stopping%s", kind == STOP_RETIRE ? " (slot retired)" : "");
@@ -135,6 +136,12 @@ static void stop_when_flushed(worker *w, int64_t now)
 static int wants_read(worker *w)
 {
     if (worker_keep_full(w)) return w->out.count > 0;
+    /* WORKER_CONCURRENCY handlers in progress and as many waiting: leave the
+     * rest with the broker until one finishes (no deadlock: handlers do not
+     * wait on this connection). */
+    if (!w->stopping && atomic_load_explicit(&w->shm->in_progress, memory_order_relaxed) >= (uint32_t)w->cfg->concurrency &&
+        worker_queue_len(w) >= w->cfg->concurrency)
+        return 0;
     if (!w->stopping || w->stopping == STOP_RETIRE) return 1;
     return w->out.count > 0 && !w->stop_gave_up;
 }
@@ -274,6 +281,9 @@ static int timeout_ms(worker *w, int64_t now)
     if (w->stopping && !w->disconnect_sent && now + 50000000LL < next) next = now + 50000000LL;
     if (w->reconnect_pending && w->next_connect_ns < next) next = w->next_connect_ns;
     int64_t ms = (next - now) / 1000000;
+    int step_ms = worker_step_timeout_ms(w);
+    w->step_due_ns = step_ms >= 0 ? now + (int64_t)step_ms * 1000000 : INT64_MAX;
+    if (step_ms >= 0 && step_ms < ms) ms = step_ms;
     /* Wake often enough that an idle loop's heartbeat never looks stale. */
     int64_t cap = (int64_t)(w->cfg->heartbeat_timeout * 1000 / 3);
     if (cap > 1000) cap = 1000;
@@ -294,15 +304,22 @@ static int run_loop(worker *w)
         if (w->reconnect_pending && now >= w->next_connect_ns && (!w->stopping || !w->stop_gave_up))
             worker_mqtt_connect(w);
         worker_pump(w);
+        if (worker_watch_controller(w)) return WORKER_EXIT_INIT;
         update_socket(w);
         int n = epoll_wait(w->epfd, evs, 4, timeout_ms(w, now));
         if (n < 0 && errno != EINTR) { log_error("epoll_wait: %s", strerror(errno)); return WORKER_EXIT_INIT; }
+        int step = 0;
         for (int i = 0; i < n; i++) {
             if (evs[i].data.fd == w->sigfd) { on_signals(w); continue; }
+            if (evs[i].data.fd == w->cq_fd) { step = 1; continue; }
             if (evs[i].data.fd != w->sock || mosquitto_socket(w->mosq) != w->sock) continue;
             if (evs[i].events & EPOLLOUT) flush_writes(w);
             if (evs[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)) read_socket(w);
         }
+        /* Waiting handlers and timers whose socket or timer is ready (a
+         * handler that starts waiting makes the controller's descriptor
+         * readable, so it is stepped on the next turn). */
+        if (step || shm_now_ns() >= w->step_due_ns) worker_step(w);
         if (w->mosq) flush_writes(w);
         periodic(w, shm_now_ns());
     }
@@ -337,6 +354,12 @@ int worker_main(const worker_args *a)
     w.shm = a->shm;
     w.sock = w.sigfd = w.epfd = -1;
     w.call_ref = w.envelope_ref = w.empty_ref = LUA_NOREF;
+    w.step_ref = w.timeout_ref = w.init_ref = w.start_jobs_ref = w.stop_jobs_ref = LUA_NOREF;
+    w.new_thread_ref = w.adopt_ref = w.pollfd_ref = LUA_NOREF;
+    w.cq_fd = -1;
+    atomic_store(&w.shm->handler_rec, -1);
+    atomic_store(&w.shm->health_failed, 0);
+    atomic_store(&w.shm->unhealthy_runs, 0);
     atomic_store(&w.shm->pid, getpid());
     atomic_store(&w.shm->state, SLOT_STARTING);
     atomic_store(&w.shm->connected, 0);
@@ -348,6 +371,8 @@ int worker_main(const worker_args *a)
     if (load_app(&w)) { rc = WORKER_EXIT_APP; goto out; }
     if (worker_keep_setup(&w) || worker_dispatch_setup(&w) || worker_out_setup(&w) || worker_mqtt_setup(&w)) goto out;
     worker_replay_load(&w);
+    if (worker_run_init(&w)) { rc = WORKER_EXIT_APP; goto out; }
+    worker_jobs(&w, 1);
     if (a->cfg->max_messages > 0) {
         srand((unsigned)getpid());
         w.recycle_after = (uint64_t)a->cfg->max_messages + (uint64_t)(rand() % (a->cfg->max_messages / 10 + 1));

@@ -12,6 +12,7 @@
 #include <mqtt_protocol.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 
 #define PROPS_MAX (64 * 1024)  /* packed MQTT 5 properties kept with a message */
 
@@ -64,15 +65,29 @@ int worker_dispatch_setup(worker *w)
     bind_route_stats(w);
     w->props_buf = malloc(PROPS_MAX);
     if (!w->props_buf) { log_error("out of memory"); return -1; }
-    /* d = require("routemq.dispatch").new(app, io, slot); keep d.call */
-    if (require_field(L, "routemq.dispatch", "new", err, sizeof err)) goto fail;
+    /* g = require("routemq.worker").new(app, io, slot): d.call, the
+     * controller's step/timeout/pollfd, init and jobs. */
+    if (require_field(L, "routemq.worker", "new", err, sizeof err)) goto fail;
     lua_rawgeti(L, LUA_REGISTRYINDEX, w->app.app_ref);
     worker_lua_push_io(w);
     lua_pushinteger(L, w->args->slot);
     if (luavm_pcall(L, 3, 1, err, sizeof err, NULL, 0)) goto fail;
-    lua_getfield(L, -1, "call");
-    if (!lua_isfunction(L, -1)) { snprintf(err, sizeof err, "routemq.dispatch: no call function"); goto fail; }
-    w->call_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    static const char *const fields[] = { "call", "step", "timeout", "init", "start_jobs", "stop_jobs", "pollfd" };
+    int *refs[] = { &w->call_ref, &w->step_ref, &w->timeout_ref, &w->init_ref, &w->start_jobs_ref,
+                    &w->stop_jobs_ref, &w->pollfd_ref };
+    for (int i = 0; i < 7; i++) {
+        lua_getfield(L, -1, fields[i]);
+        if (!lua_isfunction(L, -1)) { snprintf(err, sizeof err, "routemq.worker: no %s function", fields[i]); goto fail; }
+        *refs[i] = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
+    lua_getfield(L, -1, "new_thread");
+    if (lua_isfunction(L, -1)) {
+        w->new_thread_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        lua_getfield(L, -1, "adopt");
+        w->adopt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    } else {
+        lua_pop(L, 1);
+    }
     lua_pop(L, 1);
     if (require_field(L, "routemq.dlq", "envelope", err, sizeof err)) goto fail;
     w->envelope_ref = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -176,7 +191,8 @@ int worker_queue_len(const worker *w)
 
 int worker_can_start(const worker *w)
 {
-    if (!w->connected || w->out.over || atomic_load_explicit(&w->shm->in_progress, memory_order_relaxed) > 0)
+    if (!w->connected || w->out.over ||
+        atomic_load_explicit(&w->shm->in_progress, memory_order_relaxed) >= (uint32_t)w->cfg->concurrency)
         return 0;
     switch (w->stopping) {
     case STOP_NONE: return 1;
@@ -247,16 +263,117 @@ void worker_handler_done(worker *w, int id, int rc, const char *err, const char 
     worker_after_message(w);
 }
 
-/* d.call(rid, topic, payload, qos, retain, dup, props, redelivered, params,
- * token) under the traceback handler, with the watchdog told which route's
- * code runs; token -1 is none. Returns luavm_pcall's status. */
-static int call_lua(worker *w, const worker_msg *m, int rid, const topic_span *caps, int ncaps, int redelivered,
-                    int token, int64_t start_ns, char *err, size_t errlen, char *tb, size_t tblen)
+/* An idle handler coroutine (dispatch's d.new_thread), or a new one; its
+ * registry ref in *ref. NULL when none can be made. */
+static lua_State *thread_get(worker *w, int *ref)
+{
+    if (w->nthreads > 0) {
+        w->nthreads--;
+        *ref = w->thread_refs[w->nthreads];
+        return w->threads[w->nthreads];
+    }
+    lua_State *L = w->L;
+    char err[1024];
+    lua_rawgeti(L, LUA_REGISTRYINDEX, w->new_thread_ref);
+    if (luavm_pcall(L, 0, 1, err, sizeof err, NULL, 0)) { log_error("cannot make a handler coroutine: %s", err); return NULL; }
+    lua_State *T = lua_tothread(L, -1);
+    *ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    return T;
+}
+
+static void thread_put(worker *w, lua_State *T, int ref)
+{
+    if (w->nthreads < WORKER_THREAD_POOL) {
+        w->threads[w->nthreads] = T;
+        w->thread_refs[w->nthreads] = ref;
+        w->nthreads++;
+    } else {
+        luaL_unref(w->L, LUA_REGISTRYINDEX, ref);
+    }
+}
+
+/* Runs d.call's 10 arguments (on top of w->L) in a handler coroutine
+ * resumed from here: no Lua-level resume for a handler that does not
+ * wait. It ends in a yield of true (returned), false (queued behind its
+ * topic: io.done later), a cqueues poll request (it waits: d.adopt hands
+ * it to the controller, io.done later) or an error (the handler's). */
+static void run_in_thread(worker *w, int id)
 {
     lua_State *L = w->L;
+    int ref;
+    lua_State *T = thread_get(w, &ref);
+    if (!T) {
+        lua_pop(L, 10);
+        worker_handler_done(w, id, -1, "out of memory for a handler coroutine", NULL);
+        return;
+    }
+    if (!lua_checkstack(T, 12)) {
+        lua_pop(L, 10);
+        luaL_unref(L, LUA_REGISTRYINDEX, ref);
+        worker_handler_done(w, id, -1, "out of memory for a handler coroutine's stack", NULL);
+        return;
+    }
+    lua_xmove(L, T, 10);
+    int st = lua_resume(T, 10);
+    if (st == LUA_YIELD) {
+        int n = lua_gettop(T);
+        if (n >= 1 && lua_type(T, 1) == LUA_TBOOLEAN) {
+            int finished = lua_toboolean(T, 1);
+            lua_settop(T, 0);
+            thread_put(w, T, ref);
+            if (finished) worker_handler_done(w, id, 0, NULL, NULL);
+            return;
+        }
+        char err[1024];
+        if (!lua_checkstack(L, n + 4)) {
+            luaL_unref(L, LUA_REGISTRYINDEX, ref);
+            worker_handler_done(w, id, -1, "a handler's poll request is too large", NULL);
+            return;
+        }
+        lua_rawgeti(L, LUA_REGISTRYINDEX, w->adopt_ref);
+        lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+        luaL_unref(L, LUA_REGISTRYINDEX, ref);  /* the controller holds it now */
+        lua_xmove(T, L, n);
+        if (luavm_pcall(L, 1 + n, 2, err, sizeof err, NULL, 0)) {
+            worker_handler_done(w, id, -1, err, NULL);
+            return;
+        }
+        if (!lua_toboolean(L, -2))
+            worker_handler_done(w, id, -1, lua_tostring(L, -1) ? lua_tostring(L, -1) : "cannot wait", NULL);
+        lua_pop(L, 2);
+        return;
+    }
+    /* The handler raised (or the coroutine ended): it is dead, drop it. */
+    const char *msg = lua_tostring(T, -1);
+    if (!msg) msg = lua_isnil(T, -1) && st == 0 ? "handler coroutine ended" : "(error object is not a string)";
+    luaL_traceback(L, T, msg, 0);
+    const char *full = lua_tostring(L, -1);
+    const char *cut = full ? strstr(full, "\nstack traceback:") : NULL;
+    char err[2048];
+    snprintf(err, sizeof err, "%.*s", cut ? (int)(cut - full) : (int)strlen(msg), cut ? full : msg);
+    worker_handler_done(w, id, -1, err, cut ? cut + 1 : NULL);
+    lua_pop(L, 1);
+    luaL_unref(L, LUA_REGISTRYINDEX, ref);
+}
+
+/* Runs the handler of record id on its kept bytes; the record is finished
+ * by worker_handler_done. */
+static void call_handler(worker *w, int id, const worker_msg *m, int rid, const topic_span *caps, int ncaps,
+                         int redelivered)
+{
+    const route_info *r = &w->app.routes[rid - 1];
+    shm_rec *rec = &w->shm->keep.rec[id];
+    lua_State *L = w->L;
+    rec->route_index = rid;
+    if (rec->stat_index < 0) rec->stat_index = stat_of(rid);
+    rec->started = 1;
+    rec->started_ns = shm_now_ns();
+    atomic_store_explicit(&rec->state, REC_RUNNING, memory_order_release);
+    atomic_fetch_add_explicit(&w->shm->in_progress, 1, memory_order_relaxed);
     atomic_store_explicit(&w->shm->handler_route, rid, memory_order_relaxed);
-    atomic_store_explicit(&w->shm->handler_start_ns, start_ns, memory_order_release);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, w->call_ref);
+    atomic_store_explicit(&w->shm->handler_start_ns, rec->started_ns, memory_order_release);
+
+    if (w->new_thread_ref == LUA_NOREF) lua_rawgeti(L, LUA_REGISTRYINDEX, w->call_ref);
     lua_pushinteger(L, rid);
     lua_pushlstring(L, m->topic, m->tlen);
     lua_pushlstring(L, m->plen ? m->payload : "", m->plen);
@@ -265,48 +382,128 @@ static int call_lua(worker *w, const worker_msg *m, int rid, const topic_span *c
     lua_pushboolean(L, 0);  /* libmosquitto does not expose the DUP flag */
     worker_lua_push_props(w, m->props, m->props_len);
     lua_pushboolean(L, redelivered);
-    push_params(w, &w->app.routes[rid - 1], caps, ncaps);
-    if (token >= 0) lua_pushinteger(L, token);
-    else lua_pushnil(L);
-    int rc = luavm_pcall(L, 10, 0, err, errlen, tb, tblen);
-    atomic_store_explicit(&w->shm->handler_start_ns, 0, memory_order_release);
-    return rc;
-}
-
-/* Runs the handler of record id on its kept bytes; the record is finished
- * by worker_handler_done. */
-static void call_handler(worker *w, int id, const worker_msg *m, int rid, const topic_span *caps, int ncaps,
-                         int redelivered)
-{
-    shm_rec *rec = &w->shm->keep.rec[id];
-    rec->route_index = rid;
-    if (rec->stat_index < 0) rec->stat_index = stat_of(rid);
-    rec->started = 1;
-    rec->started_ns = shm_now_ns();
-    atomic_store_explicit(&rec->state, REC_RUNNING, memory_order_release);
-    atomic_fetch_add_explicit(&w->shm->in_progress, 1, memory_order_relaxed);
-    char err[2048], tb[8192];
-    int rc = call_lua(w, m, rid, caps, ncaps, redelivered, id, rec->started_ns, err, sizeof err, tb, sizeof tb);
-    worker_handler_done(w, id, rc, err, tb);
-}
-
-/* When every record is in use (SHM_RECS messages kept, the outgoing backlog
- * full) a message still arrives, since the acknowledgements that would free
- * records come on the same connection: it is handled at once, outside the
- * arrival order and without crash safety, and that is logged. Losing it, or
- * not reading the acknowledgements, would be worse. */
-static void run_unkept(worker *w, const worker_msg *m, int rid, const topic_span *caps, int ncaps)
-{
-    char t[LOG_TOPIC_BUF], err[2048], tb[8192];
-    int64_t now = shm_now_ns();
-    if (now - w->unkept_logged_ns > 10000000000LL) {
-        w->unkept_logged_ns = now;
-        log_error("%s: every one of the %d message records is in use; handled at once without crash safety",
-                  log_topic(t, sizeof t, m->topic, m->tlen), SHM_RECS);
+    push_params(w, r, caps, ncaps);
+    lua_pushinteger(L, id);
+    atomic_store_explicit(&w->shm->handler_rec, id, memory_order_relaxed);
+    if (w->new_thread_ref != LUA_NOREF) {
+        run_in_thread(w, id);
+    } else {
+        char err[2048], tb[8192];
+        /* d.call runs the handler until it ends -> true, ok, err, traceback;
+         * or until it first waits -> false, and io.done (worker_lua.c)
+         * reports its end later. An error here is d.call's own (the
+         * handler's are caught inside). */
+        int rc = luavm_pcall(L, 10, 4, err, sizeof err, tb, sizeof tb);
+        if (rc) {
+            if (!w->recs[id].done && atomic_load(&rec->state) == REC_RUNNING) worker_handler_done(w, id, rc, err, tb);
+        } else {
+            if (lua_toboolean(L, -4)) {
+                int ok = lua_toboolean(L, -3);
+                const char *e = ok ? NULL : (lua_tostring(L, -2) ? lua_tostring(L, -2) : "(no message)");
+                const char *t = ok ? NULL : lua_tostring(L, -1);
+                worker_handler_done(w, id, ok ? 0 : -1, e, t && t[0] ? t : NULL);
+            }
+            lua_pop(L, 4);
+        }
     }
-    int rc = call_lua(w, m, rid, caps, ncaps, 0, -1, now, err, sizeof err, tb, sizeof tb);
-    account(w, rid, stat_of(rid), shm_now_ns() - now, rc, m->topic, m->tlen, err, tb);
-    worker_after_message(w);
+    atomic_store_explicit(&w->shm->handler_start_ns, 0, memory_order_release);
+    atomic_store_explicit(&w->shm->handler_rec, -1, memory_order_relaxed);
+}
+
+int worker_watch_controller(worker *w)
+{
+    if (w->cq_fd >= 0) return 0;
+    lua_State *L = w->L;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, w->pollfd_ref);
+    if (luavm_pcall(L, 0, 1, NULL, 0, NULL, 0)) return -1;
+    int fd = lua_isnumber(L, -1) ? (int)lua_tointeger(L, -1) : -1;
+    lua_pop(L, 1);
+    if (fd < 0) return 0;
+    struct epoll_event ev = { .events = EPOLLIN, .data.fd = fd };
+    if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &ev)) { log_error("epoll: %s", strerror(errno)); return -1; }
+    w->cq_fd = fd;
+    return 0;
+}
+
+void worker_step(worker *w)
+{
+    lua_State *L = w->L;
+    if (w->cq_fd < 0) return;
+    char err[2048];
+    /* Waiting handlers and timers run inside the step: the watchdog's clock
+     * runs, against WORKER_HANDLER_TIMEOUT until io.resume names the route. */
+    atomic_store_explicit(&w->shm->handler_route, 0, memory_order_relaxed);
+    atomic_store_explicit(&w->shm->handler_rec, -1, memory_order_relaxed);
+    atomic_store_explicit(&w->shm->handler_start_ns, shm_now_ns(), memory_order_release);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, w->step_ref);
+    int rc = luavm_pcall(L, 0, 2, err, sizeof err, NULL, 0);
+    atomic_store_explicit(&w->shm->handler_start_ns, 0, memory_order_release);
+    atomic_store_explicit(&w->shm->handler_rec, -1, memory_order_relaxed);
+    if (rc) { log_error("cqueues controller: %s", err); return; }
+    if (!lua_toboolean(L, -2)) log_error("cqueues controller: %s", lua_tostring(L, -1) ? lua_tostring(L, -1) : "?");
+    lua_pop(L, 2);
+}
+
+int worker_step_timeout_ms(worker *w)
+{
+    lua_State *L = w->L;
+    if (w->cq_fd < 0) return -1;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, w->timeout_ref);
+    if (luavm_pcall(L, 0, 1, NULL, 0, NULL, 0)) return -1;
+    int ms = -1;
+    if (lua_isnumber(L, -1)) {
+        double t = lua_tonumber(L, -1);
+        ms = t <= 0 ? 0 : t > 1e6 ? 1000000000 : (int)(t * 1000.0 + 0.999);
+    }
+    lua_pop(L, 1);
+    return ms;
+}
+
+int worker_run_init(worker *w)
+{
+    lua_State *L = w->L;
+    char err[2048], tb[8192];
+    lua_rawgeti(L, LUA_REGISTRYINDEX, w->init_ref);
+    lua_pushnumber(L, w->cfg->handler_timeout);
+    if (luavm_pcall(L, 1, 3, err, sizeof err, tb, sizeof tb)) {
+        log_with(LOGL_ERROR, &(log_fields){ .traceback = tb[0] ? tb : NULL }, "init failed: %s", err);
+        return -1;
+    }
+    int ok = lua_toboolean(L, -3);
+    if (!ok)
+        log_with(LOGL_ERROR, &(log_fields){ .traceback = lua_tostring(L, -1) }, "init failed: %s",
+                 lua_tostring(L, -2) ? lua_tostring(L, -2) : "?");
+    lua_pop(L, 3);
+    return ok ? 0 : -1;
+}
+
+void worker_jobs(worker *w, int start)
+{
+    lua_State *L = w->L;
+    char err[2048];
+    if (!start) {
+        if (w->jobs_stopped) return;
+        w->jobs_stopped = 1;
+    }
+    lua_rawgeti(L, LUA_REGISTRYINDEX, start ? w->start_jobs_ref : w->stop_jobs_ref);
+    if (luavm_pcall(L, 0, 0, err, sizeof err, NULL, 0)) log_error("timers: %s", err);
+}
+
+/* When every record is in use (SHM_RECS messages kept behind an outgoing
+ * backlog that does not move) a message can still arrive: the acknowledgements
+ * that would free records come on the same connection, so reading goes on.
+ * Such a message cannot be kept; it is counted as an error and logged (at
+ * most every 10 s) rather than the worker stalling for good. */
+static void run_unkept(worker *w, const worker_msg *m, int rid)
+{
+    char t[LOG_TOPIC_BUF];
+    atomic_fetch_add_explicit(&w->shm->errors, 1, memory_order_relaxed);
+    int64_t now = shm_now_ns();
+    if (now - w->unkept_logged_ns < 10000000000LL) return;
+    w->unkept_logged_ns = now;
+    log_error("%s (route %s): every one of the %d message records is in use (the outgoing backlog has not moved); "
+              "the message is lost", log_topic(t, sizeof t, m->topic, m->tlen), w->app.routes[rid - 1].pattern,
+              SHM_RECS);
 }
 
 /* Starts the handler of kept message id (or dead-letters it). */
@@ -411,7 +608,7 @@ static void take_message(struct mosquitto *m, void *ud, const struct mosquitto_m
     }
     int id = worker_keep_add(w, &kept);
     if (id < 0) {
-        run_unkept(w, &kept, rid, caps, ncaps);
+        run_unkept(w, &kept, rid);
         return;
     }
     w->shm->keep.rec[id].stat_index = stat_of(rid);

@@ -16,6 +16,8 @@
 
 enum stop_kind { STOP_NONE = 0, STOP_KEEP, STOP_RETIRE, STOP_RECYCLE };
 
+#define WORKER_THREAD_POOL 64    /* idle handler coroutines kept for reuse */
+
 /* One message on the dispatch path: where its bytes are (libmosquitto's
  * buffer, the arena or a mapped file) and what the broker said of it. */
 typedef struct worker_msg {
@@ -84,6 +86,17 @@ typedef struct worker {
     app_def app;
     topic_trie *trie;
     int call_ref;            /* dispatch's d.call */
+    int step_ref;            /* one step of the cqueues controller (routemq.worker) */
+    int timeout_ref;         /* seconds until the controller's next timer */
+    int init_ref, start_jobs_ref, stop_jobs_ref; /* router.init, router.every and router.health */
+    int pollfd_ref;          /* the controller's descriptor, nil until cqueues is loaded */
+    int cq_fd;               /* the controller's pollfd, in epoll; -1 none */
+    int new_thread_ref, adopt_ref; /* d.new_thread / d.adopt; LUA_NOREF: handlers go through d.call */
+    int nthreads;            /* idle handler coroutines in threads[] */
+    lua_State *threads[WORKER_THREAD_POOL];
+    int thread_refs[WORKER_THREAD_POOL];
+    int jobs_stopped;
+    int64_t step_due_ns;     /* the controller's next timer, INT64_MAX: none */
     int envelope_ref;        /* routemq.dlq envelope builder */
     int empty_ref;           /* shared read-only empty table for props/params */
 
@@ -186,6 +199,18 @@ void worker_out_on_publish(struct mosquitto *m, void *ud, int mid, int reason, c
 void worker_out_connection_lost(worker *w);       /* QoS 0 publishes not written are gone */
 /* Gives up on every publish not acknowledged (leaving for good); returns how many. */
 uint32_t worker_out_abandon(worker *w);
+
+/* Steps the cqueues controller once (waiting handlers, timers) under the
+ * watchdog's handler clock. */
+void worker_step(worker *w);
+/* Puts the controller's descriptor in epoll once it exists (cqueues is
+ * loaded on demand); 0 ok. */
+int worker_watch_controller(worker *w);
+/* Milliseconds until the controller wants a step (-1: no timer). */
+int worker_step_timeout_ms(worker *w);
+/* Runs the app's init functions (router.init), waiting for them; 0 ok. */
+int worker_run_init(worker *w);
+void worker_jobs(worker *w, int start);           /* starts (1) or stops (0) timers and health checks */
 
 /* worker_lua.c */
 void worker_lua_push_io(worker *w);               /* pushes the io table for dispatch.new */

@@ -105,6 +105,79 @@ static int l_log(lua_State *L)
     return 0;
 }
 
+/* io.done(token, ok, err, traceback): a handler started by d.call ended. */
+static int l_done(lua_State *L)
+{
+    worker *w = upworker(L);
+    if (!lua_isnumber(L, 1)) return 0;  /* not a message of ours */
+    int id = (int)lua_tointeger(L, 1);
+    if (id < 0 || id >= SHM_RECS || w->recs[id].done ||
+        atomic_load_explicit(&w->shm->keep.rec[id].state, memory_order_relaxed) != REC_RUNNING)
+        return 0;
+    int ok = lua_toboolean(L, 2);
+    const char *err = ok ? NULL : (lua_tostring(L, 3) ? lua_tostring(L, 3) : "(no message)");
+    const char *tb = ok ? NULL : lua_tostring(L, 4);
+    worker_handler_done(w, id, ok ? 0 : -1, err, tb && tb[0] ? tb : NULL);
+    return 0;
+}
+
+/* io.resume(route_index, token): a waiting handler's code (route 0: a
+ * timer's, init's or the health check's) runs again now. The watchdog
+ * times that slice against the route's timeout, and a death now is counted
+ * against that message only. */
+static int l_resume(lua_State *L)
+{
+    worker *w = upworker(L);
+    int rid = (int)luaL_optinteger(L, 1, 0);
+    int id = lua_isnumber(L, 2) ? (int)lua_tointeger(L, 2) : -1;
+    atomic_store_explicit(&w->shm->handler_route, rid, memory_order_relaxed);
+    atomic_store_explicit(&w->shm->handler_rec, id, memory_order_relaxed);
+    atomic_store_explicit(&w->shm->handler_start_ns, shm_now_ns(), memory_order_release);
+    return 0;
+}
+
+/* io.timer(name, "ok"|"error"|"skipped"): one run of a router.every timer,
+ * counted for routemq_timer_runs_total. */
+static int l_timer(lua_State *L)
+{
+    worker *w = upworker(L);
+    const char *name = luaL_checkstring(L, 1);
+    const char *result = luaL_checkstring(L, 2);
+    shm_slot *sh = w->shm;
+    uint32_t n = atomic_load_explicit(&sh->ntimer_stats, memory_order_acquire);
+    shm_timer_stats *e = NULL;
+    for (uint32_t i = 0; i < n && i < SHM_TIMERS; i++)
+        if (strncmp(sh->timer_stats[i].name, name, SHM_TIMER_NAME - 1) == 0) { e = &sh->timer_stats[i]; break; }
+    if (!e) {
+        if (n >= SHM_TIMERS) return 0;  /* counted nowhere: more timer names than a slot keeps */
+        e = &sh->timer_stats[n];
+        snprintf(e->name, sizeof e->name, "%s", name);
+        atomic_store_explicit(&sh->ntimer_stats, n + 1, memory_order_release);
+    }
+    if (strcmp(result, "ok") == 0) atomic_fetch_add_explicit(&e->ok, 1, memory_order_relaxed);
+    else if (strcmp(result, "skipped") == 0) atomic_fetch_add_explicit(&e->skipped, 1, memory_order_relaxed);
+    else atomic_fetch_add_explicit(&e->errors, 1, memory_order_relaxed);
+    return 0;
+}
+
+/* io.health(ok, err, failures_in_a_row, limit): one user health check. */
+static int l_health(lua_State *L)
+{
+    worker *w = upworker(L);
+    int ok = lua_toboolean(L, 1);
+    uint32_t n = (uint32_t)luaL_optinteger(L, 3, 0);
+    uint32_t limit = (uint32_t)luaL_optinteger(L, 4, 3);
+    atomic_store(&w->shm->unhealthy_runs, ok ? 0 : n);
+    if (!ok && n >= limit && !atomic_load(&w->shm->health_failed)) {
+        snprintf(w->shm->health_reason, sizeof w->shm->health_reason, "%s",
+                 lua_tostring(L, 2) ? lua_tostring(L, 2) : "health check failed");
+        atomic_store_explicit(&w->shm->health_failed, 1, memory_order_release);
+        log_error("health check failed %u times in a row: %s; asking the master for a replacement", n,
+                  w->shm->health_reason);
+    }
+    return 0;
+}
+
 void worker_lua_push_io(worker *w)
 {
     lua_State *L = w->L;
@@ -118,6 +191,18 @@ void worker_lua_push_io(worker *w)
     lua_pushlightuserdata(L, w);
     lua_pushcclosure(L, l_log, 1);
     lua_setfield(L, -2, "log");
+    lua_pushlightuserdata(L, w);
+    lua_pushcclosure(L, l_done, 1);
+    lua_setfield(L, -2, "done");
+    lua_pushlightuserdata(L, w);
+    lua_pushcclosure(L, l_resume, 1);
+    lua_setfield(L, -2, "resume");
+    lua_pushlightuserdata(L, w);
+    lua_pushcclosure(L, l_health, 1);
+    lua_setfield(L, -2, "health");
+    lua_pushlightuserdata(L, w);
+    lua_pushcclosure(L, l_timer, 1);
+    lua_setfield(L, -2, "timer");
 }
 
 /* Pushes ctx.props from packed properties (worker_props.c): a new table

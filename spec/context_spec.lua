@@ -242,7 +242,7 @@ describe("routemq.context", function()
   end)
 
   describe("dispatch.call", function()
-    it("passes the message fields through and returns the handler's results", function()
+    it("passes the message fields through and runs the handler to its end", function()
       local seen
       local d = dispatch.new({ routes = { { pattern = "t/{x}", filter = "t/+", qos = 0,
         handler = function(ctx)
@@ -250,8 +250,7 @@ describe("routemq.context", function()
           return "done", 2
         end } } }, { publish = print, log = print }, 5)
       local props = { content_type = "text/plain" }
-      assert.same({ "done", 2 },
-        { d.call(1, "t/1", "p\0", 2, true, true, props, true, { x = "1" }) })
+      assert.is_true(d.call(1, "t/1", "p\0", 2, true, true, props, true, { x = "1" }))
       assert.equal("t/1", seen.topic)
       assert.equal("p\0", seen.payload)
       assert.equal(2, seen.qos)

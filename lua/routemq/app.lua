@@ -113,6 +113,28 @@ local function check_options(opts)
   return group, timeout
 end
 
+-- describe_jobs({ timers =, inits =, health = }) -> lines for `routemq
+-- routes` (empty string when the app has none).
+function M.describe_jobs(jobs)
+  local lines = {}
+  for _, t in ipairs(jobs.timers) do
+    lines[#lines + 1] = ("every %gs  %s  workers=%s  timeout=%gs  %s"):format(t.every, t.name,
+      t.workers, t.timeout, tostring(t.source))
+  end
+  for _, i in ipairs(jobs.inits) do
+    lines[#lines + 1] = "init  " .. tostring(i.source)
+  end
+  local h = jobs.health
+  if h then
+    lines[#lines + 1] = ("health  every=%gs  timeout=%gs  failures=%d  %s"):format(h.every,
+      h.timeout, h.failures, tostring(h.source))
+  end
+  if #lines == 0 then
+    return ""
+  end
+  return table.concat(lines, "\n") .. "\n"
+end
+
 -- load(root, { group_name =, handler_timeout = }) -> app | nil, err, traceback
 -- app = { root =, routes = { route records }, middleware = { global mw }, files = }
 function M.load(root, opts)
@@ -159,11 +181,19 @@ function M.load(root, opts)
     route.sub = route.shared and ("$share/" .. route.group .. "/" .. route.filter)
       or route.filter
   end
+  local jobs = router._jobs()
+  for _, timer in ipairs(jobs.timers) do
+    timer.timeout = timer.timeout or math.min(timer.every, handler_timeout)
+  end
   return {
     root = root,
     routes = routes,
     middleware = router._middleware(),
     files = files,
+    timers = jobs.timers,
+    inits = jobs.inits,
+    health = jobs.health,
+    jobs_text = M.describe_jobs(jobs),
   }
 end
 

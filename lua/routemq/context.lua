@@ -34,11 +34,11 @@ local Context = {}
 local context_mt = { __index = Context }
 
 -- new(view, topic, params, payload, qos, retain, dup, props, redelivered,
---     worker, log, io, token) -> ctx; positional to keep the per-message cost
--- low. token identifies the message to the runtime (its publishes are tied
--- to it: the message is finished when the broker has them).
+--     worker, log, io, token, route_index) -> ctx; positional to keep the
+-- per-message cost low. token identifies the message to the runtime (its
+-- publishes are tied to it: the message is finished when the broker has them).
 function M.new(view, topic, params, payload, qos, retain, dup, props, redelivered,
-               worker, log, io, token)
+               worker, log, io, token, route_index)
   return setmetatable({
     topic = topic,
     params = params or NO_PARAMS,
@@ -53,6 +53,7 @@ function M.new(view, topic, params, payload, qos, retain, dup, props, redelivere
     log = log,
     _io = io,
     _token = token,
+    _route_index = route_index,
   }, context_mt)
 end
 
@@ -229,6 +230,14 @@ function Context:reply(payload, opts)
     raise("ctx:reply: the message has no response_topic")
   end
   return send(self, "ctx:reply", topic, payload, opts, request.correlation_data)
+end
+
+-- publisher(fname) -> a publish(self, topic, payload, opts) method for other
+-- objects carrying _io and _token (job:publish), naming fname in errors.
+function M.publisher(fname)
+  return function(self, topic, payload, opts)
+    return send(self, fname, topic, payload, opts, nil)
+  end
 end
 
 M.NO_PROPS = NO_PROPS

@@ -18,6 +18,10 @@ local M = {}
 local routes     -- registered route records, in registration order
 local by_filter  -- filter -> route record, to reject duplicates
 local root       -- the global scope: its middleware is the global middleware
+local timers     -- router.every records, in registration order
+local by_name    -- timer name -> record, to reject duplicates
+local inits      -- router.init records
+local health     -- the router.health record, or nil
 
 local function new_scope(parent, prefix, middleware)
   return { parent = parent, prefix = prefix, middleware = middleware }
@@ -27,6 +31,7 @@ end
 function M._reset()
   routes, by_filter = {}, {}
   root = new_scope(nil, nil, {})
+  timers, by_name, inits, health = {}, {}, {}, nil
 end
 
 M._reset()
@@ -83,6 +88,9 @@ local ROUTE_OPTIONS = {
   name = function(v)
     return type(v) == "string" and v ~= "", "a non-empty string"
   end,
+  ordered = function(v)
+    return type(v) == "boolean", "a boolean"
+  end,
   middleware = true, -- checked by check_middleware_list
 }
 
@@ -97,7 +105,7 @@ local function check_route_options(opts)
   if bad ~= nil then
     raise("unknown option " .. util.key_text(bad))
   end
-  for _, key in ipairs({ "qos", "shared", "worker_count", "group", "timeout", "name" }) do
+  for _, key in ipairs({ "qos", "shared", "worker_count", "group", "timeout", "name", "ordered" }) do
     local v = opts[key]
     if v ~= nil then
       local ok, expected = ROUTE_OPTIONS[key](v)
@@ -185,6 +193,7 @@ local function add_route(scope, pattern, handler, opts, api)
     group = opts.group,
     timeout = opts.timeout,
     name = opts.name or full,
+    ordered = opts.ordered or false,
     source = source,
     middleware = scope_middleware(scope, own),
     _scope = scope,
@@ -280,6 +289,131 @@ end
 -- prefix and middleware.
 function M.group(opts, body)
   add_group(root, opts, body, M)
+end
+
+local function positive(v)
+  return type(v) == "number" and v > 0 and v < math.huge
+end
+
+-- Checks opts against { key = function(v) -> ok, expected }; returns opts or {}.
+local function check_options(fname, opts, checks, order)
+  if opts == nil then
+    return {}
+  end
+  if type(opts) ~= "table" then
+    raise(fname .. ": options must be a table, got " .. describe(opts))
+  end
+  local bad = util.unknown_key(opts, checks)
+  if bad ~= nil then
+    raise(fname .. ": unknown option " .. util.key_text(bad))
+  end
+  for _, key in ipairs(order) do
+    local v = opts[key]
+    if v ~= nil then
+      local ok, expected = checks[key](v)
+      if not ok then
+        raise(fname .. ": option '" .. key .. "' must be " .. expected .. ", got " .. describe(v))
+      end
+    end
+  end
+  return opts
+end
+
+local EVERY_OPTIONS = {
+  name = function(v)
+    return type(v) == "string" and v ~= "", "a non-empty string"
+  end,
+  workers = function(v)
+    return v == "one" or v == "all", "'one' or 'all'"
+  end,
+  timeout = function(v)
+    return positive(v), "a positive number of seconds"
+  end,
+}
+
+-- every(seconds, fn, { name =, workers = "one"|"all", timeout = }): run
+-- fn(job) periodically in the worker(s); a run still going when the next
+-- is due is skipped.
+function M.every(seconds, fn, opts)
+  if seconds == M then
+    raise("call router.every with a dot, not a colon")
+  end
+  if not positive(seconds) then
+    raise("router.every: interval must be a positive number of seconds, got "
+      .. describe(seconds))
+  end
+  if not callable(fn) then
+    raise("router.every: function expected, got " .. describe(fn))
+  end
+  opts = check_options("router.every", opts, EVERY_OPTIONS, { "name", "workers", "timeout" })
+  local source = util.where()
+  local name = opts.name or ("every " .. seconds .. "s at " .. tostring(source))
+  local previous = by_name[name]
+  if previous then
+    raise("router.every: duplicate timer name '" .. name .. "': already registered at "
+      .. previous.source)
+  end
+  local timer = {
+    name = name,
+    every = seconds,
+    fn = fn,
+    workers = opts.workers or "one",
+    timeout = opts.timeout,
+    source = source,
+  }
+  timers[#timers + 1] = timer
+  by_name[name] = timer
+end
+
+-- init(fn): run fn(worker) in each worker after the app loads and before it
+-- subscribes; it may wait; an error fails that worker's start.
+function M.init(fn)
+  if fn == M then
+    raise("call router.init with a dot, not a colon")
+  end
+  if not callable(fn) then
+    raise("router.init: function expected, got " .. describe(fn))
+  end
+  inits[#inits + 1] = { fn = fn, source = util.where() }
+end
+
+local HEALTH_OPTIONS = {
+  every = function(v)
+    return positive(v), "a positive number of seconds"
+  end,
+  timeout = function(v)
+    return positive(v), "a positive number of seconds"
+  end,
+  failures = function(v)
+    return util.is_integer(v) and v >= 1, "a positive integer"
+  end,
+}
+
+-- health(fn, { every = 10, timeout = 5, failures = 3 }): a user health
+-- check; failing `failures` times in a row gets the worker replaced.
+function M.health(fn, opts)
+  if fn == M then
+    raise("call router.health with a dot, not a colon")
+  end
+  if not callable(fn) then
+    raise("router.health: function expected, got " .. describe(fn))
+  end
+  opts = check_options("router.health", opts, HEALTH_OPTIONS, { "every", "timeout", "failures" })
+  if health then
+    raise("router.health: a health check is already registered at " .. health.source)
+  end
+  health = {
+    fn = fn,
+    every = opts.every or 10,
+    timeout = opts.timeout or 5,
+    failures = opts.failures or 3,
+    source = util.where(),
+  }
+end
+
+-- _jobs() -> { timers = { records }, inits = { records }, health = record|nil }
+function M._jobs()
+  return { timers = copy(timers), inits = copy(inits), health = health }
 end
 
 -- _routes() -> the route records in registration order, with `middleware`

@@ -1,0 +1,324 @@
+-- Runs handlers, timers and init functions as coroutines on one cqueues
+-- controller, so code that waits with cqueues (cqueues.sleep, cqueues.socket,
+-- lua-http, routemq.ngx) yields to the worker's other work.
+--
+-- Cost: most handlers never wait. A job starts in a pooled coroutine resumed
+-- directly by r:start (one resume, no controller step, no allocation); only
+-- when it first waits is it handed to the controller, through a small
+-- forwarding coroutine that passes its poll requests up and the controller's
+-- answers down. For cqueues to treat that first, directly resumed slice as
+-- running on the controller, cqueues.running (and the copy cqueues.poll
+-- keeps of it) answer with our controller while such a slice runs.
+--
+-- A job that is still waiting at its deadline is cancelled: its coroutine is
+-- dropped (what it held is closed by the garbage collector) and its done
+-- callback gets (false, "timeout after N s").
+local cqueues = require("cqueues")
+
+local monotime = cqueues.monotime
+local create, resume, yield = coroutine.create, coroutine.resume, coroutine.yield
+local select, tostring, unpack = select, tostring, unpack
+local traceback = debug.traceback
+
+local M = {}
+
+local POLL = cqueues._POLL
+local DONE = true -- what a pooled coroutine yields when its job has finished
+M.DONE = DONE
+
+-- Jobs being resumed directly (outside a controller step), and their
+-- controller: cqueues must believe it is running then.
+local direct_depth, direct_cq = 0, nil
+-- Coroutines the C worker resumes itself (routemq.dispatch's threads), by
+-- their controller: looked up only when cqueues asks.
+local thread_cq = setmetatable({}, { __mode = "k" })
+
+local real_running = cqueues.running
+local coroutine_running = coroutine.running
+local function running(...)
+  if direct_depth > 0 then
+    return direct_cq, false
+  end
+  local cq, main = real_running(...)
+  if cq == nil then
+    local co = coroutine_running()
+    local owner = co and thread_cq[co]
+    if owner then
+      return owner, false
+    end
+  end
+  return cq, main
+end
+
+-- Whether cqueues.poll was taught about direct slices; without it every job
+-- is started on the controller (slower, same behaviour).
+local patched = false
+do
+  local poll = cqueues.poll
+  for i = 1, 64 do
+    local name, value = debug.getupvalue(poll, i)
+    if name == nil then
+      break
+    end
+    if name == "running" and value == real_running then
+      debug.setupvalue(poll, i, running)
+      cqueues.running = running
+      patched = true
+      break
+    end
+  end
+end
+M.direct = patched
+
+-- Splits "msg\nstack traceback:..." as the C side's luavm_pcall does.
+local last_tb
+local function on_error(e)
+  local msg = tostring(e)
+  local full = traceback(msg, 2)
+  local cut = full:find("\nstack traceback:", 1, true)
+  last_tb = cut and full:sub(cut + 1) or ""
+  return msg
+end
+
+-- The body of every pooled coroutine: run a job, report, wait for the next.
+local function body(fn, arg)
+  while true do
+    local ok, err = xpcall(fn, on_error, arg)
+    local tb = nil
+    if ok then
+      err = nil
+    else
+      tb, last_tb = last_tb, nil
+    end
+    fn, arg = yield(DONE, ok, err, tb)
+  end
+end
+
+local Runner = {}
+Runner.__index = Runner
+
+-- new([controller]) -> runner; the controller defaults to a new one.
+function M.new(cq)
+  return setmetatable({
+    cq = cq or cqueues.new(),
+    pool = {},
+    pooled = 0,
+    active = 0, -- jobs started and not finished
+    -- coroutine -> the arg of the job it runs (pooled ones keep their last),
+    -- so code running in a job can find it (the dispatcher's log lines)
+    arg_of = setmetatable({}, { __mode = "k" }),
+    on_resume = nil, -- optional function(tag) called before each resume on the controller
+  }, Runner)
+end
+
+local POOL_MAX = 256
+
+local function finish(self, co, done, token, ok, err, tb)
+  self.active = self.active - 1
+  if self.pooled < POOL_MAX then
+    local n = self.pooled + 1
+    self.pool[n] = co
+    self.pooled = n
+  end
+  done(token, ok, err, tb)
+end
+
+local function timeout_text(seconds)
+  return ("timeout after %g s"):format(seconds)
+end
+
+local function pack(...)
+  return { n = select("#", ...), ... }
+end
+
+-- Drives one job on the controller: passes the coroutine's poll requests
+-- up (plus the job's deadline) and the controller's answers down. Poll
+-- requests may hold nils, hence the explicit counts.
+local function forward(self, co, done, token, tag, seconds, deadline, adopted, ...)
+  local req = pack(...)
+  while true do
+    local left = deadline - monotime()
+    if left <= 0 then
+      self.active = self.active - 1
+      self.arg_of[co] = nil
+      return done(token, false, timeout_text(seconds), nil)
+    end
+    local n = req.n
+    local answer
+    if n == 0 then
+      -- A bare poll means "let the others run, then resume me": adding the
+      -- deadline as a timeout would turn it into a wait until the deadline.
+      answer = pack(yield(POLL))
+    else
+      req[n + 1] = left
+      answer = pack(yield(POLL, unpack(req, 1, n + 1)))
+    end
+    if monotime() >= deadline then
+      self.active = self.active - 1
+      self.arg_of[co] = nil
+      return done(token, false, timeout_text(seconds), nil)
+    end
+    if self.on_resume then
+      self.on_resume(tag)
+    end
+    local r = pack(resume(co, unpack(answer, 1, answer.n)))
+    if r[1] and r[2] == DONE then
+      if adopted then
+        -- A thread of the C worker: it yields no outcome (its errors end it).
+        self.active = self.active - 1
+        self.arg_of[co] = nil
+        return done(token, true, nil, nil)
+      end
+      return finish(self, co, done, token, r[3], r[4], r[5])
+    end
+    if not r[1] or r[2] ~= POLL then
+      self.active = self.active - 1
+      self.arg_of[co] = nil
+      if not r[1] then
+        local full = traceback(co, tostring(r[2]))
+        local cut = full:find("\nstack traceback:", 1, true)
+        return done(token, false, tostring(r[2]), cut and full:sub(cut + 1) or nil)
+      end
+      return done(token, false, "a handler yielded outside cqueues (use cqueues to wait)", nil)
+    end
+    req = { n = r.n - 2, unpack(r, 3, r.n) }
+  end
+end
+
+-- After the first, direct slice of a job: (true, ok, err, traceback) when
+-- it has ended, false when it waits on the controller (done reports it).
+-- Its deadline counts from here: the first slice never waits, and the
+-- master's watchdog bounds it.
+local function after_first(self, co, done, token, tag, seconds, prev, rok, what, ...)
+  direct_depth, direct_cq = direct_depth - 1, prev
+  if what == DONE then
+    local n = self.pooled
+    if n < POOL_MAX then
+      n = n + 1
+      self.pool[n] = co
+      self.pooled = n
+    end
+    return true, ...
+  end
+  if not rok or what ~= POLL then
+    self.arg_of[co] = nil
+    return true, false, not rok and tostring(what)
+      or "a handler yielded outside cqueues (use cqueues to wait)", nil
+  end
+  local ok, err = self.cq:wrap(forward, self, co, done, token, tag, seconds, monotime() + seconds, false, ...)
+  if not ok then
+    self.arg_of[co] = nil
+    return true, false, "cannot wait on the controller: " .. tostring(err), nil
+  end
+  self.active = self.active + 1
+  return false
+end
+
+-- r:run(fn, arg, seconds, done, token, tag) runs fn(arg) in a coroutine.
+-- Returns true, ok, err, traceback when it ended before run returned (the
+-- common case: no wait; done is not called); else false, and done(token,
+-- ok, err, traceback) is called once it returns, raises (err = message,
+-- traceback = Lua traceback) or is still waiting `seconds` after it first
+-- waited (err = "timeout after N s"). tag is handed to r.on_resume.
+function Runner:run(fn, arg, seconds, done, token, tag)
+  local co
+  local n = self.pooled
+  if n > 0 then
+    local pool = self.pool
+    co = pool[n]
+    pool[n] = nil
+    self.pooled = n - 1
+  else
+    co = create(body)
+  end
+  self.arg_of[co] = arg
+  local prev = direct_cq
+  if not patched then
+    local ok, err = self.cq:wrap(function()
+      direct_depth = direct_depth + 1
+      local fin, hok, herr, tb = after_first(self, co, done, token, tag, seconds, prev, resume(co, fn, arg))
+      if fin then
+        done(token, hok, herr, tb)
+      end
+    end)
+    if not ok then
+      return true, false, "cannot start on the controller: " .. tostring(err), nil
+    end
+    self:step()
+    return false
+  end
+  direct_depth, direct_cq = direct_depth + 1, self.cq
+  return after_first(self, co, done, token, tag, seconds, prev, resume(co, fn, arg))
+end
+
+local function report(done, token, fin, ok, err, tb)
+  if fin then
+    done(token, ok, err, tb)
+  end
+  return fin
+end
+
+-- r:start(fn, arg, seconds, done, token, tag): as r:run, but done is always
+-- called (before start returns when the job did not wait); returns whether
+-- the job has ended already.
+function Runner:start(fn, arg, seconds, done, token, tag)
+  return report(done, token, self:run(fn, arg, seconds, done, token, tag))
+end
+
+-- r:own(co): co is resumed by the C worker itself, outside controller
+-- steps; cqueues code in it must see this runner's controller as running.
+function Runner:own(co)
+  thread_cq[co] = self.cq
+end
+
+-- r:adopt(co, done, token, tag, seconds, POLL, ...) hands a coroutine of
+-- the C worker (r:own) that has just yielded a cqueues poll request to the
+-- controller; done(token, ok, err, traceback) reports its end.
+function Runner:adopt(co, done, token, tag, seconds, ...)
+  local ok, err = self.cq:wrap(forward, self, co, done, token, tag, seconds, monotime() + seconds, true,
+    select(2, ...))
+  if not ok then
+    return nil, "cannot wait on the controller: " .. tostring(err)
+  end
+  self.active = self.active + 1
+  return true
+end
+
+-- r:step([timeout]) -> true | nil, err: one controller step.
+function Runner:step(timeout)
+  return self.cq:step(timeout or 0)
+end
+
+-- r:pollfd() -> the controller's descriptor, readable when a step is due.
+function Runner:pollfd()
+  return self.cq:pollfd()
+end
+
+-- r:timeout() -> seconds until the controller's next timer, or nil.
+function Runner:timeout()
+  return self.cq:timeout()
+end
+
+-- r:run_until(pred, limit) steps the controller until pred() is true or
+-- `limit` seconds passed; returns pred().
+function Runner:run_until(pred, limit)
+  local stop = monotime() + (limit or 60)
+  while not pred() do
+    local now = monotime()
+    if now >= stop then
+      break
+    end
+    local t = self.cq:timeout()
+    local wait = stop - now
+    if t and t < wait then
+      wait = t
+    end
+    local ok, err = self.cq:step(wait)
+    if not ok then
+      error("controller step failed: " .. tostring(err), 0)
+    end
+  end
+  return pred()
+end
+
+return M

@@ -1,0 +1,324 @@
+-- End to end: handlers that wait (SPEC §9) against a real broker: many
+-- messages in progress per worker, ordered routes, in-worker timeouts, crash
+-- safety of every message in progress, timers, init and health checks.
+local e2e = require("spec.helpers.e2e")
+local csocket = require("cqueues.socket")
+
+local APP = e2e.root .. "/spec/e2e/apps/wait"
+
+local seq, tally, settle = e2e.seq, e2e.tally, e2e.settle
+
+-- Records of the app, filtered by route tag.
+local function records(dir, tag)
+  local out = {}
+  for _, rec in ipairs((e2e.records(dir))) do
+    if rec.route == tag or (tag == nil) then out[#out + 1] = rec end
+  end
+  return out
+end
+
+describe("handlers that wait", function()
+  local broker
+  setup(function() broker = e2e.broker() end)
+  teardown(function() broker.stop() end)
+
+  local function start(env, n)
+    local r = e2e.routemq(broker, APP, "run", env)
+    e2e.defer(function() r.stop() end)
+    assert.truthy(e2e.wait_for(function() return r.ready(n or 1) end, 15), e2e.read(r.log))
+    return r
+  end
+
+  it("has many messages in progress per worker, and one at a time with WORKER_CONCURRENCY=1", function()
+    local r = start({ WORKER_CONCURRENCY = 256, WAIT_MS = 10 })
+    local n = 5000
+    local t0 = e2e.now()
+    e2e.publish_lines(broker.port, "wait/sleep", seq(1, n), 1)
+    settle(r.dir, n, 5)
+    local took = e2e.now() - t0
+    assert.same({ 0, 0 }, { tally(r.dir, n) })
+    -- one after the other this is 50 s
+    assert.is_true(took < 25, "took " .. took .. " s")
+    local pids = {}
+    for _, rec in ipairs(records(r.dir, "sleep")) do pids[rec.pid] = true end
+    assert.equal(1, #(function() local l = {} for p in pairs(pids) do l[#l + 1] = p end return l end)())
+
+    local one = start({ WORKER_CONCURRENCY = 1, WAIT_MS = 10 })
+    local t1 = e2e.now()
+    e2e.publish_lines(broker.port, "wait/sleep", seq(1, 100), 1)
+    settle(one.dir, 100, 5)
+    local took1 = e2e.now() - t1
+    local got = {}
+    for i, rec in ipairs(records(one.dir, "sleep")) do got[i] = rec.payload end
+    assert.same(seq(1, 100), got)
+    print(string.format("\n  10 ms handler, 1 worker: concurrency 256 %.0f msg/s (%d messages), concurrency 1 "
+      .. "%.0f msg/s (%d messages, in publish order); publishing included", n / took, n, 100 / took1, 100))
+  end)
+
+  it("loads cqueues only when a handler first needs it, and then waits as well", function()
+    local dir = e2e.tmpdir()
+    e2e.sh("mkdir -p " .. dir .. "/app/routers")
+    e2e.write(dir .. "/app/routers/lazy.lua", [[
+local router = require("routemq.router")
+router.on("lazy/{n}", function(ctx)
+  require("cqueues").sleep(0.2)
+  local f = assert(io.open(os.getenv("E2E_OUT") .. "/lazy.rec", "a"))
+  f:write("lazy\t", ctx.payload, "\t0\tfalse\n")
+  f:close()
+end, { qos = 1 })
+]])
+    local r = e2e.routemq(broker, dir, "run", { WORKER_CONCURRENCY = 50 })
+    e2e.defer(function() r.stop() end)
+    assert.truthy(e2e.wait_for(function() return r.ready(1) end, 15), e2e.read(r.log))
+    local pid = r.workers()[1]
+    local maps = e2e.read("/proc/" .. pid .. "/maps")
+    assert.is_nil(maps:find("lua5.1-cqueues", 1, true), maps:match("[^\n]*lua5.1%-cqueues[^\n]*"))
+    local t0 = e2e.now()
+    e2e.publish_lines(broker.port, "lazy/1", seq(1, 50), 1)
+    settle(r.dir, 50, 5)
+    assert.same({ 0, 0 }, { tally(r.dir, 50) })
+    -- 50 x 0.2 s one after the other would be 10 s
+    assert.is_true(e2e.now() - t0 < 5)
+    assert.truthy(e2e.read("/proc/" .. pid .. "/maps"):find("lua5.1-cqueues", 1, true))
+  end)
+
+  it("calls a local HTTP API with lua-http from many handlers at once", function()
+    local port = e2e.free_port()
+    local dir = e2e.tmpdir()
+    local srv = e2e.spawn("luajit " .. e2e.root .. "/spec/e2e/apps/wait/http_server.lua " .. port,
+      dir .. "/http.log")
+    e2e.defer(function() e2e.kill(srv, "KILL") end)
+    assert(e2e.wait_for(function()
+      local s = csocket.connect({ host = "127.0.0.1", port = port })
+      local ok = pcall(s.connect, s, 0.2)
+      s:close()
+      return ok
+    end, 10), e2e.read(dir .. "/http.log"))
+    local r = start({ WORKER_CONCURRENCY = 256, API_URL = "http://127.0.0.1:" .. port })
+    local n = 2000
+    local t0 = e2e.now()
+    e2e.publish_lines(broker.port, "wait/http", seq(1, n), 1)
+    settle(r.dir, n, 5)
+    local took = e2e.now() - t0
+    assert.same({ 0, 0 }, { tally(r.dir, n) })
+    print(string.format("\n  lua-http to a 10 ms API, 1 worker, concurrency 256: %d messages in %.2f s (%.0f msg/s, "
+      .. "publishing included)", n, took, n / took))
+  end)
+
+  it("INCRs a Redis key through lua-resty-redis exactly once per message (20,000, concurrency 64)", function()
+    local port = e2e.free_port()
+    local dir = e2e.tmpdir()
+    local pid = e2e.spawn("redis-server --bind 127.0.0.1 --port " .. port .. " --save '' --appendonly no --dir "
+      .. dir, dir .. "/redis.log")
+    e2e.defer(function() e2e.kill(pid, "KILL") end)
+    assert(e2e.wait_for(function()
+      return e2e.sh("redis-cli -p " .. port .. " ping 2>/dev/null"):match("PONG")
+    end, 10), e2e.read(dir .. "/redis.log"))
+    start({ WORKER_CONCURRENCY = 64, REDIS_PORT = port })
+    local n = 20000
+    local t0 = e2e.now()
+    e2e.publish_lines(broker.port, "wait/incr", seq(1, n), 1)
+    assert(e2e.wait_for(function()
+      return tonumber(e2e.sh("redis-cli -p " .. port .. " get counter"):match("%d+") or 0) >= n
+    end, 60))
+    local took = e2e.now() - t0
+    e2e.sleep(0.3)
+    assert.equal(tostring(n), e2e.sh("redis-cli -p " .. port .. " get counter"):match("%d+"))
+    print(string.format("\n  lua-resty-redis INCR, 1 worker, concurrency 64: %d messages in %.2f s (%.0f msg/s, "
+      .. "publishing included), counter %d", n, took, n / took, n))
+  end)
+
+  it("handles each topic of an ordered route in publish order; without ordered they mix", function()
+    local r = start({ WORKER_CONCURRENCY = 64 })
+    local topics, per = 50, 200
+    local function publish_all(prefix)
+      local script = {}
+      for t = 1, topics do
+        script[#script + 1] = string.format("seq 1 %d | mosquitto_pub -p %d -t %s/%d -q 1 -l &", per, broker.port,
+          prefix, t)
+      end
+      script[#script + 1] = "wait"
+      e2e.sh(table.concat(script, "\n"))
+    end
+    local function check(prefix)
+      local total = topics * per
+      assert(e2e.wait_for(function()
+        local c = 0
+        for _, rec in ipairs(records(r.dir)) do
+          if rec.route:sub(1, #prefix) == prefix then c = c + 1 end
+        end
+        return c >= total
+      end, 60), "not all handled")
+      local last, reordered, count = {}, 0, 0
+      for _, rec in ipairs(records(r.dir)) do
+        if rec.route:sub(1, #prefix) == prefix then
+          local v = tonumber(rec.payload)
+          count = count + 1
+          if last[rec.route] and v < last[rec.route] then reordered = reordered + 1 end
+          last[rec.route] = math.max(v, last[rec.route] or 0)
+        end
+      end
+      return reordered, count
+    end
+    publish_all("wait/ordered")
+    local reordered, count = check("wait/ordered")
+    assert.equal(topics * per, count)
+    assert.equal(0, reordered)
+    publish_all("wait/unordered")
+    reordered, count = check("wait/unordered")
+    assert.equal(topics * per, count)
+    print(string.format("\n  without ordered: %d of %d messages came after a later one of their topic",
+      reordered, count))
+    assert.is_true(reordered > 0)
+  end)
+
+  it("cancels a handler still waiting at its timeout in the worker; a CPU loop is still killed", function()
+    local r = start({ WORKER_CONCURRENCY = 4 })
+    local pid = r.workers()[1]
+    e2e.publish(broker.port, "wait/stuck", "s1", "-q 1")
+    assert(e2e.wait_for(function() return e2e.read(r.log):find("timeout after 1 s", 1, true) end, 10),
+      e2e.read(r.log))
+    e2e.publish(broker.port, "wait/quick", "q1", "-q 1")
+    assert(e2e.wait_for(function() return #records(r.dir, "quick") == 1 end, 5))
+    assert.same({ pid }, r.workers())
+    assert.equal(pid, records(r.dir, "quick")[1].pid)
+    assert.equal(1, #records(r.dir, "stuck-start"))  -- not replayed: it ended as an error
+    assert.matches("handler error", e2e.read(r.log))
+
+    e2e.publish(broker.port, "wait/spin", "p1", "-q 1")
+    assert(e2e.wait_for(function() return #records(r.dir, "spin") == 2 end, 15), e2e.read(r.log))
+    local spins = records(r.dir, "spin")
+    table.sort(spins, function(a, b) return not a.redelivered and b.redelivered end)
+    assert.same({ false, true }, { spins[1].redelivered, spins[2].redelivered })
+    assert.equal(pid, spins[1].pid)
+    assert.are_not.equal(pid, spins[2].pid)
+    assert.matches("handler timeout after 1 s on route wait/spin", e2e.read(r.log))
+  end)
+
+  it("loses no message in progress when random workers are killed with -9 (3 workers x 64)", function()
+    local r = start({ WORKER_CONCURRENCY = 64, WAIT_MS = 20, SLEEP_WORKERS = 3 }, 3)
+    local n = 12000
+    e2e.publish_background(broker.port, "wait/sleep", n, r.dir .. "/pub.log")
+    local kills, t0 = 0, e2e.now()
+    while e2e.now() - t0 < 8 do
+      e2e.sleep(0.5)
+      local pids = r.workers()
+      if #pids > 0 then
+        e2e.kill(pids[math.random(#pids)], "KILL")
+        kills = kills + 1
+      end
+    end
+    settle(r.dir, n, 10)
+    local lost, dups = tally(r.dir, n)
+    local redelivered = 0
+    for _, rec in ipairs((e2e.records(r.dir))) do if rec.redelivered then redelivered = redelivered + 1 end end
+    print(string.format("\n  kill -9 with 64 in progress: %d kills, %d messages, %d lost, %d duplicated, "
+      .. "%d redelivered (at most %d in progress per kill)", kills, n, lost, dups, redelivered, 64))
+    assert.equal(0, lost)
+    assert.is_true(redelivered > 0)  -- messages were in progress at the kills
+    assert.is_true(dups <= kills * 64)
+    assert.is_nil(e2e.read(r.log):find("dead-letter", 1, true))
+  end)
+
+  it("runs timers on slot 0 only, or on every slot", function()
+    local r = start({ SLEEP_WORKERS = 2 }, 2)
+    e2e.sleep(1.1)
+    local by_slot = {}
+    for _, rec in ipairs(records(r.dir, "tick")) do by_slot[rec.payload] = (by_slot[rec.payload] or 0) + 1 end
+    assert.is_nil(by_slot["1"])
+    assert.is_true(by_slot["0"] >= 4 and by_slot["0"] <= 6, tostring(by_slot["0"]))
+    local port = e2e.free_port()
+    local all = start({ SLEEP_WORKERS = 2, TICK_WORKERS = "all", ROUTEMQ_HTTP = "127.0.0.1:" .. port }, 2)
+    e2e.sleep(1.1)
+    by_slot = {}
+    for _, rec in ipairs(records(all.dir, "tick")) do by_slot[rec.payload] = (by_slot[rec.payload] or 0) + 1 end
+    assert.is_true(by_slot["0"] >= 4 and by_slot["1"] >= 4)
+    local metrics = e2e.sh("curl -s --max-time 5 http://127.0.0.1:" .. port .. "/metrics")
+    local ok_runs = tonumber(metrics:match('routemq_timer_runs_total{name="ticker",result="ok"} (%d+)'))
+    assert.is_true(ok_runs >= 8, metrics)
+    assert.matches('routemq_timer_runs_total{name="ticker",result="skipped"} 0', metrics)
+    assert.matches('routemq_in_progress{slot="1"} 0', metrics)
+  end)
+
+  it("runs init in each worker start before its first message, and fails the start on an error", function()
+    local port = e2e.free_port()
+    local dir = e2e.tmpdir()
+    local srv = e2e.spawn(string.format("python3 -c %s", e2e.quote(string.format([[
+import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", %d)); s.listen(16)
+while True:
+    c, _ = s.accept(); data = c.recv(100); c.close()
+    open("%s/hellos", "a").write(data.decode())
+]], port, dir))), dir .. "/srv.log")
+    e2e.defer(function() e2e.kill(srv, "KILL") end)
+    e2e.sleep(0.3)
+    local r = start({ INIT_PORT = port, SLEEP_WORKERS = 2 }, 2)
+    local hellos = {}
+    for l in e2e.read(dir .. "/hellos"):gmatch("[^\r\n]+") do hellos[#hellos + 1] = l end
+    table.sort(hellos)
+    assert.same({ "hello from 0", "hello from 1" }, hellos)
+    local pid = r.workers()[1]
+    e2e.kill(pid, "KILL")
+    assert(e2e.wait_for(function() return #records(r.dir, "init") == 3 end, 10))
+    e2e.publish(broker.port, "wait/quick", "after", "-q 1")
+    assert(e2e.wait_for(function() return #records(r.dir, "quick") == 1 end, 5))
+    for _, rec in ipairs(records(r.dir)) do
+      -- the first line each process wrote is its init's
+      if rec.route == "quick" then
+        local first = nil
+        for _, x in ipairs(records(r.dir)) do if x.pid == rec.pid then first = first or x end end
+        assert.equal("init", first.route)
+      end
+    end
+    e2e.kill(srv, "KILL")
+    local bad = e2e.routemq(broker, APP, "run", { INIT_PORT = e2e.free_port() })
+    e2e.defer(function() bad.stop() end)
+    assert(e2e.wait_for(function() return e2e.read(bad.log):find("init failed", 1, true) end, 10))
+    assert.matches("init failed: app/routers/wait%.lua:%d+: ", e2e.read(bad.log))
+  end)
+
+  it("replaces a worker whose health check keeps failing, with reason health", function()
+    local flag = e2e.tmpdir() .. "/unhealthy"
+    local port = e2e.free_port()
+    local r = start({ HEALTH_FLAG = flag, ROUTEMQ_HTTP = "127.0.0.1:" .. port })
+    local pid = r.workers()[1]
+    e2e.sleep(1)
+    assert.same({ pid }, r.workers())
+    e2e.write(flag, "x")
+    assert(e2e.wait_for(function()
+      return e2e.sh("curl -s --max-time 5 http://127.0.0.1:" .. port .. "/ready"):find("worker 0 is unhealthy", 1, true)
+    end, 5), e2e.read(r.log))
+    assert(e2e.wait_for(function() return e2e.read(r.log):find("health check failed", 1, true) end, 5))
+    os.remove(flag)
+    assert(e2e.wait_for(function() local p = r.workers()[1]; return p and p ~= pid end, 10), e2e.read(r.log))
+    assert.matches("its health check failed: health check returned false; replacing it", e2e.read(r.log))
+    assert(e2e.wait_for(function()
+      return e2e.sh("curl -s --max-time 5 http://127.0.0.1:" .. port .. "/metrics")
+        :find('routemq_worker_restarts_total{reason="health"} 1', 1, true)
+    end, 5))
+  end)
+
+  it("finishes or replays the 64 messages in progress on stop and on reload: 0 lost", function()
+    local id = tostring(math.random(1e9))
+    local port = e2e.free_port()
+    local env = { WORKER_CONCURRENCY = 64, WAIT_MS = 300, MQTT_CLIENT_ID = "w" .. id, MQTT_GROUP_NAME = "w" .. id,
+      ROUTEMQ_HTTP = "127.0.0.1:" .. port }
+    local r = start(env)
+    e2e.publish_lines(broker.port, "wait/sleep", seq(1, 200), 1)
+    -- status: the oldest message in progress and its route, though every handler waits
+    local status = e2e.sh("curl -s --max-time 5 http://127.0.0.1:" .. port .. "/status")
+    assert.matches('"in_flight":{"route":"wait/sleep"', status)
+    e2e.kill(r.pid, "HUP")
+    e2e.sleep(0.5)
+    assert.equal(0, r.stop())
+    env.E2E_OUT = r.dir
+    env.ROUTEMQ_HTTP = nil
+    local again = e2e.routemq(broker, APP, "run", env)
+    e2e.defer(function() again.stop() end)
+    settle(r.dir, 200, 5)
+    local lost, dups = tally(r.dir, 200)
+    print(string.format("\n  stop and reload with 64 in progress: %d lost, %d duplicated", lost, dups))
+    assert.equal(0, lost)
+  end)
+end)

@@ -1,0 +1,208 @@
+-- Handlers that wait (SPEC §9): routemq.runner and the concurrent dispatcher.
+local cqueues = require("cqueues")
+local runner_mod = require("routemq.runner")
+local dispatch = require("routemq.dispatch")
+
+-- A dispatcher over `routes` whose io records what happens.
+local function setup(routes, middleware)
+  local rec = { done = {}, logs = {}, published = {} }
+  local r = runner_mod.new()
+  local d = dispatch.new({ routes = routes, middleware = middleware or {} }, {
+    publish = function(topic, payload, _, _, _, token)
+      rec.published[#rec.published + 1] = { token = token, topic = topic, payload = payload }
+      return true
+    end,
+    log = function(level, msg, ctx)
+      rec.logs[#rec.logs + 1] = { level = level, msg = msg, topic = ctx and ctx.topic }
+    end,
+    done = function(token, ok, err, tb)
+      rec.done[#rec.done + 1] = { token = token, ok = ok, err = err, tb = tb }
+    end,
+  }, 0, r)
+  -- d.call returns the outcome of a handler that did not wait: record it as
+  -- the worker's C side does.
+  rec.d = setmetatable({ call = function(...)
+    local token = select(10, ...)
+    local fin, ok, err, tb = d.call(...)
+    if fin then
+      rec.done[#rec.done + 1] = { token = token, ok = ok, err = err, tb = tb }
+    end
+  end }, { __index = d })
+  rec.r = r
+  rec.wait = function(n, limit)
+    return r:run_until(function()
+      return #rec.done >= n
+    end, limit or 5)
+  end
+  return rec
+end
+
+local function route(pattern, handler, opts)
+  opts = opts or {}
+  return { pattern = pattern, filter = pattern:gsub("{[^}]+}", "+"), qos = 1,
+    handler = handler, timeout = opts.timeout or 5, ordered = opts.ordered,
+    middleware = opts.middleware }
+end
+
+describe("routemq.runner", function()
+  it("finishes a handler that does not wait inside start, reusing coroutines", function()
+    local r = runner_mod.new()
+    local seen = {}
+    local cos = {}
+    local function done(token, ok, err) seen[#seen + 1] = { token, ok, err } end
+    for i = 1, 3 do
+      assert.is_true(r:start(function(x)
+        cos[coroutine.running()] = true
+        assert(x == "arg")
+      end, "arg", 1, done, i))
+    end
+    assert.same({ { 1, true }, { 2, true }, { 3, true } }, seen)
+    local n = 0
+    for _ in pairs(cos) do n = n + 1 end
+    assert.equal(1, n)
+    assert.equal(0, r.active)
+  end)
+
+  it("reports an error with its message and traceback, and goes on", function()
+    local r = runner_mod.new()
+    local out
+    r:start(function() error("boom") end, nil, 1, function(_, ok, err, tb)
+      out = { ok, err, tb }
+    end)
+    assert.is_false(out[1])
+    assert.matches("^spec/wait_spec%.lua:%d+: boom$", out[2])
+    assert.matches("^stack traceback:", out[3])
+  end)
+
+  it("lets many waiting jobs overlap", function()
+    local r = runner_mod.new()
+    local finished = 0
+    local t0 = cqueues.monotime()
+    for _ = 1, 200 do
+      assert.is_false(r:start(function() cqueues.sleep(0.05) end, nil, 5, function(_, ok)
+        assert(ok)
+        finished = finished + 1
+      end))
+    end
+    assert.equal(200, r.active)
+    assert.is_true(r:run_until(function() return finished == 200 end, 5))
+    assert.is_true(cqueues.monotime() - t0 < 2) -- 200 x 50 ms one after the other is 10 s
+    assert.equal(0, r.active)
+  end)
+
+  it("cancels a job still waiting at its deadline", function()
+    local r = runner_mod.new()
+    local out
+    local after = false
+    r:start(function()
+      cqueues.sleep(60)
+      after = true
+    end, nil, 0.2, function(_, ok, err, tb) out = { ok, err, tb } end)
+    assert.is_true(r:run_until(function() return out ~= nil end, 5))
+    assert.same({ false, "timeout after 0.2 s" }, { out[1], out[2] })
+    assert.is_false(after)
+    assert.equal(0, r.active)
+  end)
+
+  it("resumes a job that polls with nothing at once (a bare cqueues.poll)", function()
+    local r = runner_mod.new()
+    local out
+    local t0 = cqueues.monotime()
+    r:start(function()
+      for _ = 1, 3 do
+        cqueues.poll()
+      end
+    end, nil, 5, function(_, ok) out = ok end)
+    assert.is_true(r:run_until(function() return out ~= nil end, 5))
+    assert.is_true(out)
+    assert.is_true(cqueues.monotime() - t0 < 1)
+  end)
+
+  it("refuses a plain coroutine.yield in a handler", function()
+    local r = runner_mod.new()
+    local out
+    r:start(function() coroutine.yield("x") end, nil, 1, function(_, ok, err)
+      out = { ok, err }
+    end)
+    assert.same({ false, "a handler yielded outside cqueues (use cqueues to wait)" }, out)
+  end)
+end)
+
+describe("concurrent dispatch", function()
+  it("keeps one ctx per message through middleware and log lines", function()
+    local mw = function(ctx, next)
+      ctx.seen_by_mw = ctx.topic
+      cqueues.sleep(0.05 * tonumber(ctx.params.n))
+      return next()
+    end
+    local rec = setup({ route("m/{n}", function(ctx)
+      cqueues.sleep(0.01)
+      ctx.log.info("handling ", ctx.topic, " mw saw ", ctx.seen_by_mw)
+      ctx:publish("out/" .. ctx.params.n, "x")
+    end) }, { mw })
+    for i = 5, 1, -1 do
+      local index, params = rec.d.match("m/" .. i)
+      rec.d.call(index, "m/" .. i, "", 1, false, false, nil, false, params, "token" .. i)
+    end
+    assert.equal(5, rec.d.in_progress())
+    assert.is_true(rec.wait(5))
+    assert.equal(0, rec.d.in_progress())
+    for _, line in ipairs(rec.logs) do
+      assert.equal("handling " .. line.topic .. " mw saw " .. line.topic, line.msg)
+    end
+    assert.equal(5, #rec.logs)
+    for _, p in ipairs(rec.published) do
+      assert.equal("token" .. p.topic:match("%d+"), p.token)
+    end
+    -- shorter waits finish first: the messages really overlapped
+    assert.equal("token1", rec.done[1].token)
+    assert.equal("token5", rec.done[5].token)
+  end)
+
+  it("handles one topic at a time, in arrival order, on an ordered route", function()
+    local order = {}
+    local function handler(ctx)
+      cqueues.sleep(math.random() * 0.005)
+      order[#order + 1] = ctx.topic .. "#" .. ctx.payload
+    end
+    local function run(ordered)
+      order = {}
+      local rec = setup({ route("o/{t}", handler, { ordered = ordered }) })
+      for i = 1, 20 do
+        for t = 1, 5 do
+          local topic = "o/" .. t
+          local index, params = rec.d.match(topic)
+          rec.d.call(index, topic, tostring(i), 1, false, false, nil, false, params, i)
+        end
+      end
+      assert.is_true(rec.wait(100))
+      local last, reordered = {}, false
+      for _, item in ipairs(order) do
+        local topic, n = item:match("^(.-)#(%d+)$")
+        n = tonumber(n)
+        if last[topic] and n < last[topic] then
+          reordered = true
+        end
+        last[topic] = n
+      end
+      return reordered, #order
+    end
+    math.randomseed(7)
+    local reordered, n = run(true)
+    assert.equal(100, n)
+    assert.is_false(reordered)
+    reordered, n = run(false)
+    assert.equal(100, n)
+    assert.is_true(reordered)
+  end)
+
+  it("reports a waiting handler's timeout as its error and goes on", function()
+    local rec = setup({ route("slow", function() cqueues.sleep(60) end, { timeout = 0.2 }),
+      route("fast", function(ctx) ctx:publish("ok", "1") end) })
+    rec.d.call(1, "slow", "", 1, false, false, nil, false, {}, "s")
+    rec.d.call(2, "fast", "", 1, false, false, nil, false, {}, "f")
+    assert.is_true(rec.wait(2))
+    assert.same({ token = "f", ok = true }, rec.done[1])
+    assert.same({ token = "s", ok = false, err = "timeout after 0.2 s" }, rec.done[2])
+  end)
+end)
