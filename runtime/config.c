@@ -224,6 +224,8 @@ static int load_values(config *c, char *err, size_t errlen)
         return -1;
     }
 
+    if (get_double("MQTT_CONNECT_TIMEOUT", 10, 0.1, &c->connect_timeout, err, errlen)) return -1;
+
     if (get_int("WORKER_COUNT", 0, 1, 1024, &c->worker_count, err, errlen)) return -1;
     if (get_bool("WORKER_AUTO_SCALE", 0, &c->auto_scale, err, errlen)) return -1;
     if (get_int("WORKER_MIN_COUNT", 1, 1, 1024, &c->min_count, err, errlen)) return -1;

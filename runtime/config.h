@@ -19,6 +19,7 @@ typedef struct config {
     char *tls_ca_certs, *tls_certfile, *tls_keyfile;
     int tls_insecure;
     double retry_min_delay, retry_max_delay;
+    double connect_timeout; /* MQTT_CONNECT_TIMEOUT: bound of one connect attempt, seconds */
 
     int worker_count;       /* 0: unset, each route's worker_count applies */
     int auto_scale;

@@ -188,6 +188,7 @@ static int timeout_ms(worker *w, int64_t now)
     int64_t next = w->next_misc_ns;
     if (w->drain_since_ns && !w->disconnect_sent && now + 50000000LL < next) next = now + 50000000LL;
     if (w->reconnect_pending && w->next_connect_ns < next) next = w->next_connect_ns;
+    if (worker_connect_deadline(w) < next) next = worker_connect_deadline(w);
     int64_t ms = (next - now) / 1000000;
     /* Wake often enough that an idle loop's heartbeat never looks stale. */
     int64_t cap = (int64_t)(w->cfg->heartbeat_timeout * 1000 / 3);
@@ -205,6 +206,7 @@ static int run_loop(worker *w)
         if (w->stopping && (w->disconnect_sent || !w->connected)) {
             if (!w->mosq || mosquitto_socket(w->mosq) < 0 || !mosquitto_want_write(w->mosq)) break;
         }
+        worker_connect_tick(w, now);
         if (w->reconnect_pending && now >= w->next_connect_ns && !w->stopping) worker_mqtt_connect(w);
         retire_when_drained(w, now);
         update_socket(w);
@@ -213,6 +215,7 @@ static int run_loop(worker *w)
         for (int i = 0; i < n; i++) {
             if (evs[i].data.fd == w->sigfd) { on_signals(w); continue; }
             if (evs[i].data.fd != w->sock || mosquitto_socket(w->mosq) != w->sock) continue;
+            if (evs[i].events & EPOLLIN) w->last_in_ns = now;
             if (evs[i].events & EPOLLOUT) flush_writes(w);
             if (evs[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)) read_socket(w);
         }

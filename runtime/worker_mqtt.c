@@ -95,7 +95,10 @@ static int is_auth_failure(int rc)
 static void on_connect(struct mosquitto *m, void *ud, int rc, int flags, const mosquitto_property *props)
 {
     worker *w = ud;
+    w->connect_started_ns = 0;
     if (rc != 0) {
+        w->disconnect_noted = 1;  /* the broker closes next: retry with backoff, no second line */
+        w->connected_ns = 0;
         log_error("the broker %s refused the connection of %s: %s", broker_name(w), w->client_id,
                   w->cfg->protocol == 5 ? mosquitto_reason_string(rc) : mosquitto_connack_string(rc));
         if (is_auth_failure(rc) && ++w->auth_failures >= 3) {
@@ -106,6 +109,7 @@ static void on_connect(struct mosquitto *m, void *ud, int rc, int flags, const m
         return;
     }
     w->connected = 1;
+    w->connected_ns = w->last_in_ns = shm_now_ns();
     w->auth_failures = 0;
     w->retry_delay = w->cfg->retry_min_delay;
     atomic_store(&w->shm->connected, 1);
@@ -123,23 +127,32 @@ static void on_connect(struct mosquitto *m, void *ud, int rc, int flags, const m
 static void on_disconnect(struct mosquitto *m, void *ud, int rc, const mosquitto_property *props)
 {
     worker *w = ud;
-    int was = w->connected;
+    int err = errno;
     w->connected = 0;
     w->subs_pending = 0;
     atomic_store(&w->shm->connected, 0);
-    if (w->stopping) return;
+    if (w->stopping) { w->connect_started_ns = 0; return; }
     atomic_store(&w->shm->state, SLOT_CONNECTING);
-    if (was) log_warn("lost the connection to %s: %s", broker_name(w), mosquitto_strerror(rc));
-    worker_mqtt_schedule_reconnect(w);
+    errno = err;
+    worker_connect_lost(w, rc);
 }
 
-void worker_mqtt_schedule_reconnect(worker *w)
+/* libmosquitto's non-blocking connect (mosquitto_connect_bind_async) takes
+ * no CONNECT properties; it sends those the last mosquitto_connect_bind_v5
+ * stored. That call stores them before it validates the port, so an invalid
+ * port stores them without connecting (libmosquitto 2.0, lib/connect.c). */
+static int set_connect_properties(worker *w)
 {
-    if (w->reconnect_pending || w->stopping) return;
-    double d = w->retry_delay > 0 ? w->retry_delay : w->cfg->retry_min_delay;
-    w->reconnect_pending = 1;
-    w->next_connect_ns = shm_now_ns() + (int64_t)(d * 1e9);
-    w->retry_delay = d * 2 > w->cfg->retry_max_delay ? w->cfg->retry_max_delay : d * 2;
+    if (w->cfg->protocol != 5 || !w->persistent) return 0;
+    mosquitto_property *props = NULL;
+    mosquitto_property_add_int32(&props, MQTT_PROP_SESSION_EXPIRY_INTERVAL, (uint32_t)w->cfg->session_expiry);
+    int rc = mosquitto_connect_bind_v5(w->mosq, w->cfg->broker, -1, w->cfg->keepalive, NULL, props);
+    mosquitto_property_free_all(&props);
+    if (rc != MOSQ_ERR_INVAL) {
+        log_error("cannot set the session expiry for the connection: %s", mosquitto_strerror(rc));
+        return -1;
+    }
+    return 0;
 }
 
 static int slot_is_persistent(worker *w)
@@ -181,24 +194,12 @@ int worker_mqtt_setup(worker *w)
     mosquitto_unsubscribe_v5_callback_set(w->mosq, on_unsubscribe);
     mosquitto_message_v5_callback_set(w->mosq, worker_on_message);
     w->retry_delay = c->retry_min_delay;
-    return 0;
+    return set_connect_properties(w);
 }
 
 void worker_mqtt_connect(worker *w)
 {
-    mosquitto_property *props = NULL;
-    /* Passed on every attempt: libmosquitto's reconnect functions drop CONNECT properties. */
-    if (w->cfg->protocol == 5 && w->persistent)
-        mosquitto_property_add_int32(&props, MQTT_PROP_SESSION_EXPIRY_INTERVAL, (uint32_t)w->cfg->session_expiry);
-    w->reconnect_pending = 0;
-    int rc = mosquitto_connect_bind_v5(w->mosq, w->cfg->broker, w->cfg->port, w->cfg->keepalive, NULL, props);
-    mosquitto_property_free_all(&props);
-    if (rc != MOSQ_ERR_SUCCESS) {
-        log_warn("cannot connect to %s: %s; retrying in %.1f s", broker_name(w),
-                 rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc),
-                 w->retry_delay > 0 ? w->retry_delay : w->cfg->retry_min_delay);
-        worker_mqtt_schedule_reconnect(w);
-    }
+    worker_connect_start(w);
 }
 
 void worker_mqtt_disconnect(worker *w)
