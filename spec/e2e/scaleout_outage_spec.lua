@@ -7,8 +7,8 @@ local netns = require("spec.helpers.netns")
 local APP = "spec/e2e/apps/basic"
 
 local function http(h, port, path)
-  local out = e2e.sh(string.format("ip netns exec %s curl -s -m 2 -o /dev/null -w '%%{http_code}' http://127.0.0.1:%d%s",
-    h.ns, port, path))
+  local out = e2e.sh(string.format(
+    "ip netns exec %s curl -s -m 2 -o /dev/null -w '%%{http_code}' http://127.0.0.1:%d%s", h.ns, port, path))
   return tonumber(out)
 end
 
@@ -70,8 +70,8 @@ describe_netns("a black-holed broker", function()
     e2e.settle(r.dir, n, 10)
     local lost, dups = e2e.tally(r.dir, n)
     local log = e2e.read(r.log)
-    print(string.format("\n  outage on an established connection (keepalive 5 s): noticed after %.1f s; %d lost, %d duplicated",
-      (noticed or 0) - holed, lost, dups))
+    print(string.format("\n  outage on an established connection (keepalive 5 s): noticed after %.1f s; "
+      .. "%d lost, %d duplicated", (noticed or 0) - holed, lost, dups))
     assert.truthy(noticed, log)
     assert.truthy(noticed - holed <= 7.5 + 1.5, "noticed after " .. (noticed - holed) .. " s")
     assert.matches("nothing from " .. b.host:gsub("%p", "%%%0") .. ":" .. b.port .. " for", log)

@@ -72,8 +72,8 @@ function M.new()
     if not on then return end
     must("tc qdisc add dev " .. link .. " clsact")
     for _, dir in ipairs({ "ingress", "egress" }) do
-      must("tc filter add dev " .. link .. " " .. dir .. " protocol all u32 match u32 0 0 action mirred egress redirect dev "
-        .. net.hole)
+      must("tc filter add dev " .. link .. " " .. dir
+        .. " protocol all u32 match u32 0 0 action mirred egress redirect dev " .. net.hole)
     end
   end
 
@@ -132,8 +132,8 @@ function M.new()
     dir = dir or e2e.tmpdir()
     local e = { MQTT_BROKER = b.host, MQTT_PORT = b.port, ROUTEMQ_RUN_DIR = dir .. "/run",
       E2E_OUT = dir, WORKER_STOP_TIMEOUT = 5, MQTT_RETRY_MIN_DELAY = 0.1, MQTT_RETRY_MAX_DELAY = 1 }
-    for k, v in pairs(env or {}) do e[k] = v end
-    for k, v in pairs(e) do if v == false then e[k] = nil end end
+    for name, v in pairs(env or {}) do e[name] = v end
+    for name, v in pairs(e) do if v == false then e[name] = nil end end
     local r = { dir = dir, log = dir .. "/routemq.log", host = h }
     local inner = "hostname " .. h.hostname .. "; exec " .. e2e.bin .. " " .. (args or "run") .. " --app " .. app_dir
     r.pid, r.rcfile = e2e.spawn("ip netns exec " .. h.ns .. " unshare --uts sh -c " .. e2e.quote(inner), r.log, e)
