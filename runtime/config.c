@@ -6,6 +6,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -173,6 +174,26 @@ int config_read_dotenv(const char *path, char ***out, char *err, size_t errlen)
     return 0;
 }
 
+/* routemq-<application directory name>-<4 hex digits of its absolute path>:
+ * two applications on one host must not share client ids (they would take
+ * each other's sessions over and receive each other's messages), while one
+ * application keeps the same ids across restarts and on every host. */
+static char *default_client_id(const char *app_dir)
+{
+    const char *base = strrchr(app_dir, '/');
+    base = base && base[1] ? base + 1 : app_dir;
+    char name[40];
+    size_t n = 0;
+    for (const char *p = base; *p && n < sizeof name - 1; p++)
+        name[n++] = isalnum((unsigned char)*p) || *p == '-' || *p == '_' ? *p : '_';
+    name[n] = 0;
+    uint32_t h = 2166136261u;
+    for (const char *p = app_dir; *p; p++) h = (h ^ (unsigned char)*p) * 16777619u;
+    char *id;
+    if (asprintf(&id, "routemq-%s-%04x", n ? name : "app", (unsigned)(h & 0xffff)) < 0) return NULL;
+    return id;
+}
+
 static int load_values(config *c, char *err, size_t errlen)
 {
     long l;
@@ -186,7 +207,8 @@ static int load_values(config *c, char *err, size_t errlen)
     }
     c->username = dup_or("MQTT_USERNAME", NULL);
     c->password = dup_or("MQTT_PASSWORD", NULL);
-    c->client_id = dup_or("MQTT_CLIENT_ID", "routemq");
+    c->client_id = dup_or("MQTT_CLIENT_ID", NULL);
+    if (!c->client_id) c->client_id = default_client_id(c->app_dir);
     c->group_name = dup_or("MQTT_GROUP_NAME", "routemq");
     if (strpbrk(c->group_name, "/+#")) {
         snprintf(err, errlen, "MQTT_GROUP_NAME: '%s' must not contain '/', '+' or '#'", c->group_name);

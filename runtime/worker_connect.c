@@ -24,7 +24,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define FAST_RETRY_MAX_NS 100000000LL  /* first reconnect after a working connection: 0-100 ms */
+#define FAST_RETRY_MAX_NS 100000000LL      /* first reconnect after a working connection: 0-100 ms */
+#define SHORT_CONNECTION_NS 5000000000LL   /* a connection closed sooner did not really work */
 
 static char abort_why[128];  /* why worker_connect_tick cut the connection, for the log line */
 
@@ -114,7 +115,14 @@ void worker_connect_lost(worker *w, int reason)
         return;
     }
     if (w->stopping) return;
+    if (!w->connected_ns) {  /* the broker refused the CONNECT (logged by on_connect) */
+        w->reconnect_pending = 0;
+        schedule_in(w, next_backoff(w));
+        return;
+    }
     double d;
+    int brief = now - w->connected_ns < SHORT_CONNECTION_NS;
+    w->short_connections = brief ? w->short_connections + 1 : 0;
     if (reason == MQTT_RC_SESSION_TAKEN_OVER) {
         /* Reconnecting at once would take the session back and start a
          * tug of war with the other connection, each losing half the messages. */
@@ -123,12 +131,21 @@ void worker_connect_lost(worker *w, int reason)
         log_error("the broker %s gave the session of %s to another connection with the same client id "
                   "(session taken over): two routemq instances run with one identity. Give each its own "
                   "ROUTEMQ_INSTANCE (or MQTT_CLIENT_ID); retrying in %.1f s", broker_name(w), w->client_id, d);
+    } else if (w->short_connections >= 2) {
+        /* mosquitto 2.0 closes a taken-over connection without saying why
+         * (no DISCONNECT 0x8E): a second short connection in a row is the sign. */
+        w->taken_over = 1;
+        d = w->cfg->retry_max_delay;
+        log_error("the broker %s closed the connection of %s %d times in a row within %d s of accepting it: "
+                  "most likely another client uses the same client id (two routemq instances with one identity: "
+                  "give each its own ROUTEMQ_INSTANCE or MQTT_CLIENT_ID), or the broker rejects what this client "
+                  "does (see its log); retrying in %.1f s", broker_name(w), w->client_id, w->short_connections,
+                  (int)(SHORT_CONNECTION_NS / 1000000000LL), d);
     } else {
-        if (now - w->connected_ns >= (int64_t)(w->cfg->retry_min_delay * 1e9)) {
+        if (!brief) {
             /* The connection worked for a while: the broker restarted or the
              * network hiccuped. Come back at once (jittered, so a host's
-             * workers do not arrive together); a broker that drops us right
-             * after CONNACK gets the backoff instead. */
+             * workers do not arrive together). */
             w->retry_delay = w->cfg->retry_min_delay;
             d = (double)(rand() % FAST_RETRY_MAX_NS) / 1e9;
         } else {
@@ -141,6 +158,7 @@ void worker_connect_lost(worker *w, int reason)
             log_info("reconnecting to %s in %.2f s", broker_name(w), d);
     }
     w->disconnect_noted = 1;
+    w->connected_ns = 0;
     w->reconnect_pending = 0;
     schedule_in(w, d);
 }
