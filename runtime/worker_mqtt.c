@@ -2,6 +2,7 @@
  * on every (re)connect, and the DISCONNECT that keeps or ends the session. */
 #include "worker_internal.h"
 #include "log.h"
+#include "rundir.h"
 
 #include <mqtt_protocol.h>
 #include <netinet/in.h>
@@ -86,6 +87,30 @@ static void on_unsubscribe(struct mosquitto *m, void *ud, int mid, const mosquit
     errno = 0;  /* see read_socket() */
 }
 
+/* A resumed session keeps the filters the slot's previous worker subscribed;
+ * those no route of this generation uses would go on bringing messages (of a
+ * route that was removed, or a share that now belongs to other slots). */
+static void forget_stale_filters(worker *w)
+{
+    const char **now = calloc((size_t)w->app.nroutes + 1, sizeof *now);
+    if (!now) return;
+    int k = 0;
+    for (int i = 0; i < w->app.nroutes; i++)
+        if (app_slot_subscribes(&w->app.routes[i], w->args->slot)) now[k++] = w->app.routes[i].sub;
+    char **old = NULL;
+    int n = rundir_read_filters(w->cfg->run_dir, w->args->slot, &old);
+    for (int i = 0; i < n && w->session_resumed; i++) {
+        int used = 0;
+        for (int j = 0; j < k && !used; j++) used = !strcmp(old[i], now[j]);
+        if (used) continue;
+        if (mosquitto_unsubscribe(w->mosq, NULL, old[i]) == MOSQ_ERR_SUCCESS)
+            log_info("unsubscribed %s: the resumed session still held it, no route of this slot uses it now", old[i]);
+    }
+    rundir_free_filters(old, n);
+    rundir_write_filters(w->cfg->run_dir, w->args->slot, now, k);
+    free(now);
+}
+
 static int is_auth_failure(int rc)
 {
     return rc == CONNACK_REFUSED_BAD_USERNAME_PASSWORD || rc == CONNACK_REFUSED_NOT_AUTHORIZED ||
@@ -118,6 +143,7 @@ static void on_connect(struct mosquitto *m, void *ud, int rc, int flags, const m
     if (!w->session_resumed) worker_forget_seen(w);
     uint64_t subs = subscription_hash(w);
     w->subs_pending = w->nsubs = subscribe_all(w);
+    forget_stale_filters(w);
     if (w->subs_pending == 0 || (w->session_resumed && atomic_load(&w->shm->sub_hash) == subs)) mark_ready(w);
     atomic_store(&w->shm->sub_hash, subs);
     worker_replay_inflight(w);
