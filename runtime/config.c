@@ -287,6 +287,14 @@ static int load_values(config *c, char *err, size_t errlen)
         snprintf(err, errlen, "ROUTEMQ_DLQ_TOPIC: '%s' must not contain '+' or '#'", c->dlq_topic);
         return -1;
     }
+    v = cfg_get("ROUTEMQ_STOP_SESSIONS");
+    if (!v || !*v || !strcmp(v, "auto")) c->stop_sessions = STOP_SESSIONS_AUTO;
+    else if (!strcmp(v, "keep")) c->stop_sessions = STOP_SESSIONS_KEEP;
+    else if (!strcmp(v, "end")) c->stop_sessions = STOP_SESSIONS_END;
+    else {
+        snprintf(err, errlen, "ROUTEMQ_STOP_SESSIONS: '%s' is not auto, keep or end", v);
+        return -1;
+    }
     v = cfg_get("LOG_LEVEL");
     c->log_level = LOGL_INFO;
     if (v && *v && (c->log_level = log_level_parse(v)) < 0) {

@@ -4,6 +4,8 @@
 
 #include <stddef.h>
 
+enum { STOP_SESSIONS_AUTO = 0, STOP_SESSIONS_KEEP, STOP_SESSIONS_END };
+
 typedef struct config {
     char *app_dir;          /* absolute path of the application root */
     char *broker;
@@ -37,6 +39,7 @@ typedef struct config {
     int log_level;
     int log_json;
     int broker_from_env;    /* MQTT_BROKER was set (env or .env) */
+    int stop_sessions;      /* ROUTEMQ_STOP_SESSIONS: STOP_SESSIONS_AUTO | _KEEP | _END */
 } config;
 
 /* Loads the configuration for the application in app_dir. 0 ok; -1 with a

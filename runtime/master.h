@@ -14,6 +14,7 @@
  * master_http.c     the admin HTTP endpoint (libmicrohttpd, driven by our loop)
  * master_metrics.c  Prometheus text
  * master_notify.c   systemd sd_notify (READY, RELOADING, STOPPING, WATCHDOG)
+ * master_presence.c the master's own MQTT connection: presence records of the group (§8)
  */
 #ifndef ROUTEMQ_MASTER_H
 #define ROUTEMQ_MASTER_H
@@ -46,7 +47,7 @@ typedef struct master_params {
 } master_params;
 
 /* What an epoll event of the master's loop is about: data.u64 = kind << 32 | index. */
-enum master_event { MEV_SIGNAL = 1, MEV_CONTROL_LISTEN, MEV_CONTROL_CONN, MEV_HTTP, MEV_WATCH };
+enum master_event { MEV_SIGNAL = 1, MEV_CONTROL_LISTEN, MEV_CONTROL_CONN, MEV_HTTP, MEV_WATCH, MEV_PRESENCE };
 #define MEV(kind, index) (((uint64_t)(kind) << 32) | (uint32_t)(index))
 
 /* Why a worker was restarted: the index of master.restarts_by_reason. */
@@ -171,6 +172,9 @@ typedef struct master {
     struct devwatch *watch;   /* `routemq dev` file watching; NULL otherwise */
     int64_t watch_due_ns;     /* reload when files stop changing, 0: none due */
     master_notify_state notify;
+    struct master_presence *presence;  /* master_presence.c; NULL: none */
+    int workers_started;     /* the start waits for the presence records (identity check) */
+    int stop_sessions;       /* `routemq stop --keep-sessions` (1) / `--end-sessions` (2); 0: ROUTEMQ_STOP_SESSIONS */
 } master;
 
 /* master.c */
