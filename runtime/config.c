@@ -295,6 +295,15 @@ static int load_values(config *c, char *err, size_t errlen)
         snprintf(err, errlen, "ROUTEMQ_STOP_SESSIONS: '%s' is not auto, keep or end", v);
         return -1;
     }
+    if (get_int("ROUTEMQ_ADOPT_AFTER", 30, 1, INT_MAX, &c->adopt_after, err, errlen)) return -1;
+    const char *adopt = cfg_get("ROUTEMQ_ADOPT_AFTER");
+    if (c->protocol == 5 && c->session_expiry > 0 && c->adopt_after >= c->session_expiry && (!adopt || !*adopt))
+        c->adopt_after = c->session_expiry > 1 ? c->session_expiry / 2 : 1;  /* the default adapts; a set value is checked */
+    if (c->protocol == 5 && c->session_expiry > 0 && c->adopt_after >= c->session_expiry) {
+        snprintf(err, errlen, "ROUTEMQ_ADOPT_AFTER: %d s must be below MQTT_SESSION_EXPIRY (%d s), or the sessions "
+                 "expire with their messages before anyone adopts them", c->adopt_after, c->session_expiry);
+        return -1;
+    }
     v = cfg_get("LOG_LEVEL");
     c->log_level = LOGL_INFO;
     if (v && *v && (c->log_level = log_level_parse(v)) < 0) {

@@ -40,6 +40,7 @@ typedef struct config {
     int log_json;
     int broker_from_env;    /* MQTT_BROKER was set (env or .env) */
     int stop_sessions;      /* ROUTEMQ_STOP_SESSIONS: STOP_SESSIONS_AUTO | _KEEP | _END */
+    int adopt_after;        /* ROUTEMQ_ADOPT_AFTER: seconds before another instance's orphaned sessions are adopted */
 } config;
 
 /* Loads the configuration for the application in app_dir. 0 ok; -1 with a

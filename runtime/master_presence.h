@@ -30,5 +30,18 @@ void master_presence_json(struct master *m, strbuf *out);
 void master_presence_table(struct master *m, strbuf *out);
 /* Sends what is pending, disconnects (no will) and frees everything. */
 void master_presence_stop(struct master *m);
+/* The adoption of instance's sessions ended: clears its record (master_adopt.c calls it). */
+void master_presence_adopted(struct master *m, const char *instance);
+
+/* master_adopt.c: the adoption workers, one per client id of an orphaned instance. */
+/* Forks one adoption worker per client id; 0, or -1 when none could start. */
+int master_adopt_start(struct master *m, const char *instance, char **clients, int n);
+/* 1 while adoption workers of instance run. */
+int master_adopt_running(const char *instance);
+/* 1 when pid was an adoption worker (its exit is accounted for here). */
+int master_adopt_reaped(struct master *m, int pid, int status);
+/* routemq_adopted_sessions_total and routemq_adopted_messages_total. */
+void master_adopt_totals(uint64_t *sessions, uint64_t *messages);
+
 
 #endif

@@ -70,6 +70,7 @@ static void retire_when_drained(worker *w, int64_t now)
     int quiet = w->unsubs_pending == 0 && now - w->last_msg_ns > RETIRE_QUIET_NS;
     /* Leave before the master's WORKER_STOP_TIMEOUT kill, whatever is left. */
     int late = now - w->drain_since_ns > (int64_t)(w->cfg->stop_timeout * 0.8e9);
+    if (w->args->adopt_client_id) late = 0;  /* no stop deadline: the whole backlog is the point */
     if (late && !quiet) log_warn("retiring with the broker still sending after %.1f s", (now - w->drain_since_ns) / 1e9);
     if (quiet || late || !w->connected) worker_mqtt_disconnect(w);
 }

@@ -82,6 +82,11 @@ void worker_connect_failed(worker *w, const char *why)
     if (!w->connect_started_ns) return;
     w->connect_started_ns = 0;
     if (w->stopping) return;
+    if (w->args->adopt_client_id && ++w->adopt_attempts >= 5) {
+        log_warn("giving up the adoption of %s: cannot connect to %s: %s", w->client_id, broker_name(w), why);
+        w->stopping = STOP_KEEP;
+        return;
+    }
     double d = next_backoff(w);
     log_warn("cannot connect to %s: %s; retrying in %.1f s", broker_name(w), why, d);
     w->reconnect_pending = 0;
@@ -115,6 +120,12 @@ void worker_connect_lost(worker *w, int reason)
         return;
     }
     if (w->stopping) return;
+    if (w->args->adopt_client_id) {
+        /* Taken over (the instance came back) or cut: the adoption ends here. */
+        log_info("the adoption of %s ended: %s", w->client_id, reason_text(reason, err));
+        w->stopping = STOP_KEEP;
+        return;
+    }
     if (!w->connected_ns) {  /* the broker refused the CONNECT (logged by on_connect) */
         w->reconnect_pending = 0;
         schedule_in(w, next_backoff(w));

@@ -52,6 +52,7 @@ typedef struct worker {
     int64_t last_tick_ns;        /* the loop's previous worker_connect_tick */
     int disconnect_noted;        /* the end of this connection was logged already */
     int taken_over;              /* the broker gave our client id to another connection */
+    int adopt_attempts;          /* adoption: connect attempts that failed */
     int short_connections;       /* connections in a row the broker closed soon after CONNACK */
 
     enum stop_kind stopping;

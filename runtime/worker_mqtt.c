@@ -141,6 +141,17 @@ static void on_connect(struct mosquitto *m, void *ud, int rc, int flags, const m
     if (w->stopping) return;
     w->session_resumed = flags & 1;
     if (!w->session_resumed) worker_forget_seen(w);
+    if (w->args->adopt_client_id) {
+        /* Adoption: no new subscription; unsubscribe so the broker stops
+         * assigning the orphan a share, handle its backlog, end the session
+         * (the retire path). */
+        log_info("adopting the session of %s: %s", w->client_id,
+                 w->session_resumed ? "resumed, handling what is queued for it" : "none left");
+        if (!w->session_resumed) w->exit_code = WORKER_EXIT_ADOPT_NONE;
+        worker_begin_stop(w, STOP_RETIRE);
+        errno = 0;
+        return;
+    }
     uint64_t subs = subscription_hash(w);
     w->subs_pending = w->nsubs = subscribe_all(w);
     forget_stale_filters(w);
@@ -194,6 +205,10 @@ int worker_mqtt_setup(worker *w)
     mosquitto_lib_init();
     snprintf(w->client_id, sizeof w->client_id, "%s-%s-%d", c->client_id, c->instance, w->args->slot);
     w->persistent = slot_is_persistent(w);
+    if (w->args->adopt_client_id) {
+        snprintf(w->client_id, sizeof w->client_id, "%s", w->args->adopt_client_id);
+        w->persistent = 1;  /* resume the orphan's session, never start a clean one */
+    }
     w->mosq = mosquitto_new(w->client_id, !w->persistent, w);
     if (!w->mosq) { log_error("cannot create the MQTT client: out of memory"); return -1; }
     mosquitto_int_option(w->mosq, MOSQ_OPT_PROTOCOL_VERSION, c->protocol == 5 ? MQTT_PROTOCOL_V5 : MQTT_PROTOCOL_V311);
@@ -245,8 +260,10 @@ void worker_mqtt_unsubscribe_all(worker *w)
 {
     w->unsubs_pending = 0;
     if (!w->mosq || !w->connected) return;
+    /* An adopted session may hold any of the routes (the orphan may have run other worker counts). */
+    int all = w->args->adopt_client_id != NULL;
     for (int i = 0; i < w->app.nroutes; i++)
-        if (app_slot_subscribes(&w->app.routes[i], w->args->slot) &&
+        if ((all || app_slot_subscribes(&w->app.routes[i], w->args->slot)) &&
             mosquitto_unsubscribe(w->mosq, NULL, w->app.routes[i].sub) == MOSQ_ERR_SUCCESS)
             w->unsubs_pending++;
 }
