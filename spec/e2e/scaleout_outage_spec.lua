@@ -24,6 +24,7 @@ local describe_netns = netns.available() and describe or pending
 local hole_at_start = tonumber(os.getenv("SCALEOUT_HOLE_AT_START") or "0")
 local hole_under_load = tonumber(os.getenv("SCALEOUT_HOLE_UNDER_LOAD") or "0")
 local keepalive = tonumber(os.getenv("SCALEOUT_KEEPALIVE") or "5")
+local connect_timeout = tonumber(os.getenv("SCALEOUT_CONNECT_TIMEOUT") or "2")
 
 describe_netns("a black-holed broker", function()
   it("at start: bounded connect attempts, named in the log, no worker restart, ready once it answers", function()
@@ -32,12 +33,14 @@ describe_netns("a black-holed broker", function()
     local b = net.broker()
     net.blackhole("A", true)
     local port = e2e.free_port()
-    local r = net.routemq(h, b, APP, "run", { E2E_SHARED_WORKERS = 2, MQTT_CONNECT_TIMEOUT = 2,
+    local r = net.routemq(h, b, APP, "run", { E2E_SHARED_WORKERS = 2, MQTT_CONNECT_TIMEOUT = connect_timeout,
       WORKER_HEARTBEAT_TIMEOUT = 2, ROUTEMQ_HTTP = "127.0.0.1:" .. port, MQTT_RETRY_MAX_DELAY = 1 })
     local holed = e2e.now()
-    local expected = "cannot connect to " .. b.host .. ":" .. b.port .. ": timed out after 2 s; retrying in"
-    assert.truthy(e2e.wait_for(function() return count(e2e.read(r.log), expected:gsub("%p", "%%%0")) >= 4 end, 15),
-      e2e.read(r.log))
+    local expected = "cannot connect to " .. b.host .. ":" .. b.port .. ": timed out after " .. connect_timeout
+      .. " s; retrying in"
+    assert.truthy(e2e.wait_for(function()
+      return count(e2e.read(r.log), expected:gsub("%p", "%%%0")) >= math.max(1, math.floor(8 / connect_timeout))
+    end, 30), e2e.read(r.log))
     e2e.sleep(math.max(3, hole_at_start - (e2e.now() - holed)))
     local ready_in_hole = http(h, port, "/ready")
     local status = e2e.sh("ip netns exec " .. h.ns .. " curl -s -m 2 http://127.0.0.1:" .. port .. "/status")
