@@ -62,6 +62,11 @@ function M.new()
     must("ip -n " .. h.ns .. " addr add " .. h.ip .. "/24 dev eth0")
     must("ip -n " .. h.ns .. " link set eth0 up")
     must("ip -n " .. h.ns .. " link set lo up")
+    -- A permanent neighbour entry for the broker: a black hole then drops
+    -- the TCP segments silently (as a dead host behind a router does)
+    -- instead of failing ARP, which the kernel reports as "No route to host".
+    local mac = e2e.sh("cat /sys/class/net/" .. net.bridge .. "/address"):gsub("%s+", "")
+    must("ip -n " .. h.ns .. " neigh replace " .. net.ip .. " lladdr " .. mac .. " dev eth0 nud permanent")
     return h
   end
 
