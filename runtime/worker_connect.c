@@ -156,8 +156,10 @@ void worker_connect_lost(worker *w, int reason)
         if (!brief) {
             /* The connection worked for a while: the broker restarted or the
              * network hiccuped. Come back at once (jittered, so a host's
-             * workers do not arrive together). */
-            w->retry_delay = w->cfg->retry_min_delay;
+             * workers do not arrive together), then back off from 100 ms:
+             * a restarting mosquitto drops shared-route messages until the
+             * first member is subscribed again (docs/delivery.md). */
+            w->retry_delay = w->cfg->retry_min_delay < 0.1 ? w->cfg->retry_min_delay : 0.1;
             d = (double)(rand() % FAST_RETRY_MAX_NS) / 1e9;
         } else {
             d = next_backoff(w);
