@@ -53,6 +53,7 @@ struct master_presence {
     int published_p;
     const char *state;          /* running | stopped | cleared */
     int announced;              /* our record is published (after the start's conflict check) */
+    int failed;                 /* a connect attempt failed: no records to wait for at the start */
     int sessions_kept;
     time_t since;
     peer *peers;
@@ -221,6 +222,7 @@ static void on_disconnect(struct mosquitto *mosq, void *ud, int rc, const mosqui
     master *m = ud;
     struct master_presence *p = m->presence;
     if (p->connected && !m->stopping) log_warn("presence: lost the connection to %s", presence_broker(m));
+    if (!p->connected) p->failed = 1;
     p->connected = 0;
     p->connect_started_ns = 0;
     if (!p->next_connect_ns) schedule(m);
@@ -242,7 +244,7 @@ static void connect_now(master *m)
     p->next_connect_ns = 0;
     set_will(m);
     int rc = mosquitto_connect_bind_async(p->mosq, m->cfg->broker, m->cfg->port, m->cfg->keepalive, NULL);
-    if (rc != MOSQ_ERR_SUCCESS) { schedule(m); return; }
+    if (rc != MOSQ_ERR_SUCCESS) { p->failed = 1; schedule(m); return; }
     p->connect_started_ns = shm_now_ns();
 }
 
@@ -322,6 +324,7 @@ void master_presence_tick(master *m, int64_t now)
         if (fd >= 0) shutdown(fd, SHUT_RDWR);
         mosquitto_loop_read(p->mosq, 1);
         if (p->connect_started_ns) { p->connect_started_ns = 0; schedule(m); }
+        p->failed = 1;
     }
     if (p->next_connect_ns && now >= p->next_connect_ns && strcmp(p->state, "cleared")) connect_now(m);
     if ((uint64_t)now >= p->next_misc_ns) {
@@ -339,7 +342,8 @@ int master_presence_settled(master *m, int64_t now)
     struct master_presence *p = m->presence;
     if (!p) return 1;
     if (p->subacked_ns) return now - p->subacked_ns >= SETTLE_NS;
-    return now - p->started_ns >= START_WAIT_NS;
+    /* No broker to ask: the workers retry on their own, and so does presence. */
+    return p->failed || now - p->started_ns >= START_WAIT_NS;
 }
 
 /* 1 when pid on this host is a routemq master. */
