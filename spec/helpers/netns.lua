@@ -45,6 +45,11 @@ function M.new()
   e2e.defer(function() net.remove() end)
   must("ip link add " .. net.bridge .. " type bridge")
   must("ip addr add " .. net.ip .. "/24 dev " .. net.bridge)
+  -- A bridge takes the lowest MAC address of its ports unless one was set:
+  -- a host added later would change it under the others' neighbour entries
+  -- (below) and silently cut them off.
+  local mac = e2e.sh("cat /sys/class/net/" .. net.bridge .. "/address"):gsub("%s+", "")
+  must("ip link set dev " .. net.bridge .. " address " .. mac)
   must("ip link set " .. net.bridge .. " up")
   -- The black hole: frames redirected to a veth that is down vanish without a trace.
   must("ip link add " .. net.hole .. " type veth peer name " .. net.hole .. "p")
@@ -65,7 +70,6 @@ function M.new()
     -- A permanent neighbour entry for the broker: a black hole then drops
     -- the TCP segments silently (as a dead host behind a router does)
     -- instead of failing ARP, which the kernel reports as "No route to host".
-    local mac = e2e.sh("cat /sys/class/net/" .. net.bridge .. "/address"):gsub("%s+", "")
     must("ip -n " .. h.ns .. " neigh replace " .. net.ip .. " lladdr " .. mac .. " dev eth0 nud permanent")
     return h
   end
