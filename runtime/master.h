@@ -15,6 +15,7 @@
  * master_metrics.c  Prometheus text
  * master_notify.c   systemd sd_notify (READY, RELOADING, STOPPING, WATCHDOG)
  * master_presence.c the master's own MQTT connection: presence records of the group (§8)
+ * master_adopt.c    adopting the sessions of a lost or stopped instance (§8)
  */
 #ifndef ROUTEMQ_MASTER_H
 #define ROUTEMQ_MASTER_H

@@ -10,6 +10,7 @@
  * non-blocking and driven by the master's epoll loop. */
 #include "master.h"
 #include "master_presence.h"
+#include "master_presence_internal.h"
 #include "log.h"
 
 #include <mosquitto.h>
@@ -31,35 +32,6 @@
 
 #define SETTLE_NS (300 * MASTER_NS_PER_MS)    /* after SUBACK: the retained records have arrived */
 #define START_WAIT_NS (2 * MASTER_NS_PER_S)   /* workers start anyway when the broker does not answer */
-
-typedef struct peer {
-    char *instance;
-    char *json;               /* the record as published */
-    char state[16];
-    int64_t state_seen_ns;    /* when we saw it enter that state (monotonic) */
-} peer;
-
-struct master_presence {
-    struct mosquitto *mosq;
-    char client_id[600];
-    char instance[520];
-    char host[256];
-    char topic[1200], filter[1200];
-    int sock, sock_events;
-    int connected;
-    int64_t started_ns;         /* master start: the bound of waiting for the records */
-    int64_t connect_started_ns, next_connect_ns, subacked_ns;
-    double retry_delay;
-    int published_p;
-    const char *state;          /* running | stopped | cleared */
-    int announced;              /* our record is published (after the start's conflict check) */
-    int failed;                 /* a connect attempt failed: no records to wait for at the start */
-    int sessions_kept;
-    time_t since;
-    peer *peers;
-    int npeers;
-    uint64_t next_misc_ns;
-};
 
 static const char *presence_broker(const master *m)
 {
@@ -114,10 +86,11 @@ static void publish_record(master *m)
     }
     sb_free(&b);
     p->published_p = m->P;
+    p->published_gen = m->app_generation;
 }
 
 /* A string field of a record we (or another routemq) published; "" when absent. */
-static void field_str(const char *json, const char *key, char *out, size_t n)
+void presence_field_str(const char *json, const char *key, char *out, size_t n)
 {
     char pat[64];
     snprintf(pat, sizeof pat, "\"%s\":\"", key);
@@ -130,7 +103,7 @@ static void field_str(const char *json, const char *key, char *out, size_t n)
     out[k] = 0;
 }
 
-static long field_long(const char *json, const char *key)
+long presence_field_long(const char *json, const char *key)
 {
     char pat[64];
     snprintf(pat, sizeof pat, "\"%s\":", key);
@@ -176,7 +149,7 @@ static void on_message(struct mosquitto *mosq, void *ud, const struct mosquitto_
     free(e->json);
     e->json = json;
     char state[16];
-    field_str(json, "state", state, sizeof state);
+    presence_field_str(json, "state", state, sizeof state);
     if (strcmp(state, e->state)) {
         snprintf(e->state, sizeof e->state, "%s", state);
         e->state_seen_ns = shm_now_ns();
@@ -206,8 +179,6 @@ static void on_subscribe(struct mosquitto *mosq, void *ud, int mid, int n, const
     master *m = ud;
     if (!m->presence->subacked_ns) m->presence->subacked_ns = shm_now_ns();
 }
-
-static void adopt_orphans(master *m, int64_t now);
 
 static void schedule(master *m)
 {
@@ -330,8 +301,9 @@ void master_presence_tick(master *m, int64_t now)
     if ((uint64_t)now >= p->next_misc_ns) {
         p->next_misc_ns = (uint64_t)(now + MASTER_NS_PER_S);
         if (mosquitto_socket(p->mosq) >= 0) mosquitto_loop_misc(p->mosq);
-        if (p->connected && p->published_p != m->P) publish_record(m);
-        adopt_orphans(m, now);
+        /* Scaling and reloads change the slots and the shared routes of the record. */
+        if (p->connected && (p->published_p != m->P || p->published_gen != m->app_generation)) publish_record(m);
+        master_adopt_orphans(m, now);
     }
     if (mosquitto_socket(p->mosq) >= 0 && mosquitto_want_write(p->mosq)) mosquitto_loop_write(p->mosq, 1);
     update_socket(m);
@@ -366,9 +338,9 @@ int master_presence_conflict(master *m, char *why, size_t n)
     peer *e = p ? find_peer(p, p->instance) : NULL;
     if (!e) return 0;
     char state[32], host[256];
-    field_str(e->json, "state", state, sizeof state);
-    field_str(e->json, "host", host, sizeof host);
-    long pid = field_long(e->json, "pid");
+    presence_field_str(e->json, "state", state, sizeof state);
+    presence_field_str(e->json, "host", host, sizeof host);
+    long pid = presence_field_long(e->json, "pid");
     if (strcmp(state, "running")) return 0;
     if (!strcmp(host, p->host) && (pid == (long)m->pid || !local_master_alive(pid))) return 0;
     snprintf(why, n, "the identity %s is live on host %s (pid %ld) according to %s: its workers would take "
@@ -384,7 +356,7 @@ int master_presence_peer_serves(master *m, char *who, size_t n)
     for (int i = 0; i < p->npeers; i++) {
         peer *e = &p->peers[i];
         char state[32];
-        field_str(e->json, "state", state, sizeof state);
+        presence_field_str(e->json, "state", state, sizeof state);
         if (!strcmp(e->instance, p->instance) || strcmp(state, "running")) continue;
         int all = 1;
         for (int k = 0; all && m->app && k < m->app->def.nroutes; k++) {
@@ -420,96 +392,6 @@ void master_presence_set_stopping(master *m, int sessions_kept)
     publish_record(m);
 }
 
-/* The client ids listed in a record; returns how many (free with free_list). */
-static int record_clients(const char *json, char ***out)
-{
-    *out = NULL;
-    const char *s = strstr(json, "\"clients\":[");
-    if (!s) return 0;
-    s += 11;
-    int n = 0;
-    char **list = NULL;
-    while (*s && *s != ']') {
-        if (*s != '"') { s++; continue; }
-        const char *end = strchr(s + 1, '"');
-        if (!end) break;
-        char **nl = realloc(list, (size_t)(n + 1) * sizeof *nl);
-        if (!nl) break;
-        list = nl;
-        if (!(list[n] = strndup(s + 1, (size_t)(end - s - 1)))) break;
-        n++;
-        s = end + 1;
-    }
-    *out = list;
-    return n;
-}
-
-static void free_list(char **l, int n)
-{
-    for (int i = 0; i < n; i++) free(l[i]);
-    free(l);
-}
-
-/* An orphan: lost, or stopped with its sessions kept. */
-static int orphaned(const peer *e)
-{
-    char sessions[16];
-    field_str(e->json, "sessions", sessions, sizeof sessions);
-    return !strcmp(e->state, "lost") || (!strcmp(e->state, "stopped") && !strcmp(sessions, "kept"));
-}
-
-/* Once a second: the orphans not back within ROUTEMQ_ADOPT_AFTER are adopted
- * by one live instance, the running one with the smallest name (every
- * instance sees the same records, so they agree; if two ever disagree, the
- * broker's client id takeover leaves one connection per session). */
-static void adopt_orphans(master *m, int64_t now)
-{
-    struct master_presence *p = m->presence;
-    if (!p->announced || !p->connected || m->stopping || m->cfg->adopt_after <= 0) return;
-    for (int i = 0; i < p->npeers; i++)
-        if (!strcmp(p->peers[i].state, "running") && strcmp(p->peers[i].instance, p->instance) < 0) return;
-    for (int i = 0; i < p->npeers; i++) {
-        peer *e = &p->peers[i];
-        if (!strcmp(e->instance, p->instance) || !orphaned(e) || master_adopt_running(e->instance)) continue;
-        if (now - e->state_seen_ns < (int64_t)m->cfg->adopt_after * MASTER_NS_PER_S) continue;
-        char **clients;
-        int n = record_clients(e->json, &clients);
-        char host[256];
-        field_str(e->json, "host", host, sizeof host);
-        log_info("adopting the sessions of instance %s (host %s, %s for %lld s; ROUTEMQ_ADOPT_AFTER=%d): %d client id%s",
-                 e->instance, host, e->state, (long long)((now - e->state_seen_ns) / MASTER_NS_PER_S),
-                 m->cfg->adopt_after, n, n == 1 ? "" : "s");
-        /* Claim it first: the record says adopted until the sessions are ended. */
-        strbuf b;
-        sb_init(&b);
-        sb_puts(&b, "{\"instance\":");
-        sb_json_str(&b, e->instance);
-        sb_puts(&b, ",\"host\":");
-        sb_json_str(&b, host);
-        sb_printf(&b, ",\"pid\":%ld,\"state\":\"adopted\",\"adopted_by\":", field_long(e->json, "pid"));
-        sb_json_str(&b, p->instance);
-        sb_printf(&b, ",\"since\":%lld}", (long long)time(NULL));
-        char topic[1200];
-        snprintf(topic, sizeof topic, "routemq/presence/%s/%s", m->cfg->group_name, e->instance);
-        if (!b.oom) mosquitto_publish(p->mosq, NULL, topic, (int)b.len, b.p, 1, true);
-        sb_free(&b);
-        snprintf(e->state, sizeof e->state, "adopted");
-        e->state_seen_ns = now;
-        if (n == 0 || master_adopt_start(m, e->instance, clients, n)) master_presence_adopted(m, e->instance);
-        free_list(clients, n);
-    }
-}
-
-void master_presence_adopted(master *m, const char *instance)
-{
-    struct master_presence *p = m->presence;
-    if (!p) return;
-    char topic[1200];
-    snprintf(topic, sizeof topic, "routemq/presence/%s/%s", m->cfg->group_name, instance);
-    mosquitto_publish(p->mosq, NULL, topic, 0, NULL, 1, true);
-    log_info("the sessions of instance %s are adopted and ended; its presence record is cleared", instance);
-}
-
 void master_presence_json(master *m, strbuf *out)
 {
     struct master_presence *p = m->presence;
@@ -530,12 +412,12 @@ void master_presence_table(master *m, strbuf *out)
     sb_printf(out, "%-40s %-20s %8s %-9s %s\n", "INSTANCE", "HOST", "PID", "STATE", "SINCE");
     for (int i = 0; p && i < p->npeers; i++) {
         char state[32], host[256], since[32] = "";
-        field_str(p->peers[i].json, "state", state, sizeof state);
-        field_str(p->peers[i].json, "host", host, sizeof host);
-        time_t t = (time_t)field_long(p->peers[i].json, "since");
+        presence_field_str(p->peers[i].json, "state", state, sizeof state);
+        presence_field_str(p->peers[i].json, "host", host, sizeof host);
+        time_t t = (time_t)presence_field_long(p->peers[i].json, "since");
         struct tm tm;
         if (gmtime_r(&t, &tm)) strftime(since, sizeof since, "%Y-%m-%dT%H:%M:%SZ", &tm);
-        sb_printf(out, "%-40s %-20s %8ld %-9s %s\n", p->peers[i].instance, host, field_long(p->peers[i].json, "pid"),
+        sb_printf(out, "%-40s %-20s %8ld %-9s %s\n", p->peers[i].instance, host, presence_field_long(p->peers[i].json, "pid"),
                   state, since);
     }
 }
