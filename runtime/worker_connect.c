@@ -201,7 +201,9 @@ void worker_connect_tick(worker *w, int64_t now)
     w->last_tick_ns = now;
     if (!w->mosq) return;
     if (w->connect_started_ns) {
-        if (now - w->connect_started_ns < (int64_t)(w->cfg->connect_timeout * 1e9)) return;
+        /* A stop does not wait for an attempt that has no session yet to keep. */
+        int give_up = w->stopping != STOP_NONE;
+        if (!give_up && now - w->connect_started_ns < (int64_t)(w->cfg->connect_timeout * 1e9)) return;
         snprintf(abort_why, sizeof abort_why, "timed out after %g s", w->cfg->connect_timeout);
         cut(w);
         return;

@@ -101,9 +101,11 @@ no_leftover_netns
 # The runtime itself under ASan+UBSan: the worker and resilience specs against
 # the sanitized binary, then no sanitizer report in any process's log.
 export ASAN_OPTIONS=detect_leaks=1 E2E_TMP="$LOG/asan" ROUTEMQ_BIN_OVERRIDE="$ROOT/$ASAN/routemq"
-busted_run "end-to-end specs (ASan+UBSan runtime)" spec/e2e/workers_spec.lua spec/e2e/resilience_spec.lua
+busted_run "end-to-end specs (ASan+UBSan runtime)" spec/e2e/workers_spec.lua spec/e2e/resilience_spec.lua \
+  spec/e2e/scaleout_adopt_spec.lua spec/e2e/scaleout_handover_spec.lua
 unset ASAN_OPTIONS E2E_TMP ROUTEMQ_BIN_OVERRIDE
 no_leftovers "$LOG/asan"
+no_leftover_netns
 if grep -rlE "ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error:" "$LOG/asan" > "$LOG/asan-reports.txt" 2>/dev/null; then
   cat "$LOG/asan-reports.txt"; count "sanitizer reports in runtime logs" 0 1
 else
