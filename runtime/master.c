@@ -140,7 +140,6 @@ static void read_signals(master *m)
     }
 }
 
-/* Everything that depends on time rather than on an event. */
 /* The workers start once the group's presence records are in: an identity
  * that is live elsewhere must not take over its sessions. */
 static void start_workers(master *m, int64_t now)
@@ -160,6 +159,7 @@ static void start_workers(master *m, int64_t now)
     }
 }
 
+/* Everything that depends on time rather than on an event. */
 static void tick(master *m)
 {
     int64_t now = shm_now_ns();
