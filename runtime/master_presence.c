@@ -192,10 +192,15 @@ static void on_disconnect(struct mosquitto *mosq, void *ud, int rc, const mosqui
 {
     master *m = ud;
     struct master_presence *p = m->presence;
-    if (p->connected && !m->stopping) log_warn("presence: lost the connection to %s", presence_broker(m));
+    if (p->connected && !m->stopping && !p->refreshing)
+        log_warn("presence: lost the connection to %s", presence_broker(m));
     if (!p->connected) p->failed = 1;
     p->connected = 0;
     p->connect_started_ns = 0;
+    if (p->refreshing) {
+        p->refreshing = 0;
+        p->next_connect_ns = shm_now_ns();
+    }
     if (!p->next_connect_ns) schedule(m);
 }
 
@@ -206,6 +211,7 @@ static void set_will(master *m)
     sb_init(&b);
     record_json(m, "lost", &b);
     if (!b.oom) mosquitto_will_set(p->mosq, p->topic, (int)b.len, b.p, 1, true);
+    p->will_p = m->P;
     sb_free(&b);
 }
 
@@ -303,6 +309,11 @@ void master_presence_tick(master *m, int64_t now)
         if (mosquitto_socket(p->mosq) >= 0) mosquitto_loop_misc(p->mosq);
         /* Scaling and reloads change the slots and the shared routes of the record. */
         if (p->connected && (p->published_p != m->P || p->published_gen != m->app_generation)) publish_record(m);
+        /* The will must list the slots' client ids too; MQTT sets it only at CONNECT. */
+        if (p->connected && p->announced && p->will_p < m->P && !m->stopping && !p->refreshing) {
+            p->refreshing = 1;
+            mosquitto_disconnect(p->mosq);
+        }
         master_adopt_orphans(m, now);
     }
     if (mosquitto_socket(p->mosq) >= 0 && mosquitto_want_write(p->mosq)) mosquitto_loop_write(p->mosq, 1);

@@ -29,6 +29,8 @@ struct master_presence {
     double retry_delay;
     int published_p;            /* worker count and application generation last published */
     uint32_t published_gen;
+    int will_p;                 /* worker count the will lists client ids for */
+    int refreshing;             /* reconnecting on purpose, to give the broker a new will */
     const char *state;          /* running | stopped | cleared */
     int announced;              /* our record is published (after the start's conflict check) */
     int failed;                 /* a connect attempt failed: no records to wait for at the start */
