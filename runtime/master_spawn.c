@@ -121,6 +121,9 @@ pid_t master_spawn_adopter(master *m, int slot, const char *client_id, shm_slot 
     }
     if (pid > 0) return pid;
     log_set_process(slot);
+    char label[128];
+    snprintf(label, sizeof label, "adopt %s", client_id);
+    log_set_label(label);
     if (prctl(PR_SET_PDEATHSIG, SIGTERM) || getppid() != m->pid) _exit(WORKER_EXIT_OK);
     reset_signal_handlers();
     close_master_fds();
