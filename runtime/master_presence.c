@@ -79,10 +79,10 @@ static void publish_record(master *m)
     strbuf b;
     sb_init(&b);
     if (!strcmp(p->state, "cleared")) {
-        mosquitto_publish(p->mosq, NULL, p->topic, 0, NULL, 1, true);
+        mosquitto_publish(p->mosq, &p->last_mid, p->topic, 0, NULL, 1, true);
     } else {
         record_json(m, p->state, &b);
-        if (!b.oom) mosquitto_publish(p->mosq, NULL, p->topic, (int)b.len, b.p, 1, true);
+        if (!b.oom) mosquitto_publish(p->mosq, &p->last_mid, p->topic, (int)b.len, b.p, 1, true);
     }
     sb_free(&b);
     p->published_p = m->P;
@@ -180,6 +180,18 @@ static void on_subscribe(struct mosquitto *mosq, void *ud, int mid, int n, const
     if (!m->presence->subacked_ns) m->presence->subacked_ns = shm_now_ns();
 }
 
+static void on_publish(struct mosquitto *mosq, void *ud, int mid, int rc, const mosquitto_property *props)
+{
+    master *m = ud;
+    m->presence->acked_mid = mid;
+}
+
+static void on_unsubscribe(struct mosquitto *mosq, void *ud, int mid, const mosquitto_property *props)
+{
+    master *m = ud;
+    m->presence->unsubacked = 1;
+}
+
 static void schedule(master *m)
 {
     struct master_presence *p = m->presence;
@@ -253,6 +265,8 @@ int master_presence_start(master *m)
     mosquitto_disconnect_v5_callback_set(p->mosq, on_disconnect);
     mosquitto_subscribe_v5_callback_set(p->mosq, on_subscribe);
     mosquitto_message_v5_callback_set(p->mosq, on_message);
+    mosquitto_publish_v5_callback_set(p->mosq, on_publish);
+    mosquitto_unsubscribe_v5_callback_set(p->mosq, on_unsubscribe);
     p->retry_delay = c->retry_min_delay;
     connect_now(m);
     return 0;
@@ -438,13 +452,26 @@ void master_presence_stop(master *m)
     struct master_presence *p = m->presence;
     if (!p) return;
     if (p->connected) {
-        /* The final record and a DISCONNECT (so the broker drops the will):
-         * the loop is over, a short bounded wait for the socket is fine. */
-        mosquitto_disconnect(p->mosq);
+        /* The loop is over; a short bounded wait is fine. First the broker
+         * acknowledges the final record and stops sending us records: a
+         * socket closed with unread data sends a reset, and the broker may
+         * then drop our last packets and publish the will ("lost"). Then
+         * the DISCONNECT, so that the will is discarded. */
+        p->unsubacked = 0;
+        mosquitto_unsubscribe(p->mosq, NULL, p->filter);
         int64_t until = shm_now_ns() + MASTER_NS_PER_S;
-        while (mosquitto_socket(p->mosq) >= 0 && mosquitto_want_write(p->mosq) && shm_now_ns() < until) {
-            struct pollfd pf = { .fd = mosquitto_socket(p->mosq), .events = POLLOUT };
-            if (poll(&pf, 1, 100) > 0) mosquitto_loop_write(p->mosq, 1);
+        int disconnecting = 0;
+        while (mosquitto_socket(p->mosq) >= 0 && shm_now_ns() < until) {
+            if (!disconnecting && p->unsubacked && p->acked_mid == p->last_mid) {
+                mosquitto_disconnect(p->mosq);
+                disconnecting = 1;
+            }
+            struct pollfd pf = { .fd = mosquitto_socket(p->mosq),
+                                 .events = POLLIN | (mosquitto_want_write(p->mosq) ? POLLOUT : 0) };
+            if (poll(&pf, 1, 50) <= 0) continue;
+            if (pf.revents & POLLOUT) mosquitto_loop_write(p->mosq, 1);
+            if (mosquitto_socket(p->mosq) >= 0 && (pf.revents & (POLLIN | POLLHUP | POLLERR)))
+                mosquitto_loop_read(p->mosq, 1);
         }
     }
     if (p->sock >= 0) epoll_ctl(m->epfd, EPOLL_CTL_DEL, p->sock, NULL);

@@ -31,6 +31,8 @@ struct master_presence {
     uint32_t published_gen;
     int will_p;                 /* worker count the will lists client ids for */
     int refreshing;             /* reconnecting on purpose, to give the broker a new will */
+    int last_mid, acked_mid;    /* our last record's PUBLISH and the last PUBACK seen */
+    int unsubacked;             /* the final UNSUBSCRIBE was acknowledged */
     const char *state;          /* running | stopped | cleared */
     int announced;              /* our record is published (after the start's conflict check) */
     int failed;                 /* a connect attempt failed: no records to wait for at the start */
