@@ -71,6 +71,34 @@ describe_netns("a host that dies", function()
     assert.is_nil(records:find("hostA"), records)
   end)
 
+  it("silently (no FIN, no RST) is noticed through its presence will and adopted", function()
+    local net = netns.new()
+    local b = net.broker()
+    local env = { E2E_SHARED_WORKERS = 2, MQTT_CLIENT_ID = "t" .. net.prefix, MQTT_GROUP_NAME = "g" .. net.prefix,
+      ROUTEMQ_ADOPT_AFTER = 3, MQTT_KEEPALIVE = 5 }
+    local a = net.routemq(net.host("A"), b, APP, "run", env)
+    local bb = net.routemq(net.host("B"), b, APP, "run", env)
+    assert.truthy(e2e.wait_for(function() return a.ready(2) and bb.ready(2) end, 15))
+    e2e.sleep(0.5)
+    local n = 4000
+    local pub = net.publish_background(b, "shared/1", 1, n, 500, bb.dir .. "/pub.log")
+    e2e.wait_for(function() return #e2e.records(a.dir) > 200 end, 20)
+    -- The host vanishes from the network, then dies: nothing tells the broker.
+    local died = e2e.now()
+    net.blackhole("A", true)
+    a.kill()
+    assert.truthy(e2e.wait_for(function() return e2e.read(bb.log):find("presence record is cleared") end, 40),
+      e2e.read(bb.log))
+    local adopted_at = e2e.log_time(e2e.read(bb.log):match("[^\n]*adopting the sessions[^\n]*"))
+    e2e.wait_for(function() return not e2e.alive(pub) end, 30)
+    settle({ a.dir, bb.dir }, n, 5)
+    local lost, dups = tally({ a.dir, bb.dir }, n)
+    print(string.format("\n  silent host death (keepalive 5 s, adopt after 3 s): adopted %.1f s after it died; "
+      .. "%d lost, %d duplicated", adopted_at - died, lost, dups))
+    assert.matches("adopting the sessions of instance [^ ]+%-hostA %(host hostA, lost for", e2e.read(bb.log))
+    assert.truthy(lost <= 2, lost .. " lost")
+  end)
+
   it("that comes back within ROUTEMQ_ADOPT_AFTER resumes its own sessions: nothing adopted, nothing lost", function()
     local net = netns.new()
     local b = net.broker()
