@@ -9,6 +9,8 @@ typedef struct cli_opts {
     int workers;            /* --workers N, 0 when not given */
     int json;               /* --json */
     int scale_to;           /* scale N */
+    int cluster;            /* status --cluster */
+    int sessions;           /* stop --keep-sessions (1) / --end-sessions (2) */
     int argc;               /* what is left for `routemq test` (busted options) */
     char **argv;
     char **envp;            /* the process's original environment block */

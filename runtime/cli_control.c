@@ -128,7 +128,9 @@ static int wait_gone(pid_t pid, long long deadline)
 
 static void request_line(cli_opts *o, const char *cmd, char *out, size_t n)
 {
-    if (!strcmp(cmd, "status")) snprintf(out, n, "%s\n", o->json ? "status json" : "status");
+    if (!strcmp(cmd, "status")) snprintf(out, n, "status%s%s\n", o->cluster ? " cluster" : "", o->json ? " json" : "");
+    else if (!strcmp(cmd, "stop") && o->sessions)
+        snprintf(out, n, "stop %s\n", o->sessions == 1 ? "keep-sessions" : "end-sessions");
     else if (!strcmp(cmd, "scale")) snprintf(out, n, "scale %d\n", o->scale_to);
     else snprintf(out, n, "%s\n", cmd);
 }

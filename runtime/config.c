@@ -6,6 +6,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -173,6 +174,26 @@ int config_read_dotenv(const char *path, char ***out, char *err, size_t errlen)
     return 0;
 }
 
+/* routemq-<application directory name>-<4 hex digits of its absolute path>:
+ * two applications on one host must not share client ids (they would take
+ * each other's sessions over and receive each other's messages), while one
+ * application keeps the same ids across restarts and on every host. */
+static char *default_client_id(const char *app_dir)
+{
+    const char *base = strrchr(app_dir, '/');
+    base = base && base[1] ? base + 1 : app_dir;
+    char name[40];
+    size_t n = 0;
+    for (const char *p = base; *p && n < sizeof name - 1; p++)
+        name[n++] = isalnum((unsigned char)*p) || *p == '-' || *p == '_' ? *p : '_';
+    name[n] = 0;
+    uint32_t h = 2166136261u;
+    for (const char *p = app_dir; *p; p++) h = (h ^ (unsigned char)*p) * 16777619u;
+    char *id;
+    if (asprintf(&id, "routemq-%s-%04x", n ? name : "app", (unsigned)(h & 0xffff)) < 0) return NULL;
+    return id;
+}
+
 static int load_values(config *c, char *err, size_t errlen)
 {
     long l;
@@ -186,7 +207,8 @@ static int load_values(config *c, char *err, size_t errlen)
     }
     c->username = dup_or("MQTT_USERNAME", NULL);
     c->password = dup_or("MQTT_PASSWORD", NULL);
-    c->client_id = dup_or("MQTT_CLIENT_ID", "routemq");
+    c->client_id = dup_or("MQTT_CLIENT_ID", NULL);
+    if (!c->client_id) c->client_id = default_client_id(c->app_dir);
     c->group_name = dup_or("MQTT_GROUP_NAME", "routemq");
     if (strpbrk(c->group_name, "/+#")) {
         snprintf(err, errlen, "MQTT_GROUP_NAME: '%s' must not contain '/', '+' or '#'", c->group_name);
@@ -223,6 +245,8 @@ static int load_values(config *c, char *err, size_t errlen)
                  c->retry_max_delay, c->retry_min_delay);
         return -1;
     }
+
+    if (get_double("MQTT_CONNECT_TIMEOUT", 10, 0.1, &c->connect_timeout, err, errlen)) return -1;
 
     if (get_int("WORKER_COUNT", 0, 1, 1024, &c->worker_count, err, errlen)) return -1;
     if (get_bool("WORKER_AUTO_SCALE", 0, &c->auto_scale, err, errlen)) return -1;
@@ -265,6 +289,23 @@ static int load_values(config *c, char *err, size_t errlen)
     c->dlq_topic = dup_or("ROUTEMQ_DLQ_TOPIC", NULL);
     if (c->dlq_topic && strpbrk(c->dlq_topic, "+#")) {
         snprintf(err, errlen, "ROUTEMQ_DLQ_TOPIC: '%s' must not contain '+' or '#'", c->dlq_topic);
+        return -1;
+    }
+    v = cfg_get("ROUTEMQ_STOP_SESSIONS");
+    if (!v || !*v || !strcmp(v, "auto")) c->stop_sessions = STOP_SESSIONS_AUTO;
+    else if (!strcmp(v, "keep")) c->stop_sessions = STOP_SESSIONS_KEEP;
+    else if (!strcmp(v, "end")) c->stop_sessions = STOP_SESSIONS_END;
+    else {
+        snprintf(err, errlen, "ROUTEMQ_STOP_SESSIONS: '%s' is not auto, keep or end", v);
+        return -1;
+    }
+    if (get_int("ROUTEMQ_ADOPT_AFTER", 30, 1, INT_MAX, &c->adopt_after, err, errlen)) return -1;
+    const char *adopt = cfg_get("ROUTEMQ_ADOPT_AFTER");
+    if (c->protocol == 5 && c->session_expiry > 0 && c->adopt_after >= c->session_expiry && (!adopt || !*adopt))
+        c->adopt_after = c->session_expiry > 1 ? c->session_expiry / 2 : 1;  /* the default adapts; a set value is checked */
+    if (c->protocol == 5 && c->session_expiry > 0 && c->adopt_after >= c->session_expiry) {
+        snprintf(err, errlen, "ROUTEMQ_ADOPT_AFTER: %d s must be below MQTT_SESSION_EXPIRY (%d s), or the sessions "
+                 "expire with their messages before anyone adopts them", c->adopt_after, c->session_expiry);
         return -1;
     }
     v = cfg_get("LOG_LEVEL");

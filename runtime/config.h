@@ -4,6 +4,8 @@
 
 #include <stddef.h>
 
+enum { STOP_SESSIONS_AUTO = 0, STOP_SESSIONS_KEEP, STOP_SESSIONS_END };
+
 typedef struct config {
     char *app_dir;          /* absolute path of the application root */
     char *broker;
@@ -19,6 +21,7 @@ typedef struct config {
     char *tls_ca_certs, *tls_certfile, *tls_keyfile;
     int tls_insecure;
     double retry_min_delay, retry_max_delay;
+    double connect_timeout; /* MQTT_CONNECT_TIMEOUT: bound of one connect attempt, seconds */
 
     int worker_count;       /* 0: unset, each route's worker_count applies */
     int auto_scale;
@@ -39,6 +42,8 @@ typedef struct config {
     int log_level;
     int log_json;
     int broker_from_env;    /* MQTT_BROKER was set (env or .env) */
+    int stop_sessions;      /* ROUTEMQ_STOP_SESSIONS: STOP_SESSIONS_AUTO | _KEEP | _END */
+    int adopt_after;        /* ROUTEMQ_ADOPT_AFTER: seconds before another instance's orphaned sessions are adopted */
 } config;
 
 /* Loads the configuration for the application in app_dir. 0 ok; -1 with a

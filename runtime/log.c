@@ -12,11 +12,13 @@
 static log_level log_min = LOGL_INFO;
 static int log_json;
 static int log_slot = -1;
+static char log_label[128];  /* replaces "worker N" when set (adoption workers) */
 
 static const char *const level_names[] = { "debug", "info", "warn", "error" };
 
 void log_setup(log_level min, int json) { log_min = min; log_json = json; }
 void log_set_process(int slot) { log_slot = slot; }
+void log_set_label(const char *label) { snprintf(log_label, sizeof log_label, "%s", label); }
 int log_enabled(log_level lvl) { return lvl >= log_min; }
 
 int log_level_parse(const char *s)
@@ -66,7 +68,7 @@ static void timestamp(char *out, size_t n)
 
 static void log_write(log_level lvl, const log_fields *f, const char *fmt, va_list ap)
 {
-    char msg[4096], ts[40], line[16384], proc[32];
+    char msg[4096], ts[40], line[16384], proc[160];
     buf b = { line, 0, sizeof line };
     vsnprintf(msg, sizeof msg, fmt, ap);
     timestamp(ts, sizeof ts);
@@ -76,7 +78,8 @@ static void log_write(log_level lvl, const log_fields *f, const char *fmt, va_li
     const char *topic = f ? f->topic : NULL;
     if (topic && strlen(topic) >= LOG_TOPIC_BUF)
         topic = log_topic(short_topic, sizeof short_topic, topic, strlen(topic));
-    if (log_slot < 0) snprintf(proc, sizeof proc, "master");
+    if (log_label[0]) snprintf(proc, sizeof proc, "%s", log_label);
+    else if (log_slot < 0) snprintf(proc, sizeof proc, "master");
     else snprintf(proc, sizeof proc, "worker %d", log_slot);
 
     if (log_json) {
@@ -92,7 +95,7 @@ static void log_write(log_level lvl, const log_fields *f, const char *fmt, va_li
         if (f && f->traceback) { buf_puts(&b, ",\"traceback\":"); buf_json_str(&b, f->traceback); }
         buf_puts(&b, "}\n");
     } else {
-        char head[128];
+        char head[256];
         snprintf(head, sizeof head, "%s %-5s [%s] ", ts, level_names[lvl], proc);
         buf_puts(&b, head);
         buf_puts(&b, msg);

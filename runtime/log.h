@@ -18,6 +18,8 @@ typedef struct log_fields {
 void log_setup(log_level min, int json);
 /* Sets the process tag: slot < 0 is the master, otherwise "worker <slot>". */
 void log_set_process(int slot);
+/* Sets a process tag of its own ("adopt <client id>"), kept until the process ends. */
+void log_set_label(const char *label);
 /* Parses "debug|info|warn|warning|error"; returns -1 when unknown. */
 int log_level_parse(const char *s);
 /* 1 when a line at this level would be written. */

@@ -18,6 +18,8 @@ static void usage(FILE *out)
           "  check   [--app DIR]                 load the routers, print the route table\n"
           "  routes  [--app DIR] [--json]        print the route table\n"
           "  status  [--app DIR] [--json]        the running master and its workers\n"
+          "  status  --cluster [--json]          every instance of the group (presence records)\n"
+          "  stop    [--keep-sessions | --end-sessions]  stop; keep or hand over the MQTT sessions\n"
           "  reload | stop | scale N [--app DIR] control the running master\n"
           "  test    [--app DIR] [busted options] run the application's busted specs\n"
           "  new     DIR                         create an application (routers, controllers, spec)\n"
@@ -76,6 +78,9 @@ int main(int argc, char **argv, char **envp)
         else if (!is_test && !strcmp(a, "--workers") && i + 1 < argc) {
             if (parse_count("--workers", argv[++i], &o.workers)) { free(rest); return EXIT_USAGE; }
         } else if (!is_test && !strcmp(a, "--json")) o.json = 1;
+        else if (!strcmp(cmd, "status") && !strcmp(a, "--cluster")) o.cluster = 1;
+        else if (!strcmp(cmd, "stop") && !strcmp(a, "--keep-sessions")) o.sessions = 1;
+        else if (!strcmp(cmd, "stop") && !strcmp(a, "--end-sessions")) o.sessions = 2;
         else if (is_test) rest[nrest++] = argv[i];
         else {
             fprintf(stderr, "routemq %s: unknown option '%s'\n", cmd, a);

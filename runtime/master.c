@@ -5,6 +5,7 @@
  * and nothing happens inside a signal handler; the master has no thread, so
  * forking a worker never copies another thread's half-done state. */
 #include "master.h"
+#include "master_presence.h"
 #include "devwatch.h"
 #include "rundir.h"
 #include "cli.h"
@@ -57,6 +58,25 @@ void master_kill_all(master *m)
     m->killed_all = 1;
 }
 
+/* ROUTEMQ_STOP_SESSIONS / `routemq stop --keep-sessions|--end-sessions`:
+ * 1 when this stop should hand the sessions over, with the reason in why. */
+static int master_stop_ends_sessions(master *m, char *why, size_t n)
+{
+    char who[600];
+    if (m->stop_sessions == 1) { snprintf(why, n, "routemq stop --keep-sessions"); return 0; }
+    if (m->stop_sessions == 2) { snprintf(why, n, "routemq stop --end-sessions"); return 1; }
+    if (m->cfg->stop_sessions == STOP_SESSIONS_KEEP) { snprintf(why, n, "ROUTEMQ_STOP_SESSIONS=keep"); return 0; }
+    if (m->cfg->stop_sessions == STOP_SESSIONS_END) { snprintf(why, n, "ROUTEMQ_STOP_SESSIONS=end"); return 1; }
+    if (master_presence_peer_serves(m, who, sizeof who)) {
+        snprintf(why, n, "ROUTEMQ_STOP_SESSIONS=auto: instance %s serves the same shared routes, it takes over "
+                 "what is queued for this one", who);
+        return 1;
+    }
+    snprintf(why, n, "ROUTEMQ_STOP_SESSIONS=auto: no other live instance serves the shared routes, "
+             "a restart resumes them");
+    return 0;
+}
+
 void master_begin_stop(master *m, int code)
 {
     if (code > m->exit_code) m->exit_code = code;
@@ -65,6 +85,13 @@ void master_begin_stop(master *m, int code)
     m->stop_started_ns = shm_now_ns();
     master_notify_stopping(m);
     master_reload_abort(m);
+    int end = 0;
+    if (m->workers_started) {
+        char why[1024];
+        end = master_stop_ends_sessions(m, why, sizeof why);
+        log_info("stop: %s the sessions (%s)", end ? "ending" : "keeping", why);
+        master_presence_set_stopping(m, !end);
+    }
     int n = 0;
     for (int i = 0; i < m->nslots; i++) {
         master_slot *s = &m->slots[i];
@@ -74,8 +101,9 @@ void master_begin_stop(master *m, int code)
         if (s->pid <= 0) continue;
         n++;
         /* A worker already told to stop (reload, retire, recycle) keeps going
-         * as it was told, under the same stop deadline as the others. */
-        if (s->stop == MSTOP_NONE) master_signal_slot(m, i, SIGTERM, MSTOP_SHUTDOWN);
+         * as it was told, under the same stop deadline as the others. SIGUSR2
+         * is the retire path: unsubscribe, handle the backlog, end the session. */
+        if (s->stop == MSTOP_NONE) master_signal_slot(m, i, end ? SIGUSR2 : SIGTERM, MSTOP_SHUTDOWN);
     }
     log_info("stopping %d worker%s (WORKER_STOP_TIMEOUT %g s)", n, n == 1 ? "" : "s", m->cfg->stop_timeout);
 }
@@ -114,10 +142,31 @@ static void read_signals(master *m)
     }
 }
 
+/* The workers start once the group's presence records are in: an identity
+ * that is live elsewhere must not take over its sessions. */
+static void start_workers(master *m, int64_t now)
+{
+    if (m->workers_started || m->stopping || !master_presence_settled(m, now)) return;
+    char why[1600];
+    if (master_presence_conflict(m, why, sizeof why)) {
+        log_error("cannot start: %s", why);
+        master_begin_stop(m, EXIT_USAGE);
+        return;
+    }
+    m->workers_started = 1;
+    master_presence_announce(m);
+    for (int i = 0; i < m->P; i++) {
+        m->slots[i].active = 1;
+        master_start_slot(m, i);
+    }
+}
+
 /* Everything that depends on time rather than on an event. */
 static void tick(master *m)
 {
     int64_t now = shm_now_ns();
+    start_workers(m, now);
+    master_presence_tick(m, now);
     master_watchdog(m, now);
     if (!m->stopping) {
         master_restart_due(m, now);
@@ -162,6 +211,7 @@ static void on_event(master *m, const struct epoll_event *ev)
     case MEV_CONTROL_LISTEN:
     case MEV_CONTROL_CONN: master_control_event(m, kind, index, ev->events); break;
     case MEV_HTTP: master_http_run(m); break;
+    case MEV_PRESENCE: master_presence_event(m, ev->events); break;
     case MEV_WATCH:
         /* Editors save in bursts: reload once things are quiet for 200 ms. */
         if (devwatch_read(m->watch)) m->watch_due_ns = shm_now_ns() + 200 * MASTER_NS_PER_MS;
@@ -229,7 +279,7 @@ static int setup(master *m, master_params *p)
         return -1;
     }
     /* Before the first fork: a port that cannot be bound stops the start. */
-    if (master_control_open(m, p->control_fd) || master_http_start(m)) return -1;
+    if (master_control_open(m, p->control_fd) || master_http_start(m) || master_presence_start(m)) return -1;
     master_notify_init(m);
     if (p->dev_watch && (m->watch = devwatch_open(m->cfg->app_dir))) {
         struct epoll_event ev = { .events = EPOLLIN, .data.u64 = MEV(MEV_WATCH, 0) };
@@ -260,6 +310,7 @@ static void teardown(master *m)
     /* Workers are gone: a waiting `routemq stop` may return now. */
     master_control_close(m);
     master_http_stop(m);
+    master_presence_stop(m);
     devwatch_close(m->watch);
     m->watch = NULL;
     master_app_unref(m->app);
@@ -284,10 +335,7 @@ int master_run(master_params *p)
     }
     log_info("master %d: %d worker%s for %s, broker %s:%d", (int)m.pid, m.P, m.P == 1 ? "" : "s",
              m.cfg->app_dir, m.cfg->broker, m.cfg->port);
-    for (int i = 0; i < m.P; i++) {
-        m.slots[i].active = 1;
-        master_start_slot(&m, i);
-    }
+    start_workers(&m, shm_now_ns());
     m.next_second_ns = shm_now_ns() + MASTER_NS_PER_S;
     int rc = loop(&m);
     if (rc == 0)

@@ -14,6 +14,8 @@
  * master_http.c     the admin HTTP endpoint (libmicrohttpd, driven by our loop)
  * master_metrics.c  Prometheus text
  * master_notify.c   systemd sd_notify (READY, RELOADING, STOPPING, WATCHDOG)
+ * master_presence.c the master's own MQTT connection: presence records of the group (§8)
+ * master_adopt.c    adopting the sessions of a lost or stopped instance (§8)
  */
 #ifndef ROUTEMQ_MASTER_H
 #define ROUTEMQ_MASTER_H
@@ -46,7 +48,7 @@ typedef struct master_params {
 } master_params;
 
 /* What an epoll event of the master's loop is about: data.u64 = kind << 32 | index. */
-enum master_event { MEV_SIGNAL = 1, MEV_CONTROL_LISTEN, MEV_CONTROL_CONN, MEV_HTTP, MEV_WATCH };
+enum master_event { MEV_SIGNAL = 1, MEV_CONTROL_LISTEN, MEV_CONTROL_CONN, MEV_HTTP, MEV_WATCH, MEV_PRESENCE };
 #define MEV(kind, index) (((uint64_t)(kind) << 32) | (uint32_t)(index))
 
 /* Why a worker was restarted: the index of master.restarts_by_reason. */
@@ -172,6 +174,9 @@ typedef struct master {
     struct devwatch *watch;   /* `routemq dev` file watching; NULL otherwise */
     int64_t watch_due_ns;     /* reload when files stop changing, 0: none due */
     master_notify_state notify;
+    struct master_presence *presence;  /* master_presence.c; NULL: none */
+    int workers_started;     /* the start waits for the presence records (identity check) */
+    int stop_sessions;       /* `routemq stop --keep-sessions` (1) / `--end-sessions` (2); 0: ROUTEMQ_STOP_SESSIONS */
 } master;
 
 /* master.c */
@@ -187,6 +192,8 @@ int master_signal_slot(master *m, int i, int sig, stop_cause why);
 /* master_spawn.c */
 /* Forks a new generation into slot i; 0 ok, -1 (logged) when fork failed. */
 int master_spawn(master *m, int i);
+/* Forks an adoption worker for another instance's client id (outside the slots); its pid or -1 (logged). */
+pid_t master_spawn_adopter(master *m, int slot, const char *client_id, shm_slot *sh);
 /* master_spawn, or a retry in a second when fork failed. */
 void master_start_slot(master *m, int i);
 

@@ -3,15 +3,18 @@
  * outcome (master_control_reload_done, master_control_close). */
 #include "master_control.h"
 #include "log.h"
+#include "master_presence.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-static void do_status(master *m, control_conn *c, int json)
+static void do_status(master *m, control_conn *c, int json, int cluster)
 {
     strbuf body;
     sb_init(&body);
-    if (json) master_status_json(m, &body);
+    if (cluster && json) master_presence_json(m, &body);
+    else if (cluster) master_presence_table(m, &body);
+    else if (json) master_status_json(m, &body);
     else master_status_table(m, &body);
     if (body.oom) { sb_free(&body); control_reply(m, c, 1, "error out of memory"); return; }
     control_reply_body(m, c, &body);
@@ -30,9 +33,10 @@ static void do_reload(master *m, control_conn *c)
     master_reload_request(m);
 }
 
-static void do_stop(master *m, control_conn *c)
+static void do_stop(master *m, control_conn *c, int sessions)
 {
     log_info("stop requested (control socket)");
+    if (!m->stopping && sessions) m->stop_sessions = sessions;
     c->wait = WAIT_STOP;
     control_reply(m, c, 0, ". stopping master %d (WORKER_STOP_TIMEOUT %g s)", (int)m->pid, m->cfg->stop_timeout);
     master_begin_stop(m, 0);
@@ -68,17 +72,21 @@ void control_command(master *m, control_conn *c, char *line)
 {
     size_t len = strlen(line);
     while (len && (line[len - 1] == '\r' || line[len - 1] == ' ')) line[--len] = 0;
-    if (!strcmp(line, "status")) do_status(m, c, 0);
-    else if (!strcmp(line, "status json")) do_status(m, c, 1);
+    if (!strcmp(line, "status")) do_status(m, c, 0, 0);
+    else if (!strcmp(line, "status json")) do_status(m, c, 1, 0);
+    else if (!strcmp(line, "status cluster")) do_status(m, c, 0, 1);
+    else if (!strcmp(line, "status cluster json")) do_status(m, c, 1, 1);
     else if (!strcmp(line, "reload")) do_reload(m, c);
-    else if (!strcmp(line, "stop")) do_stop(m, c);
+    else if (!strcmp(line, "stop")) do_stop(m, c, 0);
+    else if (!strcmp(line, "stop keep-sessions")) do_stop(m, c, 1);
+    else if (!strcmp(line, "stop end-sessions")) do_stop(m, c, 2);
     else if (!strncmp(line, "scale ", 6)) do_scale(m, c, line + 6);
     else if (!strcmp(line, "ping")) control_reply(m, c, 1, "ok pong");
     else {
         char shown[48];
         sanitize(line, shown, sizeof shown);
         log_debug("control socket: unknown request '%s'", shown);
-        control_reply(m, c, 1, "error unknown request '%s' (status, status json, reload, stop, scale N)", shown);
+        control_reply(m, c, 1, "error unknown request '%s' (status, status json, status cluster [json], reload, stop [keep-sessions|end-sessions], scale N)", shown);
     }
 }
 

@@ -6,6 +6,7 @@
  * answered in the loop from shared memory; building the biggest answer takes
  * microseconds, so serving it never delays supervision noticeably. */
 #include "master.h"
+#include "master_presence.h"
 #include "log.h"
 
 #include <dlfcn.h>
@@ -37,6 +38,7 @@ static struct {
     __typeof__(MHD_queue_response) *queue_response;
     __typeof__(MHD_destroy_response) *destroy_response;
     __typeof__(MHD_get_connection_info) *get_connection_info;
+    __typeof__(MHD_lookup_connection_value) *lookup_connection_value;
 } mhd;
 
 #define MHD_start_daemon mhd.start_daemon
@@ -49,6 +51,7 @@ static struct {
 #define MHD_queue_response mhd.queue_response
 #define MHD_destroy_response mhd.destroy_response
 #define MHD_get_connection_info mhd.get_connection_info
+#define MHD_lookup_connection_value mhd.lookup_connection_value
 
 /* Loads libmicrohttpd once; 0 ok, -1 after logging why. */
 static int mhd_load(void)
@@ -71,6 +74,7 @@ static int mhd_load(void)
     MHD_LOAD(queue_response, "MHD_queue_response");
     MHD_LOAD(destroy_response, "MHD_destroy_response");
     MHD_LOAD(get_connection_info, "MHD_get_connection_info");
+    MHD_LOAD(lookup_connection_value, "MHD_lookup_connection_value");
 #undef MHD_LOAD
     mhd.lib = lib;
     return 0;
@@ -205,7 +209,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return respond(c, ready ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE, "text/plain; charset=utf-8", &b);
     }
     if (!strcmp(url, "/status")) {
-        master_status_json(m, &b);
+        const char *cluster = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "cluster");
+        if (cluster && strcmp(cluster, "0") && strcmp(cluster, "false")) master_presence_json(m, &b);
+        else master_status_json(m, &b);
         return respond(c, MHD_HTTP_OK, "application/json", &b);
     }
     if (!strcmp(url, "/metrics")) {

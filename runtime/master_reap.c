@@ -4,6 +4,7 @@
 #include "master.h"
 #include "cli.h"
 #include "devbroker.h"
+#include "master_presence.h"
 #include "log.h"
 
 #include <errno.h>
@@ -266,6 +267,7 @@ void master_reap(master *m)
         if (pid <= 0) return;  /* none left that has exited (0), or no children (ECHILD) */
         int i = slot_of(m, pid);
         if (i >= 0) { on_worker_exit(m, i, status); continue; }
+        if (master_adopt_reaped(m, pid, status)) continue;
         char what[64];
         describe_status(status, what, sizeof what);
         if (devbroker_owns(pid)) log_error("the private mosquitto (pid %d) ended: %s", (int)pid, what);

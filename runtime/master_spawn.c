@@ -109,3 +109,36 @@ void master_start_slot(master *m, int i)
 {
     if (master_spawn(m, i)) m->slots[i].restart_at_ns = shm_now_ns() + SPAWN_RETRY_NS;
 }
+
+pid_t master_spawn_adopter(master *m, int slot, const char *client_id, shm_slot *sh)
+{
+    reset_shm_slot(sh, 1, shm_now_ns());
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0) {
+        log_error("adoption of %s: fork: %s", client_id, strerror(errno));
+        return -1;
+    }
+    if (pid > 0) return pid;
+    log_set_process(slot);
+    char label[128];
+    snprintf(label, sizeof label, "adopt %s", client_id);
+    log_set_label(label);
+    if (prctl(PR_SET_PDEATHSIG, SIGTERM) || getppid() != m->pid) _exit(WORKER_EXIT_OK);
+    reset_signal_handlers();
+    close_master_fds();
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    setproctitle("-routemq: adopt %s", client_id);
+    worker_args a = {
+        .cfg = m->cfg,
+        .slot = slot,
+        .generation = 1,
+        .shm = sh,
+        .workers_override = m->override,
+        .master_pid = m->pid,
+        .adopt_client_id = client_id,
+    };
+    _exit(worker_main(&a));
+}

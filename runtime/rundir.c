@@ -182,3 +182,56 @@ void rundir_write_workers(const char *dir, int n)
     if (fclose(f) == 0 && ok) rename(tmp, path);
     else unlink(tmp);
 }
+
+/* The filters a slot subscribed to survive its process: a resumed session
+ * still holds them after a reload or restart changed the routes, and the
+ * next worker of the slot unsubscribes those no route uses any more. */
+static void filters_path(char *out, size_t n, const char *dir, int slot)
+{
+    snprintf(out, n, "%s/slot-%d.filters", dir, slot);
+}
+
+int rundir_read_filters(const char *dir, int slot, char ***out)
+{
+    char path[4096], line[65600];
+    filters_path(path, sizeof path, dir, slot);
+    *out = NULL;
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    int n = 0, cap = 0;
+    char **list = NULL;
+    while (fgets(line, sizeof line, f)) {
+        line[strcspn(line, "\n")] = 0;
+        if (!*line) continue;
+        if (n == cap) {
+            char **nl = realloc(list, (size_t)(cap = cap ? cap * 2 : 8) * sizeof *list);
+            if (!nl) break;
+            list = nl;
+        }
+        if (!(list[n] = strdup(line))) break;
+        n++;
+    }
+    fclose(f);
+    *out = list;
+    return n;
+}
+
+void rundir_free_filters(char **list, int n)
+{
+    for (int i = 0; i < n; i++) free(list[i]);
+    free(list);
+}
+
+void rundir_write_filters(const char *dir, int slot, const char *const *filters, int n)
+{
+    char path[4096], tmp[4200];
+    filters_path(path, sizeof path, dir, slot);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f) return;
+    int ok = 1;
+    for (int i = 0; i < n && ok; i++)
+        if (!strchr(filters[i], '\n')) ok = fprintf(f, "%s\n", filters[i]) >= 0;
+    if (fclose(f) == 0 && ok) rename(tmp, path);
+    else unlink(tmp);
+}

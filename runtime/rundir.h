@@ -30,6 +30,12 @@ int rundir_socket_path(const char *dir, char *out, size_t n);
 int rundir_read_workers(const char *dir);
 /* Records the current worker count in <dir>/workers (best effort, atomic rename). */
 void rundir_write_workers(const char *dir, int n);
+/* The filters slot `slot` subscribed at its last connect (<dir>/slot-<n>.filters);
+ * returns how many, the list in *out (free with rundir_free_filters). */
+int rundir_read_filters(const char *dir, int slot, char ***out);
+void rundir_free_filters(char **list, int n);
+/* Records the filters slot `slot` subscribes now (best effort, atomic rename). */
+void rundir_write_filters(const char *dir, int slot, const char *const *filters, int n);
 /* The pid in <dir>/routemq.pid, or 0. */
 pid_t rundir_read_pid(const char *dir);
 

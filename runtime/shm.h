@@ -155,6 +155,7 @@ shm_area *shm_create(int nslots);
 /* The /dev/shm name of kept message seq of a slot under master master_pid
  * (shm_open form); the file holds topic, payload and packed properties. */
 void shm_keep_file_name(char *out, size_t n, int master_pid, int slot, uint64_t seq);
+#define SHM_ADOPT_SLOT_BASE 100000   /* file names of an adoption worker's kept messages */
 /* Removes the files of a slot's kept messages (when nobody will replay them). */
 void shm_keep_unlink_all(shm_keep *k, int master_pid, int slot);
 /* Unmaps it. */

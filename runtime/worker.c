@@ -118,6 +118,7 @@ static void stop_when_flushed(worker *w, int64_t now)
         if (!w->out.count && !w->stop_gave_up) w->stop_gave_up = 1;
     }
     int late = now - w->stop_since_ns > (int64_t)(w->cfg->stop_timeout * STOP_FLUSH_SHARE * 1e9);
+    if (w->args->adopt_client_id) late = 0;  /* no stop deadline: the whole backlog is the point */
     if (late && !w->stop_gave_up) {
         if (w->stopping == STOP_RETIRE && !flushed(w, now))
             log_warn("retiring with the broker still sending after %.1f s", (now - w->stop_since_ns) / 1e9);
@@ -280,6 +281,7 @@ static int timeout_ms(worker *w, int64_t now)
     int64_t next = w->next_misc_ns;
     if (w->stopping && !w->disconnect_sent && now + 50000000LL < next) next = now + 50000000LL;
     if (w->reconnect_pending && w->next_connect_ns < next) next = w->next_connect_ns;
+    if (worker_connect_deadline(w) < next) next = worker_connect_deadline(w);
     int64_t ms = (next - now) / 1000000;
     int step_ms = worker_step_timeout_ms(w);
     w->step_due_ns = step_ms >= 0 ? now + (int64_t)step_ms * 1000000 : INT64_MAX;
@@ -301,6 +303,7 @@ static int run_loop(worker *w)
         if (w->stopping && (w->disconnect_sent || (!w->connected && w->stop_gave_up))) {
             if (!w->mosq || mosquitto_socket(w->mosq) < 0 || !mosquitto_want_write(w->mosq)) break;
         }
+        worker_connect_tick(w, now);
         if (w->reconnect_pending && now >= w->next_connect_ns && (!w->stopping || !w->stop_gave_up))
             worker_mqtt_connect(w);
         worker_pump(w);
@@ -313,6 +316,7 @@ static int run_loop(worker *w)
             if (evs[i].data.fd == w->sigfd) { on_signals(w); continue; }
             if (evs[i].data.fd == w->cq_fd) { step = 1; continue; }
             if (evs[i].data.fd != w->sock || mosquitto_socket(w->mosq) != w->sock) continue;
+            if (evs[i].events & EPOLLIN) w->last_in_ns = now;
             if (evs[i].events & EPOLLOUT) flush_writes(w);
             if (evs[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)) read_socket(w);
         }

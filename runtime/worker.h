@@ -15,7 +15,12 @@ typedef struct worker_args {
     shm_slot *shm;           /* this slot's shared state */
     int workers_override;    /* worker_count of every shared route, 0: as routed */
     pid_t master_pid;
+    const char *adopt_client_id; /* adoption (SPEC §8): resume this client id's session, handle what is
+                                    queued, end it; NULL for a normal worker */
 } worker_args;
+
+/* Exit code of an adoption worker that found no session to adopt. */
+#define WORKER_EXIT_ADOPT_NONE 20
 
 /* Runs the worker until it is told to stop; returns its exit code (WORKER_EXIT_*).
  * Signals: SIGTERM/SIGINT stop gracefully keeping the MQTT session; SIGUSR2

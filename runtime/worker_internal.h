@@ -119,6 +119,14 @@ typedef struct worker {
     double retry_delay;      /* current backoff, seconds */
     int auth_failures;
     int64_t next_misc_ns;
+    int64_t connect_started_ns;  /* a connect attempt awaits its CONNACK since then; 0: none */
+    int64_t connected_ns;        /* when the last CONNACK came */
+    int64_t last_in_ns;          /* when the socket last had something to read */
+    int64_t last_tick_ns;        /* the loop's previous worker_connect_tick */
+    int disconnect_noted;        /* the end of this connection was logged already */
+    int taken_over;              /* the broker gave our client id to another connection */
+    int adopt_attempts;          /* adoption: connect attempts that failed */
+    int short_connections;       /* connections in a row the broker closed soon after CONNACK */
 
     enum stop_kind stopping;
     int disconnect_sent;
@@ -153,6 +161,13 @@ void worker_mqtt_schedule_reconnect(worker *w);   /* backoff from MQTT_RETRY_MIN
 void worker_mqtt_disconnect(worker *w);           /* DISCONNECT, ending the session when retiring */
 void worker_mqtt_unsubscribe_all(worker *w);      /* retiring: the broker stops assigning us messages */
 void worker_mqtt_free(worker *w);
+
+/* worker_connect.c */
+int worker_connect_start(worker *w);              /* starts a non-blocking connect attempt; 0 or -1 (logged, retry scheduled) */
+void worker_connect_tick(worker *w, int64_t now);  /* connect deadline and the silent-outage watch */
+int64_t worker_connect_deadline(worker *w);       /* the next time worker_connect_tick has work, or INT64_MAX */
+void worker_connect_failed(worker *w, const char *why); /* logs an attempt that did not get a CONNACK, schedules the retry */
+void worker_connect_lost(worker *w, int reason);  /* an established connection ended: log it, reconnect soon */
 
 /* worker_dispatch.c */
 void worker_on_message(struct mosquitto *m, void *ud, const struct mosquitto_message *msg,

@@ -18,9 +18,12 @@
 
 #define WORDS (SHM_ARENA_CHUNKS / 64)
 
+/* Adoption workers have a shared area of their own, with its own sequence:
+ * their files are named apart from the slot's (SHM_ADOPT_SLOT_BASE). */
 static void external_name(const worker *w, uint64_t seq, char *out, size_t n)
 {
-    shm_keep_file_name(out, n, (int)w->args->master_pid, w->args->slot, seq);
+    int slot = w->args->adopt_client_id ? SHM_ADOPT_SLOT_BASE + w->args->slot : w->args->slot;
+    shm_keep_file_name(out, n, (int)w->args->master_pid, slot, seq);
 }
 
 static int chunk_used(const worker_keep_state *k, uint32_t c)

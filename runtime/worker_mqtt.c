@@ -3,6 +3,7 @@
 #include "worker_internal.h"
 #include "log.h"
 #include "worker_tls.h"
+#include "rundir.h"
 
 #include <mqtt_protocol.h>
 #include <netinet/in.h>
@@ -87,6 +88,30 @@ static void on_unsubscribe(struct mosquitto *m, void *ud, int mid, const mosquit
     errno = 0;  /* see worker_on_message */
 }
 
+/* A resumed session keeps the filters the slot's previous worker subscribed;
+ * those no route of this generation uses would go on bringing messages (of a
+ * route that was removed, or a share that now belongs to other slots). */
+static void forget_stale_filters(worker *w)
+{
+    const char **now = calloc((size_t)w->app.nroutes + 1, sizeof *now);
+    if (!now) return;
+    int k = 0;
+    for (int i = 0; i < w->app.nroutes; i++)
+        if (app_slot_subscribes(&w->app.routes[i], w->args->slot)) now[k++] = w->app.routes[i].sub;
+    char **old = NULL;
+    int n = rundir_read_filters(w->cfg->run_dir, w->args->slot, &old);
+    for (int i = 0; i < n && w->session_resumed; i++) {
+        int used = 0;
+        for (int j = 0; j < k && !used; j++) used = !strcmp(old[i], now[j]);
+        if (used) continue;
+        if (mosquitto_unsubscribe(w->mosq, NULL, old[i]) == MOSQ_ERR_SUCCESS)
+            log_info("unsubscribed %s: the resumed session still held it, no route of this slot uses it now", old[i]);
+    }
+    rundir_free_filters(old, n);
+    rundir_write_filters(w->cfg->run_dir, w->args->slot, now, k);
+    free(now);
+}
+
 static int is_auth_failure(int rc)
 {
     return rc == CONNACK_REFUSED_BAD_USERNAME_PASSWORD || rc == CONNACK_REFUSED_NOT_AUTHORIZED ||
@@ -96,7 +121,10 @@ static int is_auth_failure(int rc)
 static void connected(struct mosquitto *m, void *ud, int rc, int flags, const mosquitto_property *props)
 {
     worker *w = ud;
+    w->connect_started_ns = 0;
     if (rc != 0) {
+        w->disconnect_noted = 1;  /* the broker closes next: retry with backoff, no second line */
+        w->connected_ns = 0;
         log_error("the broker %s refused the connection of %s: %s", broker_name(w), w->client_id,
                   w->cfg->protocol == 5 ? mosquitto_reason_string(rc) : mosquitto_connack_string(rc));
         if (is_auth_failure(rc) && ++w->auth_failures >= 3) {
@@ -108,14 +136,27 @@ static void connected(struct mosquitto *m, void *ud, int rc, int flags, const mo
     }
     w->connected = 1;
     worker_tls_connected(w);
+    w->connected_ns = w->last_in_ns = shm_now_ns();
     w->auth_failures = 0;
     w->retry_delay = w->cfg->retry_min_delay;
     atomic_store(&w->shm->connected, 1);
     if (w->stopping) return;
     w->session_resumed = flags & 1;
     if (!w->session_resumed) worker_forget_seen(w);
+    if (w->args->adopt_client_id) {
+        /* Adoption: no new subscription; unsubscribe so the broker stops
+         * assigning the orphan a share, handle its backlog, end the session
+         * (the retire path). */
+        log_info("adopting the session of %s: %s", w->client_id,
+                 w->session_resumed ? "resumed, handling what is queued for it" : "none left");
+        if (!w->session_resumed) w->exit_code = WORKER_EXIT_ADOPT_NONE;
+        worker_begin_stop(w, STOP_RETIRE);
+        errno = 0;
+        return;
+    }
     uint64_t subs = subscription_hash(w);
     w->subs_pending = w->nsubs = subscribe_all(w);
+    forget_stale_filters(w);
     if (w->subs_pending == 0 || (w->session_resumed && atomic_load(&w->shm->sub_hash) == subs)) mark_ready(w);
     atomic_store(&w->shm->sub_hash, subs);
     worker_pump(w);  /* what a previous worker left comes first (worker_replay_load) */
@@ -130,29 +171,44 @@ static void on_connect(struct mosquitto *m, void *ud, int rc, int flags, const m
 static void on_disconnect(struct mosquitto *m, void *ud, int rc, const mosquitto_property *props)
 {
     worker *w = ud;
-    int was = w->connected;
+    int err = errno;
     w->connected = 0;
     w->subs_pending = 0;
     atomic_store(&w->shm->connected, 0);
     worker_out_connection_lost(w);
-    if (w->stopping) {
-        if (w->out.count) worker_mqtt_schedule_reconnect(w);  /* publishes still to deliver */
+    /* A stop leaves at once, unless publishes still wait for the broker. */
+    if (w->stopping && !w->out.count) { w->connect_started_ns = 0; return; }
+    atomic_store(&w->shm->state, SLOT_CONNECTING);
+    if (w->cfg->tls_enabled && w->connect_started_ns && rc != MOSQ_ERR_CONN_REFUSED &&
+        !(rc == MOSQ_ERR_ERRNO && err == ECONNREFUSED)) {
+        /* A TLS attempt that ended before its CONNACK: say why (worker_tls.c),
+         * unless OpenSSL's reason was logged for it already. */
+        w->connect_started_ns = 0;
+        worker_mqtt_schedule_reconnect(w);
+        if (!worker_tls_failed()) worker_tls_closed(w, rc, err);
+        worker_tls_failed();
         return;
     }
-    atomic_store(&w->shm->state, SLOT_CONNECTING);
-    int err = errno;
-    if (was) log_warn("lost the connection to %s: %s", broker_name(w), mosquitto_strerror(rc));
-    worker_mqtt_schedule_reconnect(w);
-    if (!was) worker_tls_closed(w, rc, err);
+    errno = err;
+    worker_connect_lost(w, rc);
 }
 
-void worker_mqtt_schedule_reconnect(worker *w)
+/* libmosquitto's non-blocking connect (mosquitto_connect_bind_async) takes
+ * no CONNECT properties; it sends those the last mosquitto_connect_bind_v5
+ * stored. That call stores them before it validates the port, so an invalid
+ * port stores them without connecting (libmosquitto 2.0, lib/connect.c). */
+static int set_connect_properties(worker *w)
 {
-    if (w->reconnect_pending || (w->stopping && !w->out.count)) return;
-    double d = w->retry_delay > 0 ? w->retry_delay : w->cfg->retry_min_delay;
-    w->reconnect_pending = 1;
-    w->next_connect_ns = shm_now_ns() + (int64_t)(d * 1e9);
-    w->retry_delay = d * 2 > w->cfg->retry_max_delay ? w->cfg->retry_max_delay : d * 2;
+    if (w->cfg->protocol != 5 || !w->persistent) return 0;
+    mosquitto_property *props = NULL;
+    mosquitto_property_add_int32(&props, MQTT_PROP_SESSION_EXPIRY_INTERVAL, (uint32_t)w->cfg->session_expiry);
+    int rc = mosquitto_connect_bind_v5(w->mosq, w->cfg->broker, -1, w->cfg->keepalive, NULL, props);
+    mosquitto_property_free_all(&props);
+    if (rc != MOSQ_ERR_INVAL) {
+        log_error("cannot set the session expiry for the connection: %s", mosquitto_strerror(rc));
+        return -1;
+    }
+    return 0;
 }
 
 static int slot_is_persistent(worker *w)
@@ -168,6 +224,10 @@ int worker_mqtt_setup(worker *w)
     mosquitto_lib_init();
     snprintf(w->client_id, sizeof w->client_id, "%s-%s-%d", c->client_id, c->instance, w->args->slot);
     w->persistent = slot_is_persistent(w);
+    if (w->args->adopt_client_id) {
+        snprintf(w->client_id, sizeof w->client_id, "%s", w->args->adopt_client_id);
+        w->persistent = 1;  /* resume the orphan's session, never start a clean one */
+    }
     w->mosq = mosquitto_new(w->client_id, !w->persistent, w);
     if (!w->mosq) { log_error("cannot create the MQTT client: out of memory"); return -1; }
     mosquitto_int_option(w->mosq, MOSQ_OPT_PROTOCOL_VERSION, c->protocol == 5 ? MQTT_PROTOCOL_V5 : MQTT_PROTOCOL_V311);
@@ -196,25 +256,12 @@ int worker_mqtt_setup(worker *w)
     mosquitto_message_v5_callback_set(w->mosq, worker_on_message);
     mosquitto_publish_v5_callback_set(w->mosq, worker_out_on_publish);
     w->retry_delay = c->retry_min_delay;
-    return 0;
+    return set_connect_properties(w);
 }
 
 void worker_mqtt_connect(worker *w)
 {
-    mosquitto_property *props = NULL;
-    /* Passed on every attempt: libmosquitto's reconnect functions drop CONNECT properties. */
-    if (w->cfg->protocol == 5 && w->persistent)
-        mosquitto_property_add_int32(&props, MQTT_PROP_SESSION_EXPIRY_INTERVAL, (uint32_t)w->cfg->session_expiry);
-    w->reconnect_pending = 0;
-    int rc = mosquitto_connect_bind_v5(w->mosq, w->cfg->broker, w->cfg->port, w->cfg->keepalive, NULL, props);
-    mosquitto_property_free_all(&props);
-    if (rc != MOSQ_ERR_SUCCESS) {
-        if (rc == MOSQ_ERR_TLS && worker_tls_failed()) return;  /* logged and rescheduled already */
-        log_warn("cannot connect to %s: %s; retrying in %.1f s", broker_name(w),
-                 rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc),
-                 w->retry_delay > 0 ? w->retry_delay : w->cfg->retry_min_delay);
-        worker_mqtt_schedule_reconnect(w);
-    }
+    worker_connect_start(w);
 }
 
 void worker_mqtt_disconnect(worker *w)
@@ -234,8 +281,10 @@ void worker_mqtt_unsubscribe_all(worker *w)
 {
     w->unsubs_pending = 0;
     if (!w->mosq || !w->connected) return;
+    /* An adopted session may hold any of the routes (the orphan may have run other worker counts). */
+    int all = w->args->adopt_client_id != NULL;
     for (int i = 0; i < w->app.nroutes; i++)
-        if (app_slot_subscribes(&w->app.routes[i], w->args->slot) &&
+        if ((all || app_slot_subscribes(&w->app.routes[i], w->args->slot)) &&
             mosquitto_unsubscribe(w->mosq, NULL, w->app.routes[i].sub) == MOSQ_ERR_SUCCESS)
             w->unsubs_pending++;
 }

@@ -58,6 +58,20 @@ no_leftovers() {  # no_leftovers DIR
   fi
 }
 
+# The namespace specs (spec/helpers/netns.lua) name every namespace and link
+# rmq-<tag>-...: any left after the specs was leaked by a test (and is removed here).
+no_leftover_netns() {
+  left=$( (ip netns list 2>/dev/null | awk '{print $1}'; ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1) | grep '^rmq-' || true)
+  if [ -n "$left" ]; then
+    echo "left behind: $left"
+    for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep '^rmq-'); do ip netns del "$ns"; done
+    for l in $(ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1 | grep '^rmq-'); do ip link del "$l" 2>/dev/null; done
+    count "no namespace or link left behind" 0 1
+  else
+    count "no namespace or link left behind" 1 0
+  fi
+}
+
 ctest_run "C tests" "$BUILD"
 ctest_run "C tests (ASan+UBSan)" "$ASAN"
 
@@ -82,14 +96,16 @@ export E2E_TMP="$LOG/e2e"
 busted_run "end-to-end specs" spec/e2e
 unset E2E_TMP
 no_leftovers "$LOG/e2e"
+no_leftover_netns
 
 # The runtime itself under ASan+UBSan: the worker and resilience specs against
 # the sanitized binary, then no sanitizer report in any process's log.
 export ASAN_OPTIONS=detect_leaks=1 E2E_TMP="$LOG/asan" ROUTEMQ_BIN_OVERRIDE="$ROOT/$ASAN/routemq"
 busted_run "end-to-end specs (ASan+UBSan runtime)" spec/e2e/workers_spec.lua spec/e2e/resilience_spec.lua \
-  spec/e2e/outgoing_spec.lua
+  spec/e2e/outgoing_spec.lua spec/e2e/scaleout_adopt_spec.lua spec/e2e/scaleout_handover_spec.lua
 unset ASAN_OPTIONS E2E_TMP ROUTEMQ_BIN_OVERRIDE
 no_leftovers "$LOG/asan"
+no_leftover_netns
 if grep -rlE "ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error:" "$LOG/asan" > "$LOG/asan-reports.txt" 2>/dev/null; then
   cat "$LOG/asan-reports.txt"; count "sanitizer reports in runtime logs" 0 1
 else

@@ -1,0 +1,53 @@
+/* What master_presence.c and master_adopt.c share: the presence connection
+ * and the group's records as last seen. Not for use elsewhere. */
+#ifndef ROUTEMQ_MASTER_PRESENCE_INTERNAL_H
+#define ROUTEMQ_MASTER_PRESENCE_INTERNAL_H
+
+#include <mosquitto.h>
+#include <stdint.h>
+#include <time.h>
+
+struct master;
+
+typedef struct peer {
+    char *instance;
+    char *json;               /* the record as published */
+    char state[16];
+    int64_t state_seen_ns;    /* when we saw it enter that state (monotonic) */
+} peer;
+
+struct master_presence {
+    struct mosquitto *mosq;
+    char client_id[600];
+    char instance[520];
+    char host[256];
+    char topic[1200], filter[1200];
+    int sock, sock_events;
+    int connected;
+    int64_t started_ns;         /* master start: the bound of waiting for the records */
+    int64_t connect_started_ns, next_connect_ns, subacked_ns;
+    double retry_delay;
+    int published_p;            /* worker count and application generation last published */
+    uint32_t published_gen;
+    int will_p;                 /* worker count the will lists client ids for */
+    int refreshing;             /* reconnecting on purpose, to give the broker a new will */
+    int last_mid, acked_mid;    /* our last record's PUBLISH and the last PUBACK seen */
+    int unsubacked;             /* the final UNSUBSCRIBE was acknowledged */
+    const char *state;          /* running | stopped | cleared */
+    int announced;              /* our record is published (after the start's conflict check) */
+    int failed;                 /* a connect attempt failed: no records to wait for at the start */
+    int sessions_kept;
+    time_t since;
+    peer *peers;
+    int npeers;
+    uint64_t next_misc_ns;
+};
+
+/* A string field of a record we (or another routemq) published; "" when absent. */
+void presence_field_str(const char *json, const char *key, char *out, size_t n);
+/* A number field of a record, 0 when absent. */
+long presence_field_long(const char *json, const char *key);
+/* Once a second (master_adopt.c): adopts the orphans not back in time. */
+void master_adopt_orphans(struct master *m, int64_t now);
+
+#endif

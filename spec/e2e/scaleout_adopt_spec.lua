@@ -1,0 +1,127 @@
+-- End to end, hosts in network namespaces: the sessions of a host that died
+-- are adopted by a live instance after ROUTEMQ_ADOPT_AFTER, unless the
+-- instance itself comes back first.
+local e2e = require("spec.helpers.e2e")
+local netns = require("spec.helpers.netns")
+
+local APP = "spec/e2e/apps/basic"
+
+local function tally(dirs, n)
+  local by = {}
+  for _, dir in ipairs(dirs) do
+    local _, b = e2e.records(dir)
+    for k, c in pairs(b) do by[k] = (by[k] or 0) + c end
+  end
+  local lost, dups = 0, 0
+  for i = 1, n do
+    local c = by[tostring(i)] or 0
+    if c == 0 then lost = lost + 1 elseif c > 1 then dups = dups + c - 1 end
+  end
+  return lost, dups
+end
+
+local function settle(dirs, n, quiet)
+  local last, since = -1, e2e.now()
+  while e2e.now() - since < quiet do
+    local lost = tally(dirs, n)
+    if lost == 0 then return end
+    if lost ~= last then last, since = lost, e2e.now() end
+    e2e.sleep(0.3)
+  end
+end
+
+local describe_netns = netns.available() and describe or pending
+
+describe_netns("a host that dies", function()
+  it("has its sessions adopted by a live instance after ROUTEMQ_ADOPT_AFTER", function()
+    local net = netns.new()
+    local b = net.broker()
+    local env = { E2E_SHARED_WORKERS = 2, MQTT_CLIENT_ID = "t" .. net.prefix, MQTT_GROUP_NAME = "g" .. net.prefix,
+      ROUTEMQ_ADOPT_AFTER = 3, MQTT_KEEPALIVE = 5 }
+    local a = net.routemq(net.host("A"), b, APP, "run", env)
+    local bb = net.routemq(net.host("B"), b, APP, "run", env)
+    assert.truthy(e2e.wait_for(function() return a.ready(2) and bb.ready(2) end, 15))
+    e2e.sleep(0.5)
+    local n = 3000
+    local pub = net.publish_background(b, "shared/1", 1, n, 500, bb.dir .. "/pub.log")
+    e2e.wait_for(function() return #e2e.records(a.dir) > 200 end, 20)
+    a.kill()  -- master and workers together, as when the host dies
+    e2e.sleep(1)
+    local c = net.routemq(net.host("C"), b, APP, "run", env)
+    assert.truthy(e2e.wait_for(function() return c.ready(2) end, 15))
+    e2e.wait_for(function() return not e2e.alive(pub) end, 30)
+    local dirs = { a.dir, bb.dir, c.dir }
+    e2e.wait_for(function() return e2e.read(bb.log):find("presence record is cleared") end, 20)
+    settle(dirs, n, 5)
+    local lost, dups = tally(dirs, n)
+    local log = e2e.read(bb.log)
+    local adopted = 0
+    for k in log:gmatch("adopted the session of [^:]+: (%d+) message") do adopted = adopted + tonumber(k) end
+    print(string.format("\n  host crash: A %d handled before it died, B %d (%d adopted), C %d; %d lost, %d duplicated",
+      #e2e.records(a.dir), #e2e.records(bb.dir), adopted, #e2e.records(c.dir), lost, dups))
+    local id = ("t" .. net.prefix .. "-hostA"):gsub("%p", "%%%0")
+    assert.matches("adopting the sessions of instance " .. id .. " %(host hostA, lost for %d+ s; "
+      .. "ROUTEMQ_ADOPT_AFTER=3%): 2 client ids", log)
+    assert.matches("adopted the session of " .. id .. "%-0: %d+ messages? handled, session ended", log)
+    assert.matches("adopted the session of " .. id .. "%-1: %d+ messages? handled, session ended", log)
+    assert.is_nil(e2e.read(c.log):find("adopting"), "exactly one instance adopts")
+    -- At most the message each of A's two workers had in hand when the host died.
+    assert.truthy(lost <= 2, lost .. " lost")
+    local records = e2e.sh("mosquitto_sub -h " .. b.host .. " -p " .. b.port .. " -t 'routemq/presence/#' -W 1 -v")
+    assert.is_nil(records:find("hostA"), records)
+  end)
+
+  it("silently (no FIN, no RST) is noticed through its presence will and adopted", function()
+    local net = netns.new()
+    local b = net.broker()
+    local env = { E2E_SHARED_WORKERS = 2, MQTT_CLIENT_ID = "t" .. net.prefix, MQTT_GROUP_NAME = "g" .. net.prefix,
+      ROUTEMQ_ADOPT_AFTER = 3, MQTT_KEEPALIVE = 5 }
+    local a = net.routemq(net.host("A"), b, APP, "run", env)
+    local bb = net.routemq(net.host("B"), b, APP, "run", env)
+    assert.truthy(e2e.wait_for(function() return a.ready(2) and bb.ready(2) end, 15))
+    e2e.sleep(0.5)
+    local n = 4000
+    local pub = net.publish_background(b, "shared/1", 1, n, 500, bb.dir .. "/pub.log")
+    e2e.wait_for(function() return #e2e.records(a.dir) > 200 end, 20)
+    -- The host vanishes from the network, then dies: nothing tells the broker.
+    local died = e2e.now()
+    net.blackhole("A", true)
+    a.kill()
+    assert.truthy(e2e.wait_for(function() return e2e.read(bb.log):find("presence record is cleared") end, 40),
+      e2e.read(bb.log))
+    local adopted_at = e2e.log_time(e2e.read(bb.log):match("[^\n]*adopting the sessions[^\n]*"))
+    e2e.wait_for(function() return not e2e.alive(pub) end, 30)
+    settle({ a.dir, bb.dir }, n, 5)
+    local lost, dups = tally({ a.dir, bb.dir }, n)
+    print(string.format("\n  silent host death (keepalive 5 s, adopt after 3 s): adopted %.1f s after it died; "
+      .. "%d lost, %d duplicated", adopted_at - died, lost, dups))
+    assert.matches("adopting the sessions of instance [^ ]+%-hostA %(host hostA, lost for", e2e.read(bb.log))
+    assert.truthy(lost <= 2, lost .. " lost")
+  end)
+
+  it("that comes back within ROUTEMQ_ADOPT_AFTER resumes its own sessions: nothing adopted, nothing lost", function()
+    local net = netns.new()
+    local b = net.broker()
+    local env = { E2E_SHARED_WORKERS = 2, MQTT_CLIENT_ID = "t" .. net.prefix, MQTT_GROUP_NAME = "g" .. net.prefix,
+      ROUTEMQ_ADOPT_AFTER = 10, MQTT_KEEPALIVE = 5 }
+    local ha = net.host("A")
+    local a = net.routemq(ha, b, APP, "run", env)
+    local bb = net.routemq(net.host("B"), b, APP, "run", env)
+    assert.truthy(e2e.wait_for(function() return a.ready(2) and bb.ready(2) end, 15))
+    e2e.sleep(0.5)
+    local n = 2000
+    local pub = net.publish_background(b, "shared/1", 1, n, 500, bb.dir .. "/pub.log")
+    e2e.wait_for(function() return #e2e.records(a.dir) > 200 end, 20)
+    a.kill()
+    e2e.sleep(1)
+    local again = net.routemq(ha, b, APP, "run", env, a.dir)
+    assert.truthy(e2e.wait_for(function() return again.ready(2) end, 15))
+    e2e.wait_for(function() return not e2e.alive(pub) end, 30)
+    settle({ a.dir, bb.dir }, n, 5)
+    local lost, dups = tally({ a.dir, bb.dir }, n)
+    print(string.format("\n  same instance back after 1 s: %d lost, %d duplicated", lost, dups))
+    assert.is_nil(e2e.read(bb.log):find("adopting"), e2e.read(bb.log))
+    assert.truthy(lost <= 2, lost .. " lost")
+    assert.matches("session resumed", e2e.read(again.log))
+  end)
+end)
