@@ -122,12 +122,27 @@ int config_read_dotenv(const char *path, char ***out, char *err, size_t errlen)
         snprintf(err, errlen, "%s: %s", path, strerror(errno));
         return -1;
     }
+    int rc = config_parse_dotenv(f, path, out, err, errlen);
+    fclose(f);
+    return rc;
+}
+
+int config_parse_dotenv(FILE *f, const char *path, char ***out, char *err, size_t errlen)
+{
+    *out = NULL;
     size_t n = 0, cap = 8;
     char **list = calloc(cap, sizeof *list);
     char line[8192];
     int lineno = 0, rc = 0;
     while (list && fgets(line, sizeof line, f)) {
         lineno++;
+        size_t got = strlen(line);
+        if (got == sizeof line - 1 && line[got - 1] != '\n' && !feof(f)) {
+            /* The rest would otherwise be read as a line of its own. */
+            snprintf(err, errlen, "%s:%d: line too long (at most %zu bytes)", path, lineno, sizeof line - 2);
+            rc = -1;
+            break;
+        }
         line[strcspn(line, "\r\n")] = 0;
         char *s = line;
         while (isspace((unsigned char)*s)) s++;
@@ -155,18 +170,17 @@ int config_read_dotenv(const char *path, char ***out, char *err, size_t errlen)
         }
         if (n + 2 > cap) {
             char **nl = realloc(list, (cap *= 2) * sizeof *list);
-            if (!nl) break;
+            if (!nl) { snprintf(err, errlen, "%s: out of memory", path); rc = -1; break; }
             list = nl;
         }
         size_t vlen = strlen(v);
         list[n] = malloc(klen + vlen + 2);
-        if (!list[n]) break;
+        if (!list[n]) { snprintf(err, errlen, "%s: out of memory", path); rc = -1; break; }
         memcpy(list[n], k, klen);
         list[n][klen] = '=';
         memcpy(list[n] + klen + 1, v, vlen + 1);
         list[++n] = NULL;
     }
-    fclose(f);
     if (!list) { snprintf(err, errlen, "%s: out of memory", path); return -1; }
     if (rc) { free_list(list); return -1; }
     *out = list;

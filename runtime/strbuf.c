@@ -1,4 +1,5 @@
 #include "strbuf.h"
+#include "topic_pattern.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -59,15 +60,32 @@ void sb_printf(strbuf *b, const char *fmt, ...)
     b->len += (size_t)n;
 }
 
+/* Bytes of the UTF-8 sequence at c (at most left) if it is well-formed, else 0. */
+static size_t utf8_seq(const unsigned char *c, size_t left)
+{
+    size_t n = *c >= 0xF0 ? 4 : *c >= 0xE0 ? 3 : *c >= 0xC0 ? 2 : 0;
+    return n && n <= left && topic_utf8_valid((const char *)c, n) ? n : 0;
+}
+
 void sb_json_str(strbuf *b, const char *s)
 {
     sb_put(b, "\"", 1);
-    for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
+    size_t left = strlen(s);
+    for (const unsigned char *c = (const unsigned char *)s; *c; c++, left--) {
         if (*c == '"' || *c == '\\') { char e[2] = { '\\', (char)*c }; sb_put(b, e, 2); }
         else if (*c == '\n') sb_put(b, "\\n", 2);
         else if (*c == '\t') sb_put(b, "\\t", 2);
         else if (*c < 0x20 || *c == 0x7f) sb_printf(b, "\\u%04x", *c);
-        else sb_put(b, (const char *)c, 1);
+        else if (*c < 0x80) sb_put(b, (const char *)c, 1);
+        else {
+            /* JSON is UTF-8: a path or an error text in another encoding must
+             * not make the whole document unreadable. */
+            size_t n = utf8_seq(c, left);
+            if (n == 0) { sb_put(b, "\\ufffd", 6); continue; }
+            sb_put(b, (const char *)c, n);
+            c += n - 1;
+            left -= n - 1;
+        }
     }
     sb_put(b, "\"", 1);
 }

@@ -3,7 +3,8 @@
 # As root it runs apt-get; otherwise it prints the exact command to run.
 set -eu
 PKGS="build-essential cmake pkg-config luajit libluajit-5.1-dev libmosquitto-dev mosquitto
-mosquitto-clients lua-cjson lua-busted lua-check luarocks libbsd-dev libmicrohttpd-dev"
+mosquitto-clients lua-cjson lua-busted lua-check luarocks libbsd-dev libmicrohttpd-dev
+clang valgrind"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
