@@ -33,6 +33,7 @@ int app_load_table(const luavm_paths *paths, const config *cfg, app_def *a, char
                    char *tb, size_t tblen);
 /* Releases the route table (not the Lua state). */
 void app_free(app_def *a);
+/* Worker planning, defined in master_policy.c with the other supervision rules. */
 /* Sets every shared route's worker_count to n (--workers / WORKER_COUNT). */
 void app_override_workers(app_def *a, int n);
 /* P: the number of worker slots the application needs (at least 1). */

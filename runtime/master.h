@@ -58,6 +58,7 @@ typedef enum restart_reason {
     RESTART_STARTUP,          /* watchdog: stuck while starting */
     RESTART_RECYCLE,          /* asked to be replaced (max messages / memory) */
     RESTART_RECYCLE_MEMORY,   /* the master's memory backstop stopped it */
+    RESTART_APP_ERROR,        /* the worker could not load its application */
     RESTART_NREASONS
 } restart_reason;
 
@@ -196,7 +197,7 @@ void master_reap(master *m);
 void master_restart_due(master *m, int64_t now);
 /* The earliest pending restart, or INT64_MAX. */
 int64_t master_next_restart(const master *m);
-/* The metric label of a restart reason. */
+/* The metric label of a restart reason (master_policy.c). */
 const char *master_restart_reason_name(restart_reason r);
 
 /* master_watchdog.c */

@@ -4,6 +4,7 @@
  * until it is ready), so shared routes keep being served throughout. The
  * replacement is a small state machine stepped from the event loop. */
 #include "master.h"
+#include "master_policy.h"
 #include "rundir.h"
 #include "log.h"
 
@@ -72,32 +73,6 @@ void master_reload_abort(master *m)
     m->reload.pending = 0;
 }
 
-static int clamp_auto(const config *cfg, int p)
-{
-    if (p < cfg->min_count) p = cfg->min_count;
-    if (p > cfg->max_count) p = cfg->max_count;
-    return p;
-}
-
-/* The worker count of the new application: --workers / WORKER_COUNT win;
- * with auto-scale a count the scaler chose stays (within its bounds);
- * otherwise the routes decide, so counts changed in the routers take effect
- * (and a SIGTTIN/SIGTTOU adjustment is dropped, as gunicorn does on HUP). */
-static int plan_workers(master *m, app_def *def, int *override)
-{
-    *override = m->base_override;
-    if (m->cfg->auto_scale && m->override) *override = clamp_auto(m->cfg, m->P);
-    if (*override) app_override_workers(def, *override);
-    int p = app_slot_count(def);
-    if (m->cfg->auto_scale && clamp_auto(m->cfg, p) != p) p = *override = clamp_auto(m->cfg, p);
-    if (p > m->nslots) {
-        log_warn("reload: %d workers wanted, only %d slots exist; running %d", p, m->nslots, m->nslots);
-        p = *override = m->nslots;
-    }
-    if (*override) app_override_workers(def, *override);
-    return p;
-}
-
 static void start_reload(master *m)
 {
     master_reload *r = &m->reload;
@@ -111,8 +86,11 @@ static void start_reload(master *m)
         report(m, seq, 0, err);
         return;
     }
-    int override;
-    int new_p = plan_workers(m, &def, &override);
+    int override, wanted;
+    int new_p = master_plan_workers(&def, m->base_override, m->cfg, m->override ? m->P : 0, m->nslots,
+                                    &override, &wanted);
+    if (wanted > new_p)
+        log_warn("reload: %d workers wanted, only %d slots exist; running %d", wanted, m->nslots, new_p);
     master_app *a = master_app_new(&def, m->app_generation + 1);
     if (!a) {
         m->reloads_failed++;
