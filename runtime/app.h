@@ -7,6 +7,7 @@
 #include <lua.h>
 #include "config.h"
 #include "luavm.h"
+#include "app_snapshot.h"
 
 typedef struct route_info {
     int index;              /* 1-based, as in Lua */
@@ -21,13 +22,16 @@ typedef struct app_def {
     int nroutes;
     route_info *routes;
     int app_ref;            /* registry ref of the Lua app table, LUA_NOREF in none */
+    app_snapshot *snap;     /* the code this table was loaded from (app_load_table), owned; NULL else */
 } app_def;
 
 /* Loads the application of cfg->app_dir into L (routemq.app.load) and fills
- * a. 0 ok; -1 with "file:line: reason" in err and the traceback in tb. */
+ * a: from app_snapshot_current() when this process has one (a worker), else
+ * from disk. 0 ok; -1 with "file:line: reason" in err and the traceback in tb. */
 int app_load(lua_State *L, const config *cfg, app_def *a, char *err, size_t errlen, char *tb, size_t tblen);
-/* Loads the application in a fresh Lua state and closes it again: only the C
- * route table stays (the master and the commands that just check). Same
+/* Reads the application's code once (a->snap) and loads it from that
+ * snapshot in a fresh Lua state, closed again: only the C route table and
+ * the snapshot stay (the master and the commands that just check). Same
  * results as app_load. */
 int app_load_table(const luavm_paths *paths, const config *cfg, app_def *a, char *err, size_t errlen,
                    char *tb, size_t tblen);

@@ -62,6 +62,9 @@ static _Noreturn void child_main(master *m, int i, uint32_t gen)
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
     setproctitle("-routemq: worker %d gen %u", i, gen);
+    /* This generation's code, read by the master when it loaded it: the
+     * worker loads from this copy of the master's memory, never from disk. */
+    app_snapshot_use(m->app ? m->app->def.snap : NULL);
     worker_args a = {
         .cfg = m->cfg,
         .slot = i,

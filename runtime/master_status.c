@@ -107,6 +107,18 @@ int master_is_ready(const master *m, char *why, size_t n)
     return 1;
 }
 
+/* 1 when the Lua files under app/ are no longer those the current generation
+ * was loaded from (read now: status is asked for by people, rarely). */
+static int app_changed_on_disk(const master *m)
+{
+    if (!m->app || !m->app->def.snap) return 0;
+    char err[256];
+    app_snapshot *now = app_snapshot_read(m->cfg->app_dir, err, sizeof err);
+    int changed = !app_snapshot_equal(now, m->app->def.snap);
+    app_snapshot_free(now);
+    return changed;
+}
+
 static void json_slot(strbuf *b, const slot_view *v)
 {
     sb_printf(b, "{\"slot\":%d,\"pid\":%d,\"generation\":%u,\"state\":\"%s\",\"connected\":%s,"
@@ -147,8 +159,9 @@ void master_status_json(const master *m, strbuf *b)
     for (int r = 0; r < RESTART_NREASONS; r++)
         sb_printf(b, "%s\"%s\":%llu", r ? "," : "", master_restart_reason_name((restart_reason)r),
                   (unsigned long long)m->restarts_by_reason[r]);
-    sb_printf(b, "},\"reloads\":{\"ok\":%llu,\"failed\":%llu},\"slots\":[", (unsigned long long)m->reloads_ok,
-              (unsigned long long)m->reloads_failed);
+    sb_printf(b, "},\"reloads\":{\"ok\":%llu,\"failed\":%llu},\"app_changed_on_disk\":%s,\"slots\":[",
+              (unsigned long long)m->reloads_ok, (unsigned long long)m->reloads_failed,
+              app_changed_on_disk(m) ? "true" : "false");
     int first = 1;
     for (int i = 0; i < m->nslots; i++) {
         if (!listed(m, i)) continue;
@@ -200,6 +213,16 @@ void master_status_table(const master *m, strbuf *b)
     sb_printf(b, "app      %s\n", m->cfg->app_dir);
     sb_printf(b, "broker   %s:%d\n", m->cfg->broker, m->cfg->port);
     sb_printf(b, "workers  %d (application generation %u)\n", m->P, m->app ? m->app->generation : 0);
+    if (app_changed_on_disk(m))
+        sb_printf(b, "app/ changed on disk since generation %u; run routemq reload\n", m->app->generation);
+    int any = 0;
+    for (int r = 0; r < RESTART_NREASONS; r++) {
+        if (!m->restarts_by_reason[r]) continue;
+        sb_printf(b, "%s %s %llu", any ? "," : "restarts", master_restart_reason_name((restart_reason)r),
+                  (unsigned long long)m->restarts_by_reason[r]);
+        any = 1;
+    }
+    if (any) sb_puts(b, "\n");
     sb_printf(b, "totals   messages %llu  errors %llu  unmatched %llu  dead-lettered %llu  restarts %llu  "
               "reloads %llu ok, %llu failed\n\n", (unsigned long long)t.messages, (unsigned long long)t.errors,
               (unsigned long long)t.unmatched, (unsigned long long)t.dead_lettered, (unsigned long long)t.restarts,
