@@ -38,7 +38,7 @@ static int prepare(cli_opts *o, config *cfg, master_params *p)
     }
     log_setup((log_level)cfg->log_level, cfg->log_json);
     p->cfg = cfg;
-    p->restart_max_delay_ns = (int64_t)(cfg->restart_max_delay * 1e9);
+    p->restart_max_delay_ns = NS_FROM_S(cfg->restart_max_delay);
     if (luavm_find_paths(&p->paths, err, sizeof err)) {
         fprintf(stderr, "routemq: %s\n", err);
         return -1;

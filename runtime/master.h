@@ -23,13 +23,12 @@
 #include <sys/types.h>
 
 #include "app.h"
+#include "clock.h"
 #include "config.h"
 #include "luavm.h"
 #include "shm.h"
 #include "strbuf.h"
 
-#define MASTER_NS_PER_MS 1000000LL
-#define MASTER_NS_PER_S  1000000000LL
 
 /* What cli_run hands to master_run. */
 typedef struct master_params {

@@ -7,8 +7,8 @@
 
 #include "master.h"
 
-#define POLICY_HEALTHY_NS   MASTER_NS_PER_S           /* lived this long: the backoff resets */
-#define POLICY_BACKOFF_MIN_NS (100 * MASTER_NS_PER_MS)
+#define POLICY_HEALTHY_NS   NS_PER_S           /* lived this long: the backoff resets */
+#define POLICY_BACKOFF_MIN_NS (100 * NS_PER_MS)
 
 /* Why a worker ended, from what the master did to it (kill, stop) and its
  * wait status. */

@@ -92,8 +92,8 @@ static void restart(master *m, int i, int status, kill_cause kill, stop_cause st
         return;
     }
     log_warn("worker %d (pid %d) exited: %s after %lld ms, %d times in a row; restarting in %lld ms", i, (int)pid,
-             why, (long long)(lived / MASTER_NS_PER_MS), s->quick_deaths,
-             (long long)(delay / MASTER_NS_PER_MS));
+             why, (long long)(lived / NS_PER_MS), s->quick_deaths,
+             (long long)(delay / NS_PER_MS));
     s->restart_at_ns = shm_now_ns() + delay;
 }
 

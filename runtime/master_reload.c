@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define READY_WAIT_NS (5 * MASTER_NS_PER_S)
+#define READY_WAIT_NS (5 * NS_PER_S)
 
 int master_load_app(const luavm_paths *paths, const config *cfg, app_def *out, char *err, size_t errlen)
 {
@@ -136,9 +136,9 @@ static void finish(master *m, int64_t now)
     r->phase = RELOAD_IDLE;
     char msg[128];
     snprintf(msg, sizeof msg, "generation %u, %d worker%s, in %lld ms", m->app->generation, m->P,
-             m->P == 1 ? "" : "s", (long long)((now - r->started_ns) / MASTER_NS_PER_MS));
+             m->P == 1 ? "" : "s", (long long)((now - r->started_ns) / NS_PER_MS));
     log_info("reload: generation %u done in %lld ms", m->app->generation,
-             (long long)((now - r->started_ns) / MASTER_NS_PER_MS));
+             (long long)((now - r->started_ns) / NS_PER_MS));
     report(m, r->seq, 1, msg);
     if (r->pending) {
         r->pending = 0;
@@ -197,7 +197,7 @@ static int step(master *m, int64_t now)
         if (s->pid > 0 && atomic_load(&m->shm->slots[r->slot].state) != SLOT_READY && now < r->deadline_ns)
             return 0;
         if (s->pid > 0 && now >= r->deadline_ns)
-            log_warn("reload: worker %d not ready after %lld s; going on", r->slot, READY_WAIT_NS / MASTER_NS_PER_S);
+            log_warn("reload: worker %d not ready after %lld s; going on", r->slot, READY_WAIT_NS / NS_PER_S);
         r->slot++;
         r->phase = RELOAD_NEXT;
         return 1;

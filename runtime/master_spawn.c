@@ -13,7 +13,7 @@
 #include <sys/prctl.h>
 #include <unistd.h>
 
-#define SPAWN_RETRY_NS MASTER_NS_PER_S  /* after fork failed */
+#define SPAWN_RETRY_NS NS_PER_S  /* after fork failed */
 
 /* Fresh per-process fields; counters and the in-flight record carry over
  * (the replacement replays an in-flight message). */

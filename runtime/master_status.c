@@ -3,13 +3,11 @@
  * each slot feeds both renderings, so the table and the JSON never disagree.
  * Nothing here reads the configuration's credentials. */
 #include "master.h"
+#include "version.h"
 
 #include <stdio.h>
 #include <string.h>
 
-#ifndef ROUTEMQ_VERSION
-#define ROUTEMQ_VERSION "0.0.0"
-#endif
 
 typedef struct slot_view {
     int slot;
@@ -63,13 +61,13 @@ static void view_slot(const master *m, int i, int64_t now, slot_view *v)
     }
     v->state = master_slot_state_name(atomic_load(&sh->state));
     v->connected = atomic_load(&sh->connected) != 0;
-    v->uptime_s = (double)(now - s->started_ns) / MASTER_NS_PER_S;
+    v->uptime_s = (double)(now - s->started_ns) / NS_PER_S;
     v->rss_kb = atomic_load(&sh->rss_kb);
     int64_t start = atomic_load(&sh->handler_start_ns);
     int route = atomic_load(&sh->handler_route);
     if (start && s->app && route >= 1 && route <= s->app->def.nroutes) {
         v->inflight_route = s->app->def.routes[route - 1].pattern;
-        v->inflight_s = now > start ? (double)(now - start) / MASTER_NS_PER_S : 0;
+        v->inflight_s = now > start ? (double)(now - start) / NS_PER_S : 0;
     }
 }
 
@@ -149,7 +147,7 @@ void master_status_json(const master *m, strbuf *b)
     char broker[600];
     snprintf(broker, sizeof broker, "%s:%d", m->cfg->broker, m->cfg->port);
     sb_json_str(b, broker);
-    sb_printf(b, ",\"uptime_seconds\":%.3f,\"generation\":%u,\"workers\":%d,", (double)(now - m->started_ns) / MASTER_NS_PER_S,
+    sb_printf(b, ",\"uptime_seconds\":%.3f,\"generation\":%u,\"workers\":%d,", (double)(now - m->started_ns) / NS_PER_S,
               m->app ? m->app->generation : 0, m->P);
     sb_printf(b, "\"totals\":{\"messages\":%llu,\"errors\":%llu,\"unmatched\":%llu,\"dead_lettered\":%llu,"
               "\"duplicates\":%llu,\"restarts\":%llu},", (unsigned long long)t.messages, (unsigned long long)t.errors,
@@ -208,7 +206,7 @@ void master_status_table(const master *m, strbuf *b)
     sum_totals(m, &t);
     int ready = master_is_ready(m, why, sizeof why);
     sb_printf(b, "routemq %s  master %d  up %s  %s, %s\n", ROUTEMQ_VERSION, (int)m->pid,
-              duration((double)(now - m->started_ns) / MASTER_NS_PER_S, up, sizeof up), master_state(m),
+              duration((double)(now - m->started_ns) / NS_PER_S, up, sizeof up), master_state(m),
               ready ? "ready" : why);
     sb_printf(b, "app      %s\n", m->cfg->app_dir);
     sb_printf(b, "broker   %s:%d\n", m->cfg->broker, m->cfg->port);

@@ -1,6 +1,7 @@
 /* The shared mapping itself. Pages of the in-flight buffers are touched only
  * when a slot handles a large message, so idle workers stay small. */
 #include "shm.h"
+#include "clock.h"
 
 #include <sys/mman.h>
 #include <time.h>
@@ -24,5 +25,5 @@ int64_t shm_now_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+    return (int64_t)ts.tv_sec * NS_PER_S + ts.tv_nsec;
 }

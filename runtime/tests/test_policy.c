@@ -6,8 +6,8 @@
 #include <signal.h>
 #include <string.h>
 
-#define MS MASTER_NS_PER_MS
-#define S MASTER_NS_PER_S
+#define MS NS_PER_MS
+#define S NS_PER_S
 
 /* Wait statuses as waitpid reports them. */
 static int exited(int code) { return (code & 0xff) << 8; }
