@@ -326,6 +326,15 @@ static int core_monotime(lua_State *L)
     return 1;
 }
 
+/* core.utf8_valid(s) -> true when s is well-formed UTF-8 (NUL bytes allowed) */
+static int core_utf8_valid(lua_State *L)
+{
+    size_t len;
+    const char *s = luaL_checklstring(L, 1, &len);
+    lua_pushboolean(L, topic_utf8_valid(s, len));
+    return 1;
+}
+
 static const luaL_Reg matcher_methods[] = {
     { "add", matcher_add },
     { "match", matcher_match },
@@ -338,6 +347,7 @@ static const luaL_Reg core_funcs[] = {
     { "validate_topic", core_validate_topic },
     { "listdir", core_listdir },
     { "monotime", core_monotime },
+    { "utf8_valid", core_utf8_valid },
     { NULL, NULL },
 };
 
