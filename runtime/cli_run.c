@@ -6,6 +6,7 @@
 #include "log.h"
 #include "master.h"
 #include "master_policy.h"
+#include "proctitle.h"
 #include "rundir.h"
 
 #include <bsd/unistd.h>
@@ -90,8 +91,8 @@ int cli_run(cli_opts *o, int dev)
     warn_fewer_workers(&cfg, p.workers);
     /* The password leaves the environment block before anything can show it. */
     config_scrub_environ(o->envp);
-    setproctitle_init(o->orig_argc, o->orig_argv, o->envp);
-    setproctitle("-routemq: master %s", cfg.app_dir);
+    proctitle_init(o->orig_argc, o->orig_argv, o->envp);
+    proctitle_set("routemq: master %s", cfg.app_dir);
     p.dev_watch = dev;
     int own_broker = dev && !cfg.broker_from_env;
     if (own_broker && devbroker_start(&cfg)) {

@@ -75,6 +75,11 @@ describe("a generation is a snapshot", function()
     e2e.defer(function() r.stop() end)
     assert.truthy(e2e.wait_for(function() return r.ready(2) end, 15), e2e.read(r.log))
     assert.same({ v1 = 10 }, run_batch(broker, r, 1, 10))
+    -- ps shows exactly the title: no padding, no stray '.' after it.
+    for slot, w in pairs(r.slots()) do
+      assert.equal(string.format("routemq: worker %d gen %d\0", slot, w.gen), e2e.read("/proc/" .. w.pid .. "/cmdline"))
+    end
+    assert.equal("routemq: master " .. app .. "\0", e2e.read("/proc/" .. r.pid .. "/cmdline"))
 
     local _, before = ctl(r, app, "status")
     assert.is_nil(before:find("changed on disk", 1, true))
