@@ -1,5 +1,5 @@
 /* The application as C sees it: its route table, loaded through routemq.app,
- * and the plan of which worker slot subscribes to which route (SPEC §3). */
+ * and the plan of which worker slot subscribes to which route (docs/guide.md, "Which worker subscribes what"). */
 #ifndef ROUTEMQ_APP_H
 #define ROUTEMQ_APP_H
 

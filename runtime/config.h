@@ -1,4 +1,4 @@
-/* Configuration: the environment, then <app>/.env, then defaults (SPEC §6). */
+/* Configuration: the environment, then <app>/.env, then defaults (docs/configuration.md). */
 #ifndef ROUTEMQ_CONFIG_H
 #define ROUTEMQ_CONFIG_H
 
