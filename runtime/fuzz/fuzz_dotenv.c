@@ -1,5 +1,5 @@
 /* Fuzz target: the .env parser. Every entry it returns is KEY=VALUE with a
- * key of letters, digits and '_'. */
+ * key of letters, digits and '_', and no line gives more than one entry. */
 #include "config.h"
 
 #include <ctype.h>
@@ -22,6 +22,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (list != NULL || strncmp(err, "fuzz.env:", 9) != 0) abort();
         return 0;
     }
+    /* One entry per line at most: a long line must not turn into two. */
+    size_t lines = 1, entries = 0;
+    for (size_t i = 0; i + 1 < size; i++) lines += data[i] == '\n';
+    for (char **e = list; e && *e; e++) entries++;
+    if (entries > lines) abort();
     for (char **e = list; e && *e; e++) {
         const char *eq = strchr(*e, '=');
         if (!eq || eq == *e) abort();
