@@ -41,7 +41,7 @@ fuzz-build: $(DEPS_STAMP) $(FUZZ)/CMakeCache.txt
 
 # Only errors and warnings of the build show; then the development server.
 run: $(DEPS_STAMP) $(BUILD)/CMakeCache.txt
-	@cmake --build $(BUILD) -j $(JOBS) -- --no-print-directory -s >/dev/null
+	@cmake --build $(BUILD) -j $(JOBS) >/dev/null
 	$(BUILD)/routemq dev --app .
 
 # C tests and busted specs: no broker, well under a minute.
