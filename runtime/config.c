@@ -12,6 +12,8 @@
 #include <strings.h>
 #include <unistd.h>
 
+#define DOTENV_LINE_MAX 65536  /* a .env line longer than this is not configuration */
+
 static char **dotenv;  /* KEY=VALUE pairs from <app>/.env */
 
 /* The value of name: the real environment wins over .env. */
@@ -130,16 +132,21 @@ int config_read_dotenv(const char *path, char ***out, char *err, size_t errlen)
 int config_parse_dotenv(FILE *f, const char *path, char ***out, char *err, size_t errlen)
 {
     *out = NULL;
-    size_t n = 0, cap = 8;
+    size_t n = 0, cap = 8, linecap = 0;
     char **list = calloc(cap, sizeof *list);
-    char line[8192];
+    char *line = NULL;
+    ssize_t got;
     int lineno = 0, rc = 0;
-    while (list && fgets(line, sizeof line, f)) {
+    while (list && (got = getline(&line, &linecap, f)) >= 0) {
         lineno++;
-        size_t got = strlen(line);
-        if (got == sizeof line - 1 && line[got - 1] != '\n' && !feof(f)) {
-            /* The rest would otherwise be read as a line of its own. */
-            snprintf(err, errlen, "%s:%d: line too long (at most %zu bytes)", path, lineno, sizeof line - 2);
+        if (got > DOTENV_LINE_MAX) {
+            snprintf(err, errlen, "%s:%d: line too long (at most %d bytes)", path, lineno, DOTENV_LINE_MAX);
+            rc = -1;
+            break;
+        }
+        if (memchr(line, 0, (size_t)got)) {
+            /* Everything after it would be silently dropped. */
+            snprintf(err, errlen, "%s:%d: NUL byte in line", path, lineno);
             rc = -1;
             break;
         }
@@ -181,6 +188,7 @@ int config_parse_dotenv(FILE *f, const char *path, char ***out, char *err, size_
         memcpy(list[n] + klen + 1, v, vlen + 1);
         list[++n] = NULL;
     }
+    free(line);
     if (!list) { snprintf(err, errlen, "%s: out of memory", path); return -1; }
     if (rc) { free_list(list); return -1; }
     *out = list;
