@@ -1,6 +1,7 @@
 /* Loading the application and reading its route table into C. */
 #include "app.h"
 #include "luavm.h"
+#include "strbuf.h"
 
 #include <lauxlib.h>
 #include <stdlib.h>
@@ -145,16 +146,14 @@ void app_free(app_def *a)
     a->snap = NULL;
 }
 
+/* The one JSON string writer (strbuf.c), onto a stream. */
 static void json_str(FILE *out, const char *s)
 {
-    fputc('"', out);
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') fprintf(out, "\\%c", c);
-        else if (c < 0x20) fprintf(out, "\\u%04x", c);
-        else fputc(c, out);
-    }
-    fputc('"', out);
+    strbuf b;
+    sb_init(&b);
+    sb_json_str(&b, s);
+    fputs(b.oom || !b.p ? "null" : b.p, out);
+    sb_free(&b);
 }
 
 void app_print_routes(const app_def *a, FILE *out, int json)
