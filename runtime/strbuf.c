@@ -60,13 +60,6 @@ void sb_printf(strbuf *b, const char *fmt, ...)
     b->len += (size_t)n;
 }
 
-/* Bytes of the UTF-8 sequence at c (at most left) if it is well-formed, else 0. */
-static size_t utf8_seq(const unsigned char *c, size_t left)
-{
-    size_t n = *c >= 0xF0 ? 4 : *c >= 0xE0 ? 3 : *c >= 0xC0 ? 2 : 0;
-    return n && n <= left && topic_utf8_valid((const char *)c, n) ? n : 0;
-}
-
 void sb_json_str(strbuf *b, const char *s)
 {
     sb_put(b, "\"", 1);
@@ -80,7 +73,7 @@ void sb_json_str(strbuf *b, const char *s)
         else {
             /* JSON is UTF-8: a path or an error text in another encoding must
              * not make the whole document unreadable. */
-            size_t n = utf8_seq(c, left);
+            size_t n = topic_utf8_char((const char *)c, left);
             if (n == 0) { sb_put(b, "\\ufffd", 6); continue; }
             sb_put(b, (const char *)c, n);
             c += n - 1;

@@ -35,37 +35,49 @@ static const char *quote(const char *s, size_t n, char *buf)
     return buf;
 }
 
-int topic_utf8_valid(const char *s, size_t len)
+size_t topic_utf8_char(const char *s, size_t len)
 {
     const unsigned char *p = (const unsigned char *)s;
-    const unsigned char *end = p + len;
-    while (p < end) {
-        unsigned c = *p;
-        if (c < 0x80) {
-            p++;
+    if (len == 0)
+        return 0;
+    unsigned c = *p;
+    if (c < 0x80)
+        return 1;
+    size_t n;
+    unsigned cp, min;
+    if ((c & 0xE0) == 0xC0) {
+        n = 2; cp = c & 0x1F; min = 0x80;
+    } else if ((c & 0xF0) == 0xE0) {
+        n = 3; cp = c & 0x0F; min = 0x800;
+    } else if ((c & 0xF8) == 0xF0) {
+        n = 4; cp = c & 0x07; min = 0x10000;
+    } else {
+        return 0;
+    }
+    if (len < n)
+        return 0;
+    for (size_t i = 1; i < n; i++) {
+        if ((p[i] & 0xC0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (p[i] & 0x3F);
+    }
+    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+        return 0;
+    return n;
+}
+
+int topic_utf8_valid(const char *s, size_t len)
+{
+    size_t i = 0;
+    while (i < len) {
+        if ((unsigned char)s[i] < 0x80) {  /* the common case: no call per byte */
+            i++;
             continue;
         }
-        size_t n;
-        unsigned cp, min;
-        if ((c & 0xE0) == 0xC0) {
-            n = 2; cp = c & 0x1F; min = 0x80;
-        } else if ((c & 0xF0) == 0xE0) {
-            n = 3; cp = c & 0x0F; min = 0x800;
-        } else if ((c & 0xF8) == 0xF0) {
-            n = 4; cp = c & 0x07; min = 0x10000;
-        } else {
+        size_t n = topic_utf8_char(s + i, len - i);
+        if (n == 0)
             return 0;
-        }
-        if ((size_t)(end - p) < n)
-            return 0;
-        for (size_t i = 1; i < n; i++) {
-            if ((p[i] & 0xC0) != 0x80)
-                return 0;
-            cp = (cp << 6) | (p[i] & 0x3F);
-        }
-        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-            return 0;
-        p += n;
+        i += n;
     }
     return 1;
 }

@@ -27,6 +27,9 @@ int topic_validate_publish(const char *topic, size_t len, char *err, size_t errl
 /* 0 if filter is a valid MQTT subscription filter (wildcards whole levels, '#' last); else -1 with reason. */
 int topic_validate_filter(const char *filter, size_t len, char *err, size_t errlen);
 
+/* Bytes (1-4) of the well-formed UTF-8 character that s[0..len) starts with; 0 if it does not. */
+size_t topic_utf8_char(const char *s, size_t len);
+
 /* 1 if s[0..len) is well-formed UTF-8 (no overlongs, surrogates or code points above U+10FFFF), else 0. */
 int topic_utf8_valid(const char *s, size_t len);
 
