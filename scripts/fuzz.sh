@@ -20,12 +20,12 @@ for t in $TARGETS; do
   "$DIR/fuzz_$t" -max_total_time="$SECONDS_EACH" -print_final_stats=1 \
     -artifact_prefix="$DIR/crashes/$t-" "$DIR/corpus/$t" "$ROOT/runtime/fuzz/corpus/$t" > "$log" 2>&1
   rc=$?
-  runs=$(grep -E '^stat::number_of_executed_units' "$log" | grep -oE '[0-9]+$')
-  cov=$(grep -E '^#[0-9]+' "$log" | grep -oE 'cov: [0-9]+ ft: [0-9]+' | tail -n 1)
+  runs=$(grep -aE '^stat::number_of_executed_units' "$log" | grep -oE '[0-9]+$')
+  cov=$(grep -aE '^#[0-9]+' "$log" | grep -oE 'cov: [0-9]+ ft: [0-9]+' | tail -n 1)
   if [ "$rc" -eq 0 ]; then
     echo "fuzz_$t: ${runs:-?} runs in ${SECONDS_EACH} s, ${cov:-no coverage line}"
   else
-    grep -E 'ERROR|SUMMARY|Test unit written' "$log" | head -n 5
+    grep -aE 'ERROR|SUMMARY|Test unit written' "$log" | head -n 5
     echo "fuzz_$t: FAILED (exit $rc), see $log"
     bad=1
   fi
