@@ -18,6 +18,7 @@ const app_snapshot *app_snapshot_current(void) { return current; }
 
 typedef struct {
     app_snapshot *s;
+    const app_snapshot *prev;  /* files unchanged since it are not read */
     int cap;
     size_t bytes;
     char *err;
@@ -51,7 +52,7 @@ static int read_whole(const char *path, char **data, size_t *len)
     return 0;
 }
 
-static int add_file(reader *r, const char *full, const char *rel)
+static int add_file(reader *r, const char *full, const char *rel, const struct stat *st)
 {
     app_snapshot *s = r->s;
     if (s->nfiles == r->cap) {
@@ -62,7 +63,13 @@ static int add_file(reader *r, const char *full, const char *rel)
         r->cap = cap;
     }
     app_file *f = &s->files[s->nfiles];
-    if (read_whole(full, &f->data, &f->len)) {
+    memset(f, 0, sizeof *f);
+    f->mtime_ns = (long long)st->st_mtim.tv_sec * 1000000000LL + st->st_mtim.tv_nsec;
+    f->ino = (unsigned long long)st->st_ino;
+    const app_file *old = app_snapshot_find(r->prev, rel);
+    if (old && old->len == (size_t)st->st_size && old->mtime_ns == f->mtime_ns && old->ino == f->ino) {
+        f->len = old->len;
+    } else if (read_whole(full, &f->data, &f->len)) {
         snprintf(r->err, r->errlen, "%s: cannot read: %s", rel, strerror(errno));
         return -1;
     }
@@ -104,7 +111,7 @@ static int walk(reader *r, const char *root, const char *rel, int depth)
             if (depth + 1 < MAX_DEPTH) rc = walk(r, root, sub, depth + 1);
         } else if (S_ISREG(st.st_mode)) {
             size_t n = strlen(e->d_name);
-            if (n > 4 && !strcmp(e->d_name + n - 4, ".lua")) rc = add_file(r, full, sub);
+            if (n > 4 && !strcmp(e->d_name + n - 4, ".lua")) rc = add_file(r, full, sub, &st);
         }
     }
     closedir(d);
@@ -116,17 +123,31 @@ static int by_path(const void *a, const void *b)
     return strcmp(((const app_file *)a)->path, ((const app_file *)b)->path);
 }
 
-app_snapshot *app_snapshot_read(const char *root, char *err, size_t errlen)
+static app_snapshot *read_since(const char *root, const app_snapshot *prev, char *err, size_t errlen)
 {
     app_snapshot *s = calloc(1, sizeof *s);
     if (!s) { snprintf(err, errlen, "out of memory"); return NULL; }
-    reader r = { .s = s, .err = err, .errlen = errlen };
+    reader r = { .s = s, .prev = prev, .err = err, .errlen = errlen };
     if (walk(&r, root, "app", 0)) {
         app_snapshot_free(s);
         return NULL;
     }
     if (s->nfiles > 1) qsort(s->files, (size_t)s->nfiles, sizeof *s->files, by_path);
     return s;
+}
+
+app_snapshot *app_snapshot_read(const char *root, char *err, size_t errlen)
+{
+    return read_since(root, NULL, err, errlen);
+}
+
+int app_snapshot_changed(const app_snapshot *snap, const char *root)
+{
+    char err[256];
+    app_snapshot *now = read_since(root, snap, err, sizeof err);
+    int changed = !app_snapshot_equal(now, snap);
+    app_snapshot_free(now);
+    return changed;
 }
 
 void app_snapshot_free(app_snapshot *s)
@@ -146,7 +167,8 @@ int app_snapshot_equal(const app_snapshot *a, const app_snapshot *b)
     if (a->nfiles != b->nfiles) return 0;
     for (int i = 0; i < a->nfiles; i++) {
         const app_file *x = &a->files[i], *y = &b->files[i];
-        if (strcmp(x->path, y->path) || x->len != y->len || memcmp(x->data, y->data, x->len)) return 0;
+        if (strcmp(x->path, y->path) || x->len != y->len) return 0;
+        if (x->data && y->data && memcmp(x->data, y->data, x->len)) return 0;  /* NULL: known unchanged */
     }
     return 1;
 }

@@ -12,8 +12,10 @@
 
 typedef struct app_file {
     char *path;     /* relative to the application root: "app/routers/x.lua" */
-    char *data;
+    char *data;     /* NULL in a snapshot read against an earlier one: the file was unchanged */
     size_t len;
+    long long mtime_ns;  /* with len and ino: "unchanged" without reading it again */
+    unsigned long long ino;
 } app_file;
 
 typedef struct app_snapshot {
@@ -25,6 +27,10 @@ typedef struct app_snapshot {
  * snapshot. NULL with the reason in err (a file that cannot be read, too
  * much code, out of memory). */
 app_snapshot *app_snapshot_read(const char *root, char *err, size_t errlen);
+/* 1 when the Lua files under root/app are no longer those of snap (a file
+ * added, removed or with other bytes). Only files whose size, mtime or inode
+ * differ are read again, so asking often (the /status endpoint) is cheap. */
+int app_snapshot_changed(const app_snapshot *snap, const char *root);
 /* Frees it; NULL is fine. */
 void app_snapshot_free(app_snapshot *s);
 /* 1 when both hold the same files with the same bytes. */

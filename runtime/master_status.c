@@ -106,15 +106,11 @@ int master_is_ready(const master *m, char *why, size_t n)
 }
 
 /* 1 when the Lua files under app/ are no longer those the current generation
- * was loaded from (read now: status is asked for by people, rarely). */
+ * was loaded from (a walk and a stat per file; only changed files are read). */
 static int app_changed_on_disk(const master *m)
 {
     if (!m->app || !m->app->def.snap) return 0;
-    char err[256];
-    app_snapshot *now = app_snapshot_read(m->cfg->app_dir, err, sizeof err);
-    int changed = !app_snapshot_equal(now, m->app->def.snap);
-    app_snapshot_free(now);
-    return changed;
+    return app_snapshot_changed(m->app->def.snap, m->cfg->app_dir);
 }
 
 static void json_slot(strbuf *b, const slot_view *v)
