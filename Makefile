@@ -1,33 +1,67 @@
 # Thin wrapper over CMake. `make run` and `make test` install what is missing first.
 BUILD  ?= build
 ASAN   ?= build-asan
+FUZZ   ?= build-fuzz
 PREFIX ?= /usr/local
 JOBS   ?= $(shell nproc 2>/dev/null || echo 2)
+FUZZ_SECONDS ?= 60
+# Checked once, then again only when scripts/deps.sh changes (`make deps` forces it).
+DEPS_STAMP = $(BUILD)/.deps-ok
 
-.PHONY: all deps build asan run test test-c test-lua lint bench install package clean
+.PHONY: all deps build asan fuzz-build run unittest functionaltest lint fuzz test bench install package clean
 
 all: build
 
 deps:
 	@sh scripts/deps.sh
+	@mkdir -p $(BUILD) && touch $(DEPS_STAMP)
+
+$(DEPS_STAMP): scripts/deps.sh
+	@sh scripts/deps.sh
+	@mkdir -p $(BUILD) && touch $@
 
 $(BUILD)/CMakeCache.txt:
 	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 
-build: deps $(BUILD)/CMakeCache.txt
+build: $(DEPS_STAMP) $(BUILD)/CMakeCache.txt
 	cmake --build $(BUILD) -j $(JOBS)
 
 $(ASAN)/CMakeCache.txt:
 	cmake -S . -B $(ASAN) -DCMAKE_BUILD_TYPE=Debug -DROUTEMQ_SANITIZE=ON >/dev/null
 
-asan: deps $(ASAN)/CMakeCache.txt
+asan: $(DEPS_STAMP) $(ASAN)/CMakeCache.txt
 	cmake --build $(ASAN) -j $(JOBS)
 
-run: build
+# The fuzz targets need clang's libFuzzer: a build directory of their own.
+$(FUZZ)/CMakeCache.txt:
+	CC=clang cmake -S . -B $(FUZZ) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DROUTEMQ_FUZZ=ON >/dev/null
+
+fuzz-build: $(DEPS_STAMP) $(FUZZ)/CMakeCache.txt
+	cmake --build $(FUZZ) --target fuzz -j $(JOBS)
+
+# Only errors and warnings of the build show; then the development server.
+run: $(DEPS_STAMP) $(BUILD)/CMakeCache.txt
+	@cmake --build $(BUILD) -j $(JOBS) >/dev/null
 	$(BUILD)/routemq dev --app .
 
-test: build asan
-	@sh scripts/test.sh $(BUILD) $(ASAN)
+# C tests and busted specs: no broker, well under a minute.
+unittest: build
+	@sh scripts/test.sh --unit $(BUILD)
+
+# End-to-end specs against a real mosquitto.
+functionaltest: build
+	@sh scripts/test.sh --functional $(BUILD)
+
+lint:
+	luacheck -q lua app spec examples bench
+
+# Each fuzz target for FUZZ_SECONDS, from the corpus in runtime/fuzz/corpus.
+fuzz: fuzz-build
+	@sh scripts/fuzz.sh $(FUZZ) $(FUZZ_SECONDS)
+
+# Everything: lint, unit, functional, the sanitizer runs and a short fuzz run.
+test: build asan fuzz-build
+	@sh scripts/test.sh --all $(BUILD) $(ASAN) $(FUZZ)
 
 bench: build
 	@sh bench/run.sh $(BUILD)
@@ -52,4 +86,4 @@ package: deps
 	@ls $(BUILD)/routemq_*.deb
 
 clean:
-	rm -rf $(BUILD) $(ASAN)
+	rm -rf $(BUILD) $(ASAN) $(FUZZ)

@@ -64,12 +64,12 @@ build = {
     ["routemq.worker"] = "lua/routemq/worker.lua",
     ["routemq.core"] = {
       sources = {
-        "runtime/lua_core.c",
-        "runtime/lua_core_module.c",
-        "runtime/topic_pattern.c",
-        "runtime/topic_trie.c",
+        "runtime/core/lua_core.c",
+        "runtime/core/lua_core_module.c",
+        "runtime/core/topic_pattern.c",
+        "runtime/core/topic_trie.c",
       },
-      incdirs = { "runtime" },
+      incdirs = { "runtime/core" },
       defines = { "_GNU_SOURCE" },
     },
   },

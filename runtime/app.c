@@ -1,6 +1,7 @@
 /* Loading the application and reading its route table into C. */
 #include "app.h"
 #include "luavm.h"
+#include "strbuf.h"
 
 #include <lauxlib.h>
 #include <stdlib.h>
@@ -68,11 +69,21 @@ int app_load(lua_State *L, const config *cfg, app_def *a, char *err, size_t errl
     lua_getfield(L, -1, "load");
     lua_remove(L, -2);
     lua_pushstring(L, cfg->app_dir);
-    lua_createtable(L, 0, 2);
+    lua_createtable(L, 0, 3);
     lua_pushstring(L, cfg->group_name);
     lua_setfield(L, -2, "group_name");
     lua_pushnumber(L, cfg->handler_timeout);
     lua_setfield(L, -2, "handler_timeout");
+    const app_snapshot *snap = app_snapshot_current();
+    if (snap) {
+        /* files = { ["app/routers/x.lua"] = source }: the loader reads nothing under app/ from disk. */
+        lua_createtable(L, 0, snap->nfiles);
+        for (int i = 0; i < snap->nfiles; i++) {
+            lua_pushlstring(L, snap->files[i].data, snap->files[i].len);
+            lua_setfield(L, -2, snap->files[i].path);
+        }
+        lua_setfield(L, -2, "files");
+    }
     if (luavm_pcall(L, 2, 3, err, errlen, tb, tblen)) return -1;
     if (lua_isnil(L, -3)) {
         snprintf(err, errlen, "%s", lua_tostring(L, -2) ? lua_tostring(L, -2) : "cannot load the application");
@@ -105,11 +116,18 @@ int app_load_table(const luavm_paths *paths, const config *cfg, app_def *a, char
     if (tb && tblen) tb[0] = 0;
     memset(a, 0, sizeof *a);
     a->app_ref = LUA_NOREF;
+    app_snapshot *snap = app_snapshot_read(cfg->app_dir, err, errlen);
+    if (!snap) return -1;
     lua_State *L = luavm_new(paths, err, errlen);
-    if (!L) return -1;
+    if (!L) { app_snapshot_free(snap); return -1; }
+    const app_snapshot *prev = app_snapshot_current();
+    app_snapshot_use(snap);
     int rc = app_load(L, cfg, a, err, errlen, tb, tblen);
+    app_snapshot_use(prev);
     lua_close(L);
     a->app_ref = LUA_NOREF;  /* it referred to the state just closed */
+    if (rc) app_snapshot_free(snap);
+    else a->snap = snap;
     return rc;
 }
 
@@ -127,37 +145,18 @@ void app_free(app_def *a)
     a->nroutes = 0;
     free(a->jobs_text);
     a->jobs_text = NULL;
+    app_snapshot_free(a->snap);
+    a->snap = NULL;
 }
 
-void app_override_workers(app_def *a, int n)
-{
-    for (int i = 0; i < a->nroutes; i++)
-        if (a->routes[i].shared) a->routes[i].worker_count = n;
-}
-
-int app_slot_count(const app_def *a)
-{
-    int p = 1;
-    for (int i = 0; i < a->nroutes; i++)
-        if (a->routes[i].shared && a->routes[i].worker_count > p) p = a->routes[i].worker_count;
-    return p;
-}
-
-int app_slot_subscribes(const route_info *r, int slot)
-{
-    return r->shared ? slot < r->worker_count : slot == 0;
-}
-
+/* The one JSON string writer (strbuf.c), onto a stream. */
 static void json_str(FILE *out, const char *s)
 {
-    fputc('"', out);
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') fprintf(out, "\\%c", c);
-        else if (c < 0x20) fprintf(out, "\\u%04x", c);
-        else fputc(c, out);
-    }
-    fputc('"', out);
+    strbuf b;
+    sb_init(&b);
+    sb_json_str(&b, s);
+    fputs(b.oom || !b.p ? "null" : b.p, out);
+    sb_free(&b);
 }
 
 void app_print_routes(const app_def *a, FILE *out, int json)

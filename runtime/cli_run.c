@@ -5,6 +5,8 @@
 #include "devbroker.h"
 #include "log.h"
 #include "master.h"
+#include "master_policy.h"
+#include "proctitle.h"
 #include "rundir.h"
 #include "worker_tls.h"
 
@@ -14,27 +16,17 @@
 
 #define MIN_SLOTS 64  /* shared memory cannot grow after the first fork: room to scale */
 
-static int clamp(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
-
 /* P and the worker_count override at start. */
 static int plan_workers(cli_opts *o, const config *cfg, master_params *p)
 {
+    int wanted;
     p->base_override = o->workers ? o->workers : cfg->worker_count;
-    p->override = p->base_override;
-    if (p->override) app_override_workers(&p->app, p->override);
-    p->workers = app_slot_count(&p->app);
-    if (cfg->auto_scale && clamp(p->workers, cfg->min_count, cfg->max_count) != p->workers) {
-        p->workers = p->override = clamp(p->workers, cfg->min_count, cfg->max_count);
-        app_override_workers(&p->app, p->override);
-    }
+    p->workers = master_plan_workers(&p->app, p->base_override, cfg, 0, 0, &p->override, &wanted);
     if (p->workers > SHM_MAX_SLOTS) {
         fprintf(stderr, "routemq: %d workers wanted; at most %d are supported\n", p->workers, SHM_MAX_SLOTS);
         return -1;
     }
-    int n = MIN_SLOTS;
-    if (p->workers > n) n = p->workers;
-    if (cfg->max_count > n) n = cfg->max_count;
-    p->nslots = n > SHM_MAX_SLOTS ? SHM_MAX_SLOTS : n;
+    p->nslots = master_plan_slots(p->workers, cfg->max_count, MIN_SLOTS);
     return 0;
 }
 
@@ -53,7 +45,7 @@ static int prepare(cli_opts *o, config *cfg, master_params *p)
     }
     log_setup((log_level)cfg->log_level, cfg->log_json);
     p->cfg = cfg;
-    p->restart_max_delay_ns = (int64_t)(cfg->restart_max_delay * 1e9);
+    p->restart_max_delay_ns = NS_FROM_S(cfg->restart_max_delay);
     if (luavm_find_paths(&p->paths, err, sizeof err)) {
         fprintf(stderr, "routemq: %s\n", err);
         return -1;
@@ -108,8 +100,8 @@ int cli_run(cli_opts *o, int dev)
     warn_fewer_workers(&cfg, p.workers);
     /* The password leaves the environment block before anything can show it. */
     config_scrub_environ(o->envp);
-    setproctitle_init(o->orig_argc, o->orig_argv, o->envp);
-    setproctitle("-routemq: master %s", cfg.app_dir);
+    proctitle_init(o->orig_argc, o->orig_argv, o->envp);
+    proctitle_set("routemq: master %s", cfg.app_dir);
     p.dev_watch = dev;
     int own_broker = dev && !cfg.broker_from_env;
     if (own_broker && devbroker_start(&cfg)) {

@@ -13,6 +13,8 @@
 #include <strings.h>
 #include <unistd.h>
 
+#define DOTENV_LINE_MAX 65536  /* a .env line longer than this is not configuration */
+
 static char **dotenv;  /* KEY=VALUE pairs from <app>/.env */
 
 /* The value of name: the real environment wins over .env. */
@@ -123,12 +125,32 @@ int config_read_dotenv(const char *path, char ***out, char *err, size_t errlen)
         snprintf(err, errlen, "%s: %s", path, strerror(errno));
         return -1;
     }
-    size_t n = 0, cap = 8;
+    int rc = config_parse_dotenv(f, path, out, err, errlen);
+    fclose(f);
+    return rc;
+}
+
+int config_parse_dotenv(FILE *f, const char *path, char ***out, char *err, size_t errlen)
+{
+    *out = NULL;
+    size_t n = 0, cap = 8, linecap = 0;
     char **list = calloc(cap, sizeof *list);
-    char line[8192];
+    char *line = NULL;
+    ssize_t got;
     int lineno = 0, rc = 0;
-    while (list && fgets(line, sizeof line, f)) {
+    while (list && (got = getline(&line, &linecap, f)) >= 0) {
         lineno++;
+        if (got > DOTENV_LINE_MAX) {
+            snprintf(err, errlen, "%s:%d: line too long (at most %d bytes)", path, lineno, DOTENV_LINE_MAX);
+            rc = -1;
+            break;
+        }
+        if (memchr(line, 0, (size_t)got)) {
+            /* Everything after it would be silently dropped. */
+            snprintf(err, errlen, "%s:%d: NUL byte in line", path, lineno);
+            rc = -1;
+            break;
+        }
         line[strcspn(line, "\r\n")] = 0;
         char *s = line;
         while (isspace((unsigned char)*s)) s++;
@@ -156,18 +178,18 @@ int config_read_dotenv(const char *path, char ***out, char *err, size_t errlen)
         }
         if (n + 2 > cap) {
             char **nl = realloc(list, (cap *= 2) * sizeof *list);
-            if (!nl) break;
+            if (!nl) { snprintf(err, errlen, "%s: out of memory", path); rc = -1; break; }
             list = nl;
         }
         size_t vlen = strlen(v);
         list[n] = malloc(klen + vlen + 2);
-        if (!list[n]) break;
+        if (!list[n]) { snprintf(err, errlen, "%s: out of memory", path); rc = -1; break; }
         memcpy(list[n], k, klen);
         list[n][klen] = '=';
         memcpy(list[n] + klen + 1, v, vlen + 1);
         list[++n] = NULL;
     }
-    fclose(f);
+    free(line);
     if (!list) { snprintf(err, errlen, "%s: out of memory", path); return -1; }
     if (rc) { free_list(list); return -1; }
     *out = list;

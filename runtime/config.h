@@ -1,8 +1,9 @@
-/* Configuration: the environment, then <app>/.env, then defaults (SPEC §6). */
+/* Configuration: the environment, then <app>/.env, then defaults (docs/configuration.md). */
 #ifndef ROUTEMQ_CONFIG_H
 #define ROUTEMQ_CONFIG_H
 
 #include <stddef.h>
+#include <stdio.h>
 
 enum { STOP_SESSIONS_AUTO = 0, STOP_SESSIONS_KEEP, STOP_SESSIONS_END };
 
@@ -57,6 +58,8 @@ void config_free(config *c);
 /* Parses one dotenv file into a NULL-terminated KEY=VALUE list. 0 ok or the
  * file is missing; -1 with "<file>:<line>: reason" in err. */
 int config_read_dotenv(const char *path, char ***out, char *err, size_t errlen);
+/* The same from an open stream; path only names it in errors. */
+int config_parse_dotenv(FILE *f, const char *path, char ***out, char *err, size_t errlen);
 /* Overwrites MQTT_PASSWORD=... in the process's original environment block so
  * /proc/<pid>/environ of the master and its forked workers does not show it. */
 void config_scrub_environ(char **envp);

@@ -1,6 +1,7 @@
 /* Logging to stderr. Each line is written with one write() so lines from
  * the master and the workers sharing one stderr pipe do not interleave. */
 #include "log.h"
+#include "topic_pattern.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -30,30 +31,65 @@ int log_level_parse(const char *s)
     return -1;
 }
 
+/* A line being built. Text stops TAIL_ROOM bytes short of the end, so the
+ * closing quote, brace and newline always fit: a cut line is still one line
+ * and, in JSON, still one object. */
+#define TAIL_ROOM 8
+
 typedef struct { char *p; size_t len, cap; } buf;
+
+static int buf_fits(const buf *b, size_t n) { return b->len + n + TAIL_ROOM <= b->cap; }
 
 static void buf_put(buf *b, const char *s, size_t n)
 {
-    if (b->len + n >= b->cap) n = b->cap - b->len - 1;
+    if (!buf_fits(b, n)) n = b->len + TAIL_ROOM < b->cap ? b->cap - TAIL_ROOM - b->len : 0;
     memcpy(b->p + b->len, s, n);
     b->len += n;
 }
 static void buf_puts(buf *b, const char *s) { buf_put(b, s, strlen(s)); }
 
-/* JSON string escaping; control bytes become \u00XX, other bytes pass through. */
+/* The closing bytes, into the room kept for them. */
+static void buf_tail(buf *b, const char *s)
+{
+    size_t n = strlen(s);
+    if (b->len + n > b->cap) n = b->cap - b->len;
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+}
+
+/* A JSON string: escapes as strbuf's sb_json_str, bytes that are not UTF-8
+ * as \ufffd; cut whole (never inside an escape or a character) when full. */
 static void buf_json_str(buf *b, const char *s)
 {
     buf_put(b, "\"", 1);
-    for (; *s; s++) {
+    size_t left = strlen(s);
+    while (*s) {
         unsigned char c = (unsigned char)*s;
         char esc[8];
-        if (c == '"' || c == '\\') { esc[0] = '\\'; esc[1] = (char)c; buf_put(b, esc, 2); }
-        else if (c == '\n') buf_put(b, "\\n", 2);
-        else if (c == '\t') buf_put(b, "\\t", 2);
-        else if (c < 0x20) { snprintf(esc, sizeof esc, "\\u%04x", c); buf_put(b, esc, 6); }
-        else buf_put(b, (const char *)&c, 1);
+        const char *out = esc;
+        size_t n = 1, k;
+        if (c == '"' || c == '\\') { esc[0] = '\\'; esc[1] = (char)c; k = 2; }
+        else if (c == '\n') { out = "\\n"; k = 2; }
+        else if (c == '\t') { out = "\\t"; k = 2; }
+        else if (c < 0x20 || c == 0x7f) { snprintf(esc, sizeof esc, "\\u%04x", c); k = 6; }
+        else if (c < 0x80) { out = s; k = 1; }
+        else if ((n = topic_utf8_char(s, left)) > 0) { out = s; k = n; }
+        else { out = "\\ufffd"; k = 6; n = 1; }
+        if (!buf_fits(b, k + 1)) break;
+        buf_put(b, out, k);
+        s += n;
+        left -= n;
     }
-    buf_put(b, "\"", 1);
+    buf_tail(b, "\"");
+}
+/* ,"key":"value" - or nothing when not even the key and "" fit any more. */
+static void json_field(buf *b, const char *key, const char *value)
+{
+    char head[32];
+    int k = snprintf(head, sizeof head, ",\"%s\":", key);
+    if (!buf_fits(b, (size_t)k + 2)) return;
+    buf_put(b, head, (size_t)k);
+    buf_json_str(b, value);
 }
 
 static void timestamp(char *out, size_t n)
@@ -66,11 +102,11 @@ static void timestamp(char *out, size_t n)
     snprintf(out + k, n - k, ".%03ldZ", ts.tv_nsec / 1000000);
 }
 
-static void log_write(log_level lvl, const log_fields *f, const char *fmt, va_list ap)
+size_t log_render(char *line, size_t cap, log_level lvl, const log_fields *f, const char *msg, int json)
 {
-    char msg[4096], ts[40], line[16384], proc[160];
-    buf b = { line, 0, sizeof line };
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    char ts[40], proc[160];
+    buf b = { line, 0, cap };
+    if (cap < LOG_RENDER_MIN) return 0;
     timestamp(ts, sizeof ts);
     /* A topic field longer than log_topic ever writes was not shortened by
      * the caller: shorten it, or it could crowd the error out of the line. */
@@ -82,18 +118,18 @@ static void log_write(log_level lvl, const log_fields *f, const char *fmt, va_li
     else if (log_slot < 0) snprintf(proc, sizeof proc, "master");
     else snprintf(proc, sizeof proc, "worker %d", log_slot);
 
-    if (log_json) {
+    if (json) {
         buf_puts(&b, "{\"ts\":\""); buf_puts(&b, ts);
         buf_puts(&b, "\",\"level\":\""); buf_puts(&b, level_names[lvl]);
         buf_puts(&b, "\",\"process\":"); buf_json_str(&b, proc);
-        if (log_slot >= 0) { char n[16]; snprintf(n, sizeof n, "%d", log_slot);
-            buf_puts(&b, ",\"worker\":"); buf_puts(&b, n); }
-        buf_puts(&b, ",\"msg\":"); buf_json_str(&b, msg);
-        if (f && f->route) { buf_puts(&b, ",\"route\":"); buf_json_str(&b, f->route); }
-        if (topic) { buf_puts(&b, ",\"topic\":"); buf_json_str(&b, topic); }
-        if (f && f->error) { buf_puts(&b, ",\"error\":"); buf_json_str(&b, f->error); }
-        if (f && f->traceback) { buf_puts(&b, ",\"traceback\":"); buf_json_str(&b, f->traceback); }
-        buf_puts(&b, "}\n");
+        if (log_slot >= 0) { char n[32]; snprintf(n, sizeof n, ",\"worker\":%d", log_slot); buf_puts(&b, n); }
+        json_field(&b, "msg", msg);
+        if (f && f->route) json_field(&b, "route", f->route);
+        if (topic) json_field(&b, "topic", topic);
+        if (f && f->error) json_field(&b, "error", f->error);
+        if (f && f->traceback) json_field(&b, "traceback", f->traceback);
+        /* A field cut short leaves the object without the rest: still one object. */
+        buf_tail(&b, "}\n");
     } else {
         char head[256];
         snprintf(head, sizeof head, "%s %-5s [%s] ", ts, level_names[lvl], proc);
@@ -103,10 +139,18 @@ static void log_write(log_level lvl, const log_fields *f, const char *fmt, va_li
         if (topic) { buf_puts(&b, " topic="); buf_puts(&b, topic); }
         if (f && f->error) { buf_puts(&b, ": "); buf_puts(&b, f->error); }
         if (f && f->traceback) { buf_puts(&b, "\n"); buf_puts(&b, f->traceback); }
-        buf_puts(&b, "\n");
+        buf_tail(&b, "\n");
     }
+    return b.len;
+}
+
+static void log_write(log_level lvl, const log_fields *f, const char *fmt, va_list ap)
+{
+    char msg[4096], line[16384];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t n = log_render(line, sizeof line, lvl, f, msg, log_json);
     /* A short write to stderr has nowhere better to be reported. */
-    ssize_t w = write(STDERR_FILENO, b.p, b.len);
+    ssize_t w = write(STDERR_FILENO, line, n);
     (void)w;
 }
 

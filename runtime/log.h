@@ -25,6 +25,13 @@ int log_level_parse(const char *s);
 /* 1 when a line at this level would be written. */
 int log_enabled(log_level lvl);
 
+#define LOG_RENDER_MIN 256  /* the smallest line log_render fills */
+
+/* Formats one line (text, or JSON when json != 0) into line[0..cap), cap >= LOG_RENDER_MIN;
+ * returns its length. Always one whole line: a JSON object, ending in '\n',
+ * fields cut short when they do not fit. */
+size_t log_render(char *line, size_t cap, log_level lvl, const log_fields *f, const char *msg, int json);
+
 void log_msg(log_level lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void log_with(log_level lvl, const log_fields *f, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

@@ -1,13 +1,11 @@
 /* routemq: entry point and command-line parsing. */
 #include "cli.h"
+#include "version.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#ifndef ROUTEMQ_VERSION
-#define ROUTEMQ_VERSION "0.0.0"
-#endif
 
 static void usage(FILE *out)
 {

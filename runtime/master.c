@@ -42,7 +42,7 @@ int master_signal_slot(master *m, int i, int sig, stop_cause why)
     }
     if (why != MSTOP_NONE) {
         s->stop = why;
-        s->stop_deadline_ns = shm_now_ns() + (int64_t)(m->cfg->stop_timeout * MASTER_NS_PER_S);
+        s->stop_deadline_ns = shm_now_ns() + (int64_t)(m->cfg->stop_timeout * NS_PER_S);
     }
     return 0;
 }
@@ -178,7 +178,7 @@ static void tick(master *m)
         master_reload_tick(m, now);
     }
     if (now >= m->next_second_ns) {
-        m->next_second_ns = now + MASTER_NS_PER_S;
+        m->next_second_ns = now + NS_PER_S;
         if (!m->stopping) master_scale_tick(m, now);
     }
     master_control_tick(m, now);
@@ -194,7 +194,7 @@ static int loop_timeout_ms(master *m)
     if (wd < next) next = wd;
     if (m->watch_due_ns && m->watch_due_ns < next) next = m->watch_due_ns;
     if (next != INT64_MAX) {
-        int64_t until = (next - now + MASTER_NS_PER_MS - 1) / MASTER_NS_PER_MS;
+        int64_t until = (next - now + NS_PER_MS - 1) / NS_PER_MS;
         if (until < ms) ms = until < 0 ? 0 : until;
     }
     int64_t http = master_http_timeout_ms(m);
@@ -214,7 +214,7 @@ static void on_event(master *m, const struct epoll_event *ev)
     case MEV_PRESENCE: master_presence_event(m, ev->events); break;
     case MEV_WATCH:
         /* Editors save in bursts: reload once things are quiet for 200 ms. */
-        if (devwatch_read(m->watch)) m->watch_due_ns = shm_now_ns() + 200 * MASTER_NS_PER_MS;
+        if (devwatch_read(m->watch)) m->watch_due_ns = shm_now_ns() + 200 * NS_PER_MS;
         break;
     default: break;
     }
@@ -336,10 +336,10 @@ int master_run(master_params *p)
     log_info("master %d: %d worker%s for %s, broker %s:%d", (int)m.pid, m.P, m.P == 1 ? "" : "s",
              m.cfg->app_dir, m.cfg->broker, m.cfg->port);
     start_workers(&m, shm_now_ns());
-    m.next_second_ns = shm_now_ns() + MASTER_NS_PER_S;
+    m.next_second_ns = shm_now_ns() + NS_PER_S;
     int rc = loop(&m);
     if (rc == 0)
-        log_info("stopped in %lld ms", (long long)((shm_now_ns() - m.stop_started_ns) / MASTER_NS_PER_MS));
+        log_info("stopped in %lld ms", (long long)((shm_now_ns() - m.stop_started_ns) / NS_PER_MS));
     int code = rc ? EXIT_USAGE : m.exit_code;
     teardown(&m);
     return code;

@@ -25,13 +25,12 @@
 #include <sys/types.h>
 
 #include "app.h"
+#include "clock.h"
 #include "config.h"
 #include "luavm.h"
 #include "shm.h"
 #include "strbuf.h"
 
-#define MASTER_NS_PER_MS 1000000LL
-#define MASTER_NS_PER_S  1000000000LL
 
 /* What cli_run hands to master_run. */
 typedef struct master_params {
@@ -61,6 +60,7 @@ typedef enum restart_reason {
     RESTART_RECYCLE,          /* asked to be replaced (max messages / memory) */
     RESTART_RECYCLE_MEMORY,   /* the master's memory backstop stopped it */
     RESTART_HEALTH,           /* the application's health check (router.health) kept failing */
+    RESTART_APP_ERROR,        /* the worker could not load its application */
     RESTART_NREASONS
 } restart_reason;
 
@@ -204,7 +204,7 @@ void master_reap(master *m);
 void master_restart_due(master *m, int64_t now);
 /* The earliest pending restart, or INT64_MAX. */
 int64_t master_next_restart(const master *m);
-/* The metric label of a restart reason. */
+/* The metric label of a restart reason (master_policy.c). */
 const char *master_restart_reason_name(restart_reason r);
 
 /* master_watchdog.c */

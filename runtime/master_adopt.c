@@ -151,13 +151,13 @@ void master_adopt_orphans(master *m, int64_t now)
     for (int i = 0; i < p->npeers; i++) {
         peer *e = &p->peers[i];
         if (!strcmp(e->instance, p->instance) || !orphaned(e) || master_adopt_running(e->instance)) continue;
-        if (now - e->state_seen_ns < (int64_t)m->cfg->adopt_after * MASTER_NS_PER_S) continue;
+        if (now - e->state_seen_ns < (int64_t)m->cfg->adopt_after * NS_PER_S) continue;
         char **clients;
         int n = record_clients(e->json, &clients);
         char host[256];
         presence_field_str(e->json, "host", host, sizeof host);
         log_info("adopting the sessions of instance %s (host %s, %s for %lld s; ROUTEMQ_ADOPT_AFTER=%d): %d client id%s",
-                 e->instance, host, e->state, (long long)((now - e->state_seen_ns) / MASTER_NS_PER_S),
+                 e->instance, host, e->state, (long long)((now - e->state_seen_ns) / NS_PER_S),
                  m->cfg->adopt_after, n, n == 1 ? "" : "s");
         /* Claim it first: the record says adopted until the sessions are ended. */
         strbuf b;

@@ -2,6 +2,7 @@
  * scale N, ping. reload and stop leave the connection waiting for their
  * outcome (master_control_reload_done, master_control_close). */
 #include "master_control.h"
+#include "master_request.h"
 #include "log.h"
 #include "master_presence.h"
 
@@ -42,51 +43,44 @@ static void do_stop(master *m, control_conn *c, int sessions)
     master_begin_stop(m, 0);
 }
 
-static void do_scale(master *m, control_conn *c, const char *arg)
+static void do_scale(master *m, control_conn *c, int n)
 {
-    char *end;
-    long n = strtol(arg, &end, 10);
-    if (!*arg || *end || n < 1 || n > 1024) { control_reply(m, c, 1, "error scale: '%.40s' is not a whole number from 1 to 1024", arg); return; }
     if (m->stopping) { control_reply(m, c, 1, "error the master is stopping"); return; }
     if (master_reloading(m)) {
-        m->scale_to_pending = (int)n;
-        control_reply(m, c, 1, "ok %ld worker%s after the reload in progress", n, n == 1 ? "" : "s");
+        m->scale_to_pending = n;
+        control_reply(m, c, 1, "ok %d worker%s after the reload in progress", n, n == 1 ? "" : "s");
         return;
     }
     int old = m->P;
-    master_scale_to(m, (int)n, "routemq scale");
+    master_scale_to(m, n, "routemq scale");
     const char *s = m->P == 1 ? "" : "s";
     if (m->P != n) control_reply(m, c, 1, "ok %d worker%s (was %d; at most %d)", m->P, s, old, m->nslots);
     else control_reply(m, c, 1, "ok %d worker%s (was %d)", m->P, s, old);
 }
 
-/* Printable, short: what an unknown request is echoed back as. */
-static void sanitize(const char *s, char *out, size_t n)
-{
-    size_t k = 0;
-    for (; *s && k + 1 < n; s++) out[k++] = (*s >= 0x20 && *s < 0x7f) ? *s : '?';
-    out[k] = 0;
-}
-
 void control_command(master *m, control_conn *c, char *line)
 {
-    size_t len = strlen(line);
-    while (len && (line[len - 1] == '\r' || line[len - 1] == ' ')) line[--len] = 0;
-    if (!strcmp(line, "status")) do_status(m, c, 0, 0);
-    else if (!strcmp(line, "status json")) do_status(m, c, 1, 0);
-    else if (!strcmp(line, "status cluster")) do_status(m, c, 0, 1);
-    else if (!strcmp(line, "status cluster json")) do_status(m, c, 1, 1);
-    else if (!strcmp(line, "reload")) do_reload(m, c);
-    else if (!strcmp(line, "stop")) do_stop(m, c, 0);
-    else if (!strcmp(line, "stop keep-sessions")) do_stop(m, c, 1);
-    else if (!strcmp(line, "stop end-sessions")) do_stop(m, c, 2);
-    else if (!strncmp(line, "scale ", 6)) do_scale(m, c, line + 6);
-    else if (!strcmp(line, "ping")) control_reply(m, c, 1, "ok pong");
-    else {
-        char shown[48];
-        sanitize(line, shown, sizeof shown);
-        log_debug("control socket: unknown request '%s'", shown);
-        control_reply(m, c, 1, "error unknown request '%s' (status, status json, status cluster [json], reload, stop [keep-sessions|end-sessions], scale N)", shown);
+    master_request r;
+    master_request_parse(line, strlen(line), &r);
+    switch (r.kind) {
+    case REQ_STATUS: do_status(m, c, 0, 0); break;
+    case REQ_STATUS_JSON: do_status(m, c, 1, 0); break;
+    case REQ_STATUS_CLUSTER: do_status(m, c, 0, 1); break;
+    case REQ_STATUS_CLUSTER_JSON: do_status(m, c, 1, 1); break;
+    case REQ_RELOAD: do_reload(m, c); break;
+    case REQ_STOP: do_stop(m, c, 0); break;
+    case REQ_STOP_KEEP: do_stop(m, c, 1); break;
+    case REQ_STOP_END: do_stop(m, c, 2); break;
+    case REQ_SCALE: do_scale(m, c, r.scale); break;
+    case REQ_PING: control_reply(m, c, 1, "ok pong"); break;
+    case REQ_BAD_SCALE:
+        control_reply(m, c, 1, "error scale: '%s' is not a whole number from 1 to 1024", r.shown);
+        break;
+    case REQ_UNKNOWN:
+    default:
+        log_debug("control socket: unknown request '%s'", r.shown);
+        control_reply(m, c, 1, "error unknown request '%s' (status, status json, status cluster [json], reload, "
+                      "stop [keep-sessions|end-sessions], scale N)", r.shown);
+        break;
     }
 }
-

@@ -21,8 +21,8 @@
 #include <unistd.h>
 
 #define CONTROL_MAX_CONNS 16
-#define REQUEST_NS (2 * MASTER_NS_PER_S)
-#define WRITE_NS (10 * MASTER_NS_PER_S)
+#define REQUEST_NS (2 * NS_PER_S)
+#define WRITE_NS (10 * NS_PER_S)
 
 struct master_control {
     int listen_fd;           /* rundir.c owns it */

@@ -136,7 +136,7 @@ static void close_oldest(const http_conn *except, int64_t now)
     shutdown(old->fd, SHUT_RDWR);
     old->since_ns = INT64_MAX;
     http_conns.closed++;
-    if (now - http_conns.logged_ns >= 60 * MASTER_NS_PER_S) {
+    if (now - http_conns.logged_ns >= 60 * NS_PER_S) {
         log_warn("admin HTTP: %d connections open: closed the %llu longest waiting for their client "
                  "(idle or sending slowly) since the last such line", http_conns.open,
                  (unsigned long long)http_conns.closed);

@@ -4,14 +4,12 @@
  * reload keeps its final values (a counter never goes back). */
 #include "master.h"
 #include "master_presence.h"
+#include "version.h"
 #include "route_stats.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-#ifndef ROUTEMQ_VERSION
-#define ROUTEMQ_VERSION "0.0.0"
-#endif
 
 typedef struct route_total {
     const char *pattern;

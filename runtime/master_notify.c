@@ -58,7 +58,7 @@ void master_notify_init(master *m)
         m->notify.watchdog_interval_ns = (int64_t)(usec * 1000 / 2);
         m->notify.watchdog_next_ns = shm_now_ns();
         log_info("systemd watchdog: WATCHDOG=1 every %lld ms",
-                 (long long)(m->notify.watchdog_interval_ns / MASTER_NS_PER_MS));
+                 (long long)(m->notify.watchdog_interval_ns / NS_PER_MS));
     }
 }
 

@@ -30,8 +30,8 @@
 #define ROUTEMQ_VERSION "0.0.0"
 #endif
 
-#define SETTLE_NS (300 * MASTER_NS_PER_MS)    /* after SUBACK: the retained records have arrived */
-#define START_WAIT_NS (2 * MASTER_NS_PER_S)   /* workers start anyway when the broker does not answer */
+#define SETTLE_NS (300 * NS_PER_MS)    /* after SUBACK: the retained records have arrived */
+#define START_WAIT_NS (2 * NS_PER_S)   /* workers start anyway when the broker does not answer */
 
 static const char *presence_broker(const master *m)
 {
@@ -197,7 +197,7 @@ static void schedule(master *m)
     struct master_presence *p = m->presence;
     double d = p->retry_delay > 0 ? p->retry_delay : m->cfg->retry_min_delay;
     p->retry_delay = d * 2 > m->cfg->retry_max_delay ? m->cfg->retry_max_delay : d * 2;
-    p->next_connect_ns = shm_now_ns() + (int64_t)(d * MASTER_NS_PER_S);
+    p->next_connect_ns = shm_now_ns() + (int64_t)(d * NS_PER_S);
 }
 
 static void on_disconnect(struct mosquitto *mosq, void *ud, int rc, const mosquitto_property *props)
@@ -309,7 +309,7 @@ void master_presence_tick(master *m, int64_t now)
 {
     struct master_presence *p = m->presence;
     if (!p) return;
-    if (p->connect_started_ns && now - p->connect_started_ns > (int64_t)(m->cfg->connect_timeout * MASTER_NS_PER_S)) {
+    if (p->connect_started_ns && now - p->connect_started_ns > (int64_t)(m->cfg->connect_timeout * NS_PER_S)) {
         /* Bounded like the workers' attempts: cut it, on_disconnect schedules the next. */
         int fd = mosquitto_socket(p->mosq);
         if (fd >= 0) shutdown(fd, SHUT_RDWR);
@@ -319,7 +319,7 @@ void master_presence_tick(master *m, int64_t now)
     }
     if (p->next_connect_ns && now >= p->next_connect_ns && strcmp(p->state, "cleared")) connect_now(m);
     if ((uint64_t)now >= p->next_misc_ns) {
-        p->next_misc_ns = (uint64_t)(now + MASTER_NS_PER_S);
+        p->next_misc_ns = (uint64_t)(now + NS_PER_S);
         if (mosquitto_socket(p->mosq) >= 0) mosquitto_loop_misc(p->mosq);
         /* Scaling and reloads change the slots and the shared routes of the record. */
         if (p->connected && (p->published_p != m->P || p->published_gen != m->app_generation)) publish_record(m);
@@ -459,7 +459,7 @@ void master_presence_stop(master *m)
          * the DISCONNECT, so that the will is discarded. */
         p->unsubacked = 0;
         mosquitto_unsubscribe(p->mosq, NULL, p->filter);
-        int64_t until = shm_now_ns() + MASTER_NS_PER_S;
+        int64_t until = shm_now_ns() + NS_PER_S;
         int disconnecting = 0;
         while (mosquitto_socket(p->mosq) >= 0 && shm_now_ns() < until) {
             if (!disconnecting && p->unsubacked && p->acked_mid == p->last_mid) {

@@ -2,6 +2,7 @@
  * death on its in-flight message, and restart the slot - at once the first
  * time, with exponential backoff while it keeps dying young. */
 #include "master.h"
+#include "master_policy.h"
 #include "cli.h"
 #include "devbroker.h"
 #include "master_presence.h"
@@ -14,41 +15,12 @@
 #include <string.h>
 #include <sys/wait.h>
 
-#define HEALTHY_NS   MASTER_NS_PER_S          /* lived this long: the backoff resets */
-#define BACKOFF_MIN_NS (100 * MASTER_NS_PER_MS)
-
-static const char *const reason_names[RESTART_NREASONS] = {
-    [RESTART_EXIT] = "exit",
-    [RESTART_SIGNAL] = "signal",
-    [RESTART_HANDLER_TIMEOUT] = "handler_timeout",
-    [RESTART_HEARTBEAT] = "heartbeat",
-    [RESTART_STARTUP] = "startup",
-    [RESTART_RECYCLE] = "recycle",
-    [RESTART_RECYCLE_MEMORY] = "recycle_memory",
-    [RESTART_HEALTH] = "health",
-};
-
-const char *master_restart_reason_name(restart_reason r)
-{
-    return r >= 0 && r < RESTART_NREASONS ? reason_names[r] : "unknown";
-}
-
 static const char *signame(int sig, char *buf, size_t n)
 {
     const char *abbrev = sigabbrev_np(sig);
     if (abbrev) snprintf(buf, n, "SIG%s", abbrev);
     else snprintf(buf, n, "signal %d", sig);
     return buf;
-}
-
-/* "exit 3" or "signal 9 (SIGKILL)" */
-static void describe_status(int status, char *out, size_t n)
-{
-    char sn[32];
-    if (WIFSIGNALED(status))
-        snprintf(out, n, "signal %d (%s)", WTERMSIG(status), signame(WTERMSIG(status), sn, sizeof sn));
-    else
-        snprintf(out, n, "exit %d", WEXITSTATUS(status));
 }
 
 /* A worker that did not end on purpose: its in-flight message counts a death. */
@@ -135,53 +107,13 @@ static void record_kept(master *m, int i, int status)
                  kept == 1 ? "" : "s");
 }
 
-static restart_reason classify(kill_cause kill, stop_cause stop, int status)
-{
-    if (kill == KILL_HANDLER_TIMEOUT) return RESTART_HANDLER_TIMEOUT;
-    if (kill == KILL_HEARTBEAT) return RESTART_HEARTBEAT;
-    if (kill == KILL_STARTUP) return RESTART_STARTUP;
-    if (WIFEXITED(status) && WEXITSTATUS(status) == WORKER_EXIT_RECYCLE) return RESTART_RECYCLE;
-    if (stop == MSTOP_RECYCLE_MEMORY) return RESTART_RECYCLE_MEMORY;
-    if (stop == MSTOP_HEALTH) return RESTART_HEALTH;
-    return WIFSIGNALED(status) ? RESTART_SIGNAL : RESTART_EXIT;
-}
-
-static void reason_text(restart_reason r, int status, char *out, size_t n)
-{
-    switch (r) {
-    case RESTART_HANDLER_TIMEOUT: snprintf(out, n, "watchdog: handler timeout"); break;
-    case RESTART_HEARTBEAT: snprintf(out, n, "watchdog: heartbeat"); break;
-    case RESTART_STARTUP: snprintf(out, n, "watchdog: stuck starting"); break;
-    case RESTART_RECYCLE: snprintf(out, n, "recycle"); break;
-    case RESTART_RECYCLE_MEMORY: snprintf(out, n, "recycle: memory"); break;
-    case RESTART_HEALTH: snprintf(out, n, "health check"); break;
-    default: describe_status(status, out, n); break;
-    }
-}
-
-/* 0 for the first death and for any after a healthy run; then 100 ms,
- * 200 ms, ... up to WORKER_RESTART_MAX_DELAY while it keeps dying young.
- * Recycling is planned, never a crash loop. */
-static int64_t restart_delay(master *m, master_slot *s, restart_reason r, int64_t lived)
-{
-    if (r == RESTART_RECYCLE || r == RESTART_RECYCLE_MEMORY || lived >= HEALTHY_NS) {
-        s->quick_deaths = 0;
-        return 0;
-    }
-    int k = s->quick_deaths++;
-    if (k == 0) return 0;
-    int64_t d = BACKOFF_MIN_NS;
-    for (int j = 1; j < k && d < m->restart_max_delay_ns; j++) d *= 2;
-    return d < m->restart_max_delay_ns ? d : m->restart_max_delay_ns;
-}
-
 static void restart(master *m, int i, int status, kill_cause kill, stop_cause stop, int64_t lived, pid_t pid)
 {
     master_slot *s = &m->slots[i];
-    restart_reason r = classify(kill, stop, status);
+    restart_reason r = master_classify_death(kill, stop, status);
     char why[96];
-    reason_text(r, status, why, sizeof why);
-    int64_t delay = restart_delay(m, s, r, lived);
+    master_reason_text(r, status, why, sizeof why);
+    int64_t delay = master_restart_delay(&s->quick_deaths, r, lived, m->restart_max_delay_ns);
     s->restarts++;
     m->restarts_by_reason[r]++;
     int planned = r == RESTART_RECYCLE || r == RESTART_RECYCLE_MEMORY;
@@ -192,8 +124,8 @@ static void restart(master *m, int i, int status, kill_cause kill, stop_cause st
         return;
     }
     log_warn("worker %d (pid %d) exited: %s after %lld ms, %d times in a row; restarting in %lld ms", i, (int)pid,
-             why, (long long)(lived / MASTER_NS_PER_MS), s->quick_deaths,
-             (long long)(delay / MASTER_NS_PER_MS));
+             why, (long long)(lived / NS_PER_MS), s->quick_deaths,
+             (long long)(delay / NS_PER_MS));
     s->restart_at_ns = shm_now_ns() + delay;
 }
 
@@ -207,7 +139,7 @@ static void on_worker_exit(master *m, int i, int status)
     kill_cause kill = s->kill;
     stop_cause stop = s->stop;
     char what[64];
-    describe_status(status, what, sizeof what);
+    master_describe_status(status, what, sizeof what);
 
     record_kept(m, i, status);
     s->pid = 0;
@@ -269,7 +201,7 @@ void master_reap(master *m)
         if (i >= 0) { on_worker_exit(m, i, status); continue; }
         if (master_adopt_reaped(m, pid, status)) continue;
         char what[64];
-        describe_status(status, what, sizeof what);
+        master_describe_status(status, what, sizeof what);
         if (devbroker_owns(pid)) log_error("the private mosquitto (pid %d) ended: %s", (int)pid, what);
         else log_debug("reaped unknown child %d: %s", (int)pid, what);
     }

@@ -4,6 +4,7 @@
  * until it is ready), so shared routes keep being served throughout. The
  * replacement is a small state machine stepped from the event loop. */
 #include "master.h"
+#include "master_policy.h"
 #include "rundir.h"
 #include "log.h"
 
@@ -13,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define READY_WAIT_NS (5 * MASTER_NS_PER_S)
+#define READY_WAIT_NS (5 * NS_PER_S)
 
 int master_load_app(const luavm_paths *paths, const config *cfg, app_def *out, char *err, size_t errlen)
 {
@@ -72,32 +73,6 @@ void master_reload_abort(master *m)
     m->reload.pending = 0;
 }
 
-static int clamp_auto(const config *cfg, int p)
-{
-    if (p < cfg->min_count) p = cfg->min_count;
-    if (p > cfg->max_count) p = cfg->max_count;
-    return p;
-}
-
-/* The worker count of the new application: --workers / WORKER_COUNT win;
- * with auto-scale a count the scaler chose stays (within its bounds);
- * otherwise the routes decide, so counts changed in the routers take effect
- * (and a SIGTTIN/SIGTTOU adjustment is dropped, as gunicorn does on HUP). */
-static int plan_workers(master *m, app_def *def, int *override)
-{
-    *override = m->base_override;
-    if (m->cfg->auto_scale && m->override) *override = clamp_auto(m->cfg, m->P);
-    if (*override) app_override_workers(def, *override);
-    int p = app_slot_count(def);
-    if (m->cfg->auto_scale && clamp_auto(m->cfg, p) != p) p = *override = clamp_auto(m->cfg, p);
-    if (p > m->nslots) {
-        log_warn("reload: %d workers wanted, only %d slots exist; running %d", p, m->nslots, m->nslots);
-        p = *override = m->nslots;
-    }
-    if (*override) app_override_workers(def, *override);
-    return p;
-}
-
 static void start_reload(master *m)
 {
     master_reload *r = &m->reload;
@@ -111,8 +86,11 @@ static void start_reload(master *m)
         report(m, seq, 0, err);
         return;
     }
-    int override;
-    int new_p = plan_workers(m, &def, &override);
+    int override, wanted;
+    int new_p = master_plan_workers(&def, m->base_override, m->cfg, m->override ? m->P : 0, m->nslots,
+                                    &override, &wanted);
+    if (wanted > new_p)
+        log_warn("reload: %d workers wanted, only %d slots exist; running %d", wanted, m->nslots, new_p);
     master_app *a = master_app_new(&def, m->app_generation + 1);
     if (!a) {
         m->reloads_failed++;
@@ -158,9 +136,9 @@ static void finish(master *m, int64_t now)
     r->phase = RELOAD_IDLE;
     char msg[128];
     snprintf(msg, sizeof msg, "generation %u, %d worker%s, in %lld ms", m->app->generation, m->P,
-             m->P == 1 ? "" : "s", (long long)((now - r->started_ns) / MASTER_NS_PER_MS));
+             m->P == 1 ? "" : "s", (long long)((now - r->started_ns) / NS_PER_MS));
     log_info("reload: generation %u done in %lld ms", m->app->generation,
-             (long long)((now - r->started_ns) / MASTER_NS_PER_MS));
+             (long long)((now - r->started_ns) / NS_PER_MS));
     report(m, r->seq, 1, msg);
     if (r->pending) {
         r->pending = 0;
@@ -219,7 +197,7 @@ static int step(master *m, int64_t now)
         if (s->pid > 0 && atomic_load(&m->shm->slots[r->slot].state) != SLOT_READY && now < r->deadline_ns)
             return 0;
         if (s->pid > 0 && now >= r->deadline_ns)
-            log_warn("reload: worker %d not ready after %lld s; going on", r->slot, READY_WAIT_NS / MASTER_NS_PER_S);
+            log_warn("reload: worker %d not ready after %lld s; going on", r->slot, READY_WAIT_NS / NS_PER_S);
         r->slot++;
         r->phase = RELOAD_NEXT;
         return 1;

@@ -5,6 +5,7 @@
  * A new slot gets workers_override = P, so it subscribes every shared route;
  * the workers already running keep their subscriptions. */
 #include "master.h"
+#include "proc_statm.h"
 #include "rundir.h"
 #include "log.h"
 
@@ -16,7 +17,7 @@
 #define BUSY_LOW 0.10
 #define HIGH_SAMPLES 3        /* seconds above BUSY_HIGH before adding a worker */
 #define LOW_SAMPLES 10        /* seconds below BUSY_LOW before removing one */
-#define COOLDOWN_NS (5 * MASTER_NS_PER_S)
+#define COOLDOWN_NS (5 * NS_PER_S)
 
 void master_retire_slot(master *m, int i)
 {
@@ -125,17 +126,8 @@ static void autoscale(master *m, int64_t now)
  * not refreshed while a handler runs, which is when memory grows. */
 static uint64_t rss_kb(pid_t pid, const shm_slot *sh)
 {
-    char path[64];
-    unsigned long size, pages;
-    uint64_t kb = atomic_load(&sh->rss_kb);
-    snprintf(path, sizeof path, "/proc/%d/statm", (int)pid);
-    FILE *f = fopen(path, "re");
-    if (!f) return kb;
-    if (fscanf(f, "%lu %lu", &size, &pages) == 2) {
-        uint64_t now_kb = (uint64_t)pages * (uint64_t)(sysconf(_SC_PAGESIZE) / 1024);
-        if (now_kb > kb) kb = now_kb;
-    }
-    fclose(f);
+    uint64_t kb = atomic_load(&sh->rss_kb), now_kb;
+    if (proc_rss_kb(pid, &now_kb) == 0 && now_kb > kb) kb = now_kb;
     return kb;
 }
 

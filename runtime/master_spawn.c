@@ -2,6 +2,7 @@
  * before the fork (so the worker never sees the previous process's values);
  * the child sheds what belongs to the master and runs worker_main. */
 #include "master.h"
+#include "proctitle.h"
 #include "log.h"
 #include "worker.h"
 
@@ -13,7 +14,7 @@
 #include <sys/prctl.h>
 #include <unistd.h>
 
-#define SPAWN_RETRY_NS MASTER_NS_PER_S  /* after fork failed */
+#define SPAWN_RETRY_NS NS_PER_S  /* after fork failed */
 
 /* Fresh per-process fields; counters and the in-flight record carry over
  * (the replacement replays an in-flight message). */
@@ -61,7 +62,10 @@ static _Noreturn void child_main(master *m, int i, uint32_t gen)
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
-    setproctitle("-routemq: worker %d gen %u", i, gen);
+    proctitle_set("routemq: worker %d gen %u", i, gen);
+    /* This generation's code, read by the master when it loaded it: the
+     * worker loads from this copy of the master's memory, never from disk. */
+    app_snapshot_use(m->app ? m->app->def.snap : NULL);
     worker_args a = {
         .cfg = m->cfg,
         .slot = i,

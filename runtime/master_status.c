@@ -3,13 +3,11 @@
  * each slot feeds both renderings, so the table and the JSON never disagree.
  * Nothing here reads the configuration's credentials. */
 #include "master.h"
+#include "version.h"
 
 #include <stdio.h>
 #include <string.h>
 
-#ifndef ROUTEMQ_VERSION
-#define ROUTEMQ_VERSION "0.0.0"
-#endif
 
 typedef struct slot_view {
     int slot;
@@ -67,7 +65,7 @@ static void view_slot(const master *m, int i, int64_t now, slot_view *v)
     }
     v->state = master_slot_state_name(atomic_load(&sh->state));
     v->connected = atomic_load(&sh->connected) != 0;
-    v->uptime_s = (double)(now - s->started_ns) / MASTER_NS_PER_S;
+    v->uptime_s = (double)(now - s->started_ns) / NS_PER_S;
     v->rss_kb = atomic_load(&sh->rss_kb);
     v->in_progress = atomic_load(&sh->in_progress);
     v->outgoing = atomic_load(&sh->outgoing);
@@ -84,7 +82,7 @@ static void view_slot(const master *m, int i, int64_t now, slot_view *v)
     }
     if (start && s->app && route >= 1 && route <= s->app->def.nroutes) {
         v->inflight_route = s->app->def.routes[route - 1].pattern;
-        v->inflight_s = now > start ? (double)(now - start) / MASTER_NS_PER_S : 0;
+        v->inflight_s = now > start ? (double)(now - start) / NS_PER_S : 0;
     }
 }
 
@@ -128,6 +126,14 @@ int master_is_ready(const master *m, char *why, size_t n)
     return 1;
 }
 
+/* 1 when the Lua files under app/ are no longer those the current generation
+ * was loaded from (a walk and a stat per file; only changed files are read). */
+static int app_changed_on_disk(const master *m)
+{
+    if (!m->app || !m->app->def.snap) return 0;
+    return app_snapshot_changed(m->app->def.snap, m->cfg->app_dir);
+}
+
 static void json_slot(strbuf *b, const slot_view *v)
 {
     sb_printf(b, "{\"slot\":%d,\"pid\":%d,\"generation\":%u,\"state\":\"%s\",\"connected\":%s,"
@@ -161,7 +167,7 @@ void master_status_json(const master *m, strbuf *b)
     char broker[600];
     snprintf(broker, sizeof broker, "%s:%d", m->cfg->broker, m->cfg->port);
     sb_json_str(b, broker);
-    sb_printf(b, ",\"uptime_seconds\":%.3f,\"generation\":%u,\"workers\":%d,", (double)(now - m->started_ns) / MASTER_NS_PER_S,
+    sb_printf(b, ",\"uptime_seconds\":%.3f,\"generation\":%u,\"workers\":%d,", (double)(now - m->started_ns) / NS_PER_S,
               m->app ? m->app->generation : 0, m->P);
     sb_printf(b, "\"totals\":{\"messages\":%llu,\"errors\":%llu,\"unmatched\":%llu,\"dead_lettered\":%llu,"
               "\"duplicates\":%llu,\"restarts\":%llu,\"publishes_dropped\":%llu},", (unsigned long long)t.messages,
@@ -171,8 +177,9 @@ void master_status_json(const master *m, strbuf *b)
     for (int r = 0; r < RESTART_NREASONS; r++)
         sb_printf(b, "%s\"%s\":%llu", r ? "," : "", master_restart_reason_name((restart_reason)r),
                   (unsigned long long)m->restarts_by_reason[r]);
-    sb_printf(b, "},\"reloads\":{\"ok\":%llu,\"failed\":%llu},\"slots\":[", (unsigned long long)m->reloads_ok,
-              (unsigned long long)m->reloads_failed);
+    sb_printf(b, "},\"reloads\":{\"ok\":%llu,\"failed\":%llu},\"app_changed_on_disk\":%s,\"slots\":[",
+              (unsigned long long)m->reloads_ok, (unsigned long long)m->reloads_failed,
+              app_changed_on_disk(m) ? "true" : "false");
     int first = 1;
     for (int i = 0; i < m->nslots; i++) {
         if (!listed(m, i)) continue;
@@ -219,11 +226,21 @@ void master_status_table(const master *m, strbuf *b)
     sum_totals(m, &t);
     int ready = master_is_ready(m, why, sizeof why);
     sb_printf(b, "routemq %s  master %d  up %s  %s, %s\n", ROUTEMQ_VERSION, (int)m->pid,
-              duration((double)(now - m->started_ns) / MASTER_NS_PER_S, up, sizeof up), master_state(m),
+              duration((double)(now - m->started_ns) / NS_PER_S, up, sizeof up), master_state(m),
               ready ? "ready" : why);
     sb_printf(b, "app      %s\n", m->cfg->app_dir);
     sb_printf(b, "broker   %s:%d\n", m->cfg->broker, m->cfg->port);
     sb_printf(b, "workers  %d (application generation %u)\n", m->P, m->app ? m->app->generation : 0);
+    if (app_changed_on_disk(m))
+        sb_printf(b, "app/ changed on disk since generation %u; run routemq reload\n", m->app->generation);
+    int any = 0;
+    for (int r = 0; r < RESTART_NREASONS; r++) {
+        if (!m->restarts_by_reason[r]) continue;
+        sb_printf(b, "%s %s %llu", any ? "," : "restarts", master_restart_reason_name((restart_reason)r),
+                  (unsigned long long)m->restarts_by_reason[r]);
+        any = 1;
+    }
+    if (any) sb_puts(b, "\n");
     sb_printf(b, "totals   messages %llu  errors %llu  unmatched %llu  dead-lettered %llu  restarts %llu  "
               "reloads %llu ok, %llu failed  publishes dropped %llu\n\n", (unsigned long long)t.messages,
               (unsigned long long)t.errors, (unsigned long long)t.unmatched, (unsigned long long)t.dead_lettered,

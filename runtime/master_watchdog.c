@@ -9,7 +9,7 @@
 #include <signal.h>
 #include <stdio.h>
 
-#define STARTUP_GRACE_NS (10 * MASTER_NS_PER_S)  /* on top of the heartbeat timeout */
+#define STARTUP_GRACE_NS (10 * NS_PER_S)  /* on top of the heartbeat timeout */
 
 static void kill_slot(master *m, int i, kill_cause why)
 {
@@ -35,11 +35,11 @@ static int check_handler(master *m, int i, int64_t now)
     s->busy_seen_ns = now;
     const route_info *r = running_route(s, atomic_load(&sh->handler_route));
     double timeout = r && r->timeout > 0 ? r->timeout : m->cfg->handler_timeout;
-    if (now - start <= (int64_t)(timeout * MASTER_NS_PER_S)) return 1;
+    if (now - start <= (int64_t)(timeout * NS_PER_S)) return 1;
     const char *pattern = r ? r->pattern : "?";
     snprintf(s->kill_detail, sizeof s->kill_detail, "handler timeout after %g s on route %s", timeout, pattern);
     log_warn("worker %d (pid %d): handler on route %s has run %.1f s, past its %g s timeout; killing it", i,
-             (int)s->pid, pattern, (double)(now - start) / MASTER_NS_PER_S, timeout);
+             (int)s->pid, pattern, (double)(now - start) / NS_PER_S, timeout);
     kill_slot(m, i, KILL_HANDLER_TIMEOUT);
     return 1;
 }
@@ -48,12 +48,12 @@ static void check_heartbeat(master *m, int i, int64_t now)
 {
     master_slot *s = &m->slots[i];
     shm_slot *sh = &m->shm->slots[i];
-    int64_t limit = (int64_t)(m->cfg->heartbeat_timeout * MASTER_NS_PER_S);
+    int64_t limit = (int64_t)(m->cfg->heartbeat_timeout * NS_PER_S);
     if (atomic_load(&sh->state) <= SLOT_STARTING) {
         /* Loading the application may take a while, but not forever. */
         if (now - s->started_ns <= limit + STARTUP_GRACE_NS) return;
         log_warn("worker %d (pid %d): still starting after %.1f s; killing it", i, (int)s->pid,
-                 (double)(now - s->started_ns) / MASTER_NS_PER_S);
+                 (double)(now - s->started_ns) / NS_PER_S);
         kill_slot(m, i, KILL_STARTUP);
         return;
     }
@@ -63,7 +63,7 @@ static void check_heartbeat(master *m, int i, int64_t now)
     if (s->busy_seen_ns > last) last = s->busy_seen_ns;
     if (now - last <= limit) return;
     log_warn("worker %d (pid %d): no heartbeat for %.1f s (WORKER_HEARTBEAT_TIMEOUT %g s); killing it", i,
-             (int)s->pid, (double)(now - last) / MASTER_NS_PER_S, m->cfg->heartbeat_timeout);
+             (int)s->pid, (double)(now - last) / NS_PER_S, m->cfg->heartbeat_timeout);
     kill_slot(m, i, KILL_HEARTBEAT);
 }
 

@@ -2,6 +2,7 @@
  * touched only as a slot uses them, so idle workers stay small; NORESERVE
  * because most of the mapping is never touched. */
 #include "shm.h"
+#include "clock.h"
 
 #include <stdio.h>
 #include <sys/mman.h>
@@ -28,7 +29,7 @@ int64_t shm_now_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+    return (int64_t)ts.tv_sec * NS_PER_S + ts.tv_nsec;
 }
 
 void shm_keep_file_name(char *out, size_t n, int master_pid, int slot, uint64_t seq)

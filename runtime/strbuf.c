@@ -1,4 +1,5 @@
 #include "strbuf.h"
+#include "topic_pattern.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -62,12 +63,22 @@ void sb_printf(strbuf *b, const char *fmt, ...)
 void sb_json_str(strbuf *b, const char *s)
 {
     sb_put(b, "\"", 1);
-    for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
+    size_t left = strlen(s);
+    for (const unsigned char *c = (const unsigned char *)s; *c; c++, left--) {
         if (*c == '"' || *c == '\\') { char e[2] = { '\\', (char)*c }; sb_put(b, e, 2); }
         else if (*c == '\n') sb_put(b, "\\n", 2);
         else if (*c == '\t') sb_put(b, "\\t", 2);
         else if (*c < 0x20 || *c == 0x7f) sb_printf(b, "\\u%04x", *c);
-        else sb_put(b, (const char *)c, 1);
+        else if (*c < 0x80) sb_put(b, (const char *)c, 1);
+        else {
+            /* JSON is UTF-8: a path or an error text in another encoding must
+             * not make the whole document unreadable. */
+            size_t n = topic_utf8_char((const char *)c, left);
+            if (n == 0) { sb_put(b, "\\ufffd", 6); continue; }
+            sb_put(b, (const char *)c, n);
+            c += n - 1;
+            left -= n - 1;
+        }
     }
     sb_put(b, "\"", 1);
 }

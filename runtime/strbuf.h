@@ -19,7 +19,8 @@ char *sb_take(strbuf *b);
 void sb_put(strbuf *b, const char *s, size_t n);
 void sb_puts(strbuf *b, const char *s);
 void sb_printf(strbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* A JSON string literal: quotes, escapes, control bytes as \u00XX. */
+/* A JSON string literal: quotes, escapes, control bytes as \u00XX, bytes
+ * that are not UTF-8 as \ufffd. */
 void sb_json_str(strbuf *b, const char *s);
 
 #endif

@@ -3,6 +3,7 @@
 #include "worker_internal.h"
 #include "log.h"
 #include "luavm.h"
+#include "proc_statm.h"
 
 #include <dlfcn.h>
 #include <errno.h>
@@ -244,19 +245,14 @@ static void read_socket(worker *w)
 
 static void sample_memory(worker *w)
 {
-    FILE *f = fopen("/proc/self/statm", "r");
-    unsigned long size, rss;
-    if (!f) return;
-    if (fscanf(f, "%lu %lu", &size, &rss) == 2) {
-        uint64_t kb = (uint64_t)rss * (uint64_t)(sysconf(_SC_PAGESIZE) / 1024);
-        atomic_store(&w->shm->rss_kb, kb);
-        if (w->cfg->max_memory_mb && kb / 1024 > (uint64_t)w->cfg->max_memory_mb && !w->stopping) {
-            log_info("RSS %llu MB is above WORKER_MAX_MEMORY_MB=%ld", (unsigned long long)(kb / 1024),
-                     w->cfg->max_memory_mb);
-            worker_begin_stop(w, STOP_RECYCLE);
-        }
+    uint64_t kb;
+    if (proc_rss_kb(0, &kb)) return;
+    atomic_store(&w->shm->rss_kb, kb);
+    if (w->cfg->max_memory_mb && kb / 1024 > (uint64_t)w->cfg->max_memory_mb && !w->stopping) {
+        log_info("RSS %llu MB is above WORKER_MAX_MEMORY_MB=%ld", (unsigned long long)(kb / 1024),
+                 w->cfg->max_memory_mb);
+        worker_begin_stop(w, STOP_RECYCLE);
     }
-    fclose(f);
 }
 
 static void periodic(worker *w, int64_t now)

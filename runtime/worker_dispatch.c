@@ -6,6 +6,7 @@
 #include "luavm.h"
 #include "worker_props.h"
 #include "route_stats.h"
+#include "hash.h"
 
 #include <errno.h>
 #include <lauxlib.h>
@@ -132,13 +133,9 @@ static void push_params(worker *w, const route_info *r, const topic_span *caps, 
 /* FNV-1a over the topic, the payload's length and its first 4 KiB. */
 static uint64_t content_hash(const char *topic, size_t tlen, const void *payload, size_t plen)
 {
-    uint64_t h = 1469598103934665603ULL;
-    const unsigned char *p = (const unsigned char *)topic;
-    for (size_t i = 0; i < tlen; i++) h = (h ^ p[i]) * 1099511628211ULL;
-    h = (h ^ plen) * 1099511628211ULL;
-    p = payload;
-    for (size_t i = 0; i < plen && i < 4096; i++) h = (h ^ p[i]) * 1099511628211ULL;
-    return h;
+    uint64_t h = hash_fnv1a(HASH_FNV1A_INIT, topic, tlen);
+    h = hash_fnv1a_word(h, plen);
+    return hash_fnv1a(h, payload, plen < 4096 ? plen : 4096);
 }
 
 /* Deliveries are remembered as (packet id << 48 | content hash) at the

@@ -4,6 +4,7 @@
 #include "log.h"
 #include "worker_tls.h"
 #include "rundir.h"
+#include "hash.h"
 
 #include <mqtt_protocol.h>
 #include <netinet/in.h>
@@ -54,12 +55,12 @@ static int subscribe_all(worker *w)
  * subscriptions are already in place at CONNACK. */
 static uint64_t subscription_hash(worker *w)
 {
-    uint64_t h = 1469598103934665603ULL;
+    uint64_t h = HASH_FNV1A_INIT;
     for (int i = 0; i < w->app.nroutes; i++) {
         route_info *r = &w->app.routes[i];
         if (!app_slot_subscribes(r, w->args->slot)) continue;
-        for (const char *p = r->sub; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ULL;
-        h = (h ^ ((uint64_t)(r->qos + 1) * 31 + (uint64_t)r->index)) * 1099511628211ULL;
+        h = hash_fnv1a(h, r->sub, strlen(r->sub));
+        h = hash_fnv1a_word(h, (uint64_t)(r->qos + 1) * 31 + (uint64_t)r->index);
     }
     return h ? h : 1;
 }

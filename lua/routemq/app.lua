@@ -29,8 +29,9 @@ local function searcher_state()
   if state then
     return state
   end
-  state = { root = nil, modules = {} }
-  -- searcher(name) -> loader | "no file" text, looking under the app root.
+  state = { root = nil, modules = {}, files = nil }
+  -- searcher(name) -> loader | "no file" text, looking under the app root,
+  -- or for app/... in the generation's snapshot only (never on disk).
   state.searcher = function(name)
     local root = state.root
     if not root then
@@ -40,7 +41,13 @@ local function searcher_state()
     local tried = {}
     for _, candidate in ipairs({ rel .. ".lua", rel .. "/init.lua" }) do
       local path = root .. "/" .. candidate
-      local source = read_file(path)
+      local source
+      if state.files and candidate:sub(1, 4) == "app/" then
+        source = state.files[candidate]
+        path = path .. "' in the running generation (run routemq reload for new files)"
+      else
+        source = read_file(path)
+      end
       if source then
         local chunk, err = loadstring(source, "@" .. candidate)
         if not chunk then
@@ -71,8 +78,13 @@ local function has_location(msg)
 end
 
 -- Runs one router file; returns true or nil, "file:line: reason", traceback.
-local function run_router(root, rel)
-  local source = read_file(root .. "/" .. rel)
+local function run_router(root, rel, files)
+  local source
+  if files then
+    source = files[rel]
+  else
+    source = read_file(root .. "/" .. rel)
+  end
   if not source then
     return nil, rel .. ": cannot read file"
   end
@@ -110,6 +122,9 @@ local function check_options(opts)
   if type(timeout) ~= "number" or timeout ~= timeout or timeout <= 0 then
     return nil, "app.load: handler_timeout must be a positive number"
   end
+  if opts.files ~= nil and type(opts.files) ~= "table" then
+    return nil, "app.load: files must be a table of path = source"
+  end
   return group, timeout
 end
 
@@ -135,7 +150,23 @@ function M.describe_jobs(jobs)
   return table.concat(lines, "\n") .. "\n"
 end
 
--- load(root, { group_name =, handler_timeout = }) -> app | nil, err, traceback
+
+-- The router files of a snapshot, in name order like core.listdir.
+local function snapshot_routers(files)
+  local names = {}
+  for path in pairs(files) do
+    local name = path:match("^app/routers/([^/]+)$")
+    if name then
+      names[#names + 1] = name
+    end
+  end
+  table.sort(names)
+  return names
+end
+
+-- load(root, { group_name =, handler_timeout =, files = }) -> app | nil, err, traceback
+-- files: { ["app/routers/x.lua"] = source, ... }, the generation's snapshot
+-- the runtime read once; without it the files are read from disk.
 -- app = { root =, routes = { route records }, middleware = { global mw }, files = }
 function M.load(root, opts)
   root = root or "."
@@ -155,16 +186,26 @@ function M.load(root, opts)
   local state = searcher_state()
   forget_app_modules(state)
   state.root = root
+  local snapshot = opts and opts.files
+  state.files = snapshot
 
-  local names = core.listdir(root .. "/app/routers")
-  if not names then
-    return nil, "no app/routers directory in " .. root
+  local names
+  if snapshot then
+    names = snapshot_routers(snapshot)
+    if #names == 0 and not core.listdir(root .. "/app/routers") then
+      return nil, "no app/routers directory in " .. root
+    end
+  else
+    names = core.listdir(root .. "/app/routers")
+    if not names then
+      return nil, "no app/routers directory in " .. root
+    end
   end
   local files = {}
   for _, name in ipairs(names) do
     if name:sub(1, 1) ~= "." and name:match("%.lua$") then
       local rel = "app/routers/" .. name
-      local ok, err, traceback = run_router(root, rel)
+      local ok, err, traceback = run_router(root, rel, snapshot)
       if not ok then
         router._reset()
         return nil, err, traceback

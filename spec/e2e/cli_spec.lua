@@ -1,4 +1,4 @@
--- The routemq command line (spec §5, §6): exact output and exit codes of
+-- The routemq command line (README.md, "Using it"; docs/configuration.md): exact output and exit codes of
 -- version, check, routes, test and run, configuration errors, and <app>/.env.
 local e2e = require("spec.helpers.e2e")
 local cjson = require("cjson.safe")

@@ -19,6 +19,8 @@ describe("routemq dev", function()
     end, 15), e2e.read(log))
     broker_pid = tonumber(broker_pid)
     assert.matches("mosquitto_pub %-p " .. port, e2e.read(log))
+    -- Without it mosquitto leaves Nagle on: request/reply p50 88 ms instead of 0.14 ms.
+    assert.matches("\nset_tcp_nodelay true\n", e2e.read(dir .. "/run/mosquitto.conf"))
 
     -- A new route appears in the router file: dev reloads by itself.
     local f = assert(io.open(dir .. "/app/routers/e2e.lua", "a"))

@@ -1,4 +1,4 @@
--- Installed copies work outside the source tree (spec §1, §2): `make install`
+-- Installed copies work outside the source tree (README.md, "Building and installing"): `make install`
 -- (cmake --install of the configured build, without rebuilding) and the rock
 -- (rockspec/routemq-scm-1.rockspec, built with luarocks --deps-mode=none).
 local e2e = require("spec.helpers.e2e")

@@ -69,7 +69,7 @@ local function index_of(pattern)
 end
 
 -- Most specific first: per level, literal (or the filter ending) beats '+' beats
--- '#', decided left to right (spec §2). Returns true when filter f ranks before g.
+-- '#', decided left to right (docs/guide.md, "Patterns"). Returns true when filter f ranks before g.
 local function more_specific(f, g)
   local function levels(s)
     local t = {}

@@ -1,0 +1,32 @@
+/* libbsd's setproctitle writes the title over argv (and environ) but leaves
+ * the byte that ended the original argv[0] as '.', and the end of the
+ * original argument area NUL. Linux then shows the whole argument area, NULs
+ * as spaces: "routemq: worker 0 gen 1      .". When that last byte is not
+ * NUL, Linux instead shows the text up to the first NUL, which is the title
+ * alone; so after setting the title, that byte is made non-NUL (it lies past
+ * the title's own NUL, or inside a title longer than the arguments). */
+#include "proctitle.h"
+
+#include <bsd/unistd.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+static char *arg_last;  /* the last byte of the original argument area */
+
+void proctitle_init(int argc, char **argv, char **envp)
+{
+    if (argc > 0 && argv[argc - 1]) arg_last = argv[argc - 1] + strlen(argv[argc - 1]);
+    setproctitle_init(argc, argv, envp);
+}
+
+void proctitle_set(const char *fmt, ...)
+{
+    char title[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(title, sizeof title, fmt, ap);
+    va_end(ap);
+    setproctitle("-%s", title);
+    if (arg_last && *arg_last == 0) *arg_last = ' ';
+}
