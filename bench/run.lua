@@ -415,9 +415,9 @@ local function thr_mosquitto_sub(qos)
   return { rate = rate_of(N, pub.first_us, r.at_us), handled = N, published = pub.published }
 end
 
-local function thr_routemq(qos, workers)
+local function thr_routemq(qos, workers, env_extra)
   local b = broker_start()
-  local r = routemq_start(b.port, workers, qos)
+  local r = routemq_start(b.port, workers, qos, env_extra)
   routemq_wait_connected(r, workers)
   P.sleep(0.1)  -- "connected to" comes once the SUBACKs are in; a margin for older runtimes
   local cpu0 = {}
@@ -455,6 +455,8 @@ local function bench_throughput()
       fn = function(q) return thr_counter(YARDSTICK, q, { nagle = true }) end },
     { id = "mosquitto_sub", label = "mosquitto_sub -C N", fn = thr_mosquitto_sub },
     { id = "routemq_1", label = "routemq, 1 worker", fn = function(q) return thr_routemq(q, 1) end },
+    { id = "routemq_1_publish", label = "routemq, 1 worker, handler publishes one QoS 1 message",
+      fn = function(q) return thr_routemq(q, 1, { BENCH_HANDLER = "publish" }) end },
     { id = "routemq_2", label = "routemq, 2 workers (shared)", fn = function(q) return thr_routemq(q, 2) end },
     { id = "routemq_4", label = "routemq, 4 workers (shared)", fn = function(q) return thr_routemq(q, 4) end },
   }

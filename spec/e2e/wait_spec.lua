@@ -196,11 +196,15 @@ end, { qos = 1 })
   end)
 
   it("loses no message in progress when random workers are killed with -9 (3 workers x 64)", function()
-    local r = start({ WORKER_CONCURRENCY = 64, WAIT_MS = 20, SLEEP_WORKERS = 3 }, 3)
-    local n = 12000
-    e2e.publish_background(broker.port, "wait/sleep", n, r.dir .. "/pub.log")
+    local r = start({ WORKER_CONCURRENCY = 64, WAIT_MS = 5, SLEEP_WORKERS = 3 }, 3)
+    -- 20,000 messages spread over the 20 s of kills (1,000 a second), so
+    -- that every kill finds messages in progress.
+    local n = 20000
+    local pub = e2e.spawn(string.format("sh -c 'for i in $(seq 0 19); do seq $((i * 1000 + 1)) $((i * 1000 + 1000)) "
+      .. "| mosquitto_pub -p %d -t wait/sleep -q 1 -l; sleep 1; done'", broker.port), r.dir .. "/pub.log")
+    e2e.defer(function() e2e.kill(pub, "TERM") end)
     local kills, t0 = 0, e2e.now()
-    while e2e.now() - t0 < 8 do
+    while e2e.now() - t0 < 20 do
       e2e.sleep(0.5)
       local pids = r.workers()
       if #pids > 0 then

@@ -135,6 +135,12 @@ local variants = {
     end
   end,
   wait = wait_then_data,
+  -- What a handler that publishes costs: one QoS 1 message per message, the
+  -- message finished once the broker has acknowledged it.
+  publish = function(ctx)
+    Bench.data(ctx)
+    ctx:publish("bench/echo", ctx.payload, { qos = 1 })
+  end,
   json_only = function(ctx)
     local doc = ctx:json()
     local _ = doc and doc.seq
