@@ -45,11 +45,6 @@ static int require_field(lua_State *L, const char *mod, const char *field, char 
     return 0;
 }
 
-static int readonly(lua_State *L)
-{
-    return luaL_error(L, "this table is read-only (ctx.props and ctx.params of a message without any)");
-}
-
 int worker_dispatch_setup(worker *w)
 {
     char err[2048];
@@ -92,11 +87,10 @@ int worker_dispatch_setup(worker *w)
     lua_pop(L, 1);
     if (require_field(L, "routemq.dlq", "envelope", err, sizeof err)) goto fail;
     w->envelope_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    lua_newtable(L);
-    lua_newtable(L);
-    lua_pushcfunction(L, readonly);
-    lua_setfield(L, -2, "__newindex");
-    lua_setmetatable(L, -2);
+    /* ctx.params and ctx.props of a message without any: the one frozen
+     * empty table the Lua side uses too. */
+    if (require_field(L, "routemq.context", "EMPTY", err, sizeof err)) goto fail;
+    if (!lua_istable(L, -1)) { snprintf(err, sizeof err, "routemq.context: no EMPTY table"); goto fail; }
     w->empty_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     return 0;
 fail:

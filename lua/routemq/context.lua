@@ -26,9 +26,10 @@ local function read_only(what)
   })
 end
 
--- Most messages carry no properties or params: share one frozen empty table.
-local NO_PROPS = read_only("ctx.props")
-local NO_PARAMS = read_only("ctx.params")
+-- Most messages carry no properties or params: one frozen empty table serves
+-- both, here and in the runtime (which takes it from here, M.EMPTY).
+local EMPTY = read_only("ctx.props and ctx.params of a message without any are empty and")
+local NO_PROPS, NO_PARAMS = EMPTY, EMPTY
 
 local Context = {}
 local context_mt = { __index = Context }
@@ -240,6 +241,7 @@ function M.publisher(fname)
   end
 end
 
+M.EMPTY = EMPTY
 M.NO_PROPS = NO_PROPS
 M.NO_PARAMS = NO_PARAMS
 

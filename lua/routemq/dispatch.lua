@@ -91,14 +91,8 @@ function M.new(app, io, worker_slot, runner)
   end
 
   local global = app.middleware or {}
-  local matcher = core.matcher()
   local jobs, views, timeouts, ordered = {}, {}, {}, {}
   for i, route in ipairs(app.routes) do
-    local ok, err = matcher:add(route.pattern, i)
-    if not ok then
-      error("dispatch.new: route '" .. route.pattern .. "' (" .. tostring(route.source)
-        .. "): " .. tostring(err), 2)
-    end
     local chain = {}
     for j = 1, #global do
       chain[#chain + 1] = global[j]
@@ -156,8 +150,21 @@ function M.new(app, io, worker_slot, runner)
     ctx._outcome = { ok, err, tb }
   end
 
-  -- d.match(topic) -> route_index, params | nil
+  -- d.match(topic) -> route_index, params | nil. The matcher is built on
+  -- the first call: workers match in C, only the testing harness here.
+  local matcher
   function d.match(topic)
+    if not matcher then
+      local m = core.matcher()
+      for i, route in ipairs(app.routes) do
+        local ok, err = m:add(route.pattern, i)
+        if not ok then
+          error("dispatch: route '" .. route.pattern .. "' (" .. tostring(route.source) .. "): "
+            .. tostring(err), 2)
+        end
+      end
+      matcher = m
+    end
     return matcher:match(topic)
   end
 
