@@ -48,28 +48,28 @@ static int setup_signals(worker *w)
  * (stop_when_flushed) and the loop ends once it is written. */
 void worker_begin_stop(worker *w, enum stop_kind kind)
 {
-    if (w->stopping) {
-        if (kind == STOP_RETIRE && w->stopping != STOP_RETIRE) {
-            w->stopping = STOP_RETIRE;
-            if (w->connected) {
+    if (w->stop.kind) {
+        if (kind == STOP_RETIRE && w->stop.kind != STOP_RETIRE) {
+            w->stop.kind = STOP_RETIRE;
+            if (w->conn.connected) {
                 worker_mqtt_unsubscribe_all(w);
-                w->drain_since_ns = w->last_msg_ns = shm_now_ns();
+                w->stop.drain_since_ns = w->last_msg_ns = shm_now_ns();
             }
         }
         return;
     }
-    w->stopping = kind;
-    w->stop_since_ns = shm_now_ns();
+    w->stop.kind = kind;
+    w->stop.since_ns = shm_now_ns();
     worker_jobs(w, 0);  /* no timer run or health check starts any more */
     atomic_store(&w->shm->state, SLOT_DRAINING);
     if (kind == STOP_RECYCLE) log_info("recycling after %llu messages", (unsigned long long)w->handled);
     else log_debug("stopping%s", kind == STOP_RETIRE ? " (slot retired)" : "");
-    if (kind == STOP_RETIRE && w->connected) {
+    if (kind == STOP_RETIRE && w->conn.connected) {
         /* Ending the session now would drop what the broker queued for this
          * member of the share group: unsubscribe first, handle that backlog,
          * and disconnect once it is quiet (stop_when_flushed). */
         worker_mqtt_unsubscribe_all(w);
-        w->drain_since_ns = w->last_msg_ns = shm_now_ns();
+        w->stop.drain_since_ns = w->last_msg_ns = shm_now_ns();
     }
 }
 
@@ -81,8 +81,8 @@ static int flushed(worker *w, int64_t now)
 {
     if (atomic_load(&w->shm->in_progress) || w->out.count) return 0;
     if (worker_queue_len(w) && worker_can_start(w)) return 0;
-    if (w->stopping == STOP_RETIRE && w->drain_since_ns)
-        return w->unsubs_pending == 0 && now - w->last_msg_ns > RETIRE_QUIET_NS;
+    if (w->stop.kind == STOP_RETIRE && w->stop.drain_since_ns)
+        return w->conn.unsubs_pending == 0 && now - w->last_msg_ns > RETIRE_QUIET_NS;
     return 1;
 }
 
@@ -92,41 +92,41 @@ static int flushed(worker *w, int64_t now)
 
 static void give_up(worker *w, int64_t now)
 {
-    int for_good = atomic_load(&w->shm->stopping_for_good) || w->stopping == STOP_RETIRE;
+    int for_good = atomic_load(&w->shm->stopping_for_good) || w->stop.kind == STOP_RETIRE;
     int queued = worker_queue_len(w);
     uint32_t unacked = worker_out_abandon(w);
-    w->stop_gave_up = 1;
+    w->stop.gave_up = 1;
     if (!unacked && !queued) return;
     if (for_good) {
         atomic_fetch_add(&w->shm->publishes_dropped, unacked);
         log_error("stopping after %.1f s (WORKER_STOP_TIMEOUT %g s): %u publish%s not acknowledged by the broker "
                   "are dropped, %d message%s not handled",
-                  (now - w->stop_since_ns) / 1e9, w->cfg->stop_timeout, unacked, unacked == 1 ? "" : "es", queued,
+                  (now - w->stop.since_ns) / 1e9, w->cfg->stop_timeout, unacked, unacked == 1 ? "" : "es", queued,
                   queued == 1 ? "" : "s");
     } else {
         log_warn("stopping after %.1f s (WORKER_STOP_TIMEOUT %g s) with %u publish%s not acknowledged; their "
                  "messages stay kept and the next worker of the slot handles them again",
-                 (now - w->stop_since_ns) / 1e9, w->cfg->stop_timeout, unacked, unacked == 1 ? "" : "es");
+                 (now - w->stop.since_ns) / 1e9, w->cfg->stop_timeout, unacked, unacked == 1 ? "" : "es");
     }
 }
 
 static void stop_when_flushed(worker *w, int64_t now)
 {
-    if (!w->stopping || w->disconnect_sent) return;
-    if (!w->connected) {
+    if (!w->stop.kind || w->stop.disconnect_sent) return;
+    if (!w->conn.connected) {
         /* Nothing can be flushed without the broker; the reconnect goes on
          * until the deadline when publishes wait. */
-        if (!w->out.count && !w->stop_gave_up) w->stop_gave_up = 1;
+        if (!w->out.count && !w->stop.gave_up) w->stop.gave_up = 1;
     }
-    int late = now - w->stop_since_ns > (int64_t)(w->cfg->stop_timeout * STOP_FLUSH_SHARE * 1e9);
+    int late = now - w->stop.since_ns > (int64_t)(w->cfg->stop_timeout * STOP_FLUSH_SHARE * 1e9);
     if (w->args->adopt_client_id) late = 0;  /* no stop deadline: the whole backlog is the point */
-    if (late && !w->stop_gave_up) {
-        if (w->stopping == STOP_RETIRE && !flushed(w, now))
-            log_warn("retiring with the broker still sending after %.1f s", (now - w->stop_since_ns) / 1e9);
+    if (late && !w->stop.gave_up) {
+        if (w->stop.kind == STOP_RETIRE && !flushed(w, now))
+            log_warn("retiring with the broker still sending after %.1f s", (now - w->stop.since_ns) / 1e9);
         give_up(w, now);
     }
-    if (!w->connected) return;
-    if ((flushed(w, now) || w->stop_gave_up) && !atomic_load(&w->shm->in_progress)) worker_mqtt_disconnect(w);
+    if (!w->conn.connected) return;
+    if ((flushed(w, now) || w->stop.gave_up) && !atomic_load(&w->shm->in_progress)) worker_mqtt_disconnect(w);
 }
 
 /* Reading stops while stopping (what the broker queued stays in the session
@@ -141,11 +141,11 @@ static int wants_read(worker *w)
     /* WORKER_CONCURRENCY handlers in progress and as many waiting: leave the
      * rest with the broker until one finishes (no deadlock: handlers do not
      * wait on this connection). */
-    if (!w->stopping && atomic_load_explicit(&w->shm->in_progress, memory_order_relaxed) >= (uint32_t)w->cfg->concurrency &&
+    if (!w->stop.kind && atomic_load_explicit(&w->shm->in_progress, memory_order_relaxed) >= (uint32_t)w->cfg->concurrency &&
         worker_queue_len(w) >= w->cfg->concurrency)
         return 0;
-    if (!w->stopping || w->stopping == STOP_RETIRE) return 1;
-    return w->out.count > 0 && !w->stop_gave_up;
+    if (!w->stop.kind || w->stop.kind == STOP_RETIRE) return 1;
+    return w->out.count > 0 && !w->stop.gave_up;
 }
 
 static void on_signals(worker *w)
@@ -155,9 +155,9 @@ static void on_signals(worker *w)
         switch (si.ssi_signo) {
         case SIGTERM:
         case SIGINT:
-            if (getppid() != w->args->master_pid && !w->master_gone) {
+            if (getppid() != w->args->master_pid && !w->stop.master_gone) {
                 /* The master died: leave within a second whatever a handler does. */
-                w->master_gone = 1;
+                w->stop.master_gone = 1;
                 alarm(1);
             }
             worker_begin_stop(w, STOP_KEEP);
@@ -172,18 +172,18 @@ static void on_signals(worker *w)
 /* Keeps the epoll registration in step with libmosquitto's socket and wishes. */
 static void update_socket(worker *w)
 {
-    int fd = w->mosq ? mosquitto_socket(w->mosq) : -1;
-    int events = (wants_read(w) ? EPOLLIN : 0) | (fd >= 0 && mosquitto_want_write(w->mosq) ? EPOLLOUT : 0);
-    if (fd != w->sock) {
-        if (w->sock >= 0) epoll_ctl(w->epfd, EPOLL_CTL_DEL, w->sock, NULL);  /* may be closed already */
-        w->sock = -1;
+    int fd = w->conn.mosq ? mosquitto_socket(w->conn.mosq) : -1;
+    int events = (wants_read(w) ? EPOLLIN : 0) | (fd >= 0 && mosquitto_want_write(w->conn.mosq) ? EPOLLOUT : 0);
+    if (fd != w->conn.sock) {
+        if (w->conn.sock >= 0) epoll_ctl(w->epfd, EPOLL_CTL_DEL, w->conn.sock, NULL);  /* may be closed already */
+        w->conn.sock = -1;
         if (fd >= 0) {
             struct epoll_event ev = { .events = (uint32_t)events, .data.fd = fd };
-            if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &ev) == 0) { w->sock = fd; w->sock_events = events; }
+            if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &ev) == 0) { w->conn.sock = fd; w->conn.sock_events = events; }
         }
-    } else if (fd >= 0 && events != w->sock_events) {
+    } else if (fd >= 0 && events != w->conn.sock_events) {
         struct epoll_event ev = { .events = (uint32_t)events, .data.fd = fd };
-        if (epoll_ctl(w->epfd, EPOLL_CTL_MOD, fd, &ev) == 0) w->sock_events = events;
+        if (epoll_ctl(w->epfd, EPOLL_CTL_MOD, fd, &ev) == 0) w->conn.sock_events = events;
     }
 }
 
@@ -194,13 +194,13 @@ static void update_socket(worker *w)
  * and everything leaves at once. */
 static void flush_writes(worker *w)
 {
-    int fd = mosquitto_socket(w->mosq);
-    if (fd < 0 || !mosquitto_want_write(w->mosq)) return;
-    int cork = w->published;
-    w->published = 0;
+    int fd = mosquitto_socket(w->conn.mosq);
+    if (fd < 0 || !mosquitto_want_write(w->conn.mosq)) return;
+    int cork = w->conn.published;
+    w->conn.published = 0;
     if (cork) setsockopt(fd, IPPROTO_TCP, TCP_CORK, &(int){ 1 }, sizeof(int));
-    mosquitto_loop_write(w->mosq, 1);
-    if (cork && mosquitto_socket(w->mosq) == fd) setsockopt(fd, IPPROTO_TCP, TCP_CORK, &(int){ 0 }, sizeof(int));
+    mosquitto_loop_write(w->conn.mosq, 1);
+    if (cork && mosquitto_socket(w->conn.mosq) == fd) setsockopt(fd, IPPROTO_TCP, TCP_CORK, &(int){ 0 }, sizeof(int));
 }
 
 /* Bytes waiting for libmosquitto: in the socket, or already decrypted inside
@@ -217,7 +217,7 @@ static int more_to_read(worker *w, int fd)
     static ssl_pending_fn pending;
     static int looked;
     if (!looked) { pending = (ssl_pending_fn)dlsym(RTLD_DEFAULT, "SSL_pending"); looked = 1; }
-    void *ssl = mosquitto_ssl_get(w->mosq);
+    void *ssl = mosquitto_ssl_get(w->conn.mosq);
     return ssl && pending && pending(ssl) > 0;
 }
 
@@ -230,14 +230,14 @@ static void read_socket(worker *w)
 {
     int64_t until = shm_now_ns() + READ_BUDGET_NS;
     for (int i = 0; i < READ_BUDGET; i++) {
-        int fd = mosquitto_socket(w->mosq);
+        int fd = mosquitto_socket(w->conn.mosq);
         if (fd < 0) break;
-        int rc = mosquitto_loop_read(w->mosq, 1);
+        int rc = mosquitto_loop_read(w->conn.mosq, 1);
         flush_writes(w);
         if (rc != MOSQ_ERR_SUCCESS) break;
-        if (w->stopping && w->disconnect_sent) break;
+        if (w->stop.kind && w->stop.disconnect_sent) break;
         if (!wants_read(w)) break;
-        fd = mosquitto_socket(w->mosq);
+        fd = mosquitto_socket(w->conn.mosq);
         if (fd < 0 || !more_to_read(w, fd)) break;
         if ((i & 15) == 15 && shm_now_ns() > until) break;
     }
@@ -248,7 +248,7 @@ static void sample_memory(worker *w)
     uint64_t kb;
     if (proc_rss_kb(0, &kb)) return;
     atomic_store(&w->shm->rss_kb, kb);
-    if (w->cfg->max_memory_mb && kb / 1024 > (uint64_t)w->cfg->max_memory_mb && !w->stopping) {
+    if (w->cfg->max_memory_mb && kb / 1024 > (uint64_t)w->cfg->max_memory_mb && !w->stop.kind) {
         log_info("RSS %llu MB is above WORKER_MAX_MEMORY_MB=%ld", (unsigned long long)(kb / 1024),
                  w->cfg->max_memory_mb);
         worker_begin_stop(w, STOP_RECYCLE);
@@ -259,28 +259,28 @@ static void periodic(worker *w, int64_t now)
 {
     if (now < w->next_misc_ns) return;
     w->next_misc_ns = now + 1000000000LL;
-    if (w->mosq && mosquitto_socket(w->mosq) >= 0) mosquitto_loop_misc(w->mosq);
+    if (w->conn.mosq && mosquitto_socket(w->conn.mosq) >= 0) mosquitto_loop_misc(w->conn.mosq);
     sample_memory(w);
-    if (!w->master_gone && getppid() != w->args->master_pid) {
-        w->master_gone = 1;
+    if (!w->stop.master_gone && getppid() != w->args->master_pid) {
+        w->stop.master_gone = 1;
         alarm(1);
         worker_begin_stop(w, STOP_KEEP);
     }
-    if (w->errlog_suppressed && now - w->errlog_window_ns > 10000000000LL) {
-        log_warn("%d handler errors were not logged (rate limit: 10 per 10 s)", w->errlog_suppressed);
-        w->errlog_suppressed = 0;
+    if (w->errlog.suppressed && now - w->errlog.window_ns > 10000000000LL) {
+        log_warn("%d handler errors were not logged (rate limit: 10 per 10 s)", w->errlog.suppressed);
+        w->errlog.suppressed = 0;
     }
 }
 
 static int timeout_ms(worker *w, int64_t now)
 {
     int64_t next = w->next_misc_ns;
-    if (w->stopping && !w->disconnect_sent && now + 50000000LL < next) next = now + 50000000LL;
-    if (w->reconnect_pending && w->next_connect_ns < next) next = w->next_connect_ns;
+    if (w->stop.kind && !w->stop.disconnect_sent && now + 50000000LL < next) next = now + 50000000LL;
+    if (w->conn.reconnect_pending && w->conn.next_connect_ns < next) next = w->conn.next_connect_ns;
     if (worker_connect_deadline(w) < next) next = worker_connect_deadline(w);
     int64_t ms = (next - now) / 1000000;
     int step_ms = worker_step_timeout_ms(w);
-    w->step_due_ns = step_ms >= 0 ? now + (int64_t)step_ms * 1000000 : INT64_MAX;
+    w->lua.step_due_ns = step_ms >= 0 ? now + (int64_t)step_ms * 1000000 : INT64_MAX;
     if (step_ms >= 0 && step_ms < ms) ms = step_ms;
     /* Wake often enough that an idle loop's heartbeat never looks stale. */
     int64_t cap = (int64_t)(w->cfg->heartbeat_timeout * 1000 / 3);
@@ -296,11 +296,11 @@ static int run_loop(worker *w)
         int64_t now = shm_now_ns();
         atomic_store_explicit(&w->shm->heartbeat_ns, now, memory_order_relaxed);
         stop_when_flushed(w, now);
-        if (w->stopping && (w->disconnect_sent || (!w->connected && w->stop_gave_up))) {
-            if (!w->mosq || mosquitto_socket(w->mosq) < 0 || !mosquitto_want_write(w->mosq)) break;
+        if (w->stop.kind && (w->stop.disconnect_sent || (!w->conn.connected && w->stop.gave_up))) {
+            if (!w->conn.mosq || mosquitto_socket(w->conn.mosq) < 0 || !mosquitto_want_write(w->conn.mosq)) break;
         }
         worker_connect_tick(w, now);
-        if (w->reconnect_pending && now >= w->next_connect_ns && (!w->stopping || !w->stop_gave_up))
+        if (w->conn.reconnect_pending && now >= w->conn.next_connect_ns && (!w->stop.kind || !w->stop.gave_up))
             worker_mqtt_connect(w);
         worker_pump(w);
         if (worker_watch_controller(w)) return WORKER_EXIT_INIT;
@@ -310,20 +310,20 @@ static int run_loop(worker *w)
         int step = 0;
         for (int i = 0; i < n; i++) {
             if (evs[i].data.fd == w->sigfd) { on_signals(w); continue; }
-            if (evs[i].data.fd == w->cq_fd) { step = 1; continue; }
-            if (evs[i].data.fd != w->sock || mosquitto_socket(w->mosq) != w->sock) continue;
-            if (evs[i].events & EPOLLIN) w->last_in_ns = now;
+            if (evs[i].data.fd == w->lua.cq_fd) { step = 1; continue; }
+            if (evs[i].data.fd != w->conn.sock || mosquitto_socket(w->conn.mosq) != w->conn.sock) continue;
+            if (evs[i].events & EPOLLIN) w->conn.last_in_ns = now;
             if (evs[i].events & EPOLLOUT) flush_writes(w);
             if (evs[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)) read_socket(w);
         }
         /* Waiting handlers and timers whose socket or timer is ready (a
          * handler that starts waiting makes the controller's descriptor
          * readable, so it is stepped on the next turn). */
-        if (step || shm_now_ns() >= w->step_due_ns) worker_step(w);
-        if (w->mosq) flush_writes(w);
+        if (step || shm_now_ns() >= w->lua.step_due_ns) worker_step(w);
+        if (w->conn.mosq) flush_writes(w);
         periodic(w, shm_now_ns());
     }
-    switch (w->stopping) {
+    switch (w->stop.kind) {
     case STOP_RECYCLE: return WORKER_EXIT_RECYCLE;
     default: return w->exit_code;
     }
@@ -333,11 +333,11 @@ static int load_app(worker *w)
 {
     char err[4096], tb[8192];
     luavm_paths paths;
-    if (luavm_find_paths(&paths, err, sizeof err) || !(w->L = luavm_new(&paths, err, sizeof err))) {
+    if (luavm_find_paths(&paths, err, sizeof err) || !(w->lua.L = luavm_new(&paths, err, sizeof err))) {
         log_error("%s", err);
         return -1;
     }
-    if (app_load(w->L, w->cfg, &w->app, err, sizeof err, tb, sizeof tb)) {
+    if (app_load(w->lua.L, w->cfg, &w->app, err, sizeof err, tb, sizeof tb)) {
         log_with(LOGL_ERROR, &(log_fields){ .traceback = tb[0] ? tb : NULL }, "cannot load the application: %s", err);
         return -1;
     }
@@ -352,11 +352,11 @@ int worker_main(const worker_args *a)
     w.args = a;
     w.cfg = a->cfg;
     w.shm = a->shm;
-    w.sock = w.sigfd = w.epfd = -1;
-    w.call_ref = w.envelope_ref = w.empty_ref = LUA_NOREF;
-    w.step_ref = w.timeout_ref = w.init_ref = w.start_jobs_ref = w.stop_jobs_ref = LUA_NOREF;
-    w.new_thread_ref = w.adopt_ref = w.pollfd_ref = LUA_NOREF;
-    w.cq_fd = -1;
+    w.conn.sock = w.sigfd = w.epfd = -1;
+    w.lua.call_ref = w.lua.envelope_ref = w.lua.empty_ref = LUA_NOREF;
+    w.lua.step_ref = w.lua.timeout_ref = w.lua.init_ref = w.lua.start_jobs_ref = w.lua.stop_jobs_ref = LUA_NOREF;
+    w.lua.new_thread_ref = w.lua.adopt_ref = w.lua.pollfd_ref = LUA_NOREF;
+    w.lua.cq_fd = -1;
     atomic_store(&w.shm->handler_rec, -1);
     atomic_store(&w.shm->health_failed, 0);
     atomic_store(&w.shm->unhealthy_runs, 0);
@@ -386,7 +386,7 @@ out:
     worker_out_free(&w);
     worker_keep_free(&w);
     free(w.props_buf);
-    if (w.L) lua_close(w.L);
+    if (w.lua.L) lua_close(w.lua.L);
     app_free(&w.app);
     if (w.trie) topic_trie_free(w.trie);
     if (w.sigfd >= 0) close(w.sigfd);
@@ -397,5 +397,5 @@ out:
 void worker_after_message(worker *w)
 {
     w->handled++;
-    if (w->recycle_after && w->handled >= w->recycle_after && !w->stopping) worker_begin_stop(w, STOP_RECYCLE);
+    if (w->recycle_after && w->handled >= w->recycle_after && !w->stop.kind) worker_begin_stop(w, STOP_RECYCLE);
 }

@@ -41,62 +41,62 @@ static const char *no_stop(const char *text);
 
 static void schedule_in(worker *w, double seconds)
 {
-    w->reconnect_pending = 1;
-    w->next_connect_ns = shm_now_ns() + (int64_t)(seconds * 1e9);
+    w->conn.reconnect_pending = 1;
+    w->conn.next_connect_ns = shm_now_ns() + (int64_t)(seconds * 1e9);
 }
 
 /* The backoff step: retry_delay now, doubled (up to MQTT_RETRY_MAX_DELAY) for the next failure. */
 static double next_backoff(worker *w)
 {
-    double d = w->retry_delay > 0 ? w->retry_delay : w->cfg->retry_min_delay;
-    w->retry_delay = d * 2 > w->cfg->retry_max_delay ? w->cfg->retry_max_delay : d * 2;
+    double d = w->conn.retry_delay > 0 ? w->conn.retry_delay : w->cfg->retry_min_delay;
+    w->conn.retry_delay = d * 2 > w->cfg->retry_max_delay ? w->cfg->retry_max_delay : d * 2;
     return d;
 }
 
 void worker_mqtt_schedule_reconnect(worker *w)
 {
-    if (w->reconnect_pending || (w->stopping && !w->out.count)) return;
+    if (w->conn.reconnect_pending || (w->stop.kind && !w->out.count)) return;
     schedule_in(w, next_backoff(w));
 }
 
 int worker_connect_start(worker *w)
 {
-    w->reconnect_pending = 0;
-    w->disconnect_noted = 0;
-    w->taken_over = 0;
+    w->conn.reconnect_pending = 0;
+    w->conn.disconnect_noted = 0;
+    w->conn.taken_over = 0;
     abort_why[0] = 0;
     errno = 0;
     worker_tls_failed();  /* a failure logged by worker_tls.c from here on is this attempt's */
-    int rc = mosquitto_connect_bind_async(w->mosq, w->cfg->broker, w->cfg->port, w->cfg->keepalive, NULL);
+    int rc = mosquitto_connect_bind_async(w->conn.mosq, w->cfg->broker, w->cfg->port, w->cfg->keepalive, NULL);
     if (rc == MOSQ_ERR_TLS && worker_tls_failed()) {
-        w->connect_started_ns = 0;  /* logged with OpenSSL's reason and rescheduled (worker_tls.c) */
+        w->conn.connect_started_ns = 0;  /* logged with OpenSSL's reason and rescheduled (worker_tls.c) */
         worker_mqtt_schedule_reconnect(w);
         return -1;
     }
     if (rc != MOSQ_ERR_SUCCESS) {
         const char *why = rc == MOSQ_ERR_ERRNO ? strerror(errno)
                           : rc == MOSQ_ERR_EAI ? gai_strerror(errno) : no_stop(mosquitto_strerror(rc));
-        w->connect_started_ns = 1;  /* so worker_connect_failed logs it as an attempt */
+        w->conn.connect_started_ns = 1;  /* so worker_connect_failed logs it as an attempt */
         worker_connect_failed(w, why);
         return -1;
     }
-    w->connect_started_ns = shm_now_ns();
+    w->conn.connect_started_ns = shm_now_ns();
     return 0;
 }
 
 void worker_connect_failed(worker *w, const char *why)
 {
-    if (!w->connect_started_ns) return;
-    w->connect_started_ns = 0;
-    if (w->stopping && !w->out.count) return;  /* a stop goes on reconnecting only to deliver publishes */
-    if (w->args->adopt_client_id && ++w->adopt_attempts >= 5) {
-        log_warn("giving up the adoption of %s: cannot connect to %s: %s", w->client_id, broker_name(w), why);
-        w->stopping = STOP_KEEP;
+    if (!w->conn.connect_started_ns) return;
+    w->conn.connect_started_ns = 0;
+    if (w->stop.kind && !w->out.count) return;  /* a stop goes on reconnecting only to deliver publishes */
+    if (w->args->adopt_client_id && ++w->conn.adopt_attempts >= 5) {
+        log_warn("giving up the adoption of %s: cannot connect to %s: %s", w->conn.client_id, broker_name(w), why);
+        w->stop.kind = STOP_KEEP;
         return;
     }
     double d = next_backoff(w);
     log_warn("cannot connect to %s: %s; retrying in %.1f s", broker_name(w), why, d);
-    w->reconnect_pending = 0;
+    w->conn.reconnect_pending = 0;
     schedule_in(w, d);
 }
 
@@ -122,42 +122,42 @@ void worker_connect_lost(worker *w, int reason)
 {
     int err = errno;
     int64_t now = shm_now_ns();
-    if (w->connect_started_ns) {  /* the attempt never got its CONNACK */
+    if (w->conn.connect_started_ns) {  /* the attempt never got its CONNACK */
         worker_connect_failed(w, reason_text(reason, err));
         return;
     }
-    if (w->stopping && !w->out.count) return;
+    if (w->stop.kind && !w->out.count) return;
     if (w->args->adopt_client_id) {
         /* Taken over (the instance came back) or cut: the adoption ends here. */
-        log_info("the adoption of %s ended: %s", w->client_id, reason_text(reason, err));
-        w->stopping = STOP_KEEP;
+        log_info("the adoption of %s ended: %s", w->conn.client_id, reason_text(reason, err));
+        w->stop.kind = STOP_KEEP;
         return;
     }
-    if (!w->connected_ns) {  /* the broker refused the CONNECT (logged by on_connect) */
-        w->reconnect_pending = 0;
+    if (!w->conn.connected_ns) {  /* the broker refused the CONNECT (logged by on_connect) */
+        w->conn.reconnect_pending = 0;
         schedule_in(w, next_backoff(w));
         return;
     }
     double d;
-    int brief = now - w->connected_ns < SHORT_CONNECTION_NS;
-    w->short_connections = brief ? w->short_connections + 1 : 0;
+    int brief = now - w->conn.connected_ns < SHORT_CONNECTION_NS;
+    w->conn.short_connections = brief ? w->conn.short_connections + 1 : 0;
     if (reason == MQTT_RC_SESSION_TAKEN_OVER) {
         /* Reconnecting at once would take the session back and start a
          * tug of war with the other connection, each losing half the messages. */
-        w->taken_over = 1;
+        w->conn.taken_over = 1;
         d = w->cfg->retry_max_delay;
         log_error("the broker %s gave the session of %s to another connection with the same client id "
                   "(session taken over): two routemq instances run with one identity. Give each its own "
-                  "ROUTEMQ_INSTANCE (or MQTT_CLIENT_ID); retrying in %.1f s", broker_name(w), w->client_id, d);
-    } else if (w->short_connections >= 2) {
+                  "ROUTEMQ_INSTANCE (or MQTT_CLIENT_ID); retrying in %.1f s", broker_name(w), w->conn.client_id, d);
+    } else if (w->conn.short_connections >= 2) {
         /* mosquitto 2.0 closes a taken-over connection without saying why
          * (no DISCONNECT 0x8E): a second short connection in a row is the sign. */
-        w->taken_over = 1;
+        w->conn.taken_over = 1;
         d = w->cfg->retry_max_delay;
         log_error("the broker %s closed the connection of %s %d times in a row within %d s of accepting it: "
                   "most likely another client uses the same client id (two routemq instances with one identity: "
                   "give each its own ROUTEMQ_INSTANCE or MQTT_CLIENT_ID), or the broker rejects what this client "
-                  "does (see its log); retrying in %.1f s", broker_name(w), w->client_id, w->short_connections,
+                  "does (see its log); retrying in %.1f s", broker_name(w), w->conn.client_id, w->conn.short_connections,
                   (int)(SHORT_CONNECTION_NS / 1000000000LL), d);
     } else {
         if (!brief) {
@@ -166,20 +166,20 @@ void worker_connect_lost(worker *w, int reason)
              * workers do not arrive together), then back off from 100 ms:
              * a restarting mosquitto drops shared-route messages until the
              * first member is subscribed again (docs/delivery.md). */
-            w->retry_delay = w->cfg->retry_min_delay < 0.1 ? w->cfg->retry_min_delay : 0.1;
+            w->conn.retry_delay = w->cfg->retry_min_delay < 0.1 ? w->cfg->retry_min_delay : 0.1;
             d = (double)(rand() % FAST_RETRY_MAX_NS) / 1e9;
         } else {
             d = next_backoff(w);
         }
-        if (!w->disconnect_noted)
+        if (!w->conn.disconnect_noted)
             log_warn("lost the connection to %s: %s; reconnecting in %.2f s", broker_name(w),
                      reason_text(reason, err), d);
         else
             log_info("reconnecting to %s in %.2f s", broker_name(w), d);
     }
-    w->disconnect_noted = 1;
-    w->connected_ns = 0;
-    w->reconnect_pending = 0;
+    w->conn.disconnect_noted = 1;
+    w->conn.connected_ns = 0;
+    w->conn.reconnect_pending = 0;
     schedule_in(w, d);
 }
 
@@ -188,12 +188,12 @@ void worker_connect_lost(worker *w, int reason)
  * and calls on_disconnect. */
 static void cut(worker *w)
 {
-    int fd = mosquitto_socket(w->mosq);
+    int fd = mosquitto_socket(w->conn.mosq);
     if (fd < 0) return;
     shutdown(fd, SHUT_RDWR);
     errno = 0;
-    mosquitto_loop_read(w->mosq, 1);
-    if (w->connect_started_ns) worker_connect_failed(w, abort_why);  /* on_disconnect did not come (TLS) */
+    mosquitto_loop_read(w->conn.mosq, 1);
+    if (w->conn.connect_started_ns) worker_connect_failed(w, abort_why);  /* on_disconnect did not come (TLS) */
 }
 
 static int readable(int fd)
@@ -204,35 +204,35 @@ static int readable(int fd)
 
 void worker_connect_tick(worker *w, int64_t now)
 {
-    int64_t gap = w->last_tick_ns ? now - w->last_tick_ns : 0;
-    w->last_tick_ns = now;
-    if (!w->mosq) return;
-    if (w->connect_started_ns) {
+    int64_t gap = w->conn.last_tick_ns ? now - w->conn.last_tick_ns : 0;
+    w->conn.last_tick_ns = now;
+    if (!w->conn.mosq) return;
+    if (w->conn.connect_started_ns) {
         /* A stop does not wait for an attempt that has no session yet to keep. */
-        int give_up = w->stopping != STOP_NONE && !w->out.count;
-        if (!give_up && now - w->connect_started_ns < (int64_t)(w->cfg->connect_timeout * 1e9)) return;
+        int give_up = w->stop.kind != STOP_NONE && !w->out.count;
+        if (!give_up && now - w->conn.connect_started_ns < (int64_t)(w->cfg->connect_timeout * 1e9)) return;
         snprintf(abort_why, sizeof abort_why, "timed out after %g s", w->cfg->connect_timeout);
         cut(w);
         return;
     }
-    if (!w->connected || mosquitto_socket(w->mosq) < 0) return;
+    if (!w->conn.connected || mosquitto_socket(w->conn.mosq) < 0) return;
     int64_t keepalive_ns = (int64_t)w->cfg->keepalive * 1000000000LL;
     /* The loop was held up (a long handler): nothing read and no PINGREQ sent
      * meanwhile, so the silence is ours. Give a PINGREQ half a keepalive. */
-    if (gap > 2000000000LL && w->last_in_ns < now - keepalive_ns) w->last_in_ns = now - keepalive_ns;
-    if (now - w->last_in_ns < keepalive_ns * 3 / 2) return;
-    if (readable(mosquitto_socket(w->mosq))) { w->last_in_ns = now; return; }
+    if (gap > 2000000000LL && w->conn.last_in_ns < now - keepalive_ns) w->conn.last_in_ns = now - keepalive_ns;
+    if (now - w->conn.last_in_ns < keepalive_ns * 3 / 2) return;
+    if (readable(mosquitto_socket(w->conn.mosq))) { w->conn.last_in_ns = now; return; }
     log_warn("nothing from %s for %.1f s (1.5 x MQTT_KEEPALIVE=%d): the connection is lost", broker_name(w),
-             (now - w->last_in_ns) / 1e9, w->cfg->keepalive);
+             (now - w->conn.last_in_ns) / 1e9, w->cfg->keepalive);
     snprintf(abort_why, sizeof abort_why, "no answer to keepalive");
-    w->disconnect_noted = 1;
-    w->last_in_ns = now;  /* one line per outage, even if libmosquitto keeps the socket */
+    w->conn.disconnect_noted = 1;
+    w->conn.last_in_ns = now;  /* one line per outage, even if libmosquitto keeps the socket */
     cut(w);
 }
 
 int64_t worker_connect_deadline(worker *w)
 {
-    if (w->connect_started_ns) return w->connect_started_ns + (int64_t)(w->cfg->connect_timeout * 1e9);
-    if (w->connected) return w->last_in_ns + (int64_t)w->cfg->keepalive * 1500000000LL;
+    if (w->conn.connect_started_ns) return w->conn.connect_started_ns + (int64_t)(w->cfg->connect_timeout * 1e9);
+    if (w->conn.connected) return w->conn.last_in_ns + (int64_t)w->cfg->keepalive * 1500000000LL;
     return INT64_MAX;
 }

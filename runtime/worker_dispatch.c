@@ -48,7 +48,7 @@ static int require_field(lua_State *L, const char *mod, const char *field, char 
 int worker_dispatch_setup(worker *w)
 {
     char err[2048];
-    lua_State *L = w->L;
+    lua_State *L = w->lua.L;
     w->trie = topic_trie_new();
     if (!w->trie) { log_error("out of memory"); return -1; }
     for (int i = 0; i < w->app.nroutes; i++) {
@@ -69,8 +69,8 @@ int worker_dispatch_setup(worker *w)
     lua_pushinteger(L, w->args->slot);
     if (luavm_pcall(L, 3, 1, err, sizeof err, NULL, 0)) goto fail;
     static const char *const fields[] = { "call", "step", "timeout", "init", "start_jobs", "stop_jobs", "pollfd" };
-    int *refs[] = { &w->call_ref, &w->step_ref, &w->timeout_ref, &w->init_ref, &w->start_jobs_ref,
-                    &w->stop_jobs_ref, &w->pollfd_ref };
+    int *refs[] = { &w->lua.call_ref, &w->lua.step_ref, &w->lua.timeout_ref, &w->lua.init_ref, &w->lua.start_jobs_ref,
+                    &w->lua.stop_jobs_ref, &w->lua.pollfd_ref };
     for (int i = 0; i < 7; i++) {
         lua_getfield(L, -1, fields[i]);
         if (!lua_isfunction(L, -1)) { snprintf(err, sizeof err, "routemq.worker: no %s function", fields[i]); goto fail; }
@@ -78,20 +78,20 @@ int worker_dispatch_setup(worker *w)
     }
     lua_getfield(L, -1, "new_thread");
     if (lua_isfunction(L, -1)) {
-        w->new_thread_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        w->lua.new_thread_ref = luaL_ref(L, LUA_REGISTRYINDEX);
         lua_getfield(L, -1, "adopt");
-        w->adopt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        w->lua.adopt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     } else {
         lua_pop(L, 1);
     }
     lua_pop(L, 1);
     if (require_field(L, "routemq.dlq", "envelope", err, sizeof err)) goto fail;
-    w->envelope_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    w->lua.envelope_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     /* ctx.params and ctx.props of a message without any: the one frozen
      * empty table the Lua side uses too. */
     if (require_field(L, "routemq.context", "EMPTY", err, sizeof err)) goto fail;
     if (!lua_istable(L, -1)) { snprintf(err, sizeof err, "routemq.context: no EMPTY table"); goto fail; }
-    w->empty_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    w->lua.empty_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     return 0;
 fail:
     log_error("cannot set up the dispatcher: %s", err);
@@ -101,21 +101,21 @@ fail:
 static void log_handler_error(worker *w, const route_info *r, const char *topic, const char *err, const char *tb)
 {
     int64_t now = shm_now_ns();
-    if (now - w->errlog_window_ns > 10000000000LL) {
-        w->errlog_window_ns = now;
-        w->errlog_count = 0;
+    if (now - w->errlog.window_ns > 10000000000LL) {
+        w->errlog.window_ns = now;
+        w->errlog.count = 0;
     }
-    if (++w->errlog_count > 10) { w->errlog_suppressed++; return; }
+    if (++w->errlog.count > 10) { w->errlog.suppressed++; return; }
     log_with(LOGL_ERROR, &(log_fields){ .route = r ? r->pattern : "?", .topic = topic, .error = err, .traceback = tb },
              "handler error");
 }
 
 static void push_params(worker *w, const route_info *r, const topic_span *caps, int ncaps)
 {
-    lua_State *L = w->L;
+    lua_State *L = w->lua.L;
     int named = 0;
     for (int i = 0; i < r->nwild; i++) named += r->names[i] != NULL;
-    if (!named) { lua_rawgeti(L, LUA_REGISTRYINDEX, w->empty_ref); return; }
+    if (!named) { lua_rawgeti(L, LUA_REGISTRYINDEX, w->lua.empty_ref); return; }
     lua_createtable(L, 0, named);
     for (int i = 0; i < r->nwild && i < ncaps; i++) {
         if (!r->names[i] || !caps[i].ptr) continue;
@@ -182,16 +182,16 @@ int worker_queue_len(const worker *w)
 
 int worker_can_start(const worker *w)
 {
-    if (!w->connected || w->out.over ||
+    if (!w->conn.connected || w->out.over ||
         atomic_load_explicit(&w->shm->in_progress, memory_order_relaxed) >= (uint32_t)w->cfg->concurrency)
         return 0;
-    switch (w->stopping) {
+    switch (w->stop.kind) {
     case STOP_NONE: return 1;
     case STOP_RETIRE: return 1;  /* handles the share the broker queued for it, then leaves */
     default:
         /* A stop with a next worker leaves what it has not started to that
          * worker; when the whole instance stops, nobody would. */
-        return atomic_load_explicit(&w->shm->stopping_for_good, memory_order_relaxed) && !w->stop_gave_up;
+        return atomic_load_explicit(&w->shm->stopping_for_good, memory_order_relaxed) && !w->stop.gave_up;
     }
 }
 
@@ -258,14 +258,14 @@ void worker_handler_done(worker *w, int id, int rc, const char *err, const char 
  * registry ref in *ref. NULL when none can be made. */
 static lua_State *thread_get(worker *w, int *ref)
 {
-    if (w->nthreads > 0) {
-        w->nthreads--;
-        *ref = w->thread_refs[w->nthreads];
-        return w->threads[w->nthreads];
+    if (w->lua.nthreads > 0) {
+        w->lua.nthreads--;
+        *ref = w->lua.thread_refs[w->lua.nthreads];
+        return w->lua.threads[w->lua.nthreads];
     }
-    lua_State *L = w->L;
+    lua_State *L = w->lua.L;
     char err[1024];
-    lua_rawgeti(L, LUA_REGISTRYINDEX, w->new_thread_ref);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, w->lua.new_thread_ref);
     if (luavm_pcall(L, 0, 1, err, sizeof err, NULL, 0)) { log_error("cannot make a handler coroutine: %s", err); return NULL; }
     lua_State *T = lua_tothread(L, -1);
     *ref = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -274,23 +274,23 @@ static lua_State *thread_get(worker *w, int *ref)
 
 static void thread_put(worker *w, lua_State *T, int ref)
 {
-    if (w->nthreads < WORKER_THREAD_POOL) {
-        w->threads[w->nthreads] = T;
-        w->thread_refs[w->nthreads] = ref;
-        w->nthreads++;
+    if (w->lua.nthreads < WORKER_THREAD_POOL) {
+        w->lua.threads[w->lua.nthreads] = T;
+        w->lua.thread_refs[w->lua.nthreads] = ref;
+        w->lua.nthreads++;
     } else {
-        luaL_unref(w->L, LUA_REGISTRYINDEX, ref);
+        luaL_unref(w->lua.L, LUA_REGISTRYINDEX, ref);
     }
 }
 
-/* Runs d.call's 10 arguments (on top of w->L) in a handler coroutine
+/* Runs d.call's 10 arguments (on top of w->lua.L) in a handler coroutine
  * resumed from here: no Lua-level resume for a handler that does not
  * wait. It ends in a yield of true (returned), false (queued behind its
  * topic: io.done later), a cqueues poll request (it waits: d.adopt hands
  * it to the controller, io.done later) or an error (the handler's). */
 static void run_in_thread(worker *w, int id)
 {
-    lua_State *L = w->L;
+    lua_State *L = w->lua.L;
     int ref;
     lua_State *T = thread_get(w, &ref);
     if (!T) {
@@ -321,7 +321,7 @@ static void run_in_thread(worker *w, int id)
             worker_handler_done(w, id, -1, "a handler's poll request is too large", NULL);
             return;
         }
-        lua_rawgeti(L, LUA_REGISTRYINDEX, w->adopt_ref);
+        lua_rawgeti(L, LUA_REGISTRYINDEX, w->lua.adopt_ref);
         lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
         luaL_unref(L, LUA_REGISTRYINDEX, ref);  /* the controller holds it now */
         lua_xmove(T, L, n);
@@ -354,7 +354,7 @@ static void call_handler(worker *w, int id, const worker_msg *m, int rid, const 
 {
     const route_info *r = &w->app.routes[rid - 1];
     shm_rec *rec = &w->shm->keep.rec[id];
-    lua_State *L = w->L;
+    lua_State *L = w->lua.L;
     rec->route_index = rid;
     if (rec->stat_index < 0) rec->stat_index = stat_of(rid);
     rec->started = 1;
@@ -364,7 +364,7 @@ static void call_handler(worker *w, int id, const worker_msg *m, int rid, const 
     atomic_store_explicit(&w->shm->handler_route, rid, memory_order_relaxed);
     atomic_store_explicit(&w->shm->handler_start_ns, rec->started_ns, memory_order_release);
 
-    if (w->new_thread_ref == LUA_NOREF) lua_rawgeti(L, LUA_REGISTRYINDEX, w->call_ref);
+    if (w->lua.new_thread_ref == LUA_NOREF) lua_rawgeti(L, LUA_REGISTRYINDEX, w->lua.call_ref);
     lua_pushinteger(L, rid);
     lua_pushlstring(L, m->topic, m->tlen);
     lua_pushlstring(L, m->plen ? m->payload : "", m->plen);
@@ -376,7 +376,7 @@ static void call_handler(worker *w, int id, const worker_msg *m, int rid, const 
     push_params(w, r, caps, ncaps);
     lua_pushinteger(L, id);
     atomic_store_explicit(&w->shm->handler_rec, id, memory_order_relaxed);
-    if (w->new_thread_ref != LUA_NOREF) {
+    if (w->lua.new_thread_ref != LUA_NOREF) {
         run_in_thread(w, id);
     } else {
         char err[2048], tb[8192];
@@ -403,30 +403,30 @@ static void call_handler(worker *w, int id, const worker_msg *m, int rid, const 
 
 int worker_watch_controller(worker *w)
 {
-    if (w->cq_fd >= 0) return 0;
-    lua_State *L = w->L;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, w->pollfd_ref);
+    if (w->lua.cq_fd >= 0) return 0;
+    lua_State *L = w->lua.L;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, w->lua.pollfd_ref);
     if (luavm_pcall(L, 0, 1, NULL, 0, NULL, 0)) return -1;
     int fd = lua_isnumber(L, -1) ? (int)lua_tointeger(L, -1) : -1;
     lua_pop(L, 1);
     if (fd < 0) return 0;
     struct epoll_event ev = { .events = EPOLLIN, .data.fd = fd };
     if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &ev)) { log_error("epoll: %s", strerror(errno)); return -1; }
-    w->cq_fd = fd;
+    w->lua.cq_fd = fd;
     return 0;
 }
 
 void worker_step(worker *w)
 {
-    lua_State *L = w->L;
-    if (w->cq_fd < 0) return;
+    lua_State *L = w->lua.L;
+    if (w->lua.cq_fd < 0) return;
     char err[2048];
     /* Waiting handlers and timers run inside the step: the watchdog's clock
      * runs, against WORKER_HANDLER_TIMEOUT until io.resume names the route. */
     atomic_store_explicit(&w->shm->handler_route, 0, memory_order_relaxed);
     atomic_store_explicit(&w->shm->handler_rec, -1, memory_order_relaxed);
     atomic_store_explicit(&w->shm->handler_start_ns, shm_now_ns(), memory_order_release);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, w->step_ref);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, w->lua.step_ref);
     int rc = luavm_pcall(L, 0, 2, err, sizeof err, NULL, 0);
     atomic_store_explicit(&w->shm->handler_start_ns, 0, memory_order_release);
     atomic_store_explicit(&w->shm->handler_rec, -1, memory_order_relaxed);
@@ -437,9 +437,9 @@ void worker_step(worker *w)
 
 int worker_step_timeout_ms(worker *w)
 {
-    lua_State *L = w->L;
-    if (w->cq_fd < 0) return -1;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, w->timeout_ref);
+    lua_State *L = w->lua.L;
+    if (w->lua.cq_fd < 0) return -1;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, w->lua.timeout_ref);
     if (luavm_pcall(L, 0, 1, NULL, 0, NULL, 0)) return -1;
     int ms = -1;
     if (lua_isnumber(L, -1)) {
@@ -452,9 +452,9 @@ int worker_step_timeout_ms(worker *w)
 
 int worker_run_init(worker *w)
 {
-    lua_State *L = w->L;
+    lua_State *L = w->lua.L;
     char err[2048], tb[8192];
-    lua_rawgeti(L, LUA_REGISTRYINDEX, w->init_ref);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, w->lua.init_ref);
     lua_pushnumber(L, w->cfg->handler_timeout);
     if (luavm_pcall(L, 1, 3, err, sizeof err, tb, sizeof tb)) {
         log_with(LOGL_ERROR, &(log_fields){ .traceback = tb[0] ? tb : NULL }, "init failed: %s", err);
@@ -470,13 +470,13 @@ int worker_run_init(worker *w)
 
 void worker_jobs(worker *w, int start)
 {
-    lua_State *L = w->L;
+    lua_State *L = w->lua.L;
     char err[2048];
     if (!start) {
-        if (w->jobs_stopped) return;
-        w->jobs_stopped = 1;
+        if (w->lua.jobs_stopped) return;
+        w->lua.jobs_stopped = 1;
     }
-    lua_rawgeti(L, LUA_REGISTRYINDEX, start ? w->start_jobs_ref : w->stop_jobs_ref);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, start ? w->lua.start_jobs_ref : w->lua.stop_jobs_ref);
     if (luavm_pcall(L, 0, 0, err, sizeof err, NULL, 0)) log_error("timers: %s", err);
 }
 

@@ -78,13 +78,9 @@ typedef struct worker_out {
     int over;                /* above a bound: no handler starts until below half of it */
 } worker_out;
 
-typedef struct worker {
-    const worker_args *args;
-    const config *cfg;
-    shm_slot *shm;
+/* The Lua state and what the worker calls in it. */
+typedef struct worker_lua {
     lua_State *L;
-    app_def app;
-    topic_trie *trie;
     int call_ref;            /* dispatch's d.call */
     int step_ref;            /* one step of the cqueues controller (routemq.worker) */
     int timeout_ref;         /* seconds until the controller's next timer */
@@ -98,27 +94,27 @@ typedef struct worker {
     int jobs_stopped;
     int64_t step_due_ns;     /* the controller's next timer, INT64_MAX: none */
     int envelope_ref;        /* routemq.dlq envelope builder */
-    int empty_ref;           /* shared read-only empty table for props/params */
+    int empty_ref;           /* routemq.context.EMPTY: props/params of a message without any */
+} worker_lua;
 
+/* The MQTT connection: libmosquitto's client, its socket in epoll, the
+ * subscriptions and the connect attempts (worker_mqtt.c, worker_connect.c). */
+typedef struct worker_conn {
     struct mosquitto *mosq;
     char client_id[512];
     int persistent;          /* this slot holds a qos >= 1 route: keep a session */
-    int epfd, sigfd;
     int sock;                /* fd registered with epoll, -1 when none */
     int sock_events;         /* the events it is registered for */
     int connected;           /* CONNACK received */
     int subs_pending;        /* SUBACKs still awaited */
     int published;           /* a handler queued a publish since the last flush */
     int unsubs_pending;      /* retiring: UNSUBACKs still awaited */
-    int64_t drain_since_ns;  /* retiring: when the slot unsubscribed, 0: not draining */
-    int64_t last_msg_ns;     /* when the last message was handled */
     int nsubs;               /* subscriptions made on the last connect */
     int session_resumed;     /* the broker kept our session */
     int reconnect_pending;   /* a connect attempt is due at next_connect_ns */
     int64_t next_connect_ns;
     double retry_delay;      /* current backoff, seconds */
     int auth_failures;
-    int64_t next_misc_ns;
     int64_t connect_started_ns;  /* a connect attempt awaits its CONNACK since then; 0: none */
     int64_t connected_ns;        /* when the last CONNACK came */
     int64_t last_in_ns;          /* when the socket last had something to read */
@@ -127,27 +123,49 @@ typedef struct worker {
     int taken_over;              /* the broker gave our client id to another connection */
     int adopt_attempts;          /* adoption: connect attempts that failed */
     int short_connections;       /* connections in a row the broker closed soon after CONNACK */
+} worker_conn;
 
-    enum stop_kind stopping;
+/* A graceful stop in progress (worker.c). */
+typedef struct worker_stop {
+    enum stop_kind kind;     /* STOP_NONE: running */
+    int64_t since_ns;        /* when it began */
+    int64_t drain_since_ns;  /* retiring: when the slot unsubscribed, 0: not draining */
+    int gave_up;             /* past the flush deadline: leave with what is left */
     int disconnect_sent;
-    int exit_code;
     int master_gone;
+} worker_stop;
+
+/* Handler errors logged: at most 10 per 10 s, then a count. */
+typedef struct worker_errlog {
+    int64_t window_ns;
+    int count;
+    int suppressed;
+} worker_errlog;
+
+typedef struct worker {
+    const worker_args *args;
+    const config *cfg;
+    shm_slot *shm;
+    app_def app;
+    topic_trie *trie;
+    worker_lua lua;
+    worker_conn conn;
+    worker_stop stop;
+    worker_errlog errlog;
+    int epfd, sigfd;
+    int64_t next_misc_ns;
+    int64_t last_msg_ns;     /* when the last message was handled */
+    int exit_code;
 
     worker_keep_state keep;
     worker_rec_local *recs;  /* SHM_RECS entries, by record id */
     worker_queue queue;
     worker_out out;
     char *props_buf;         /* packing area for a message's properties */
-    int64_t stop_since_ns;   /* when the graceful stop began */
-    int stop_gave_up;        /* past the flush deadline: leave with what is left */
     int64_t unkept_logged_ns;  /* rate limit of the "no record left" error */
 
     uint64_t handled;        /* messages handled by this process */
     uint64_t recycle_after;  /* 0: never */
-
-    int64_t errlog_window_ns;
-    int errlog_count;
-    int errlog_suppressed;
 } worker;
 
 /* worker.c */

@@ -180,7 +180,7 @@ static int l_health(lua_State *L)
 
 void worker_lua_push_io(worker *w)
 {
-    lua_State *L = w->L;
+    lua_State *L = w->lua.L;
     static const char *const levels[] = { "debug", "info", "warn", "error" };
     lua_createtable(L, 0, 3);
     lua_pushstring(L, levels[w->cfg->log_level]);
@@ -209,9 +209,9 @@ void worker_lua_push_io(worker *w)
  * when there are any, else the shared read-only empty table. */
 void worker_lua_push_props(worker *w, const char *packed, size_t len)
 {
-    lua_State *L = w->L;
+    lua_State *L = w->lua.L;
     if (!len) {
-        lua_rawgeti(L, LUA_REGISTRYINDEX, w->empty_ref);
+        lua_rawgeti(L, LUA_REGISTRYINDEX, w->lua.empty_ref);
         return;
     }
     lua_createtable(L, 0, 4);

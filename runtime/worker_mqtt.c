@@ -27,8 +27,8 @@ static void mark_ready(worker *w)
 {
     atomic_store(&w->shm->ready_ns, shm_now_ns());
     atomic_store(&w->shm->state, SLOT_READY);
-    log_info("connected to %s as %s, %d subscription%s%s", broker_name(w), w->client_id, w->nsubs,
-             w->nsubs == 1 ? "" : "s", w->session_resumed ? ", session resumed" : "");
+    log_info("connected to %s as %s, %d subscription%s%s", broker_name(w), w->conn.client_id, w->conn.nsubs,
+             w->conn.nsubs == 1 ? "" : "s", w->conn.session_resumed ? ", session resumed" : "");
 }
 
 /* Subscribes every route this slot holds; returns how many SUBSCRIBEs went out. */
@@ -42,7 +42,7 @@ static int subscribe_all(worker *w)
         /* The subscription identifier tells which route a copy was delivered for
          * when routes overlap (MQTT 5 only). */
         if (w->cfg->protocol == 5) mosquitto_property_add_varint(&props, MQTT_PROP_SUBSCRIPTION_IDENTIFIER, r->index);
-        int rc = mosquitto_subscribe_v5(w->mosq, NULL, r->sub, r->qos, 0, props);
+        int rc = mosquitto_subscribe_v5(w->conn.mosq, NULL, r->sub, r->qos, 0, props);
         mosquitto_property_free_all(&props);
         if (rc == MOSQ_ERR_SUCCESS) n++;
         else log_error("cannot subscribe to %s: %s", r->sub, mosquitto_strerror(rc));
@@ -71,12 +71,12 @@ static void on_subscribe(struct mosquitto *m, void *ud, int mid, int n, const in
     worker *w = ud;
     for (int i = 0; i < n; i++)
         if (granted[i] >= 0x80) log_error("the broker %s refused a subscription (reason %d)", broker_name(w), granted[i]);
-    if (w->subs_pending > 0 && --w->subs_pending > 0) {
+    if (w->conn.subs_pending > 0 && --w->conn.subs_pending > 0) {
         /* mosquitto does not set TCP_NODELAY: its next SUBACKs wait for our
          * ACK of this one, which the kernel would delay by up to 40 ms. */
         int one = 1;
         setsockopt(mosquitto_socket(m), IPPROTO_TCP, TCP_QUICKACK, &one, sizeof one);
-    } else if (!w->stopping && atomic_load(&w->shm->state) != SLOT_READY) {
+    } else if (!w->stop.kind && atomic_load(&w->shm->state) != SLOT_READY) {
         mark_ready(w);
     }
     errno = 0;  /* see worker_on_message */
@@ -85,7 +85,7 @@ static void on_subscribe(struct mosquitto *m, void *ud, int mid, int n, const in
 static void on_unsubscribe(struct mosquitto *m, void *ud, int mid, const mosquitto_property *props)
 {
     worker *w = ud;
-    if (w->unsubs_pending > 0) w->unsubs_pending--;
+    if (w->conn.unsubs_pending > 0) w->conn.unsubs_pending--;
     errno = 0;  /* see worker_on_message */
 }
 
@@ -101,11 +101,11 @@ static void forget_stale_filters(worker *w)
         if (app_slot_subscribes(&w->app.routes[i], w->args->slot)) now[k++] = w->app.routes[i].sub;
     char **old = NULL;
     int n = rundir_read_filters(w->cfg->run_dir, w->args->slot, &old);
-    for (int i = 0; i < n && w->session_resumed; i++) {
+    for (int i = 0; i < n && w->conn.session_resumed; i++) {
         int used = 0;
         for (int j = 0; j < k && !used; j++) used = !strcmp(old[i], now[j]);
         if (used) continue;
-        if (mosquitto_unsubscribe(w->mosq, NULL, old[i]) == MOSQ_ERR_SUCCESS)
+        if (mosquitto_unsubscribe(w->conn.mosq, NULL, old[i]) == MOSQ_ERR_SUCCESS)
             log_info("unsubscribed %s: the resumed session still held it, no route of this slot uses it now", old[i]);
     }
     rundir_free_filters(old, n);
@@ -122,43 +122,43 @@ static int is_auth_failure(int rc)
 static void connected(struct mosquitto *m, void *ud, int rc, int flags, const mosquitto_property *props)
 {
     worker *w = ud;
-    w->connect_started_ns = 0;
+    w->conn.connect_started_ns = 0;
     if (rc != 0) {
-        w->disconnect_noted = 1;  /* the broker closes next: retry with backoff, no second line */
-        w->connected_ns = 0;
-        log_error("the broker %s refused the connection of %s: %s", broker_name(w), w->client_id,
+        w->conn.disconnect_noted = 1;  /* the broker closes next: retry with backoff, no second line */
+        w->conn.connected_ns = 0;
+        log_error("the broker %s refused the connection of %s: %s", broker_name(w), w->conn.client_id,
                   w->cfg->protocol == 5 ? mosquitto_reason_string(rc) : mosquitto_connack_string(rc));
-        if (is_auth_failure(rc) && ++w->auth_failures >= 3) {
-            log_error("giving up after %d refused logins: check MQTT_USERNAME and MQTT_PASSWORD", w->auth_failures);
+        if (is_auth_failure(rc) && ++w->conn.auth_failures >= 3) {
+            log_error("giving up after %d refused logins: check MQTT_USERNAME and MQTT_PASSWORD", w->conn.auth_failures);
             w->exit_code = WORKER_EXIT_BROKER_AUTH;
-            w->stopping = STOP_KEEP;
+            w->stop.kind = STOP_KEEP;
         }
         return;
     }
-    w->connected = 1;
+    w->conn.connected = 1;
     worker_tls_connected(w);
-    w->connected_ns = w->last_in_ns = shm_now_ns();
-    w->auth_failures = 0;
-    w->retry_delay = w->cfg->retry_min_delay;
+    w->conn.connected_ns = w->conn.last_in_ns = shm_now_ns();
+    w->conn.auth_failures = 0;
+    w->conn.retry_delay = w->cfg->retry_min_delay;
     atomic_store(&w->shm->connected, 1);
-    if (w->stopping) return;
-    w->session_resumed = flags & 1;
-    if (!w->session_resumed) worker_forget_seen(w);
+    if (w->stop.kind) return;
+    w->conn.session_resumed = flags & 1;
+    if (!w->conn.session_resumed) worker_forget_seen(w);
     if (w->args->adopt_client_id) {
         /* Adoption: no new subscription; unsubscribe so the broker stops
          * assigning the orphan a share, handle its backlog, end the session
          * (the retire path). */
-        log_info("adopting the session of %s: %s", w->client_id,
-                 w->session_resumed ? "resumed, handling what is queued for it" : "none left");
-        if (!w->session_resumed) w->exit_code = WORKER_EXIT_ADOPT_NONE;
+        log_info("adopting the session of %s: %s", w->conn.client_id,
+                 w->conn.session_resumed ? "resumed, handling what is queued for it" : "none left");
+        if (!w->conn.session_resumed) w->exit_code = WORKER_EXIT_ADOPT_NONE;
         worker_begin_stop(w, STOP_RETIRE);
         errno = 0;
         return;
     }
     uint64_t subs = subscription_hash(w);
-    w->subs_pending = w->nsubs = subscribe_all(w);
+    w->conn.subs_pending = w->conn.nsubs = subscribe_all(w);
     forget_stale_filters(w);
-    if (w->subs_pending == 0 || (w->session_resumed && atomic_load(&w->shm->sub_hash) == subs)) mark_ready(w);
+    if (w->conn.subs_pending == 0 || (w->conn.session_resumed && atomic_load(&w->shm->sub_hash) == subs)) mark_ready(w);
     atomic_store(&w->shm->sub_hash, subs);
     worker_pump(w);  /* what a previous worker left comes first (worker_replay_load) */
 }
@@ -173,18 +173,18 @@ static void on_disconnect(struct mosquitto *m, void *ud, int rc, const mosquitto
 {
     worker *w = ud;
     int err = errno;
-    w->connected = 0;
-    w->subs_pending = 0;
+    w->conn.connected = 0;
+    w->conn.subs_pending = 0;
     atomic_store(&w->shm->connected, 0);
     worker_out_connection_lost(w);
     /* A stop leaves at once, unless publishes still wait for the broker. */
-    if (w->stopping && !w->out.count) { w->connect_started_ns = 0; return; }
+    if (w->stop.kind && !w->out.count) { w->conn.connect_started_ns = 0; return; }
     atomic_store(&w->shm->state, SLOT_CONNECTING);
-    if (w->cfg->tls_enabled && w->connect_started_ns && rc != MOSQ_ERR_CONN_REFUSED &&
+    if (w->cfg->tls_enabled && w->conn.connect_started_ns && rc != MOSQ_ERR_CONN_REFUSED &&
         !(rc == MOSQ_ERR_ERRNO && err == ECONNREFUSED)) {
         /* A TLS attempt that ended before its CONNACK: say why (worker_tls.c),
          * unless OpenSSL's reason was logged for it already. */
-        w->connect_started_ns = 0;
+        w->conn.connect_started_ns = 0;
         worker_mqtt_schedule_reconnect(w);
         if (!worker_tls_failed()) worker_tls_closed(w, rc, err);
         worker_tls_failed();
@@ -200,10 +200,10 @@ static void on_disconnect(struct mosquitto *m, void *ud, int rc, const mosquitto
  * port stores them without connecting (libmosquitto 2.0, lib/connect.c). */
 static int set_connect_properties(worker *w)
 {
-    if (w->cfg->protocol != 5 || !w->persistent) return 0;
+    if (w->cfg->protocol != 5 || !w->conn.persistent) return 0;
     mosquitto_property *props = NULL;
     mosquitto_property_add_int32(&props, MQTT_PROP_SESSION_EXPIRY_INTERVAL, (uint32_t)w->cfg->session_expiry);
-    int rc = mosquitto_connect_bind_v5(w->mosq, w->cfg->broker, -1, w->cfg->keepalive, NULL, props);
+    int rc = mosquitto_connect_bind_v5(w->conn.mosq, w->cfg->broker, -1, w->cfg->keepalive, NULL, props);
     mosquitto_property_free_all(&props);
     if (rc != MOSQ_ERR_INVAL) {
         log_error("cannot set the session expiry for the connection: %s", mosquitto_strerror(rc));
@@ -223,40 +223,40 @@ int worker_mqtt_setup(worker *w)
 {
     const config *c = w->cfg;
     mosquitto_lib_init();
-    snprintf(w->client_id, sizeof w->client_id, "%s-%s-%d", c->client_id, c->instance, w->args->slot);
-    w->persistent = slot_is_persistent(w);
+    snprintf(w->conn.client_id, sizeof w->conn.client_id, "%s-%s-%d", c->client_id, c->instance, w->args->slot);
+    w->conn.persistent = slot_is_persistent(w);
     if (w->args->adopt_client_id) {
-        snprintf(w->client_id, sizeof w->client_id, "%s", w->args->adopt_client_id);
-        w->persistent = 1;  /* resume the orphan's session, never start a clean one */
+        snprintf(w->conn.client_id, sizeof w->conn.client_id, "%s", w->args->adopt_client_id);
+        w->conn.persistent = 1;  /* resume the orphan's session, never start a clean one */
     }
-    w->mosq = mosquitto_new(w->client_id, !w->persistent, w);
-    if (!w->mosq) { log_error("cannot create the MQTT client: out of memory"); return -1; }
-    mosquitto_int_option(w->mosq, MOSQ_OPT_PROTOCOL_VERSION, c->protocol == 5 ? MQTT_PROTOCOL_V5 : MQTT_PROTOCOL_V311);
+    w->conn.mosq = mosquitto_new(w->conn.client_id, !w->conn.persistent, w);
+    if (!w->conn.mosq) { log_error("cannot create the MQTT client: out of memory"); return -1; }
+    mosquitto_int_option(w->conn.mosq, MOSQ_OPT_PROTOCOL_VERSION, c->protocol == 5 ? MQTT_PROTOCOL_V5 : MQTT_PROTOCOL_V311);
     /* Queue every outgoing packet instead of writing it at once: PUBACKs then
      * leave from our loop after the handlers ran (and after the message was
      * kept in shared memory), never between receipt and keeping. */
-    mosquitto_threaded_set(w->mosq, true);
-    mosquitto_int_option(w->mosq, MOSQ_OPT_RECEIVE_MAXIMUM, 100);
-    if (c->username && mosquitto_username_pw_set(w->mosq, c->username, c->password) != MOSQ_ERR_SUCCESS) {
+    mosquitto_threaded_set(w->conn.mosq, true);
+    mosquitto_int_option(w->conn.mosq, MOSQ_OPT_RECEIVE_MAXIMUM, 100);
+    if (c->username && mosquitto_username_pw_set(w->conn.mosq, c->username, c->password) != MOSQ_ERR_SUCCESS) {
         log_error("cannot set MQTT_USERNAME");
         return -1;
     }
     if (c->tls_enabled) {
-        int rc = mosquitto_tls_set(w->mosq, c->tls_ca_certs, NULL, c->tls_certfile, c->tls_keyfile, NULL);
+        int rc = mosquitto_tls_set(w->conn.mosq, c->tls_ca_certs, NULL, c->tls_certfile, c->tls_keyfile, NULL);
         if (rc != MOSQ_ERR_SUCCESS) {
             log_error("MQTT_TLS_*: cannot set up TLS: %s", mosquitto_strerror(rc));
             return -1;
         }
-        mosquitto_tls_insecure_set(w->mosq, c->tls_insecure);
+        mosquitto_tls_insecure_set(w->conn.mosq, c->tls_insecure);
         worker_tls_attach(w);
     }
-    mosquitto_connect_v5_callback_set(w->mosq, on_connect);
-    mosquitto_disconnect_v5_callback_set(w->mosq, on_disconnect);
-    mosquitto_subscribe_v5_callback_set(w->mosq, on_subscribe);
-    mosquitto_unsubscribe_v5_callback_set(w->mosq, on_unsubscribe);
-    mosquitto_message_v5_callback_set(w->mosq, worker_on_message);
-    mosquitto_publish_v5_callback_set(w->mosq, worker_out_on_publish);
-    w->retry_delay = c->retry_min_delay;
+    mosquitto_connect_v5_callback_set(w->conn.mosq, on_connect);
+    mosquitto_disconnect_v5_callback_set(w->conn.mosq, on_disconnect);
+    mosquitto_subscribe_v5_callback_set(w->conn.mosq, on_subscribe);
+    mosquitto_unsubscribe_v5_callback_set(w->conn.mosq, on_unsubscribe);
+    mosquitto_message_v5_callback_set(w->conn.mosq, worker_on_message);
+    mosquitto_publish_v5_callback_set(w->conn.mosq, worker_out_on_publish);
+    w->conn.retry_delay = c->retry_min_delay;
     return set_connect_properties(w);
 }
 
@@ -267,32 +267,32 @@ void worker_mqtt_connect(worker *w)
 
 void worker_mqtt_disconnect(worker *w)
 {
-    if (!w->mosq || mosquitto_socket(w->mosq) < 0) return;
+    if (!w->conn.mosq || mosquitto_socket(w->conn.mosq) < 0) return;
     mosquitto_property *props = NULL;
     /* Session expiry 0 on DISCONNECT ends the session (MQTT 5); with 3.1.1 the
      * slot has unsubscribed already (worker_mqtt_unsubscribe_all). */
-    if (w->stopping == STOP_RETIRE && w->cfg->protocol == 5 && w->persistent)
+    if (w->stop.kind == STOP_RETIRE && w->cfg->protocol == 5 && w->conn.persistent)
         mosquitto_property_add_int32(&props, MQTT_PROP_SESSION_EXPIRY_INTERVAL, 0);
-    int rc = mosquitto_disconnect_v5(w->mosq, 0, props);
+    int rc = mosquitto_disconnect_v5(w->conn.mosq, 0, props);
     mosquitto_property_free_all(&props);
-    w->disconnect_sent = rc == MOSQ_ERR_SUCCESS;
+    w->stop.disconnect_sent = rc == MOSQ_ERR_SUCCESS;
 }
 
 void worker_mqtt_unsubscribe_all(worker *w)
 {
-    w->unsubs_pending = 0;
-    if (!w->mosq || !w->connected) return;
+    w->conn.unsubs_pending = 0;
+    if (!w->conn.mosq || !w->conn.connected) return;
     /* An adopted session may hold any of the routes (the orphan may have run other worker counts). */
     int all = w->args->adopt_client_id != NULL;
     for (int i = 0; i < w->app.nroutes; i++)
         if ((all || app_slot_subscribes(&w->app.routes[i], w->args->slot)) &&
-            mosquitto_unsubscribe(w->mosq, NULL, w->app.routes[i].sub) == MOSQ_ERR_SUCCESS)
-            w->unsubs_pending++;
+            mosquitto_unsubscribe(w->conn.mosq, NULL, w->app.routes[i].sub) == MOSQ_ERR_SUCCESS)
+            w->conn.unsubs_pending++;
 }
 
 void worker_mqtt_free(worker *w)
 {
-    if (w->mosq) mosquitto_destroy(w->mosq);
-    w->mosq = NULL;
+    if (w->conn.mosq) mosquitto_destroy(w->conn.mosq);
+    w->conn.mosq = NULL;
     mosquitto_lib_cleanup();
 }

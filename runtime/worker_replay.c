@@ -40,7 +40,7 @@ static char *dlq_topic(worker *w, const char *topic, size_t tlen)
 void worker_dead_letter(worker *w, int id, const worker_msg *m)
 {
     shm_rec *r = &w->shm->keep.rec[id];
-    lua_State *L = w->L;
+    lua_State *L = w->lua.L;
     int ri = r->route_index;
     const char *route = ri >= 1 && ri <= w->app.nroutes ? w->app.routes[ri - 1].pattern : "";
     char err[1024];
@@ -50,7 +50,7 @@ void worker_dead_letter(worker *w, int id, const worker_msg *m)
         log_error("out of memory building a dead-letter message; it stays kept");
         goto out;
     }
-    lua_rawgeti(L, LUA_REGISTRYINDEX, w->envelope_ref);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, w->lua.envelope_ref);
     lua_pushlstring(L, m->topic, m->tlen);
     lua_pushlstring(L, m->plen ? m->payload : "", m->plen);
     lua_pushstring(L, route);

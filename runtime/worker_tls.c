@@ -148,7 +148,7 @@ static void attempt_failed(worker *w, const char *what, const char *reason)
     }
     if (tls.logged >= TLS_LOG_MAX) { tls.suppressed++; return; }
     tls.logged++;
-    double delay = w->reconnect_pending ? (double)(w->next_connect_ns - now) / 1e9 : 0;
+    double delay = w->conn.reconnect_pending ? (double)(w->conn.next_connect_ns - now) / 1e9 : 0;
     log_error("%s %s:%d failed: %s; attempt %d, retrying in %.1f s", what, w->cfg->broker, w->cfg->port, reason,
               tls.failures, delay < 0 ? 0 : delay);
 }
@@ -164,7 +164,7 @@ static void on_tls_failure(worker *w, const char *first)
         ERR_error_string_n(e, more, sizeof more);
         n += (size_t)snprintf(reason + n, sizeof reason - n, "; %s", more);
     }
-    SSL *ssl = mosquitto_ssl_get(w->mosq);
+    SSL *ssl = mosquitto_ssl_get(w->conn.mosq);
     long v = ssl ? SSL_get_verify_result(ssl) : X509_V_OK;
     if (v != X509_V_OK && v != X509_V_ERR_UNSPECIFIED && n < sizeof reason)
         snprintf(reason + n, sizeof reason - n, " (%s)", X509_verify_cert_error_string(v));
@@ -186,7 +186,7 @@ static void on_log(struct mosquitto *m, void *ud, int level, const char *str)
 
 void worker_tls_attach(worker *w)
 {
-    if (w->cfg->tls_enabled) mosquitto_log_callback_set(w->mosq, on_log);
+    if (w->cfg->tls_enabled) mosquitto_log_callback_set(w->conn.mosq, on_log);
 }
 
 int worker_tls_failed(void)
