@@ -91,7 +91,7 @@ profile_pid() {
 # (handler variant: $handler, see bench/app/app/controllers/bench.lua).
 start_routemq() {
     env MQTT_BROKER=127.0.0.1 MQTT_PORT="$port" MQTT_PROTOCOL=5 MQTT_CLIENT_ID=profile BENCH_QOS="$qos" \
-        BENCH_WORKERS=1 BENCH_HANDLER="$handler" ROUTEMQ_RUN_DIR="$work/run" LOG_LEVEL=info \
+        BENCH_WORKERS=1 ROUTEMQ_PRESENCE=false BENCH_HANDLER="$handler" ROUTEMQ_RUN_DIR="$work/run" LOG_LEVEL=info \
         "$@" "$routemq" run --app "$root/bench/app" --workers 1 >"$work/routemq.log" 2>&1 &
     mp=$!
     pids="$pids $mp"

@@ -565,7 +565,8 @@ end
 
 local function replay_routemq(qos)
   local rp = replay_start(qos)
-  local r = routemq_start(rp.port, 1, qos)
+  -- The replay server accepts one connection: the worker's, so no presence connection.
+  local r = routemq_start(rp.port, 1, qos, { ROUTEMQ_PRESENCE = "false" })
   local ok = P.wait_for(function() return (P.read(rp.out) or ""):find("subscribed_ns") end, 15)
   if not ok then
     error("the routemq worker did not subscribe to the replay server:\n" .. routemq_log(r):sub(-2000))

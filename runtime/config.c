@@ -272,6 +272,7 @@ static int load_values(config *c, char *err, size_t errlen)
 
     if (get_int("WORKER_COUNT", 0, 1, 1024, &c->worker_count, err, errlen)) return -1;
     if (get_bool("WORKER_AUTO_SCALE", 0, &c->auto_scale, err, errlen)) return -1;
+    if (get_bool("ROUTEMQ_PRESENCE", 1, &c->presence, err, errlen)) return -1;
     if (get_int("WORKER_MIN_COUNT", 1, 1, 1024, &c->min_count, err, errlen)) return -1;
     if (get_int("WORKER_MAX_COUNT", 8, 1, 1024, &c->max_count, err, errlen)) return -1;
     if (c->max_count < c->min_count) {

@@ -26,6 +26,7 @@ typedef struct config {
 
     int worker_count;       /* 0: unset, each route's worker_count applies */
     int auto_scale;
+    int presence;           /* ROUTEMQ_PRESENCE: the master's presence connection (on by default) */
     int min_count, max_count;
     double heartbeat_timeout, handler_timeout, stop_timeout;
     long max_messages;      /* 0: never recycle on messages */

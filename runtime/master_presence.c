@@ -239,6 +239,9 @@ static void connect_now(master *m)
 
 int master_presence_start(master *m)
 {
+    /* ROUTEMQ_PRESENCE=false: a broker that allows one connection per
+     * instance, or a single instance that wants none; nothing is adopted. */
+    if (!m->cfg->presence) return 0;
     struct master_presence *p = calloc(1, sizeof *p);
     if (!p) return -1;
     m->presence = p;
