@@ -51,12 +51,41 @@ static const char *find_mosquitto(void)
     return "mosquitto";  /* execvp searches PATH */
 }
 
+static char pid_file[4096];
+
+/* mosquitto drops root for its own user, which clears PR_SET_PDEATHSIG: a
+ * master killed with -9 leaves its broker running. The run directory is
+ * ours (its pid lock is held), so a broker recorded there still running on
+ * our configuration is such a leftover: stop it. */
+static void stop_leftover(const char *conf)
+{
+    FILE *f = fopen(pid_file, "r");
+    int pid = 0;
+    if (!f) return;
+    if (fscanf(f, "%d", &pid) != 1) pid = 0;
+    fclose(f);
+    unlink(pid_file);
+    if (pid <= 1 || kill(pid, 0)) return;
+    char path[64], cmd[4096 + 64] = "";
+    snprintf(path, sizeof path, "/proc/%d/cmdline", pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return;
+    ssize_t n = read(fd, cmd, sizeof cmd - 1);
+    close(fd);
+    for (ssize_t i = 0; i < n; i++) if (!cmd[i]) cmd[i] = ' ';
+    if (n <= 0 || !strstr(cmd, "mosquitto") || !strstr(cmd, conf)) return;
+    kill(pid, SIGTERM);
+    log_warn("routemq dev: stopped the private mosquitto (pid %d) a previous routemq dev left running", pid);
+}
+
 int devbroker_start(config *cfg)
 {
     char conf[4096], logf[4096];
     mkdir(cfg->run_dir, 0700);
     snprintf(conf, sizeof conf, "%s/mosquitto.conf", cfg->run_dir);
     snprintf(logf, sizeof logf, "%s/mosquitto.log", cfg->run_dir);
+    snprintf(pid_file, sizeof pid_file, "%s/mosquitto.pid", cfg->run_dir);
+    stop_leftover(conf);
     for (int attempt = 0; attempt < 5; attempt++) {
         int port = free_port();
         FILE *f = fopen(conf, "w");
@@ -85,6 +114,8 @@ int devbroker_start(config *cfg)
             _exit(127);
         }
         broker_pid = pid;
+        FILE *pf = fopen(pid_file, "w");
+        if (pf) { fprintf(pf, "%d\n", (int)pid); fclose(pf); }
         for (int i = 0; i < 100; i++) {  /* up to 5 s */
             if (port_open(port)) {
                 free(cfg->broker);
@@ -109,6 +140,7 @@ int devbroker_start(config *cfg)
 void devbroker_stop(void)
 {
     if (broker_pid <= 0) return;
+    if (pid_file[0]) unlink(pid_file);
     kill(broker_pid, SIGTERM);
     for (int i = 0; i < 40; i++) {
         if (waitpid(broker_pid, NULL, WNOHANG) == broker_pid) { broker_pid = 0; return; }

@@ -39,4 +39,37 @@ describe("routemq dev", function()
     assert.truthy(e2e.wait_for(function() return not e2e.alive(pid) end, 10))
     assert.truthy(e2e.wait_for(function() return not e2e.alive(broker_pid) end, 5), "the private broker outlived dev")
   end)
+
+  it("stops the private broker a dev master killed with -9 left behind, at its next start", function()
+    local dir = e2e.copy_app("spec/e2e/apps/basic")
+    local env = { E2E_OUT = dir, E2E_SHARED_WORKERS = 1, MQTT_CLIENT_ID = "dev" .. dir:match("([^.]+)$"),
+      ROUTEMQ_RUN_DIR = dir .. "/run" }
+    local brokers = {}
+    local function start(log)
+      local pid = e2e.spawn(e2e.bin .. " dev --app " .. dir, log, env)
+      local broker
+      assert.truthy(e2e.wait_for(function()
+        broker = tonumber(e2e.read(log):match("private mosquitto on 127%.0%.0%.1:%d+ %(pid (%d+)"))
+        return broker and e2e.read(log):find("connected to 127.0.0.1")
+      end, 15), e2e.read(log))
+      brokers[#brokers + 1] = broker
+      return pid, broker
+    end
+    e2e.defer(function()
+      for _, b in ipairs(brokers) do if e2e.alive(b) then e2e.kill(b, "KILL") end end
+    end)
+    local first, old_broker = start(dir .. "/dev1.log")
+    e2e.defer(function() if e2e.alive(first) then e2e.kill(first, "KILL") end end)
+    -- mosquitto gives up root for its own user, which clears the parent-death
+    -- signal: killed with -9, the master leaves its broker running.
+    e2e.kill(first, "KILL")
+    assert.truthy(e2e.wait_for(function() return not e2e.alive(first) end, 5))
+    local second = start(dir .. "/dev2.log")
+    e2e.defer(function() if e2e.alive(second) then e2e.kill(second, "KILL") end end)
+    assert.matches("stopped the private mosquitto %(pid " .. old_broker .. "%) a previous routemq dev left running",
+      e2e.read(dir .. "/dev2.log"))
+    assert.truthy(e2e.wait_for(function() return not e2e.alive(old_broker) end, 5), "the old broker still runs")
+    e2e.kill(second, "TERM")
+    assert.truthy(e2e.wait_for(function() return not e2e.alive(second) end, 10))
+  end)
 end)
