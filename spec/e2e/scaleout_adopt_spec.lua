@@ -6,29 +6,7 @@ local netns = require("spec.helpers.netns")
 
 local APP = "spec/e2e/apps/basic"
 
-local function tally(dirs, n)
-  local by = {}
-  for _, dir in ipairs(dirs) do
-    local _, b = e2e.records(dir)
-    for k, c in pairs(b) do by[k] = (by[k] or 0) + c end
-  end
-  local lost, dups = 0, 0
-  for i = 1, n do
-    local c = by[tostring(i)] or 0
-    if c == 0 then lost = lost + 1 elseif c > 1 then dups = dups + c - 1 end
-  end
-  return lost, dups
-end
-
-local function settle(dirs, n, quiet)
-  local last, since = -1, e2e.now()
-  while e2e.now() - since < quiet do
-    local lost = tally(dirs, n)
-    if lost == 0 then return end
-    if lost ~= last then last, since = lost, e2e.now() end
-    e2e.sleep(0.3)
-  end
-end
+local tally, settle = e2e.tally, e2e.settle
 
 local describe_netns = netns.available() and describe or pending
 

@@ -23,15 +23,7 @@ describe("supervision", function()
     assert.truthy(e2e.wait_for(function() return r.ready(3) end, 15))
     local n = 50000
     e2e.publish_background(broker.port, "slowshared/1", n, r.dir .. "/pub.log")
-    local kills, t0 = 0, e2e.now()
-    while e2e.now() - t0 < 20 do
-      e2e.sleep(0.5)
-      local pids = r.workers()
-      if #pids > 0 then
-        e2e.kill(pids[math.random(#pids)], "KILL")
-        kills = kills + 1
-      end
-    end
+    local kills = e2e.kill_workers(r, 20)
     settle(r.dir, n, 10)
     local lost, dups = tally(r.dir, n)
     local redelivered = 0

@@ -203,15 +203,7 @@ end, { qos = 1 })
     local pub = e2e.spawn(string.format("sh -c 'for i in $(seq 0 19); do seq $((i * 1000 + 1)) $((i * 1000 + 1000)) "
       .. "| mosquitto_pub -p %d -t wait/sleep -q 1 -l; sleep 1; done'", broker.port), r.dir .. "/pub.log")
     e2e.defer(function() e2e.kill(pub, "TERM") end)
-    local kills, t0 = 0, e2e.now()
-    while e2e.now() - t0 < 20 do
-      e2e.sleep(0.5)
-      local pids = r.workers()
-      if #pids > 0 then
-        e2e.kill(pids[math.random(#pids)], "KILL")
-        kills = kills + 1
-      end
-    end
+    local kills = e2e.kill_workers(r, 20)
     settle(r.dir, n, 10)
     local lost, dups = tally(r.dir, n)
     local redelivered = 0

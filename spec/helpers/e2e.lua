@@ -287,9 +287,14 @@ function M.publish_background(port, topic, n, logfile)
   return M.spawn(string.format("sh -c 'seq 1 %d | mosquitto_pub -p %d -t %s -q 1 -l'", n, port, topic), logfile)
 end
 
---- Lost and duplicated among the records of payloads 1..n under dir.
-function M.tally(dir, n)
-  local _, by = M.records(dir)
+--- Lost and duplicated among the records of payloads 1..n under dir, or
+-- under a list of dirs (several instances) together.
+function M.tally(dirs, n)
+  local by = {}
+  for _, dir in ipairs(type(dirs) == "table" and dirs or { dirs }) do
+    local _, b = M.records(dir)
+    for k, c in pairs(b) do by[k] = (by[k] or 0) + c end
+  end
   local lost, dups = 0, 0
   for i = 1, n do
     local c = by[tostring(i)] or 0
@@ -298,16 +303,31 @@ function M.tally(dir, n)
   return lost, dups
 end
 
---- Waits until payloads 1..n were all handled, or nothing new arrived for
--- `quiet` seconds.
-function M.settle(dir, n, quiet)
+--- Waits until payloads 1..n were all handled under dir (or a list of dirs),
+-- or no missing one arrived for `quiet` seconds.
+function M.settle(dirs, n, quiet)
   local last, since = -1, M.now()
   while M.now() - since < (quiet or 5) do
-    if M.tally(dir, n) == 0 then return end
-    local c = #M.records(dir)
-    if c ~= last then last, since = c, M.now() end
+    local lost = M.tally(dirs, n)
+    if lost == 0 then return end
+    if lost ~= last then last, since = lost, M.now() end
     M.sleep(0.2)
   end
+end
+
+--- Kills a random worker of routemq handle r with -9 every `every` seconds
+-- (default 0.5) for `seconds`; returns how many were killed.
+function M.kill_workers(r, seconds, every)
+  local kills, t0 = 0, M.now()
+  while M.now() - t0 < seconds do
+    M.sleep(every or 0.5)
+    local pids = r.workers()
+    if #pids > 0 then
+      M.kill(pids[math.random(#pids)], "KILL")
+      kills = kills + 1
+    end
+  end
+  return kills
 end
 
 --- Reads every record the test app's handlers wrote under dir: a list of
