@@ -55,6 +55,13 @@ static int64_t find_chunks(worker_keep_state *k, uint32_t n)
     return -1;
 }
 
+static int by_seq(const void *a, const void *b, void *keep)
+{
+    const shm_keep *sk = keep;
+    uint64_t x = sk->rec[*(const int *)a].seq, y = sk->rec[*(const int *)b].seq;
+    return (x > y) - (x < y);
+}
+
 int worker_keep_setup(worker *w)
 {
     w->keep.free_stack = calloc(SHM_RECS, sizeof *w->keep.free_stack);
@@ -94,11 +101,9 @@ int worker_keep_init(worker *w, int *ids, int max)
         if (!r->external) mark_chunks(k, r->chunk, r->nchunks, 1);
         if (n < max) ids[n++] = i;
     }
-    /* Arrival order: what the previous worker took first is handled first. */
-    for (int i = 1; i < n; i++)
-        for (int j = i; j > 0 && sk->rec[ids[j - 1]].seq > sk->rec[ids[j]].seq; j--) {
-            int t = ids[j]; ids[j] = ids[j - 1]; ids[j - 1] = t;
-        }
+    /* Arrival order: what the previous worker took first is handled first
+     * (a flood can leave hundreds of thousands: no quadratic sort). */
+    qsort_r(ids, (size_t)n, sizeof *ids, by_seq, sk);
     atomic_store(&w->shm->kept, (uint32_t)n);
     return n;
 }

@@ -11,17 +11,14 @@
 
 void worker_replay_load(worker *w)
 {
-    int *ids = malloc(SHM_RECS * sizeof *ids);
-    if (!ids) { log_error("out of memory"); return; }
-    int n = worker_keep_init(w, ids, SHM_RECS);
+    /* The queue is empty at start and holds SHM_RECS: the records go there directly. */
+    int n = worker_keep_init(w, w->queue.ids, SHM_RECS);
     for (int i = 0; i < n; i++) {
-        shm_rec *r = &w->shm->keep.rec[ids[i]];
         /* Whatever state the previous worker left it in, it starts over here. */
-        atomic_store_explicit(&r->state, REC_QUEUED, memory_order_release);
-        w->queue.ids[w->queue.tail] = ids[i];
-        w->queue.tail = (w->queue.tail + 1) % (SHM_RECS + 1);
+        atomic_store_explicit(&w->shm->keep.rec[w->queue.ids[i]].state, REC_QUEUED, memory_order_release);
     }
-    free(ids);
+    w->queue.head = 0;
+    w->queue.tail = n;
     if (n) log_info("%d message%s a previous worker of this slot did not finish will be handled first", n,
                     n == 1 ? "" : "s");
 }
