@@ -51,9 +51,9 @@ static void close_master_fds(void)
     for (long fd = 3; fd < (max > 0 ? max : 1024); fd++) close((int)fd);
 }
 
-static _Noreturn void child_main(master *m, int i, uint32_t gen)
+/* What every child of the master does first, worker or adoption worker. */
+static void child_setup(master *m)
 {
-    log_set_process(i);
     /* Die with the master; if it already died between fork and prctl, the
      * parent is no longer the master and nobody would ever stop us. */
     if (prctl(PR_SET_PDEATHSIG, SIGTERM) || getppid() != m->pid) _exit(WORKER_EXIT_OK);
@@ -62,10 +62,16 @@ static _Noreturn void child_main(master *m, int i, uint32_t gen)
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
-    proctitle_set("routemq: worker %d gen %u", i, gen);
     /* This generation's code, read by the master when it loaded it: the
      * worker loads from this copy of the master's memory, never from disk. */
     app_snapshot_use(m->app ? m->app->def.snap : NULL);
+}
+
+static _Noreturn void child_main(master *m, int i, uint32_t gen)
+{
+    log_set_process(i);
+    child_setup(m);
+    proctitle_set("routemq: worker %d gen %u", i, gen);
     worker_args a = {
         .cfg = m->cfg,
         .slot = i,
@@ -128,13 +134,8 @@ pid_t master_spawn_adopter(master *m, int slot, const char *client_id, shm_slot 
     char label[128];
     snprintf(label, sizeof label, "adopt %s", client_id);
     log_set_label(label);
-    if (prctl(PR_SET_PDEATHSIG, SIGTERM) || getppid() != m->pid) _exit(WORKER_EXIT_OK);
-    reset_signal_handlers();
-    close_master_fds();
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
-    setproctitle("-routemq: adopt %s", client_id);
+    child_setup(m);
+    proctitle_set("routemq: adopt %s", client_id);
     worker_args a = {
         .cfg = m->cfg,
         .slot = slot,
