@@ -15,14 +15,21 @@ static int file_exists(const char *dir, const char *rel)
     return access(path, R_OK) == 0;
 }
 
-int luavm_find_paths(luavm_paths *p, char *err, size_t errlen)
+/* The directory of the running executable into exe; 0, or -1 with err. */
+static int exe_dir(char *exe, size_t len, char *err, size_t errlen)
 {
-    char exe[PATH_MAX - 32];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    ssize_t n = readlink("/proc/self/exe", exe, len - 1);
     if (n <= 0) { snprintf(err, errlen, "cannot find own executable"); return -1; }
     exe[n] = 0;
     char *slash = strrchr(exe, '/');
     if (slash) *slash = 0;
+    return 0;
+}
+
+int luavm_find_paths(luavm_paths *p, char *err, size_t errlen)
+{
+    char exe[PATH_MAX - 32];
+    if (exe_dir(exe, sizeof exe, err, errlen)) return -1;
     /* Source tree: build/routemq with lua/ beside build/; installed: bin/routemq. */
     snprintf(p->lua_dir, sizeof p->lua_dir, "%s/../lua", exe);
     snprintf(p->cmod_dir, sizeof p->cmod_dir, "%s/lib", exe);
@@ -43,11 +50,7 @@ int luavm_find_paths(luavm_paths *p, char *err, size_t errlen)
 int luavm_find_share(char *dir, size_t len, char *err, size_t errlen)
 {
     char exe[PATH_MAX - 32];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n <= 0) { snprintf(err, errlen, "cannot find own executable"); return -1; }
-    exe[n] = 0;
-    char *slash = strrchr(exe, '/');
-    if (slash) *slash = 0;
+    if (exe_dir(exe, sizeof exe, err, errlen)) return -1;
     /* Source tree: build/../share; installed: bin/../share/routemq. */
     snprintf(dir, len, "%s/../share", exe);
     if (file_exists(dir, "template/app/routers")) return 0;

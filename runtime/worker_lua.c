@@ -180,29 +180,20 @@ static int l_health(lua_State *L)
 
 void worker_lua_push_io(worker *w)
 {
-    lua_State *L = w->lua.L;
+    static const struct { const char *name; lua_CFunction fn; } fns[] = {
+        { "publish", l_publish }, { "log", l_log }, { "done", l_done },
+        { "resume", l_resume }, { "health", l_health }, { "timer", l_timer },
+    };
     static const char *const levels[] = { "debug", "info", "warn", "error" };
-    lua_createtable(L, 0, 3);
+    lua_State *L = w->lua.L;
+    lua_createtable(L, 0, 7);
     lua_pushstring(L, levels[w->cfg->log_level]);
     lua_setfield(L, -2, "level");
-    lua_pushlightuserdata(L, w);
-    lua_pushcclosure(L, l_publish, 1);
-    lua_setfield(L, -2, "publish");
-    lua_pushlightuserdata(L, w);
-    lua_pushcclosure(L, l_log, 1);
-    lua_setfield(L, -2, "log");
-    lua_pushlightuserdata(L, w);
-    lua_pushcclosure(L, l_done, 1);
-    lua_setfield(L, -2, "done");
-    lua_pushlightuserdata(L, w);
-    lua_pushcclosure(L, l_resume, 1);
-    lua_setfield(L, -2, "resume");
-    lua_pushlightuserdata(L, w);
-    lua_pushcclosure(L, l_health, 1);
-    lua_setfield(L, -2, "health");
-    lua_pushlightuserdata(L, w);
-    lua_pushcclosure(L, l_timer, 1);
-    lua_setfield(L, -2, "timer");
+    for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
+        lua_pushlightuserdata(L, w);
+        lua_pushcclosure(L, fns[i].fn, 1);
+        lua_setfield(L, -2, fns[i].name);
+    }
 }
 
 /* Pushes ctx.props from packed properties (worker_props.c): a new table

@@ -120,6 +120,19 @@ function M.new(app, io, worker_slot, runner)
     return runner:start(jobs[index], ctx, timeouts[index], finished, ctx, ctx)
   end
 
+  -- A message of an ordered route: started at once when no other message of
+  -- its topic is in progress, else queued behind them (finished starts it).
+  local function start_ordered(waiting, index, ctx)
+    in_progress = in_progress + 1
+    local queue = waiting[ctx.topic]
+    if queue then
+      queue[#queue + 1] = ctx
+    else
+      waiting[ctx.topic] = {}
+      start(index, ctx)
+    end
+  end
+
   -- Called once per message by the runner (ctx is the runner's token).
   function finished(ctx, ok, err, tb)
     in_progress = in_progress - 1
@@ -195,14 +208,7 @@ function M.new(app, io, worker_slot, runner)
         in_progress = in_progress + 1
       end
     else
-      in_progress = in_progress + 1
-      local queue = waiting[topic]
-      if queue then
-        queue[#queue + 1] = ctx
-      else
-        waiting[topic] = {}
-        start(index, ctx)
-      end
+      start_ordered(waiting, index, ctx)
     end
     if io_done then
       return false
@@ -242,14 +248,7 @@ function M.new(app, io, worker_slot, runner)
         job(ctx)
         index, topic, payload, qos, retain, dup, props, redelivered, params, token = yield(DONE)
       else
-        in_progress = in_progress + 1
-        local queue = waiting[topic]
-        if queue then
-          queue[#queue + 1] = ctx
-        else
-          waiting[topic] = {}
-          start(index, ctx)
-        end
+        start_ordered(waiting, index, ctx)
         index, topic, payload, qos, retain, dup, props, redelivered, params, token = yield(false)
       end
     end
