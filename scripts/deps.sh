@@ -4,7 +4,7 @@
 set -eu
 PKGS="build-essential cmake pkg-config luajit libluajit-5.1-dev libmosquitto-dev mosquitto
 mosquitto-clients lua-cjson lua-busted lua-check luarocks libbsd-dev libmicrohttpd-dev libssl-dev openssl
-lua-cqueues lua-http redis-server iproute2 curl python3 python3-paho-mqtt
+lua-cqueues lua-http redis-server iproute2 curl python3 python3-paho-mqtt socat
 clang valgrind"
 # make package (CPack, dpkg-shlibdeps, lintian) and the console spec (tmux).
 PKGS="$PKGS dpkg-dev file lintian tmux"
