@@ -1,12 +1,12 @@
 /* Load generator: publishes N messages of ~60-byte JSON round-robin over
- * `sensors/<i>/data` (i < topics) at QoS 0 or 1, as fast as the broker takes
- * them. QoS 0 writes until the socket is full, then waits for it to drain;
- * QoS 1 keeps a window of unacknowledged messages. The network loop is
+ * `sensors/<i>/data` (i < topics) at QoS 0, 1 or 2, as fast as the broker
+ * takes them. QoS 0 writes until the socket is full, then waits for it to
+ * drain; QoS 1 and 2 keep a window of unfinished messages. The network loop is
  * driven here (libmosquitto's socket API, no thread).
  *
  * Prints one line: first_publish_ns=... last_publish_ns=... done_ns=...
  * published=N acked=N (CLOCK_REALTIME ns). Exit 0 when every message was
- * written (QoS 0) or acknowledged (QoS 1), 1 on error or timeout.
+ * written (QoS 0) or acknowledged (QoS 1 and 2), 1 on error or timeout.
  *
  * Usage: bench_pub -p PORT [-h HOST] [-n N] [-q QOS] [-T TOPICS] [-w WINDOW]
  *                  [-s FIRST_SEQ] [-V 311|5] [-i CLIENT_ID] [-t TIMEOUT_S] */
@@ -40,7 +40,7 @@ static void on_publish(struct mosquitto *m, void *ud, int mid)
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: bench_pub -p PORT [-h HOST] [-n N] [-q 0|1] [-T TOPICS] [-w WINDOW] "
+    fprintf(stderr, "usage: bench_pub -p PORT [-h HOST] [-n N] [-q 0|1|2] [-T TOPICS] [-w WINDOW] "
                     "[-s FIRST_SEQ] [-V 311|5] [-i CLIENT_ID] [-t TIMEOUT_S]\n");
     exit(2);
 }
@@ -89,7 +89,7 @@ int main(int argc, char **argv)
         default: usage();
         }
     }
-    if (port <= 0 || n < 0 || (qos != 0 && qos != 1) || topics < 1 || window < 1 || timeout_s < 1 ||
+    if (port <= 0 || n < 0 || qos < 0 || qos > 2 || topics < 1 || window < 1 || timeout_s < 1 ||
         (proto != 311 && proto != 5))
         usage();
 
@@ -134,9 +134,9 @@ int main(int argc, char **argv)
     long sent = 0;
     int64_t last_misc = bench_mono_ns();
     rc = MOSQ_ERR_SUCCESS;
-    while ((sent < n || (qos == 1 && st.acked < n)) && rc == MOSQ_ERR_SUCCESS) {
+    while ((sent < n || (qos > 0 && st.acked < n)) && rc == MOSQ_ERR_SUCCESS) {
         /* Publish while the broker takes them: QoS 0 until the socket
-         * pushes back, QoS 1 while the window has room. */
+         * pushes back, QoS 1 and 2 while the window has room. */
         for (int burst = 0; sent < n && burst < 1024; burst++) {
             if (qos == 0 ? mosquitto_want_write(m) : sent - st.acked >= window) break;
             int t = (int)(sent % topics);

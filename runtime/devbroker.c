@@ -95,7 +95,7 @@ int devbroker_start(config *cfg)
             return -1;
         }
         fprintf(f, "# written by routemq dev\nlistener %d 127.0.0.1\nallow_anonymous true\n"
-                   "persistence false\nmax_queued_messages 0\nset_tcp_nodelay true\nlog_dest stderr\n", port);
+                   "persistence false\nmax_queued_messages 1000000\nset_tcp_nodelay true\nlog_dest stderr\n", port);
         fclose(f);
         const char *exe = find_mosquitto();
         pid_t pid = fork();

@@ -236,7 +236,13 @@ int worker_mqtt_setup(worker *w)
      * leave from our loop after the handlers ran (and after the message was
      * kept in shared memory), never between receipt and keeping. */
     mosquitto_threaded_set(w->conn.mosq, true);
-    mosquitto_int_option(w->conn.mosq, MOSQ_OPT_RECEIVE_MAXIMUM, 100);
+    /* The largest Receive Maximum: libmosquitto drops the connection as a
+     * protocol error as soon as more QoS 2 messages are unfinished than we
+     * announced, and mosquitto 2.0.11 (Debian 12) does not keep to it (each
+     * PUBACK or PUBCOMP releases up to that many more: 10,344 QoS 1 messages
+     * were outstanding to a worker that announced 100). At 100, a QoS 2 route
+     * reconnected in a loop after ~250 messages of a burst. */
+    mosquitto_int_option(w->conn.mosq, MOSQ_OPT_RECEIVE_MAXIMUM, 65535);
     if (c->username && mosquitto_username_pw_set(w->conn.mosq, c->username, c->password) != MOSQ_ERR_SUCCESS) {
         log_error("cannot set MQTT_USERNAME");
         return -1;

@@ -173,7 +173,7 @@ function M.broker(opts)
   local conf = dir .. "/mosquitto.conf"
   local f = assert(io.open(conf, "w"))
   f:write("listener ", port, " 127.0.0.1\n", "allow_anonymous ", opts.password_file and "false" or "true", "\n",
-    "max_queued_messages 0\n", "log_type error\nlog_type warning\n")
+    "max_queued_messages 1000000\n", "log_type error\nlog_type warning\n")
   if opts.persistence then
     f:write("persistence true\npersistence_location ", dir, "/\nautosave_interval 1\n")
   else
