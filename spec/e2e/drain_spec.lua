@@ -17,6 +17,15 @@ local function certs(dir)
   assert(out:find("rc=0"), out)
 end
 
+-- Whether a TLS publish to 127.0.0.1:port, checked against ca, succeeds
+-- within 10 s.
+local function accepts_tls(port, ca)
+  return e2e.wait_for(function()
+    return e2e.sh(string.format("mosquitto_pub -h 127.0.0.1 -p %d --cafile %s -t probe -n 2>&1; echo $?", port, ca))
+      :match("^0%s*$")
+  end, 10)
+end
+
 local function tls_broker()
   local dir = e2e.tmpdir()
   e2e.sh("chmod 0777 " .. dir)
@@ -37,10 +46,7 @@ keyfile %s/server.key
 ]], plain, port, dir, dir, dir))
   local b = { port = port, plain = plain, dir = dir, ca = dir .. "/ca.crt" }
   b.pid = e2e.spawn("/usr/sbin/mosquitto -c " .. dir .. "/mosquitto.conf", dir .. "/broker.log")
-  assert(e2e.wait_for(function()
-    return e2e.sh(string.format("mosquitto_pub -h 127.0.0.1 -p %d --cafile %s -t probe -n 2>&1; echo $?", port, b.ca))
-      :match("^0%s*$")
-  end, 10), "TLS mosquitto did not start: " .. e2e.read(dir .. "/broker.log"))
+  assert(accepts_tls(port, b.ca), "TLS mosquitto did not start: " .. e2e.read(dir .. "/broker.log"))
   function b.stop()
     if e2e.alive(b.pid) then e2e.kill(b.pid, "TERM") end
   end
@@ -56,16 +62,18 @@ local function tls_proxy(b)
   local p = { port = port }
   p.pid = e2e.spawn(string.format("socat OPENSSL-LISTEN:%d,bind=127.0.0.1,reuseaddr,fork,cert=%s/server.crt,"
     .. "key=%s/server.key,verify=0 TCP:127.0.0.1:%d", port, b.dir, b.dir, b.plain), b.dir .. "/socat.log")
-  assert(e2e.wait_for(function()
-    return e2e.sh(string.format("mosquitto_pub -h 127.0.0.1 -p %d --cafile %s -t probe -n 2>&1; echo $?", port, b.ca))
-      :match("^0%s*$")
-  end, 10), "socat did not start: " .. e2e.read(b.dir .. "/socat.log"))
+  assert(accepts_tls(port, b.ca), "socat did not start: " .. e2e.read(b.dir .. "/socat.log"))
   function p.stop()
     -- socat forks a child per connection: end them with it.
     e2e.sh("pkill -TERM -P " .. p.pid .. " 2>/dev/null")
     if e2e.alive(p.pid) then e2e.kill(p.pid, "TERM") end
   end
   return p
+end
+
+-- How many messages the workers under dir have handled so far.
+local function count_stamps(dir)
+  return tonumber(e2e.sh("cat " .. dir .. "/*.stamps 2>/dev/null | wc -l"):match("%d+"))
 end
 
 local function stamps(dir)
@@ -98,7 +106,7 @@ local function through_proxy(bursts, size)
   end
   local total, handled = bursts * size, 0
   e2e.wait_for(function()
-    handled = tonumber(e2e.sh("cat " .. r.dir .. "/*.stamps 2>/dev/null | wc -l"):match("%d+"))
+    handled = count_stamps(r.dir)
     return handled >= total
   end, 10)
   r.stop()
@@ -142,7 +150,7 @@ describe("reading over TLS with overlapping routes", function()
       e2e.root, b.plain, N))
     assert.matches("rc=0", out)
     assert.truthy(e2e.wait_for(function()
-      return tonumber(e2e.sh("cat " .. r.dir .. "/*.stamps 2>/dev/null | wc -l"):match("%d+")) >= N
+      return count_stamps(r.dir) >= N
     end, 90), "not all handled: " .. e2e.read(r.log))
     local published = e2e.now() - t0
     r.stop()
