@@ -10,19 +10,28 @@ local tally, settle = e2e.tally, e2e.settle
 
 local describe_netns = netns.available() and describe or pending
 
+-- Hosts A and B, each an instance with 2 workers in one share group, while n
+-- QoS 1 messages are published at 500/s; returns once A has handled 200.
+local function two_hosts_under_load(adopt_after, n)
+  local t = { net = netns.new() }
+  t.b = t.net.broker()
+  t.env = { E2E_SHARED_WORKERS = 2, MQTT_CLIENT_ID = "t" .. t.net.prefix, MQTT_GROUP_NAME = "g" .. t.net.prefix,
+    ROUTEMQ_ADOPT_AFTER = adopt_after, MQTT_KEEPALIVE = 5 }
+  t.ha = t.net.host("A")
+  t.a = t.net.routemq(t.ha, t.b, APP, "run", t.env)
+  t.bb = t.net.routemq(t.net.host("B"), t.b, APP, "run", t.env)
+  assert.truthy(e2e.wait_for(function() return t.a.ready(2) and t.bb.ready(2) end, 15))
+  e2e.sleep(0.5)
+  t.pub = t.net.publish_background(t.b, "shared/1", 1, n, 500, t.bb.dir .. "/pub.log")
+  e2e.wait_for(function() return #e2e.records(t.a.dir) > 200 end, 20)
+  return t
+end
+
 describe_netns("a host that dies", function()
   it("has its sessions adopted by a live instance after ROUTEMQ_ADOPT_AFTER", function()
-    local net = netns.new()
-    local b = net.broker()
-    local env = { E2E_SHARED_WORKERS = 2, MQTT_CLIENT_ID = "t" .. net.prefix, MQTT_GROUP_NAME = "g" .. net.prefix,
-      ROUTEMQ_ADOPT_AFTER = 3, MQTT_KEEPALIVE = 5 }
-    local a = net.routemq(net.host("A"), b, APP, "run", env)
-    local bb = net.routemq(net.host("B"), b, APP, "run", env)
-    assert.truthy(e2e.wait_for(function() return a.ready(2) and bb.ready(2) end, 15))
-    e2e.sleep(0.5)
     local n = 3000
-    local pub = net.publish_background(b, "shared/1", 1, n, 500, bb.dir .. "/pub.log")
-    e2e.wait_for(function() return #e2e.records(a.dir) > 200 end, 20)
+    local t = two_hosts_under_load(3, n)
+    local net, b, env, a, bb, pub = t.net, t.b, t.env, t.a, t.bb, t.pub
     a.kill()  -- master and workers together, as when the host dies
     e2e.sleep(1)
     local c = net.routemq(net.host("C"), b, APP, "run", env)
@@ -50,17 +59,9 @@ describe_netns("a host that dies", function()
   end)
 
   it("silently (no FIN, no RST) is noticed through its presence will and adopted", function()
-    local net = netns.new()
-    local b = net.broker()
-    local env = { E2E_SHARED_WORKERS = 2, MQTT_CLIENT_ID = "t" .. net.prefix, MQTT_GROUP_NAME = "g" .. net.prefix,
-      ROUTEMQ_ADOPT_AFTER = 3, MQTT_KEEPALIVE = 5 }
-    local a = net.routemq(net.host("A"), b, APP, "run", env)
-    local bb = net.routemq(net.host("B"), b, APP, "run", env)
-    assert.truthy(e2e.wait_for(function() return a.ready(2) and bb.ready(2) end, 15))
-    e2e.sleep(0.5)
     local n = 4000
-    local pub = net.publish_background(b, "shared/1", 1, n, 500, bb.dir .. "/pub.log")
-    e2e.wait_for(function() return #e2e.records(a.dir) > 200 end, 20)
+    local t = two_hosts_under_load(3, n)
+    local net, a, bb, pub = t.net, t.a, t.bb, t.pub
     -- The host vanishes from the network, then dies: nothing tells the broker.
     local died = e2e.now()
     net.blackhole("A", true)
@@ -78,18 +79,9 @@ describe_netns("a host that dies", function()
   end)
 
   it("that comes back within ROUTEMQ_ADOPT_AFTER resumes its own sessions: nothing adopted, nothing lost", function()
-    local net = netns.new()
-    local b = net.broker()
-    local env = { E2E_SHARED_WORKERS = 2, MQTT_CLIENT_ID = "t" .. net.prefix, MQTT_GROUP_NAME = "g" .. net.prefix,
-      ROUTEMQ_ADOPT_AFTER = 10, MQTT_KEEPALIVE = 5 }
-    local ha = net.host("A")
-    local a = net.routemq(ha, b, APP, "run", env)
-    local bb = net.routemq(net.host("B"), b, APP, "run", env)
-    assert.truthy(e2e.wait_for(function() return a.ready(2) and bb.ready(2) end, 15))
-    e2e.sleep(0.5)
     local n = 2000
-    local pub = net.publish_background(b, "shared/1", 1, n, 500, bb.dir .. "/pub.log")
-    e2e.wait_for(function() return #e2e.records(a.dir) > 200 end, 20)
+    local t = two_hosts_under_load(10, n)
+    local net, b, env, ha, a, bb, pub = t.net, t.b, t.env, t.ha, t.a, t.bb, t.pub
     a.kill()
     e2e.sleep(1)
     local again = net.routemq(ha, b, APP, "run", env, a.dir)
