@@ -13,11 +13,9 @@ describe("routemq dev", function()
       if e2e.alive(pid) then e2e.kill(pid, "KILL") end
       if broker_pid and e2e.alive(broker_pid) then e2e.kill(broker_pid, "KILL") end
     end)
-    assert.truthy(e2e.wait_for(function()
-      port, broker_pid = e2e.read(log):match("private mosquitto on 127%.0%.0%.1:(%d+) %(pid (%d+)")
-      return port and e2e.read(log):find("connected to 127.0.0.1:" .. port)
-    end, 15), e2e.read(log))
-    broker_pid = tonumber(broker_pid)
+    local up
+    port, broker_pid, up = e2e.dev_broker(log)
+    assert.truthy(up, e2e.read(log))
     assert.matches("mosquitto_pub %-p " .. port, e2e.read(log))
     -- Without it mosquitto leaves Nagle on: request/reply p50 88 ms instead of 0.14 ms.
     assert.matches("\nset_tcp_nodelay true\n", e2e.read(dir .. "/run/mosquitto.conf"))
@@ -47,12 +45,9 @@ describe("routemq dev", function()
     local brokers = {}
     local function start(log)
       local pid = e2e.spawn(e2e.bin .. " dev --app " .. dir, log, env)
-      local broker
-      assert.truthy(e2e.wait_for(function()
-        broker = tonumber(e2e.read(log):match("private mosquitto on 127%.0%.0%.1:%d+ %(pid (%d+)"))
-        return broker and e2e.read(log):find("connected to 127.0.0.1")
-      end, 15), e2e.read(log))
+      local _, broker, up = e2e.dev_broker(log)
       brokers[#brokers + 1] = broker
+      assert.truthy(up, e2e.read(log))
       return pid, broker
     end
     e2e.defer(function()

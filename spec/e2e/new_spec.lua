@@ -100,11 +100,9 @@ describe("routemq new", function()
       if e2e.alive(pid) then e2e.kill(pid, "KILL") end
       if broker_pid and e2e.alive(broker_pid) then e2e.kill(broker_pid, "KILL") end
     end)
-    assert.truthy(e2e.wait_for(function()
-      port, broker_pid = e2e.read(log):match("private mosquitto on 127%.0%.0%.1:(%d+) %(pid (%d+)")
-      return port and e2e.read(log):find("connected to 127.0.0.1:" .. port)
-    end, 15), e2e.read(log))
-    broker_pid = tonumber(broker_pid)
+    local up
+    port, broker_pid, up = e2e.dev_broker(log)
+    assert.truthy(up, e2e.read(log))
     -- The line dev prints is the one the generated README tells to run.
     local hint = e2e.read(log):match("publish to it:%s+(mosquitto_pub [^\n]+)")
     assert.equal("mosquitto_pub -p " .. port .. " -t sensors/42/data -m '{\"temp\": 91}'", hint)

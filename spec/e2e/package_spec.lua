@@ -161,11 +161,9 @@ describe_if("the Debian package", function()
         dev_log = work .. "/dev.log"
         dev_pid = e2e.spawn("cd " .. Q(cwd) .. " && exec env -u LUA_PATH -u LUA_CPATH PATH=/usr/sbin:/usr/bin:/bin "
           .. line, dev_log)
-        assert.truthy(e2e.wait_for(function()
-          port, broker_pid = e2e.read(dev_log):match("private mosquitto on 127%.0%.0%.1:(%d+) %(pid (%d+)")
-          return port and e2e.read(dev_log):find("connected to 127.0.0.1:" .. port)
-        end, 15), e2e.read(dev_log))
-        broker_pid = tonumber(broker_pid)
+        local up
+        port, broker_pid, up = e2e.dev_broker(dev_log)
+        assert.truthy(up, e2e.read(dev_log))
       else
         local rc, out, err = run(line, cwd)
         assert.equal(0, rc, line .. "\n" .. out .. err)

@@ -202,6 +202,19 @@ function M.broker(opts)
   return b
 end
 
+--- Waits until `routemq dev`, logging to `log`, has started its private broker
+-- and a worker is connected to it. Returns the broker's port and pid (either
+-- may be nil) and whether that happened within 15 s: the caller keeps the
+-- pid to stop the broker even when it did not.
+function M.dev_broker(log)
+  local port, pid
+  local up = M.wait_for(function()
+    port, pid = M.read(log):match("private mosquitto on 127%.0%.0%.1:(%d+) %(pid (%d+)")
+    return port and M.read(log):find("connected to 127.0.0.1:" .. port)
+  end, 15)
+  return tonumber(port), tonumber(pid), up
+end
+
 --- Publishes each line of `lines` (a table of strings) with mosquitto_pub -l.
 function M.publish_lines(port, topic, lines, qos, extra)
   local file = os.tmpname()
