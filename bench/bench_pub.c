@@ -11,14 +11,17 @@
  * Usage: bench_pub -p PORT [-h HOST] [-n N] [-q QOS] [-T TOPICS] [-w WINDOW]
  *                  [-s FIRST_SEQ] [-V 311|5] [-i CLIENT_ID] [-t TIMEOUT_S] */
 #include "bench_common.h"
+#include "bench_net.h"
 
 #include <errno.h>
 #include <mosquitto.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+/* PUBACKs arrive in bursts: many packets per wake-up. */
+static int net_step(struct mosquitto *m, int ms) { return bench_net_step(m, ms, 512); }
 
 typedef struct {
     int connected;
@@ -43,29 +46,6 @@ static void usage(void)
     fprintf(stderr, "usage: bench_pub -p PORT [-h HOST] [-n N] [-q 0|1|2] [-T TOPICS] [-w WINDOW] "
                     "[-s FIRST_SEQ] [-V 311|5] [-i CLIENT_ID] [-t TIMEOUT_S]\n");
     exit(2);
-}
-
-/* One pass of the network loop: wait up to `ms` for the socket, then read
- * what arrived and write what is queued. */
-static int net_step(struct mosquitto *m, int ms)
-{
-    int fd = mosquitto_socket(m);
-    if (fd < 0) return MOSQ_ERR_NO_CONN;
-    struct pollfd p = { .fd = fd, .events = POLLIN | (mosquitto_want_write(m) ? POLLOUT : 0) };
-    int n = poll(&p, 1, ms);
-    if (n < 0 && errno != EINTR) return MOSQ_ERR_ERRNO;
-    int rc = MOSQ_ERR_SUCCESS;
-    if (n > 0 && (p.revents & (POLLIN | POLLERR | POLLHUP))) {
-        /* Several packets per wake-up: PUBACKs arrive in bursts. */
-        for (int i = 0; i < 512 && rc == MOSQ_ERR_SUCCESS; i++) {
-            errno = 0;
-            rc = mosquitto_loop_read(m, 1);
-            if (errno == EAGAIN || errno == EWOULDBLOCK) { rc = MOSQ_ERR_SUCCESS; break; }
-        }
-        if (rc != MOSQ_ERR_SUCCESS) return rc;
-    }
-    if (mosquitto_want_write(m)) rc = mosquitto_loop_write(m, 1);
-    return rc;
 }
 
 int main(int argc, char **argv)

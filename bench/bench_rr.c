@@ -23,15 +23,17 @@
  * Usage: bench_rr -p PORT [-h HOST] [-n N] [-q 0|1] [-T TOPIC] [-W WARMUP]
  *                 [-d DURATION_S] [-D] [-R] */
 #include "bench_common.h"
+#include "bench_net.h"
 
 #include <errno.h>
 #include <mosquitto.h>
 #include <mqtt_protocol.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+static int net_step(struct mosquitto *m, int ms) { return bench_net_step(m, ms, 64); }
 
 typedef struct {
     int connected, subscribed, qos;
@@ -83,28 +85,6 @@ static void on_request(struct mosquitto *m, void *ud, const struct mosquitto_mes
     mosquitto_property_free_all(&out);
     free(corr);
     free(topic);
-}
-
-/* One pass of the network loop: wait up to `ms` for the socket, read what
- * arrived, write what is queued. */
-static int net_step(struct mosquitto *m, int ms)
-{
-    int fd = mosquitto_socket(m);
-    if (fd < 0) return MOSQ_ERR_NO_CONN;
-    struct pollfd p = { .fd = fd, .events = POLLIN | (mosquitto_want_write(m) ? POLLOUT : 0) };
-    int n = poll(&p, 1, ms);
-    if (n < 0 && errno != EINTR) return MOSQ_ERR_ERRNO;
-    int rc = MOSQ_ERR_SUCCESS;
-    if (n > 0 && (p.revents & (POLLIN | POLLERR | POLLHUP))) {
-        for (int i = 0; i < 64 && rc == MOSQ_ERR_SUCCESS; i++) {
-            errno = 0;
-            rc = mosquitto_loop_read(m, 1);
-            if (errno == EAGAIN || errno == EWOULDBLOCK) { rc = MOSQ_ERR_SUCCESS; break; }
-        }
-        if (rc != MOSQ_ERR_SUCCESS) return rc;
-    }
-    if (mosquitto_want_write(m)) rc = mosquitto_loop_write(m, 1);
-    return rc;
 }
 
 static int cmp_i64(const void *a, const void *b)
