@@ -54,16 +54,22 @@ local function say(fmt, ...)
   io.stderr:flush()
 end
 
-local function enabled(name)
-  if not ONLY or ONLY == "" then
+-- Whether `name` is in `list` (names separated by commas or spaces); an
+-- unset or empty list holds every name.
+local function listed(list, name)
+  if not list or list == "" then
     return true
   end
-  for w in ONLY:gmatch("[^,%s]+") do
+  for w in list:gmatch("[^,%s]+") do
     if w == name then
       return true
     end
   end
   return false
+end
+
+local function enabled(name)
+  return listed(ONLY, name)
 end
 
 local function count_of(s, pat)
@@ -236,16 +242,7 @@ local PEERS_SKIPPED = {}  -- "node (mqtt.js): node is not installed", ...
 local VERSIONS = {}       -- node, mqttjs, python, paho
 
 local function peer_wanted(id)
-  local want = os.getenv("BENCH_PEERS")
-  if not want or want == "" then
-    return true
-  end
-  for w in want:gmatch("[^,%s]+") do
-    if w == id then
-      return true
-    end
-  end
-  return false
+  return listed(os.getenv("BENCH_PEERS"), id)
 end
 
 -- Finds which peers can run; a missing runtime skips its peer with a line
