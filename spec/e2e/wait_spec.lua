@@ -22,21 +22,30 @@ describe("handlers that wait", function()
   setup(function() broker = e2e.broker() end)
   teardown(function() broker.stop() end)
 
-  local function start(env, n)
-    local r = e2e.routemq(broker, APP, "run", env)
+  -- Runs the application in `app` (the wait app by default) until the test
+  -- ends; returns once n workers (1 by default) are ready.
+  local function start(env, n, app)
+    local r = e2e.routemq(broker, app or APP, "run", env)
     e2e.defer(function() r.stop() end)
     assert.truthy(e2e.wait_for(function() return r.ready(n or 1) end, 15), e2e.read(r.log))
     return r
   end
 
+  -- Publishes payloads 1..n to topic at QoS 1 and waits until r's workers
+  -- have handled each once (none lost, none twice); returns the seconds that
+  -- took.
+  local function handle_all(r, topic, n)
+    local t0 = e2e.now()
+    e2e.publish_lines(broker.port, topic, seq(1, n), 1)
+    settle(r.dir, n, 5)
+    assert.same({ 0, 0 }, { tally(r.dir, n) })
+    return e2e.now() - t0
+  end
+
   it("has many messages in progress per worker, and one at a time with WORKER_CONCURRENCY=1", function()
     local r = start({ WORKER_CONCURRENCY = 256, WAIT_MS = 10 })
     local n = 5000
-    local t0 = e2e.now()
-    e2e.publish_lines(broker.port, "wait/sleep", seq(1, n), 1)
-    settle(r.dir, n, 5)
-    local took = e2e.now() - t0
-    assert.same({ 0, 0 }, { tally(r.dir, n) })
+    local took = handle_all(r, "wait/sleep", n)
     -- one after the other this is 50 s
     assert.is_true(took < 25, "took " .. took .. " s")
     local pids = {}
@@ -67,18 +76,12 @@ router.on("lazy/{n}", function(ctx)
   f:close()
 end, { qos = 1 })
 ]])
-    local r = e2e.routemq(broker, dir, "run", { WORKER_CONCURRENCY = 50 })
-    e2e.defer(function() r.stop() end)
-    assert.truthy(e2e.wait_for(function() return r.ready(1) end, 15), e2e.read(r.log))
+    local r = start({ WORKER_CONCURRENCY = 50 }, 1, dir)
     local pid = r.workers()[1]
     local maps = e2e.read("/proc/" .. pid .. "/maps")
     assert.is_nil(maps:find("lua5.1-cqueues", 1, true), maps:match("[^\n]*lua5.1%-cqueues[^\n]*"))
-    local t0 = e2e.now()
-    e2e.publish_lines(broker.port, "lazy/1", seq(1, 50), 1)
-    settle(r.dir, 50, 5)
-    assert.same({ 0, 0 }, { tally(r.dir, 50) })
     -- 50 x 0.2 s one after the other would be 10 s
-    assert.is_true(e2e.now() - t0 < 5)
+    assert.is_true(handle_all(r, "lazy/1", 50) < 5)
     assert.truthy(e2e.read("/proc/" .. pid .. "/maps"):find("lua5.1-cqueues", 1, true))
   end)
 
@@ -96,11 +99,7 @@ end, { qos = 1 })
     end, 10), e2e.read(dir .. "/http.log"))
     local r = start({ WORKER_CONCURRENCY = 256, API_URL = "http://127.0.0.1:" .. port })
     local n = 2000
-    local t0 = e2e.now()
-    e2e.publish_lines(broker.port, "wait/http", seq(1, n), 1)
-    settle(r.dir, n, 5)
-    local took = e2e.now() - t0
-    assert.same({ 0, 0 }, { tally(r.dir, n) })
+    local took = handle_all(r, "wait/http", n)
     print(string.format("\n  lua-http to a 10 ms API, 1 worker, concurrency 256: %d messages in %.2f s (%.0f msg/s, "
       .. "publishing included)", n, took, n / took))
   end)
