@@ -6,15 +6,8 @@ describe("routemq dev", function()
   it("runs on a private broker, reloads on file changes and stops everything", function()
     local dir = e2e.copy_app("spec/e2e/apps/basic")
     local log = dir .. "/dev.log"
-    local pid = e2e.spawn(e2e.bin .. " dev --app " .. dir, log, { E2E_OUT = dir, E2E_SHARED_WORKERS = 1,
-      MQTT_CLIENT_ID = "dev" .. dir:match("([^.]+)$"), ROUTEMQ_RUN_DIR = dir .. "/run" })
-    local port, broker_pid
-    e2e.defer(function()
-      if e2e.alive(pid) then e2e.kill(pid, "KILL") end
-      if broker_pid and e2e.alive(broker_pid) then e2e.kill(broker_pid, "KILL") end
-    end)
-    local up
-    port, broker_pid, up = e2e.dev_broker(log)
+    local pid, port, broker_pid, up = e2e.dev(e2e.bin .. " dev --app " .. dir, log, { E2E_OUT = dir,
+      E2E_SHARED_WORKERS = 1, MQTT_CLIENT_ID = "dev" .. dir:match("([^.]+)$"), ROUTEMQ_RUN_DIR = dir .. "/run" })
     assert.truthy(up, e2e.read(log))
     assert.matches("mosquitto_pub %-p " .. port, e2e.read(log))
     -- Without it mosquitto leaves Nagle on: request/reply p50 88 ms instead of 0.14 ms.

@@ -93,15 +93,8 @@ describe("routemq new", function()
 
   it("is served by routemq dev: a published reading is handled and logged", function()
     local log = base .. "/dev.log"
-    local pid = e2e.spawn("cd " .. Q(app) .. " && exec " .. Q(e2e.bin) .. " dev", log,
+    local pid, port, broker_pid, up = e2e.dev("cd " .. Q(app) .. " && exec " .. Q(e2e.bin) .. " dev", log,
       { MQTT_CLIENT_ID = "new" .. base:match("([^.]+)$"), ROUTEMQ_RUN_DIR = base .. "/run" })
-    local port, broker_pid
-    e2e.defer(function()
-      if e2e.alive(pid) then e2e.kill(pid, "KILL") end
-      if broker_pid and e2e.alive(broker_pid) then e2e.kill(broker_pid, "KILL") end
-    end)
-    local up
-    port, broker_pid, up = e2e.dev_broker(log)
     assert.truthy(up, e2e.read(log))
     -- The line dev prints is the one the generated README tells to run.
     local hint = e2e.read(log):match("publish to it:%s+(mosquitto_pub [^\n]+)")

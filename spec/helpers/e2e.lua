@@ -215,6 +215,21 @@ function M.dev_broker(log)
   return tonumber(port), tonumber(pid), up
 end
 
+--- Starts `cmd` (a routemq dev command line) logging to `log`, stops it and
+-- its private broker (by pid, with SIGKILL) when the test ends, and waits for
+-- the broker and a connected worker. Returns dev's pid, the broker's port and
+-- pid, and whether it came up (see dev_broker).
+function M.dev(cmd, log, env)
+  local pid = M.spawn(cmd, log, env)
+  local port, broker_pid, up
+  M.defer(function()
+    if M.alive(pid) then M.kill(pid, "KILL") end
+    if broker_pid and M.alive(broker_pid) then M.kill(broker_pid, "KILL") end
+  end)
+  port, broker_pid, up = M.dev_broker(log)
+  return pid, port, broker_pid, up
+end
+
 --- Publishes each line of `lines` (a table of strings) with mosquitto_pub -l.
 function M.publish_lines(port, topic, lines, qos, extra)
   local file = os.tmpname()
