@@ -12,6 +12,10 @@ describe("routemq dev", function()
     assert.matches("mosquitto_pub %-p " .. port, e2e.read(log))
     -- Without it mosquitto leaves Nagle on: request/reply p50 88 ms instead of 0.14 ms.
     assert.matches("\nset_tcp_nodelay true\n", e2e.read(dir .. "/run/mosquitto.conf"))
+    -- A client with 100 QoS 2 publishes unfinished is served (with
+    -- max_queued_messages 0, mosquitto 2.0.11 drops it after 20).
+    assert.matches("rc=0", e2e.sh(string.format("%s/build/bench_pub -p %d -n 500 -q 2 -T 1 -w 100 -t 20 2>&1; "
+      .. "echo rc=$?", e2e.root, port)))
 
     -- A new route appears in the router file: dev reloads by itself.
     local f = assert(io.open(dir .. "/app/routers/e2e.lua", "a"))
