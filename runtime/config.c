@@ -2,6 +2,8 @@
  * a message that names the variable and the value's problem. */
 #include "config.h"
 #include "log.h"
+#include "presence_record.h"
+#include "presence_sign.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -216,6 +218,76 @@ static char *default_client_id(const char *app_dir)
     return id;
 }
 
+/* A secret from NAME or from the file NAME_FILE names (one trailing newline
+ * dropped); NULL in *out when neither is set. The value never enters err. */
+static int get_secret(const char *name, char **out, char *err, size_t errlen)
+{
+    char fname[64];
+    snprintf(fname, sizeof fname, "%s_FILE", name);
+    const char *v = cfg_get(name), *file = cfg_get(fname);
+    *out = NULL;
+    if (v && *v && file && *file) {
+        snprintf(err, errlen, "%s: set either %s or %s, not both", name, name, fname);
+        return -1;
+    }
+    if (v && *v) {
+        *out = strdup(v);
+    } else if (file && *file) {
+        FILE *f = fopen(file, "re");
+        if (!f) {
+            snprintf(err, errlen, "%s: cannot read '%s': %s", fname, file, strerror(errno));
+            return -1;
+        }
+        char buf[4097];
+        size_t n = fread(buf, 1, sizeof buf, f);
+        fclose(f);
+        if (n == sizeof buf) {
+            snprintf(err, errlen, "%s: '%s' is longer than %zu bytes", fname, file, sizeof buf - 1);
+            return -1;
+        }
+        if (n && buf[n - 1] == '\n') n--;
+        if (n && buf[n - 1] == '\r') n--;
+        buf[n] = 0;
+        if (memchr(buf, 0, n)) {
+            snprintf(err, errlen, "%s: '%s' holds a NUL byte", fname, file);
+            return -1;
+        }
+        *out = strdup(buf);
+        explicit_bzero(buf, sizeof buf);
+    } else {
+        return 0;
+    }
+    if (!*out) { snprintf(err, errlen, "out of memory"); return -1; }
+    if (strlen(*out) < PRESENCE_KEY_MIN) {
+        snprintf(err, errlen, "%s: the key is shorter than %d bytes; make one with `openssl rand -hex 32`", name,
+                 PRESENCE_KEY_MIN);
+        return -1;
+    }
+    return 0;
+}
+
+/* The cluster keys (SPEC §8) and the identity that goes into presence records. */
+static int load_trust(config *c, char *err, size_t errlen)
+{
+    char why[300];
+    if (!presence_record_roundtrip(c->instance, why, sizeof why)) {
+        snprintf(err, errlen, "ROUTEMQ_INSTANCE: '%s' cannot be a presence record's instance: %s", c->instance, why);
+        return -1;
+    }
+    if (!presence_record_roundtrip(c->client_id, why, sizeof why)) {
+        snprintf(err, errlen, "MQTT_CLIENT_ID: '%s' cannot be a presence record's client id: %s", c->client_id, why);
+        return -1;
+    }
+    if (get_secret("ROUTEMQ_CLUSTER_KEY", &c->cluster_key, err, errlen)) return -1;
+    if (get_secret("ROUTEMQ_CLUSTER_KEY_PREVIOUS", &c->cluster_key_previous, err, errlen)) return -1;
+    if (c->cluster_key_previous && !c->cluster_key) {
+        snprintf(err, errlen, "ROUTEMQ_CLUSTER_KEY_PREVIOUS: set without ROUTEMQ_CLUSTER_KEY (the key records are "
+                 "signed with)");
+        return -1;
+    }
+    return 0;
+}
+
 static int load_values(config *c, char *err, size_t errlen)
 {
     long l;
@@ -348,7 +420,7 @@ static int load_values(config *c, char *err, size_t errlen)
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    return 0;
+    return load_trust(c, err, errlen);
 }
 
 /* The line of path that defines name (the first, as cfg_get reads it); 0 when none. */
@@ -414,16 +486,24 @@ int config_load(config *c, const char *app_dir, char *err, size_t errlen)
 void config_free(config *c)
 {
     if (c->password) explicit_bzero(c->password, strlen(c->password));
+    if (c->cluster_key) explicit_bzero(c->cluster_key, strlen(c->cluster_key));
+    if (c->cluster_key_previous) explicit_bzero(c->cluster_key_previous, strlen(c->cluster_key_previous));
     char **strs[] = { &c->app_dir, &c->broker, &c->username, &c->password, &c->client_id,
                       &c->group_name, &c->tls_ca_certs, &c->tls_certfile, &c->tls_keyfile,
-                      &c->http, &c->instance, &c->run_dir, &c->dlq_topic };
+                      &c->http, &c->instance, &c->run_dir, &c->dlq_topic, &c->cluster_key,
+                      &c->cluster_key_previous };
     for (size_t i = 0; i < sizeof strs / sizeof *strs; i++) { free(*strs[i]); *strs[i] = NULL; }
 }
 
 void config_scrub_environ(char **envp)
 {
+    static const char *const secrets[] = { "MQTT_PASSWORD=", "ROUTEMQ_CLUSTER_KEY=", "ROUTEMQ_CLUSTER_KEY_PREVIOUS=" };
     for (char **e = envp; e && *e; e++)
-        if (!strncmp(*e, "MQTT_PASSWORD=", 14))
-            memset(*e + 14, 'x', strlen(*e + 14));
+        for (size_t i = 0; i < sizeof secrets / sizeof *secrets; i++) {
+            size_t n = strlen(secrets[i]);
+            if (!strncmp(*e, secrets[i], n)) memset(*e + n, 'x', strlen(*e + n));
+        }
     unsetenv("MQTT_PASSWORD");
+    unsetenv("ROUTEMQ_CLUSTER_KEY");
+    unsetenv("ROUTEMQ_CLUSTER_KEY_PREVIOUS");
 }

@@ -46,6 +46,8 @@ typedef struct config {
     int broker_from_env;    /* MQTT_BROKER was set (env or .env) */
     int stop_sessions;      /* ROUTEMQ_STOP_SESSIONS: STOP_SESSIONS_AUTO | _KEEP | _END */
     int adopt_after;        /* ROUTEMQ_ADOPT_AFTER: seconds before another instance's orphaned sessions are adopted */
+    char *cluster_key;      /* ROUTEMQ_CLUSTER_KEY(_FILE): signs presence records; never logged, NULL: none */
+    char *cluster_key_previous; /* ROUTEMQ_CLUSTER_KEY_PREVIOUS(_FILE): still accepted while rotating */
 } config;
 
 /* Loads the configuration for the application in app_dir. 0 ok; -1 with a
@@ -61,8 +63,9 @@ void config_free(config *c);
 int config_read_dotenv(const char *path, char ***out, char *err, size_t errlen);
 /* The same from an open stream; path only names it in errors. */
 int config_parse_dotenv(FILE *f, const char *path, char ***out, char *err, size_t errlen);
-/* Overwrites MQTT_PASSWORD=... in the process's original environment block so
- * /proc/<pid>/environ of the master and its forked workers does not show it. */
+/* Overwrites MQTT_PASSWORD=... and the cluster keys in the process's original
+ * environment block so /proc/<pid>/environ (and `ps e`) of the master and its
+ * forked workers does not show them. */
 void config_scrub_environ(char **envp);
 
 #endif
