@@ -78,6 +78,15 @@ static void stop_leftover(const char *conf)
     log_warn("routemq dev: stopped the private mosquitto (pid %d) a previous routemq dev left running", pid);
 }
 
+/* The run directory's files are 0600 (rundir.c), whatever the umask. */
+static FILE *create_private(const char *path)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
+    if (fd >= 0 && !f) close(fd);
+    return f;
+}
+
 int devbroker_start(config *cfg)
 {
     char conf[4096], logf[4096];
@@ -88,7 +97,7 @@ int devbroker_start(config *cfg)
     stop_leftover(conf);
     for (int attempt = 0; attempt < 5; attempt++) {
         int port = free_port();
-        FILE *f = fopen(conf, "w");
+        FILE *f = create_private(conf);
         if (port < 0 || !f) {
             if (f) fclose(f);
             log_error("routemq dev: cannot prepare a private broker in %s: %s", cfg->run_dir, strerror(errno));
@@ -114,7 +123,7 @@ int devbroker_start(config *cfg)
             _exit(127);
         }
         broker_pid = pid;
-        FILE *pf = fopen(pid_file, "w");
+        FILE *pf = create_private(pid_file);
         if (pf) { fprintf(pf, "%d\n", (int)pid); fclose(pf); }
         for (int i = 0; i < 100; i++) {  /* up to 5 s */
             if (port_open(port)) {

@@ -193,7 +193,7 @@ int master_signal_slot(master *m, int i, int sig, stop_cause why);
 /* Forks a new generation into slot i; 0 ok, -1 (logged) when fork failed. */
 int master_spawn(master *m, int i);
 /* Forks an adoption worker for another instance's client id (outside the slots); its pid or -1 (logged). */
-pid_t master_spawn_adopter(master *m, int slot, const char *client_id, shm_slot *sh);
+pid_t master_spawn_adopter(master *m, int slot, const char *client_id, char *const *routes, int nroutes, shm_slot *sh);
 /* master_spawn, or a retry in a second when fork failed. */
 void master_start_slot(master *m, int i);
 

@@ -229,6 +229,7 @@ static void master_counters(strbuf *b, const master *m, uint64_t duplicates)
     sb_printf(b, "routemq_adopted_sessions_total %llu\n", (unsigned long long)adopted_sessions);
     family(b, "routemq_adopted_messages_total", "counter", "Messages handled from adopted sessions.");
     sb_printf(b, "routemq_adopted_messages_total %llu\n", (unsigned long long)adopted_messages);
+    master_adopt_refused_metrics(b);
     family(b, "routemq_build_info", "gauge", "Build information; always 1.");
     sb_printf(b, "routemq_build_info{version=\"%s\"} 1\n", ROUTEMQ_VERSION);
 }

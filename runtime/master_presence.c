@@ -18,6 +18,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,8 +41,30 @@ static const char *presence_broker(const master *m)
     return name;
 }
 
+void presence_seal(master *m, strbuf *b, long long seq)
+{
+    struct master_presence *p = m->presence;
+    sb_printf(b, ",\"seq\":%lld", seq);
+    if (p->nkeys && !b->oom) {
+        /* The MAC covers every byte before ,"mac": the record as written. */
+        char sig[PRESENCE_SIG_LEN + 1];
+        presence_sign(&p->keys[0], b->p, b->len, sig);
+        sb_printf(b, ",\"mac\":\"%s\"", sig);
+    }
+    sb_puts(b, "}");
+}
+
+/* seq of the next record of this connection: <epoch ms><3 digits>, the
+ * will's (PRESENCE_SEQ_WILL) above them all. */
+static long long next_seq(struct master_presence *p, int will)
+{
+    if (will) return p->epoch_ms * 1000 + PRESENCE_SEQ_WILL;
+    if (p->seq_n < PRESENCE_SEQ_WILL - 1) p->seq_n++;
+    return p->epoch_ms * 1000 + p->seq_n;
+}
+
 /* The record of this instance in the given state. */
-static void record_json(master *m, const char *state, strbuf *b)
+static void record_json(master *m, const char *state, strbuf *b, long long seq)
 {
     struct master_presence *p = m->presence;
     sb_puts(b, "{\"instance\":");
@@ -68,8 +91,19 @@ static void record_json(master *m, const char *state, strbuf *b)
         first = 0;
         sb_json_str(b, r->sub);
     }
-    sb_printf(b, "],\"workers\":%d,\"session_expiry\":%d,\"state\":\"%s\",\"sessions\":\"%s\",\"since\":%lld}",
+    /* The other routes too: an adopter accepts only messages of the routes a record declares. */
+    sb_puts(b, "],\"routes\":[");
+    first = 1;
+    for (int i = 0; m->app && i < m->app->def.nroutes; i++) {
+        route_info *r = &m->app->def.routes[i];
+        if (r->shared) continue;
+        if (!first) sb_puts(b, ",");
+        first = 0;
+        sb_json_str(b, r->sub);
+    }
+    sb_printf(b, "],\"workers\":%d,\"session_expiry\":%d,\"state\":\"%s\",\"sessions\":\"%s\",\"since\":%lld",
               m->P, m->cfg->session_expiry, state, p->sessions_kept ? "kept" : "ended", (long long)p->since);
+    presence_seal(m, b, seq);
 }
 
 static void publish_record(master *m)
@@ -81,7 +115,7 @@ static void publish_record(master *m)
     if (!strcmp(p->state, "cleared")) {
         mosquitto_publish(p->mosq, &p->last_mid, p->topic, 0, NULL, 1, true);
     } else {
-        record_json(m, p->state, &b);
+        record_json(m, p->state, &b, next_seq(p, 0));
         if (!b.oom) mosquitto_publish(p->mosq, &p->last_mid, p->topic, (int)b.len, b.p, 1, true);
     }
     sb_free(&b);
@@ -89,26 +123,60 @@ static void publish_record(master *m)
     p->published_gen = m->app_generation;
 }
 
-/* A string field of a record we (or another routemq) published; "" when absent. */
+/* Kept for callers that hold only the bytes: every field goes through the one parser. */
 void presence_field_str(const char *json, const char *key, char *out, size_t n)
 {
-    char pat[64];
-    snprintf(pat, sizeof pat, "\"%s\":\"", key);
-    const char *s = json ? strstr(json, pat) : NULL;
+    presence_record r;
     out[0] = 0;
-    if (!s) return;
-    s += strlen(pat);
-    size_t k = 0;
-    while (*s && *s != '"' && k + 1 < n) out[k++] = *s++;
-    out[k] = 0;
+    if (!json || presence_record_parse(json, strlen(json), &r, NULL, 0)) return;
+    const char *names[] = { "instance", "host", "version", "group", "state", "sessions", "adopted_by" };
+    const char *vals[] = { r.instance, r.host, r.version, r.group, r.state, r.sessions, r.adopted_by };
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++)
+        if (!strcmp(key, names[i]) && vals[i]) snprintf(out, n, "%s", vals[i]);
+    presence_record_free(&r);
 }
 
 long presence_field_long(const char *json, const char *key)
 {
-    char pat[64];
-    snprintf(pat, sizeof pat, "\"%s\":", key);
-    const char *s = json ? strstr(json, pat) : NULL;
-    return s ? strtol(s + strlen(pat), NULL, 10) : 0;
+    presence_record r;
+    if (!json || presence_record_parse(json, strlen(json), &r, NULL, 0)) return 0;
+    long long v = !strcmp(key, "pid") ? r.pid : !strcmp(key, "workers") ? r.workers : !strcmp(key, "since") ? r.since
+                : !strcmp(key, "session_expiry") ? r.session_expiry : !strcmp(key, "seq") ? r.seq : 0;
+    presence_record_free(&r);
+    return (long)v;
+}
+
+/* Records refused are logged once a minute per topic: a client that
+ * republishes one in a loop must not flood the log. */
+static void log_ignored(const char *topic, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void log_ignored(const char *topic, const char *fmt, ...)
+{
+    static struct { uint64_t hash; int64_t at; } seen[64];
+    uint64_t h = 1469598103934665603ull;
+    for (const char *c = topic; *c; c++) h = (h ^ (unsigned char)*c) * 1099511628211ull;
+    int64_t now = shm_now_ns();
+    int k = 0;
+    for (int i = 0; i < 64; i++) {
+        if (seen[i].hash == h) { k = i; break; }
+        if (seen[i].at < seen[k].at) k = i;
+    }
+    if (seen[k].hash == h && now - seen[k].at < 60 * NS_PER_S) return;
+    seen[k].hash = h;
+    seen[k].at = now;
+    char why[400], t[LOG_TOPIC_BUF];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof why, fmt, ap);
+    va_end(ap);
+    log_warn("presence: ignoring the record on %s: %s", log_topic(t, sizeof t, topic, strlen(topic)), why);
+}
+
+static void peer_clear(peer *e)
+{
+    free(e->json);
+    e->json = NULL;
+    presence_record_free(&e->rec);
+    e->state[0] = 0;
 }
 
 static peer *find_peer(struct master_presence *p, const char *instance)
@@ -118,6 +186,21 @@ static peer *find_peer(struct master_presence *p, const char *instance)
     return NULL;
 }
 
+/* A record of our identity older than this connection came on our own
+ * topic (a replay, or a retained one of an earlier connection): publish
+ * ours again, so the broker keeps the right one. The echoes of this
+ * connection's records are newer, so this never loops. */
+static void replayed_own(master *m, const presence_record *r)
+{
+    struct master_presence *p = m->presence;
+    if (!p->announced || !p->connected || !strcmp(p->state, "cleared") || r->seq >= p->epoch_ms * 1000) return;
+    publish_record(m);
+}
+
+/* A record is believed only if it parses (presence_record_parse), names the
+ * instance of its topic and our group, carries a MAC by one of our keys when
+ * we have keys, and is not older than one already seen (a replay). Anything
+ * else is ignored for every decision and logged. */
 static void on_message(struct mosquitto *mosq, void *ud, const struct mosquitto_message *msg,
                        const mosquitto_property *props)
 {
@@ -127,33 +210,57 @@ static void on_message(struct mosquitto *mosq, void *ud, const struct mosquitto_
     if (!inst || !inst[1]) return;
     inst++;
     peer *e = find_peer(p, inst);
-    if (msg->payloadlen == 0) {  /* cleared */
-        if (e) {
-            free(e->instance);
-            free(e->json);
-            *e = p->peers[--p->npeers];
-        }
+    if (msg->payloadlen == 0) {  /* cleared: the seq seen stays, against replays */
+        if (e) peer_clear(e);
+        return;
+    }
+    presence_record r;
+    char err[256];
+    const char *why = NULL;
+    if (presence_record_parse(msg->payload, (size_t)msg->payloadlen, &r, err, sizeof err)) {
+        log_ignored(msg->topic, "not a presence record (%s)", err);
+        return;
+    }
+    if (strcmp(r.instance, inst) || (r.group && strcmp(r.group, m->cfg->group_name))) {
+        log_ignored(msg->topic, "it is the record of %s%s%s, not of this topic", r.instance, r.group ? " in group " : "",
+                    r.group ? r.group : "");
+        presence_record_free(&r);
+        return;
+    }
+    if (p->nkeys && !presence_verify(p->keys, p->nkeys, msg->payload, &r, &why)) {
+        if (r.kid[0]) log_ignored(msg->topic, "%s (key id %s; ours: %s%s%s)", why, r.kid, p->keys[0].kid,
+                                  p->nkeys > 1 ? ", " : "", p->nkeys > 1 ? p->keys[1].kid : "");
+        else log_ignored(msg->topic, "it is not signed, and ROUTEMQ_CLUSTER_KEY is set");
+        presence_record_free(&r);
+        return;
+    }
+    if (e && r.seq < e->seq) {
+        log_ignored(msg->topic, "a replay: seq %lld is older than %lld, seen already", r.seq, e->seq);
+        if (!strcmp(inst, p->instance)) replayed_own(m, &r);
+        presence_record_free(&r);
         return;
     }
     char *json = strndup(msg->payload, (size_t)msg->payloadlen);
-    if (!json) return;
+    if (!json) { presence_record_free(&r); return; }
     if (!e) {
         peer *np = realloc(p->peers, (size_t)(p->npeers + 1) * sizeof *np);
         char *name = strdup(inst);
-        if (!np || !name) { free(json); free(name); if (np) p->peers = np; return; }
+        if (!np || !name) { free(json); free(name); presence_record_free(&r); if (np) p->peers = np; return; }
         p->peers = np;
         e = &p->peers[p->npeers++];
         memset(e, 0, sizeof *e);
         e->instance = name;
     }
     free(e->json);
+    presence_record_free(&e->rec);
     e->json = json;
-    char state[16];
-    presence_field_str(json, "state", state, sizeof state);
-    if (strcmp(state, e->state)) {
-        snprintf(e->state, sizeof e->state, "%s", state);
+    e->rec = r;
+    e->seq = r.seq;
+    if (strcmp(r.state, e->state)) {
+        snprintf(e->state, sizeof e->state, "%s", r.state);
         e->state_seen_ns = shm_now_ns();
     }
+    if (!strcmp(inst, p->instance)) replayed_own(m, &e->rec);
 }
 
 static void on_connect(struct mosquitto *mosq, void *ud, int rc, int flags, const mosquitto_property *props)
@@ -221,7 +328,7 @@ static void set_will(master *m)
     struct master_presence *p = m->presence;
     strbuf b;
     sb_init(&b);
-    record_json(m, "lost", &b);
+    record_json(m, "lost", &b, next_seq(p, 1));
     if (!b.oom) mosquitto_will_set(p->mosq, p->topic, (int)b.len, b.p, 1, true);
     p->will_p = m->P;
     sb_free(&b);
@@ -231,6 +338,12 @@ static void connect_now(master *m)
 {
     struct master_presence *p = m->presence;
     p->next_connect_ns = 0;
+    /* A new connection, a new will: its records sort after every earlier one. */
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    long long ms = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    p->epoch_ms = ms > p->epoch_ms ? ms : p->epoch_ms + 1;
+    p->seq_n = 0;
     set_will(m);
     int rc = mosquitto_connect_bind_async(p->mosq, m->cfg->broker, m->cfg->port, m->cfg->keepalive, NULL);
     if (rc != MOSQ_ERR_SUCCESS) { p->failed = 1; schedule(m); return; }
@@ -271,6 +384,17 @@ int master_presence_start(master *m)
     mosquitto_publish_v5_callback_set(p->mosq, on_publish);
     mosquitto_unsubscribe_v5_callback_set(p->mosq, on_unsubscribe);
     p->retry_delay = c->retry_min_delay;
+    if (c->cluster_key) {
+        presence_key_init(&p->keys[p->nkeys++], c->cluster_key, strlen(c->cluster_key));
+        if (c->cluster_key_previous)
+            presence_key_init(&p->keys[p->nkeys++], c->cluster_key_previous, strlen(c->cluster_key_previous));
+        log_info("presence: records are signed with key id %s%s%s; unsigned or wrongly signed ones are ignored",
+                 p->keys[0].kid, p->nkeys > 1 ? ", key id " : "", p->nkeys > 1 ? p->keys[1].kid : "");
+    } else {
+        log_info("presence: no ROUTEMQ_CLUSTER_KEY, so adoption trusts the broker's ACLs on routemq/presence/%s/+: "
+                 "only sessions named like this group's (%s-<instance>-<slot>) are ever adopted", c->group_name,
+                 c->client_id);
+    }
     connect_now(m);
     return 0;
 }
@@ -364,12 +488,11 @@ int master_presence_conflict(master *m, char *why, size_t n)
 {
     struct master_presence *p = m->presence;
     peer *e = p ? find_peer(p, p->instance) : NULL;
-    if (!e) return 0;
-    char state[32], host[256];
-    presence_field_str(e->json, "state", state, sizeof state);
-    presence_field_str(e->json, "host", host, sizeof host);
-    long pid = presence_field_long(e->json, "pid");
-    if (strcmp(state, "running")) return 0;
+    if (!e || !e->json) return 0;
+    char host[256];
+    snprintf(host, sizeof host, "%s", e->rec.host ? e->rec.host : "");
+    long pid = (long)e->rec.pid;
+    if (strcmp(e->state, "running")) return 0;
     if (!strcmp(host, p->host) && (pid == (long)m->pid || !local_master_alive(pid))) return 0;
     snprintf(why, n, "the identity %s is live on host %s (pid %ld) according to %s: its workers would take "
              "each other's sessions over. Give this instance its own ROUTEMQ_INSTANCE (or MQTT_CLIENT_ID), "
@@ -383,18 +506,13 @@ int master_presence_peer_serves(master *m, char *who, size_t n)
     if (!p) return 0;
     for (int i = 0; i < p->npeers; i++) {
         peer *e = &p->peers[i];
-        char state[32];
-        presence_field_str(e->json, "state", state, sizeof state);
-        if (!strcmp(e->instance, p->instance) || strcmp(state, "running")) continue;
+        if (!e->json || !strcmp(e->instance, p->instance) || strcmp(e->state, "running")) continue;
         int all = 1;
         for (int k = 0; all && m->app && k < m->app->def.nroutes; k++) {
             route_info *r = &m->app->def.routes[k];
             if (!r->shared) continue;
-            strbuf q;
-            sb_init(&q);
-            sb_json_str(&q, r->sub);
-            all = !q.oom && strstr(e->json, q.p) != NULL;
-            sb_free(&q);
+            all = 0;
+            for (int j = 0; !all && j < e->rec.nshared; j++) all = !strcmp(e->rec.shared_routes[j], r->sub);
         }
         if (all) { snprintf(who, n, "%s", e->instance); return 1; }
     }
@@ -426,8 +544,11 @@ void master_presence_json(master *m, strbuf *out)
     sb_puts(out, "{\"group\":");
     sb_json_str(out, m->cfg->group_name);
     sb_printf(out, ",\"connected\":%s,\"instances\":[", p && p->connected ? "true" : "false");
+    int first = 1;
     for (int i = 0; p && i < p->npeers; i++) {
-        if (i) sb_puts(out, ",");
+        if (!p->peers[i].json) continue;
+        if (!first) sb_puts(out, ",");
+        first = 0;
         sb_puts(out, p->peers[i].json);
     }
     sb_puts(out, "]}\n");
@@ -439,14 +560,14 @@ void master_presence_table(master *m, strbuf *out)
     sb_printf(out, "group %s (presence %s)\n", m->cfg->group_name, p && p->connected ? "connected" : "not connected");
     sb_printf(out, "%-40s %-20s %8s %-9s %s\n", "INSTANCE", "HOST", "PID", "STATE", "SINCE");
     for (int i = 0; p && i < p->npeers; i++) {
-        char state[32], host[256], since[32] = "";
-        presence_field_str(p->peers[i].json, "state", state, sizeof state);
-        presence_field_str(p->peers[i].json, "host", host, sizeof host);
-        time_t t = (time_t)presence_field_long(p->peers[i].json, "since");
+        const presence_record *r = &p->peers[i].rec;
+        if (!p->peers[i].json) continue;
+        char since[32] = "";
+        time_t t = (time_t)r->since;
         struct tm tm;
         if (gmtime_r(&t, &tm)) strftime(since, sizeof since, "%Y-%m-%dT%H:%M:%SZ", &tm);
-        sb_printf(out, "%-40s %-20s %8ld %-9s %s\n", p->peers[i].instance, host, presence_field_long(p->peers[i].json, "pid"),
-                  state, since);
+        sb_printf(out, "%-40s %-20s %8lld %-9s %s\n", p->peers[i].instance, r->host ? r->host : "", r->pid, r->state,
+                  since);
     }
 }
 
@@ -480,7 +601,10 @@ void master_presence_stop(master *m)
     if (p->sock >= 0) epoll_ctl(m->epfd, EPOLL_CTL_DEL, p->sock, NULL);
     mosquitto_destroy(p->mosq);
     mosquitto_lib_cleanup();
-    for (int i = 0; i < p->npeers; i++) { free(p->peers[i].instance); free(p->peers[i].json); }
+    for (int i = 0; i < p->npeers; i++) {
+        peer_clear(&p->peers[i]);
+        free(p->peers[i].instance);
+    }
     free(p->peers);
     free(p);
     m->presence = NULL;

@@ -36,6 +36,12 @@ void master_presence_adopted(struct master *m, const char *instance);
 /* master_adopt.c: the adoption workers, one per client id of an orphaned instance. */
 /* Forks one adoption worker per client id; 0, or -1 when none could start. */
 int master_adopt_start(struct master *m, const char *instance, char **clients, int n);
+/* The same for the record with that seq; its workers stop, leaving the session as it
+ * is, at a message none of routes[0..nroutes) matches (a stranger's session). */
+int master_adopt_start_routes(struct master *m, const char *instance, long long seq, char **clients, int n,
+                              char *const *routes, int nroutes);
+/* routemq_adoptions_refused_total{reason}, in Prometheus text. */
+void master_adopt_refused_metrics(strbuf *b);
 /* 1 while adoption workers of instance run. */
 int master_adopt_running(const char *instance);
 /* 1 when pid was an adoption worker (its exit is accounted for here). */

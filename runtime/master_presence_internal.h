@@ -6,14 +6,19 @@
 #include <mosquitto.h>
 #include <stdint.h>
 #include <time.h>
+#include "presence_record.h"
+#include "presence_sign.h"
+#include "strbuf.h"
 
 struct master;
 
 typedef struct peer {
     char *instance;
-    char *json;               /* the record as published */
+    char *json;               /* the record as published; NULL once cleared */
+    presence_record rec;      /* json, parsed (and verified with a cluster key) */
     char state[16];
     int64_t state_seen_ns;    /* when we saw it enter that state (monotonic) */
+    long long seq;            /* the highest seq accepted: a record below it is a replay */
 } peer;
 
 struct master_presence {
@@ -41,12 +46,22 @@ struct master_presence {
     peer *peers;
     int npeers;
     uint64_t next_misc_ns;
+    presence_key keys[2];       /* ROUTEMQ_CLUSTER_KEY, then _PREVIOUS; nkeys 0: records are not signed */
+    int nkeys;
+    long long epoch_ms;         /* this connection's part of seq: records of later connections sort after */
+    int seq_n;                  /* records published on this connection */
 };
 
-/* A string field of a record we (or another routemq) published; "" when absent. */
+/* seq of the will of a connection: above every record published on it. */
+#define PRESENCE_SEQ_WILL 999
+
+/* A string field of a record (presence_record_parse); "" when absent or not a record. */
 void presence_field_str(const char *json, const char *key, char *out, size_t n);
 /* A number field of a record, 0 when absent. */
 long presence_field_long(const char *json, const char *key);
+/* Ends the record being written in b (no closing brace yet): "seq", the MAC
+ * with a cluster key, the closing brace. */
+void presence_seal(struct master *m, strbuf *b, long long seq);
 /* Once a second (master_adopt.c): adopts the orphans not back in time. */
 void master_adopt_orphans(struct master *m, int64_t now);
 

@@ -120,7 +120,7 @@ void master_start_slot(master *m, int i)
     if (master_spawn(m, i)) m->slots[i].restart_at_ns = shm_now_ns() + SPAWN_RETRY_NS;
 }
 
-pid_t master_spawn_adopter(master *m, int slot, const char *client_id, shm_slot *sh)
+pid_t master_spawn_adopter(master *m, int slot, const char *client_id, char *const *routes, int nroutes, shm_slot *sh)
 {
     reset_shm_slot(sh, 1, shm_now_ns());
     fflush(NULL);
@@ -144,6 +144,8 @@ pid_t master_spawn_adopter(master *m, int slot, const char *client_id, shm_slot 
         .workers_override = m->override,
         .master_pid = m->pid,
         .adopt_client_id = client_id,
+        .adopt_routes = routes,
+        .adopt_nroutes = nroutes,
     };
     _exit(worker_main(&a));
 }

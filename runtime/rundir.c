@@ -54,6 +54,47 @@ static int make_dirs(const char *dir)
     return 0;
 }
 
+/* The run directory holds the control socket and files about messages: it
+ * must be ours and closed to everyone else, as ssh wants of ~/.ssh. We fix
+ * nothing silently: a looser directory is somebody's decision to look at. */
+static int check_private(const char *dir, char *err, size_t errlen)
+{
+    struct stat st;
+    if (lstat(dir, &st)) {
+        snprintf(err, errlen, "cannot use the run directory %s: %s", dir, strerror(errno));
+        return -1;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        snprintf(err, errlen, "the run directory %s is not a directory (a symbolic link or a file); "
+                 "ROUTEMQ_RUN_DIR must name a directory of its own", dir);
+        return -1;
+    }
+    if (st.st_uid != geteuid()) {
+        snprintf(err, errlen, "the run directory %s belongs to uid %u, not to this user (uid %u): it holds the control "
+                 "socket and files about messages; use a directory of your own (ROUTEMQ_RUN_DIR)", dir,
+                 (unsigned)st.st_uid, (unsigned)geteuid());
+        return -1;
+    }
+    if (st.st_mode & 077) {
+        snprintf(err, errlen, "the run directory %s has mode %04o: it holds the control socket and files about "
+                 "messages, so it must be 0700 (other users may not enter it); fix it with `chmod 0700 %s`", dir,
+                 (unsigned)(st.st_mode & 07777), dir);
+        return -1;
+    }
+    return 0;
+}
+
+/* Opens path for writing, created 0600 whatever the umask. */
+static FILE *create_private(const char *path)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) return NULL;
+    fchmod(fd, 0600);  /* a leftover from an older version may be looser */
+    FILE *f = fdopen(fd, "w");
+    if (!f) close(fd);
+    return f;
+}
+
 /* 1 when something accepts connections on the socket at path. */
 static int socket_alive(const char *path)
 {
@@ -72,6 +113,7 @@ static int take_pid_file(rundir *rd, const char *app_dir, char *err, size_t errl
         snprintf(err, errlen, "cannot create %s: %s", rd->pid_path, strerror(errno));
         return -1;
     }
+    fchmod(rd->pid_fd, 0600);
     /* A master whose pid file was deleted under it still answers on its socket. */
     if (flock(rd->pid_fd, LOCK_EX | LOCK_NB) || socket_alive(rd->sock_path)) {
         pid_t pid = rundir_read_pid(rd->dir);
@@ -133,6 +175,10 @@ int rundir_acquire(rundir *rd, const char *dir, const char *app_dir, char *err, 
         return -1;
     }
     rd->created_dir = made;
+    if (check_private(dir, err, errlen)) {
+        rundir_release(rd);
+        return -1;
+    }
     if (take_pid_file(rd, app_dir, err, errlen) || listen_control(rd, err, errlen)) {
         int ours = rd->pid_fd >= 0;  /* only the holder of the lock may remove the files */
         if (!ours) { free(rd->pid_path); rd->pid_path = NULL; free(rd->sock_path); rd->sock_path = NULL; }
@@ -176,7 +222,7 @@ void rundir_write_workers(const char *dir, int n)
     char path[4096], tmp[4200];
     snprintf(path, sizeof path, "%s/workers", dir);
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
+    FILE *f = create_private(tmp);
     if (!f) return;
     int ok = fprintf(f, "%d\n", n) > 0;
     if (fclose(f) == 0 && ok) rename(tmp, path);
@@ -227,7 +273,7 @@ void rundir_write_filters(const char *dir, int slot, const char *const *filters,
     char path[4096], tmp[4200];
     filters_path(path, sizeof path, dir, slot);
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
+    FILE *f = create_private(tmp);
     if (!f) return;
     int ok = 1;
     for (int i = 0; i < n && ok; i++)

@@ -18,9 +18,11 @@ typedef struct rundir {
     int created_dir;  /* we made dir: removed again when empty */
 } rundir;
 
-/* Creates the directory (0700), takes the pid file (a live master holding
- * it is an error; a stale one is taken over) and listens on the control
- * socket (0600). 0 ok; -1 with the reason in err, nothing left behind. */
+/* Creates the directory (0700); refuses one that is not a directory of this
+ * user's with mode 0700 (nothing wider); takes the pid file (a live master
+ * holding it is an error; a stale one is taken over) and listens on the
+ * control socket (0600). Every file it writes there is 0600. 0 ok; -1 with
+ * the reason in err, nothing left behind. */
 int rundir_acquire(rundir *rd, const char *dir, const char *app_dir, char *err, size_t errlen);
 /* Removes the socket and the pid file and releases the lock. Idempotent. */
 void rundir_release(rundir *rd);

@@ -17,10 +17,14 @@ typedef struct worker_args {
     pid_t master_pid;
     const char *adopt_client_id; /* adoption (SPEC §8): resume this client id's session, handle what is
                                     queued, end it; NULL for a normal worker */
+    char *const *adopt_routes;   /* the routes the orphan's record declares (NULL: not checked);  */
+    int adopt_nroutes;           /* a message outside them stops the adoption (worker_adopt_guard.c) */
 } worker_args;
 
 /* Exit code of an adoption worker that found no session to adopt. */
 #define WORKER_EXIT_ADOPT_NONE 20
+/* Exit code of an adoption worker that met a message outside the orphan's routes. */
+#define WORKER_EXIT_ADOPT_REFUSED 21
 
 /* Runs the worker until it is told to stop; returns its exit code (WORKER_EXIT_*).
  * Signals: SIGTERM/SIGINT stop gracefully keeping the MQTT session; SIGUSR2

@@ -191,6 +191,7 @@ void worker_connect_lost(worker *w, int reason);  /* an established connection e
 void worker_on_message(struct mosquitto *m, void *ud, const struct mosquitto_message *msg,
                        const mosquitto_property *props);
 int worker_dispatch_setup(worker *w);             /* trie, d.call and helper refs */
+void worker_adopt_guard(worker *w, const char *topic); /* adoption: exits, session kept, on a stranger's message */
 void worker_forget_seen(worker *w);               /* the broker has no session for us: packet ids restart */
 /* Starts the handlers of queued messages, in arrival order, while allowed. */
 void worker_pump(worker *w);
