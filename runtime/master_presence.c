@@ -47,8 +47,8 @@ void presence_seal(master *m, strbuf *b, long long seq)
     sb_printf(b, ",\"seq\":%lld", seq);
     if (p->nkeys && !b->oom) {
         /* The MAC covers every byte before ,"mac": the record as written. */
-        char sig[PRESENCE_SIG_LEN + 1];
-        presence_sign(&p->keys[0], b->p, b->len, sig);
+        char sig[PRESENCE_SIGS_LEN];
+        presence_sign_all(p->keys, p->nkeys, b->p, b->len, sig);
         sb_printf(b, ",\"mac\":\"%s\"", sig);
     }
     sb_puts(b, "}");
@@ -228,8 +228,9 @@ static void on_message(struct mosquitto *mosq, void *ud, const struct mosquitto_
         return;
     }
     if (p->nkeys && !presence_verify(p->keys, p->nkeys, msg->payload, &r, &why)) {
-        if (r.kid[0]) log_ignored(msg->topic, "%s (key id %s; ours: %s%s%s)", why, r.kid, p->keys[0].kid,
-                                  p->nkeys > 1 ? ", " : "", p->nkeys > 1 ? p->keys[1].kid : "");
+        if (r.nmacs) log_ignored(msg->topic, "%s (key id %s%s%s; ours: %s%s%s)", why, r.kid[0], r.nmacs > 1 ? ", " : "",
+                                 r.nmacs > 1 ? r.kid[1] : "", p->keys[0].kid, p->nkeys > 1 ? ", " : "",
+                                 p->nkeys > 1 ? p->keys[1].kid : "");
         else log_ignored(msg->topic, "it is not signed, and ROUTEMQ_CLUSTER_KEY is set");
         presence_record_free(&r);
         return;
@@ -388,7 +389,7 @@ int master_presence_start(master *m)
         presence_key_init(&p->keys[p->nkeys++], c->cluster_key, strlen(c->cluster_key));
         if (c->cluster_key_previous)
             presence_key_init(&p->keys[p->nkeys++], c->cluster_key_previous, strlen(c->cluster_key_previous));
-        log_info("presence: records are signed with key id %s%s%s; unsigned or wrongly signed ones are ignored",
+        log_info("presence: records are signed with key id %s%s%s; records without a valid MAC by one of them are ignored",
                  p->keys[0].kid, p->nkeys > 1 ? ", key id " : "", p->nkeys > 1 ? p->keys[1].kid : "");
     } else {
         log_info("presence: no ROUTEMQ_CLUSTER_KEY, so adoption trusts the broker's ACLs on routemq/presence/%s/+: "

@@ -245,17 +245,25 @@ static int is_hex(const char *s, size_t n)
     return s[n] == 0;
 }
 
-/* "<kid>:<mac>", lower-case hex of the right lengths. */
+/* "<kid>:<mac>[,<kid>:<mac>]", lower-case hex of the right lengths. */
 static int parse_mac(parser *p, const char *v, presence_record *r)
 {
-    if (strlen(v) != PRESENCE_KID_LEN + 1 + PRESENCE_MAC_LEN || v[PRESENCE_KID_LEN] != ':' ||
-        !is_hex(v + PRESENCE_KID_LEN + 1, PRESENCE_MAC_LEN))
-        return fail(p, "mac is not <%d hex digits>:<%d hex digits>", PRESENCE_KID_LEN, PRESENCE_MAC_LEN);
-    memcpy(r->kid, v, PRESENCE_KID_LEN);
-    r->kid[PRESENCE_KID_LEN] = 0;
-    if (!is_hex(r->kid, PRESENCE_KID_LEN)) return fail(p, "mac: bad key id");
-    memcpy(r->mac, v + PRESENCE_KID_LEN + 1, PRESENCE_MAC_LEN + 1);
-    return 0;
+    const size_t one = PRESENCE_KID_LEN + 1 + PRESENCE_MAC_LEN;
+    for (;;) {
+        if (r->nmacs == PRESENCE_MACS_MAX) return fail(p, "mac: more than %d MACs", PRESENCE_MACS_MAX);
+        if (strlen(v) < one || v[PRESENCE_KID_LEN] != ':' || (v[one] && v[one] != ','))
+            return fail(p, "mac is not <%d hex digits>:<%d hex digits>", PRESENCE_KID_LEN, PRESENCE_MAC_LEN);
+        char *kid = r->kid[r->nmacs], *mac = r->mac[r->nmacs];
+        memcpy(kid, v, PRESENCE_KID_LEN);
+        kid[PRESENCE_KID_LEN] = 0;
+        memcpy(mac, v + PRESENCE_KID_LEN + 1, PRESENCE_MAC_LEN);
+        mac[PRESENCE_MAC_LEN] = 0;
+        if (!is_hex(kid, PRESENCE_KID_LEN) || !is_hex(mac, PRESENCE_MAC_LEN))
+            return fail(p, "mac is not <%d hex digits>:<%d hex digits>", PRESENCE_KID_LEN, PRESENCE_MAC_LEN);
+        r->nmacs++;
+        if (!v[one]) return 0;
+        v += one + 1;
+    }
 }
 
 static int member(parser *p, const char *key, presence_record *r, int *mac_seen)

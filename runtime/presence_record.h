@@ -11,6 +11,7 @@
 #define PRESENCE_MEMBERS_MAX 64    /* members of the record object */
 #define PRESENCE_KID_LEN 8         /* hex digits of a key id */
 #define PRESENCE_MAC_LEN 64        /* hex digits of an HMAC-SHA256 */
+#define PRESENCE_MACS_MAX 2        /* MACs of one record: the current and the previous key */
 
 typedef struct presence_record {
     /* Strings are NULL when absent; instance and state are always there. */
@@ -22,10 +23,13 @@ typedef struct presence_record {
     int nshared;
     char **routes;          /* its other (non-shared) subscriptions */
     int nroutes;
-    /* The MAC: "mac":"<kid>:<hex>", the last member. signed_len is the number
-     * of leading bytes it covers (up to the comma before "mac"); 0: unsigned. */
-    char kid[PRESENCE_KID_LEN + 1];
-    char mac[PRESENCE_MAC_LEN + 1];
+    /* The MACs: "mac":"<kid>:<hex>[,<kid>:<hex>]" (one per key of the
+     * publisher: while a key is rotated, hosts that know either can verify),
+     * the last member. signed_len is the number of leading bytes they cover
+     * (up to the comma before "mac"); 0: unsigned. */
+    char kid[PRESENCE_MACS_MAX][PRESENCE_KID_LEN + 1];
+    char mac[PRESENCE_MACS_MAX][PRESENCE_MAC_LEN + 1];
+    int nmacs;
     size_t signed_len;
 } presence_record;
 

@@ -48,17 +48,28 @@ void presence_sign(const presence_key *k, const char *data, size_t len, char *ou
     hmac_hex(k->secret, k->len, data, len, out + PRESENCE_KID_LEN + 1);
 }
 
+void presence_sign_all(const presence_key *keys, int n, const char *data, size_t len, char *out)
+{
+    size_t at = 0;
+    for (int i = 0; i < n && i < PRESENCE_MACS_MAX; i++) {
+        if (i) out[at++] = ',';
+        presence_sign(&keys[i], data, len, out + at);
+        at += PRESENCE_SIG_LEN;
+    }
+    out[at] = 0;
+}
+
 int presence_verify(const presence_key *keys, int n, const char *buf, const presence_record *r, const char **why)
 {
-    if (!r->signed_len) { *why = "unsigned"; return 0; }
-    for (int i = 0; i < n; i++) {
-        if (strcmp(keys[i].kid, r->kid)) continue;
-        char hex[PRESENCE_MAC_LEN + 1];
-        hmac_hex(keys[i].secret, keys[i].len, buf, r->signed_len, hex);
-        if (CRYPTO_memcmp(hex, r->mac, PRESENCE_MAC_LEN) == 0) return 1;
-        *why = "wrong MAC";
-        return 0;
-    }
+    if (!r->signed_len || !r->nmacs) { *why = "unsigned"; return 0; }
     *why = "unknown key id";
+    for (int m = 0; m < r->nmacs; m++)
+        for (int i = 0; i < n; i++) {
+            if (strcmp(keys[i].kid, r->kid[m])) continue;
+            char hex[PRESENCE_MAC_LEN + 1];
+            hmac_hex(keys[i].secret, keys[i].len, buf, r->signed_len, hex);
+            if (CRYPTO_memcmp(hex, r->mac[m], PRESENCE_MAC_LEN) == 0) return 1;
+            *why = "wrong MAC";
+        }
     return 0;
 }

@@ -110,7 +110,13 @@ unit() {
 functional() {
   export E2E_TMP="$LOG/e2e"
   busted_run "end-to-end specs" spec/e2e
-  unset E2E_TMP
+  # The scale-out specs again, every host with a cluster key: signed records
+  # must not change what the group does.
+  E2E_CLUSTER_KEY=$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')
+  export E2E_CLUSTER_KEY
+  busted_run "scale-out specs with ROUTEMQ_CLUSTER_KEY" spec/e2e/scaleout_adopt_spec.lua \
+    spec/e2e/scaleout_handover_spec.lua
+  unset E2E_CLUSTER_KEY E2E_TMP
   no_leftovers "$LOG/e2e"
   no_leftover_netns
 }

@@ -19,7 +19,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     }
     if (!r.instance || !r.state || r.nclients > PRESENCE_LIST_MAX || r.nshared > PRESENCE_LIST_MAX ||
-        r.nroutes > PRESENCE_LIST_MAX || r.signed_len >= size)
+        r.nroutes > PRESENCE_LIST_MAX || r.signed_len >= size || r.nmacs > PRESENCE_MACS_MAX || (r.nmacs && !r.signed_len))
         __builtin_trap();
     for (int i = 0; i < r.nclients; i++)
         if (strlen(r.clients[i]) > PRESENCE_STR_MAX) __builtin_trap();

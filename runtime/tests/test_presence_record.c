@@ -42,7 +42,7 @@ static void test_fields(void)
     CHECK(r.nclients == 2 && !strcmp(r.clients[1], "app-h1-1"), "clients");
     CHECK(r.nshared == 1 && !strcmp(r.shared_routes[0], "$share/g/sensors/+"), "shared routes");
     CHECK(r.nroutes == 0 && r.seq == 1700000000123001LL && r.since == 1700000000, "numbers");
-    CHECK(r.signed_len == 0 && !r.kid[0], "unsigned");
+    CHECK(r.signed_len == 0 && r.nmacs == 0, "unsigned");
     presence_record_free(&r);
     presence_record_free(&r);  /* idempotent */
 
@@ -146,6 +146,22 @@ static void test_sign(void)
     char *forged = strdup(c);
     memcpy(strstr(forged, "\"mac\":\"") + 7, cur.kid, PRESENCE_KID_LEN);
     CHECK(!verifies(both, 2, forged, &why) && !strcmp(why, "wrong MAC"), "forged kid: %s", why);
+
+    /* Rotation: a host with (new, old) signs with both; (old) and (new) hosts verify it. */
+    size_t n = strlen(GOOD);
+    char sigs[PRESENCE_SIGS_LEN], *two = malloc(n + sizeof sigs + 16);
+    presence_sign_all(both, 2, GOOD, n - 1, sigs);
+    memcpy(two, GOOD, n - 1);
+    sprintf(two + n - 1, ",\"mac\":\"%s\"}", sigs);
+    CHECK(verifies(&old, 1, two, &why), "(old) verifies (new, old): %s", why);
+    CHECK(verifies(&cur, 1, two, &why), "(new) verifies (new, old): %s", why);
+    CHECK(!verifies(&other, 1, two, &why) && !strcmp(why, "unknown key id"), "unknown key: %s", why);
+    free(two);
+    refuses("{\"instance\":\"a\",\"state\":\"lost\",\"mac\":\"0123abcd:0000000000000000000000000000000000000000000000000000000000000000,"
+            "0123abcd:0000000000000000000000000000000000000000000000000000000000000000,"
+            "0123abcd:0000000000000000000000000000000000000000000000000000000000000000\"}", "more than 2 MACs");
+    refuses("{\"instance\":\"a\",\"state\":\"lost\",\"mac\":\"0123abcd:0000000000000000000000000000000000000000000000000000000000000000,\"}",
+            "mac is not");
 
     /* The cost, per record of the size above (~400 bytes). */
     int rounds = 20000;

@@ -140,7 +140,9 @@ function M.new()
   function net.routemq(h, b, app_dir, args, env, dir)
     dir = dir or e2e.tmpdir()
     local e = { MQTT_BROKER = b.host, MQTT_PORT = b.port, ROUTEMQ_RUN_DIR = dir .. "/run",
-      E2E_OUT = dir, WORKER_STOP_TIMEOUT = 5, MQTT_RETRY_MIN_DELAY = 0.1, MQTT_RETRY_MAX_DELAY = 1 }
+      E2E_OUT = dir, WORKER_STOP_TIMEOUT = 5, MQTT_RETRY_MIN_DELAY = 0.1, MQTT_RETRY_MAX_DELAY = 1,
+      -- E2E_CLUSTER_KEY runs the scale-out specs with signed presence records (scripts/test.sh).
+      ROUTEMQ_CLUSTER_KEY = os.getenv("E2E_CLUSTER_KEY") }
     for name, v in pairs(env or {}) do e[name] = v end
     for name, v in pairs(e) do if v == false then e[name] = nil end end
     local r = { dir = dir, log = dir .. "/routemq.log", host = h }
