@@ -186,15 +186,16 @@ static peer *find_peer(struct master_presence *p, const char *instance)
     return NULL;
 }
 
-/* A record of our identity older than this connection came on our own
- * topic (a replay, or a retained one of an earlier connection): publish
- * ours again, so the broker keeps the right one. The echoes of this
- * connection's records are newer, so this never loops. */
-static void replayed_own(master *m, const presence_record *r)
+/* Our own topic holds a record we did not publish on this connection (a
+ * replay, a forgery, a retained one of an earlier connection): ours goes
+ * out again at the next tick (at most once a second), so the broker keeps
+ * the right one. seq -1: not a record we can believe at all. The echoes of
+ * this connection's records are newer, so this never loops. */
+static void own_overwritten(master *m, const char *inst, long long seq)
 {
     struct master_presence *p = m->presence;
-    if (!p->announced || !p->connected || !strcmp(p->state, "cleared") || r->seq >= p->epoch_ms * 1000) return;
-    publish_record(m);
+    if (strcmp(inst, p->instance) || !p->announced || !strcmp(p->state, "cleared") || seq >= p->epoch_ms * 1000) return;
+    p->republish = 1;
 }
 
 /* A record is believed only if it parses (presence_record_parse), names the
@@ -219,11 +220,13 @@ static void on_message(struct mosquitto *mosq, void *ud, const struct mosquitto_
     const char *why = NULL;
     if (presence_record_parse(msg->payload, (size_t)msg->payloadlen, &r, err, sizeof err)) {
         log_ignored(msg->topic, "not a presence record (%s)", err);
+        own_overwritten(m, inst, -1);
         return;
     }
     if (strcmp(r.instance, inst) || (r.group && strcmp(r.group, m->cfg->group_name))) {
         log_ignored(msg->topic, "it is the record of %s%s%s, not of this topic", r.instance, r.group ? " in group " : "",
                     r.group ? r.group : "");
+        own_overwritten(m, inst, -1);
         presence_record_free(&r);
         return;
     }
@@ -232,12 +235,13 @@ static void on_message(struct mosquitto *mosq, void *ud, const struct mosquitto_
                                  r.nmacs > 1 ? r.kid[1] : "", p->keys[0].kid, p->nkeys > 1 ? ", " : "",
                                  p->nkeys > 1 ? p->keys[1].kid : "");
         else log_ignored(msg->topic, "it is not signed, and ROUTEMQ_CLUSTER_KEY is set");
+        own_overwritten(m, inst, -1);
         presence_record_free(&r);
         return;
     }
     if (e && r.seq < e->seq) {
         log_ignored(msg->topic, "a replay: seq %lld is older than %lld, seen already", r.seq, e->seq);
-        if (!strcmp(inst, p->instance)) replayed_own(m, &r);
+        own_overwritten(m, inst, r.seq);
         presence_record_free(&r);
         return;
     }
@@ -261,7 +265,7 @@ static void on_message(struct mosquitto *mosq, void *ud, const struct mosquitto_
         snprintf(e->state, sizeof e->state, "%s", r.state);
         e->state_seen_ns = shm_now_ns();
     }
-    if (!strcmp(inst, p->instance)) replayed_own(m, &e->rec);
+    own_overwritten(m, inst, e->rec.seq);
 }
 
 static void on_connect(struct mosquitto *mosq, void *ud, int rc, int flags, const mosquitto_property *props)
@@ -450,7 +454,10 @@ void master_presence_tick(master *m, int64_t now)
         p->next_misc_ns = (uint64_t)(now + NS_PER_S);
         if (mosquitto_socket(p->mosq) >= 0) mosquitto_loop_misc(p->mosq);
         /* Scaling and reloads change the slots and the shared routes of the record. */
-        if (p->connected && (p->published_p != m->P || p->published_gen != m->app_generation)) publish_record(m);
+        if (p->connected && (p->republish || p->published_p != m->P || p->published_gen != m->app_generation)) {
+            p->republish = 0;
+            publish_record(m);
+        }
         /* The will must list the slots' client ids too; MQTT sets it only at CONNECT. */
         if (p->connected && p->announced && p->will_p < m->P && !m->stopping && !p->refreshing) {
             p->refreshing = 1;

@@ -50,6 +50,7 @@ struct master_presence {
     int nkeys;
     long long epoch_ms;         /* this connection's part of seq: records of later connections sort after */
     int seq_n;                  /* records published on this connection */
+    int republish;              /* our topic holds a record not ours: publish ours again */
 };
 
 /* seq of the will of a connection: above every record published on it. */
