@@ -365,12 +365,10 @@ int presence_record_roundtrip(const char *s, char *err, size_t errlen)
     sb_puts(&b, ",\"state\":\"running\"}");
     presence_record r;
     char why[256] = "out of memory";
-    int ok = !b.oom && presence_record_parse(b.p, b.len, &r, why, sizeof why) == 0;
-    if (ok && strcmp(r.instance, s)) {
-        ok = 0;
-        snprintf(why, sizeof why, "it reads back as '%s' (not UTF-8, or control characters)", r.instance);
-    }
-    if (ok) presence_record_free(&r);
+    int parsed = !b.oom && presence_record_parse(b.p, b.len, &r, why, sizeof why) == 0;
+    int ok = parsed && !strcmp(r.instance, s);
+    if (parsed && !ok) snprintf(why, sizeof why, "it reads back as '%s' (not UTF-8, or control characters)", r.instance);
+    if (parsed) presence_record_free(&r);
     sb_free(&b);
     if (!ok) snprintf(err, errlen, "%s", why);
     return ok;
