@@ -336,6 +336,7 @@ static void set_will(master *m)
     record_json(m, "lost", &b, next_seq(p, 1));
     if (!b.oom) mosquitto_will_set(p->mosq, p->topic, (int)b.len, b.p, 1, true);
     p->will_p = m->P;
+    p->will_gen = m->app_generation;
     sb_free(&b);
 }
 
@@ -459,7 +460,9 @@ void master_presence_tick(master *m, int64_t now)
             publish_record(m);
         }
         /* The will must list the slots' client ids too; MQTT sets it only at CONNECT. */
-        if (p->connected && p->announced && p->will_p < m->P && !m->stopping && !p->refreshing) {
+        /* And the routes: an adopter accepts only messages of the routes the will declares. */
+        if (p->connected && p->announced && (p->will_p < m->P || p->will_gen != m->app_generation) && !m->stopping &&
+            !p->refreshing) {
             p->refreshing = 1;
             mosquitto_disconnect(p->mosq);
         }

@@ -35,6 +35,7 @@ struct master_presence {
     int published_p;            /* worker count and application generation last published */
     uint32_t published_gen;
     int will_p;                 /* worker count the will lists client ids for */
+    uint32_t will_gen;          /* application generation whose routes the will declares */
     int refreshing;             /* reconnecting on purpose, to give the broker a new will */
     int last_mid, acked_mid;    /* our last record's PUBLISH and the last PUBACK seen */
     int unsubacked;             /* the final UNSUBSCRIBE was acknowledged */

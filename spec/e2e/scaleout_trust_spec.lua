@@ -82,8 +82,8 @@ local function base_env(extra)
   return env
 end
 
-local function started(b, env)
-  local r = e2e.routemq(b, APP, "run", env)
+local function started(b, env, app)
+  local r = e2e.routemq(b, app or APP, "run", env)
   e2e.defer(r.stop)
   assert.truthy(e2e.wait_for(function() return r.ready(1) end, 15), e2e.read(r.log))
   return r
@@ -200,6 +200,46 @@ describe("an adoption worker that meets a stranger's message", function()
     local metrics = e2e.sh("curl -s --max-time 5 http://127.0.0.1:" .. port .. "/metrics")
     assert.matches('routemq_adoptions_refused_total{reason="unexpected_message"} 1\n', metrics)
     assert.matches('routemq_adoptions_refused_total{reason="client_id"} 0\n', metrics)
+  end)
+end)
+
+describe("an adoption after a reload that added a route", function()
+  it("handles that route's messages: the will declares the routes of the last reload", function()
+    local b = e2e.broker()
+    e2e.defer(b.stop)
+    local dir = e2e.copy_app(APP)
+    local a = started(b, base_env(), dir)
+    local bb = started(b, base_env({ ROUTEMQ_INSTANCE = "b" }), dir)
+    local topic_b = "routemq/presence/gtrust/trust-b"
+    local seq0 = tonumber(retained(b, topic_b):match('"seq":(%d+)'))
+    e2e.write(dir .. "/app/routers/extra.lua", 'local router = require("routemq.router")\n'
+      .. 'local C = require("app.controllers.record")\n'
+      .. 'router.on("extra/{n}", C.count, { shared = true, worker_count = 1, qos = 1 })\n')
+    for _, r in ipairs({ a, bb }) do
+      assert.matches("rc=0", e2e.sh(string.format("ROUTEMQ_RUN_DIR=%s/run %s reload --app %s 2>&1; echo rc=$?", r.dir,
+        e2e.bin, dir)))
+    end
+    -- b's record lists the new route, from a new presence connection: its will does too.
+    assert.truthy(e2e.wait_for(function()
+      local rec = retained(b, topic_b)
+      local seq = tonumber(rec:match('"seq":(%d+)') or "0")
+      return rec:find("extra/+", 1, true) and math.floor(seq / 1000) > math.floor(seq0 / 1000)
+    end, 15), retained(b, topic_b))
+    local kids = e2e.sh("pgrep -P " .. bb.pid)
+    e2e.kill(bb.pid, "KILL")
+    for pid in kids:gmatch("%d+") do e2e.kill(tonumber(pid), "KILL") end
+    local n = 200
+    e2e.publish_lines(b.port, "extra/1", e2e.seq(1, n), 1)
+    assert.truthy(e2e.wait_for(function()
+      return e2e.read(a.log):find("the sessions of instance trust%-b are adopted and ended")
+    end, 20), e2e.read(a.log))
+    e2e.settle({ a.dir, bb.dir }, n, 3)
+    local lost, dups = e2e.tally({ a.dir, bb.dir }, n)
+    local log = e2e.read(a.log)
+    assert.matches("adopted the session of trust%-b%-0: %d+ messages? handled, session ended", log)
+    assert.is_nil(log:find("suspicious"), log)
+    assert.equal(0, lost)
+    assert.equal(0, dups)
   end)
 end)
 
