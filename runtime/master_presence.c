@@ -240,7 +240,12 @@ static void on_message(struct mosquitto *mosq, void *ud, const struct mosquitto_
         return;
     }
     if (e && r.seq < e->seq) {
-        log_ignored(msg->topic, "a replay: seq %lld is older than %lld, seen already", r.seq, e->seq);
+        /* A record of this very process from its previous presence connection
+         * may come after the new one's echo: not worth a warning. */
+        if (!strcmp(inst, p->instance) && r.pid == (long long)m->pid)
+            log_debug("presence: our record of an earlier connection came back on %s; ours goes out again", p->topic);
+        else
+            log_ignored(msg->topic, "a replay: seq %lld is older than %lld, seen already", r.seq, e->seq);
         own_overwritten(m, inst, r.seq);
         presence_record_free(&r);
         return;
@@ -454,17 +459,19 @@ void master_presence_tick(master *m, int64_t now)
     if ((uint64_t)now >= p->next_misc_ns) {
         p->next_misc_ns = (uint64_t)(now + NS_PER_S);
         if (mosquitto_socket(p->mosq) >= 0) mosquitto_loop_misc(p->mosq);
-        /* Scaling and reloads change the slots and the shared routes of the record. */
-        if (p->connected && (p->republish || p->published_p != m->P || p->published_gen != m->app_generation)) {
-            p->republish = 0;
-            publish_record(m);
-        }
-        /* The will must list the slots' client ids too; MQTT sets it only at CONNECT. */
-        /* And the routes: an adopter accepts only messages of the routes the will declares. */
+        /* The will must list the slots' client ids too, and the routes (an
+         * adopter accepts only messages of the routes the will declares);
+         * MQTT sets it only at CONNECT. The new connection publishes the
+         * record too. */
         if (p->connected && p->announced && (p->will_p < m->P || p->will_gen != m->app_generation) && !m->stopping &&
             !p->refreshing) {
             p->refreshing = 1;
             mosquitto_disconnect(p->mosq);
+        } else if (p->connected &&
+                   (p->republish || p->published_p != m->P || p->published_gen != m->app_generation)) {
+            /* Scaling and reloads change the slots and the shared routes of the record. */
+            p->republish = 0;
+            publish_record(m);
         }
         master_adopt_orphans(m, now);
     }
