@@ -46,10 +46,16 @@ static int is_refused(const char *instance, long long seq)
     return 0;
 }
 
+#define REFUSED_MAX 1024  /* remembered; a flood of forged records forgets the oldest (logged again) */
+
 static void refuse(const char *instance, long long seq, int reason)
 {
     refused_total[reason]++;
     if (is_refused(instance, seq)) return;
+    if (nrefused == REFUSED_MAX) {
+        free(refused[0].instance);
+        memmove(refused, refused + 1, (size_t)--nrefused * sizeof *refused);
+    }
     struct refused *nr = realloc(refused, (size_t)(nrefused + 1) * sizeof *nr);
     if (!nr) return;
     refused = nr;
