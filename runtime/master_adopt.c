@@ -177,7 +177,7 @@ static int slot_client_id(const char *id, const char *instance)
 
 /* Without a cluster key anyone who may publish under routemq/presence/ can
  * write a record: adopt only what this group's instances own by construction
- * (<MQTT_CLIENT_ID>-<instance>-<slot>, for shared routes this application
+ * (client ids <MQTT_CLIENT_ID>-<instance>-<slot>, routes this application
  * serves). 1 when e passes; else 0, logged and counted once. */
 static int adoptable(master *m, const peer *e)
 {
@@ -186,7 +186,6 @@ static int adoptable(master *m, const peer *e)
     const presence_record *r = &e->rec;
     size_t n = strlen(m->cfg->client_id);
     const char *bad = NULL;
-    int reason = REFUSED_CLIENT_ID;
     if (strncmp(r->instance, m->cfg->client_id, n) || r->instance[n] != '-' || !r->instance[n + 1])
         bad = r->nclients ? r->clients[0] : r->instance;
     for (int i = 0; !bad && i < r->nclients; i++)
@@ -196,7 +195,7 @@ static int adoptable(master *m, const peer *e)
             char t[LOG_TOPIC_BUF];
             log_warn("not adopting the sessions of instance %s (client id %s is not one of the group's: "
                      "%s-<instance>-<slot>)", e->instance, log_topic(t, sizeof t, bad, strlen(bad)), m->cfg->client_id);
-            refuse(r->instance, r->seq, reason);
+            refuse(r->instance, r->seq, REFUSED_CLIENT_ID);
         }
         return 0;
     }
