@@ -117,6 +117,11 @@ static void publish_record(master *m)
     } else {
         record_json(m, p->state, &b, next_seq(p, 0));
         if (!b.oom) mosquitto_publish(p->mosq, &p->last_mid, p->topic, (int)b.len, b.p, 1, true);
+        presence_record r;
+        char err[256];
+        if (!b.oom && presence_record_parse(b.p, b.len, &r, err, sizeof err))
+            log_warn("presence: the group cannot read this instance's record (%s); it ignores it", err);
+        else if (!b.oom) presence_record_free(&r);
     }
     sb_free(&b);
     p->published_p = m->P;

@@ -5,9 +5,9 @@
 
 #include <stddef.h>
 
-#define PRESENCE_RECORD_MAX 65536  /* bytes of one record */
+#define PRESENCE_RECORD_MAX (1 << 20) /* bytes of one record */
 #define PRESENCE_STR_MAX 1024      /* bytes of one string, unescaped */
-#define PRESENCE_LIST_MAX 1024     /* entries of clients, shared_routes or routes */
+#define PRESENCE_LIST_MAX 4096     /* entries of clients, shared_routes or routes */
 #define PRESENCE_MEMBERS_MAX 64    /* members of the record object */
 #define PRESENCE_KID_LEN 8         /* hex digits of a key id */
 #define PRESENCE_MAC_LEN 64        /* hex digits of an HMAC-SHA256 */
