@@ -104,6 +104,7 @@ static void start_reload(master *m)
     m->override = override;
     m->reloads_ok++;
     log_info("reload: generation %u, %d worker%s", a->generation, new_p, new_p == 1 ? "" : "s");
+    app_note_protocol(&a->def, m->cfg->protocol);
     *r = (master_reload){ .phase = RELOAD_NEXT, .old_p = m->P, .new_p = new_p, .started_ns = shm_now_ns(),
                           .seq = seq };
     /* New slots start at once: more capacity while the old ones cycle. */
