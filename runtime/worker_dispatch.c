@@ -546,14 +546,17 @@ void worker_pump(worker *w)
 /* Whether to handle this copy of a message whose most specific route is rid.
  * With overlapping routes the broker sends one copy per matching
  * subscription, each with its subscription's identifier (MQTT 5): the copy
- * for rid is handled; one for a less specific route is skipped when rid's
- * own copy comes too (rid's subscription delivers, worker_sub). A copy with
- * no identifier (MQTT 3.1.1) or with none this application has (queued for
- * the routes of an earlier deploy) is handled: its topic decides. */
+ * for rid is handled. Another copy, for a less specific route or with an
+ * identifier no route of this application has (queued for the routes of an
+ * earlier deploy), is skipped when rid's own copy comes too: this slot holds
+ * rid's subscription and it delivers (worker_sub). A copy for a less
+ * specific route is also skipped when rid is another slot's route (that
+ * slot handles it). Otherwise its topic decides: it is handled. A copy
+ * without identifier (MQTT 3.1.1) is handled. */
 static int copy_to_handle(worker *w, const mosquitto_property *props, int rid)
 {
     uint32_t id;
-    int known = 0;
+    int any = 0, known = 0;
     const mosquitto_property *p = props;
     for (int skip = 0; (p = mosquitto_property_read_varint(p, MQTT_PROP_SUBSCRIPTION_IDENTIFIER, &id, skip));
          skip = 1) {
@@ -562,15 +565,17 @@ static int copy_to_handle(worker *w, const mosquitto_property *props, int rid)
             w->conn.subs[rid - 1].delivering = 1;
             return 1;
         }
+        any = 1;
         if (r > 0) known = 1;
         else if (!w->unknown_sub_id_noted) {
             w->unknown_sub_id_noted = 1;
-            log_info("messages the broker queued for subscription identifier %u, which no route of this application "
-                     "has (an earlier deploy's), are matched by their topic", id);
+            log_info("the broker delivers messages for subscription identifier %u, which no route of this application "
+                     "has (an earlier deploy's): they are matched by their topic", id);
         }
     }
-    if (!known) return 1;
-    return app_slot_subscribes(&w->app.routes[rid - 1], w->args->slot) && !w->conn.subs[rid - 1].delivering;
+    if (!any) return 1;
+    if (!app_slot_subscribes(&w->app.routes[rid - 1], w->args->slot)) return !known;
+    return !w->conn.subs[rid - 1].delivering;
 }
 
 static void take_message(struct mosquitto *m, void *ud, const struct mosquitto_message *msg,

@@ -31,16 +31,24 @@ static void mark_ready(worker *w)
              w->conn.nsubs == 1 ? "" : "s", w->conn.session_resumed ? ", session resumed" : "");
 }
 
-static int listed(char **list, int n, const char *s)
+/* The filters (with their subscription identifiers) the slot's previous
+ * connection subscribed: what a resumed session holds. */
+typedef struct held_subs {
+    char **filters;
+    uint32_t *ids;
+    int n;
+} held_subs;
+
+/* 1 when s is in list (and with identifier id, unless id is 0). */
+static int listed(char *const *list, const uint32_t *ids, int n, const char *s, uint32_t id)
 {
     for (int i = 0; i < n; i++)
-        if (!strcmp(list[i], s)) return 1;
+        if (!strcmp(list[i], s) && (!id || (ids && ids[i] == id))) return 1;
     return 0;
 }
 
-/* Subscribes every route this slot holds; returns how many SUBSCRIBEs went
- * out. held: the filters the slot's previous connection subscribed. */
-static int subscribe_all(worker *w, char **held, int nheld)
+/* Subscribes every route this slot holds; returns how many SUBSCRIBEs went out. */
+static int subscribe_all(worker *w, const held_subs *held)
 {
     int n = 0;
     for (int i = 0; i < w->app.nroutes; i++) {
@@ -65,11 +73,12 @@ static int subscribe_all(worker *w, char **held, int nheld)
             continue;
         }
         n++;
-        /* A resumed session already holds the filters of the previous
-         * connection: copies for them come as before. A new subscription in
-         * a resumed session delivers only what is published after it, so the
-         * messages queued before it came for the other routes alone. */
-        if (w->conn.session_resumed) s->delivering = listed(held, nheld, r->sub);
+        /* A resumed session already holds the subscriptions of the previous
+         * connection: what it queued came with a copy for each, with its
+         * identifier. A subscription new to it (or with another identifier)
+         * delivers only what is published after it: until its first copy,
+         * the messages queued before came for the other routes alone. */
+        if (w->conn.session_resumed) s->delivering = listed(held->filters, held->ids, held->n, r->sub, r->sub_id);
         else s->on_suback = 1;
     }
     return n;
@@ -152,20 +161,26 @@ static void on_unsubscribe(struct mosquitto *m, void *ud, int mid, const mosquit
  * (held); those no route of this generation uses would go on bringing
  * messages (of a route that was removed, or a share that now belongs to
  * other slots). */
-static void forget_stale_filters(worker *w, char **held, int nheld)
+static void forget_stale_filters(worker *w, const held_subs *held)
 {
     const char **now = calloc((size_t)w->app.nroutes + 1, sizeof *now);
-    if (!now) return;
+    uint32_t *ids = calloc((size_t)w->app.nroutes + 1, sizeof *ids);
+    if (!now || !ids) { free(now); free(ids); return; }
     int k = 0;
-    for (int i = 0; i < w->app.nroutes; i++)
-        if (app_slot_subscribes(&w->app.routes[i], w->args->slot)) now[k++] = w->app.routes[i].sub;
-    for (int i = 0; i < nheld && w->conn.session_resumed; i++) {
-        if (listed((char **)now, k, held[i])) continue;
-        if (mosquitto_unsubscribe(w->conn.mosq, NULL, held[i]) == MOSQ_ERR_SUCCESS)
-            log_info("unsubscribed %s: the resumed session still held it, no route of this slot uses it now", held[i]);
+    for (int i = 0; i < w->app.nroutes; i++) {
+        if (!app_slot_subscribes(&w->app.routes[i], w->args->slot)) continue;
+        ids[k] = w->app.routes[i].sub_id;
+        now[k++] = w->app.routes[i].sub;
     }
-    rundir_write_filters(w->cfg->run_dir, w->args->slot, now, k);
+    for (int i = 0; i < held->n && w->conn.session_resumed; i++) {
+        if (listed((char *const *)now, NULL, k, held->filters[i], 0)) continue;
+        if (mosquitto_unsubscribe(w->conn.mosq, NULL, held->filters[i]) == MOSQ_ERR_SUCCESS)
+            log_info("unsubscribed %s: the resumed session still held it, no route of this slot uses it now",
+                     held->filters[i]);
+    }
+    rundir_write_filters(w->cfg->run_dir, w->args->slot, now, ids, k);
     free(now);
+    free(ids);
 }
 
 static int is_auth_failure(int rc)
@@ -211,12 +226,12 @@ static void connected(struct mosquitto *m, void *ud, int rc, int flags, const mo
         return;
     }
     uint64_t subs = subscription_hash(w);
-    char **held = NULL;
-    int nheld = rundir_read_filters(w->cfg->run_dir, w->args->slot, &held);
+    held_subs held;
+    held.n = rundir_read_filters(w->cfg->run_dir, w->args->slot, &held.filters, &held.ids);
     atomic_store(&w->shm->subs_refused, 0);
-    w->conn.subs_pending = w->conn.nsubs = subscribe_all(w, held, nheld);
-    forget_stale_filters(w, held, nheld);
-    rundir_free_filters(held, nheld);
+    w->conn.subs_pending = w->conn.nsubs = subscribe_all(w, &held);
+    forget_stale_filters(w, &held);
+    rundir_free_filters(held.filters, held.ids, held.n);
     if (w->conn.subs_pending == 0 || (w->conn.session_resumed && atomic_load(&w->shm->sub_hash) == subs)) mark_ready(w);
     atomic_store(&w->shm->sub_hash, subs);
     worker_pump(w);  /* what a previous worker left comes first (worker_replay_load) */
