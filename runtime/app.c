@@ -72,14 +72,14 @@ void app_note_protocol(const app_def *a, int protocol)
     for (int i = 0; i < a->nroutes; i++) {
         const route_info *r = &a->routes[i];
         /* Shared subscriptions get no retained messages at all. */
-        if (r->shared || r->retain_handling != 1) continue;
-        sb_printf(&b, "%s'%s'", n++ ? ", " : "", r->pattern);
+        if (r->shared || r->retain_handling == 0) continue;
+        sb_printf(&b, "%s'%s' (\"%s\")", n++ ? ", " : "", r->pattern, r->retain_handling == 1 ? "new" : "none");
     }
     if (n)
-        log_warn("MQTT 3.1.1 has no retain handling: route%s %s (retained = \"new\", the default) get%s the broker's "
-                 "retained messages at every subscribe (each worker start, reload and reconnect), not only once; use "
-                 "MQTT_PROTOCOL=5, or say retained = \"always\" or \"none\"", n == 1 ? "" : "s",
-                 b.oom || !b.p ? "?" : b.p, n == 1 ? "s" : "");
+        log_warn("MQTT 3.1.1 has no retain handling: route%s %s get%s the broker's retained messages at every subscribe "
+                 "(each worker start, reload and reconnect), not as %s retained option says; use MQTT_PROTOCOL=5, or "
+                 "retained = \"always\"", n == 1 ? "" : "s", b.oom || !b.p ? "?" : b.p, n == 1 ? "s" : "",
+                 n == 1 ? "its" : "their");
     sb_free(&b);
 }
 

@@ -131,8 +131,12 @@ static void on_subscribe(struct mosquitto *m, void *ud, int mid, int n, const in
     if (i < w->app.nroutes) {
         worker_sub *s = &w->conn.subs[i];
         s->mid = 0;
-        if (n >= 1 && granted[0] >= 0x80) refused(w, i, granted[0]);
-        else if (s->on_suback) s->delivering = 1;
+        if (n >= 1 && granted[0] >= 0x80) {
+            s->delivering = 0;  /* copies for less specific routes are all there is */
+            refused(w, i, granted[0]);
+        } else if (s->on_suback) {
+            s->delivering = 1;
+        }
     } else {
         for (int k = 0; k < n; k++)
             if (granted[k] >= 0x80) log_error("the broker %s refused a subscription (reason %d)", broker_name(w), granted[k]);

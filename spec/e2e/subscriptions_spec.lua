@@ -250,15 +250,17 @@ describe("retained messages", function()
       assert.is_nil(n["none/{id}"])
     end)
 
-  it("with MQTT 3.1.1, the routes that cannot have retained = \"new\" are named once at start", function()
+  it("with MQTT 3.1.1, the routes that cannot have retained = \"new\" or \"none\" are named once at start", function()
     local b = e2e.broker()
     local app = app_dir({ ["r.lua"] = ROUTES })
     local env = identity({ MQTT_PROTOCOL = "3.1.1" })
     local r = e2e.routemq(b, app, "run", env)
     e2e.defer(function() r.stop(); b.stop() end)
     assert.truthy(e2e.wait_for(function() return r.ready(1) end, 15), e2e.read(r.log))
-    assert.equal(1, log_count(r, "MQTT 3%.1%.1 has no retain handling: routes 'state/{id}', 'mark/{id}' %(retained = "
-      .. "\"new\", the default%) get the broker's retained messages at every subscribe"), e2e.read(r.log))
+    assert.equal(1, log_count(r, "MQTT 3%.1%.1 has no retain handling: routes 'none/{id}' %(\"none\"%), "
+      .. "'state/{id}' %(\"new\"%), 'mark/{id}' %(\"new\"%) get the broker's retained messages at every subscribe %("
+      .. "each worker start, reload and reconnect%), not as their retained option says; use MQTT_PROTOCOL=5, or "
+      .. "retained = \"always\"\n"), e2e.read(r.log))
   end)
 
   it("rejects an unknown value naming the route, file and line", function()
