@@ -552,8 +552,11 @@ void worker_pump(worker *w)
  * rid's subscription and it delivers (worker_sub). A copy for a less
  * specific route is also skipped when rid is another slot's route (that
  * slot handles it). Otherwise its topic decides: it is handled. A copy
- * without identifier (MQTT 3.1.1) is handled. */
-static int copy_to_handle(worker *w, const mosquitto_property *props, int rid)
+ * without identifier (MQTT 3.1.1) is handled. A retained message (retain
+ * set: sent because a subscription was made) comes once per subscription
+ * made, each copy with its own identifier: only rid's own is handled (none,
+ * when rid's retained option asked for none). */
+static int copy_to_handle(worker *w, const mosquitto_property *props, int rid, int retained)
 {
     uint32_t id;
     int any = 0, known = 0;
@@ -575,6 +578,7 @@ static int copy_to_handle(worker *w, const mosquitto_property *props, int rid)
     }
     if (!any) return 1;
     if (!app_slot_subscribes(&w->app.routes[rid - 1], w->args->slot)) return !known;
+    if (retained && known) return 0;
     return !w->conn.subs[rid - 1].delivering;
 }
 
@@ -601,7 +605,7 @@ static void take_message(struct mosquitto *m, void *ud, const struct mosquitto_m
         log_debug("no route matches %s", log_topic(t, sizeof t, msg->topic, tlen));
         return;
     }
-    if (props && !copy_to_handle(w, props, rid)) {
+    if (props && !copy_to_handle(w, props, rid, msg->retain)) {
         char t[LOG_TOPIC_BUF];
         log_debug("%s: copy for a less specific overlapping route skipped", log_topic(t, sizeof t, msg->topic, tlen));
         return;

@@ -254,6 +254,28 @@ describe("retained messages", function()
       assert.is_nil(n["none/{id}"])
     end)
 
+  it("on overlapping routes are handled once, by the most specific route, whichever subscribes first", function()
+    local b = e2e.broker()
+    for i = 1, 20 do assert.equal("", e2e.publish(b.port, "ov/" .. i .. "/x", "o" .. i, "-r -q 1")) end
+    -- The less specific route subscribes first: its retained copies come
+    -- before the more specific route's own.
+    local app = app_dir({ ["r.lua"] = 'router.on("ov/#", C.count)\nrouter.on("ov/{id}/x", C.count)\n'
+      .. 'router.on("mark/{id}", C.count)' })
+    local env, out = identity()
+    local r = e2e.routemq(b, app, "run", env)
+    e2e.defer(function() r.stop(); b.stop() end)
+    assert.truthy(e2e.wait_for(function() return r.ready(1) end, 15), e2e.read(r.log))
+    marker(b, out, "m0")
+    local rc, said = ctl(env, "reload", app)
+    assert.equal(0, rc, said)
+    marker(b, out, "m1")
+    local n = by_route(out)
+    print(string.format("\n  20 retained messages on two overlapping routes, start and reload: %d by ov/{id}/x, "
+      .. "%d by ov/#", n["ov/{id}/x"] or 0, n["ov/#"] or 0))
+    assert.equal(20, n["ov/{id}/x"])
+    assert.is_nil(n["ov/#"])
+  end)
+
   it("with MQTT 3.1.1, the routes that cannot have retained = \"new\" or \"none\" are named once at start", function()
     local b = e2e.broker()
     local app = app_dir({ ["r.lua"] = ROUTES })
