@@ -573,7 +573,7 @@ static int copy_to_handle(worker *w, const mosquitto_property *props, int rid, i
         else if (!w->unknown_sub_id_noted) {
             w->unknown_sub_id_noted = 1;
             log_info("the broker delivers messages for subscription identifier %u, which no route of this application "
-                     "has (an earlier deploy's): they are matched by their topic", id);
+                     "has (a route removed or changed since they were queued): they are matched by their topic", id);
         }
     }
     if (!any) return 1;
@@ -607,7 +607,8 @@ static void take_message(struct mosquitto *m, void *ud, const struct mosquitto_m
     }
     if (props && !copy_to_handle(w, props, rid, msg->retain)) {
         char t[LOG_TOPIC_BUF];
-        log_debug("%s: copy for a less specific overlapping route skipped", log_topic(t, sizeof t, msg->topic, tlen));
+        log_debug("%s: copy for another subscription skipped (route %s gets its own)",
+                  log_topic(t, sizeof t, msg->topic, tlen), w->app.routes[rid - 1].pattern);
         return;
     }
     worker_msg kept = {
