@@ -1,5 +1,6 @@
 /* Loading the application and reading its route table into C. */
 #include "app.h"
+#include "log.h"
 #include "luavm.h"
 #include "strbuf.h"
 
@@ -45,6 +46,9 @@ static int read_route(lua_State *L, int t, route_info *r)
     r->shared = field_bool(L, t, "shared");
     r->worker_count = (int)field_num(L, t, "worker_count", 1);
     r->timeout = field_num(L, t, "timeout", 30);
+    char *retained = field_str(L, t, "retained");
+    r->retain_handling = !retained || !strcmp(retained, "new") ? 1 : !strcmp(retained, "always") ? 0 : 2;
+    free(retained);
     lua_getfield(L, t, "names");
     int n = lua_istable(L, -1) ? (int)lua_objlen(L, -1) : 0;
     r->names = calloc(n + 1, sizeof *r->names);
@@ -57,6 +61,26 @@ static int read_route(lua_State *L, int t, route_info *r)
     lua_pop(L, 1);
     if (!r->pattern || !r->filter || !r->sub || !r->group || !r->name || !r->names) return -1;
     return 0;
+}
+
+void app_note_protocol(const app_def *a, int protocol)
+{
+    if (protocol == 5) return;
+    strbuf b;
+    sb_init(&b);
+    int n = 0;
+    for (int i = 0; i < a->nroutes; i++) {
+        const route_info *r = &a->routes[i];
+        /* Shared subscriptions get no retained messages at all. */
+        if (r->shared || r->retain_handling == 0) continue;
+        sb_printf(&b, "%s'%s' (\"%s\")", n++ ? ", " : "", r->pattern, r->retain_handling == 1 ? "new" : "none");
+    }
+    if (n)
+        log_warn("MQTT 3.1.1 has no retain handling: route%s %s get%s the broker's retained messages at every subscribe "
+                 "(each worker start, reload and reconnect), not as %s retained option says; use MQTT_PROTOCOL=5, or "
+                 "retained = \"always\"", n == 1 ? "" : "s", b.oom || !b.p ? "?" : b.p, n == 1 ? "s" : "",
+                 n == 1 ? "its" : "their");
+    sb_free(&b);
 }
 
 int app_load(lua_State *L, const config *cfg, app_def *a, char *err, size_t errlen, char *tb, size_t tblen)
@@ -105,6 +129,7 @@ int app_load(lua_State *L, const config *cfg, app_def *a, char *err, size_t errl
         if (rc) { lua_settop(L, t - 1); app_free(a); snprintf(err, errlen, "out of memory"); return -1; }
     }
     lua_pop(L, 1);
+    if (app_assign_sub_ids(a)) { lua_settop(L, t - 1); app_free(a); snprintf(err, errlen, "out of memory"); return -1; }
     a->jobs_text = field_str(L, t, "jobs_text");
     a->app_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     return 0;
@@ -142,6 +167,8 @@ void app_free(app_def *a)
     }
     free(a->routes);
     a->routes = NULL;
+    free(a->by_sub_id);
+    a->by_sub_id = NULL;
     a->nroutes = 0;
     free(a->jobs_text);
     a->jobs_text = NULL;
@@ -172,6 +199,8 @@ void app_print_routes(const app_def *a, FILE *out, int json)
                     r->qos, r->shared ? "true" : "false", r->worker_count);
             json_str(out, r->group);
             fputs(",\"name\":", out); json_str(out, r->name);
+            fprintf(out, ",\"retained\":\"%s\",\"subscription_identifier\":%u",
+                    r->retain_handling == 1 ? "new" : r->retain_handling ? "none" : "always", r->sub_id);
             fprintf(out, ",\"timeout\":%g,\"source\":", r->timeout);
             json_str(out, r->source ? r->source : "");
             fputs("}", out);

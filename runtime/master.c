@@ -335,6 +335,7 @@ int master_run(master_params *p)
     }
     log_info("master %d: %d worker%s for %s, broker %s:%d", (int)m.pid, m.P, m.P == 1 ? "" : "s",
              m.cfg->app_dir, m.cfg->broker, m.cfg->port);
+    app_note_protocol(&m.app->def, m.cfg->protocol);
     start_workers(&m, shm_now_ns());
     m.next_second_ns = shm_now_ns() + NS_PER_S;
     int rc = loop(&m);

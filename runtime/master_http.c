@@ -203,7 +203,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return respond(c, MHD_HTTP_OK, "text/plain; charset=utf-8", &b);
     }
     if (!strcmp(url, "/ready")) {
-        char why[128];
+        char why[512];
         int ready = master_is_ready(m, why, sizeof why);
         sb_printf(&b, "%s: %s\n", ready ? "ready" : "not ready", why);
         return respond(c, ready ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE, "text/plain; charset=utf-8", &b);

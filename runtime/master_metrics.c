@@ -157,15 +157,16 @@ static void histogram(strbuf *b, const route_total *t, int n)
 
 static void workers(strbuf *b, const master *m)
 {
-    static const int states[] = { SLOT_STARTING, SLOT_CONNECTING, SLOT_READY, SLOT_DRAINING };
-    int count[4] = { 0 };
+    static const int states[] = { SLOT_STARTING, SLOT_CONNECTING, SLOT_READY, SLOT_DRAINING, SLOT_REFUSED };
+    enum { NSTATES = sizeof states / sizeof states[0] };
+    int count[NSTATES] = { 0 };
     for (int i = 0; i < m->nslots; i++) {
         if (m->slots[i].pid <= 0) continue;
         int st = atomic_load(&m->shm->slots[i].state);
-        for (int k = 0; k < 4; k++) count[k] += st == states[k];
+        for (int k = 0; k < NSTATES; k++) count[k] += st == states[k];
     }
     family(b, "routemq_workers", "gauge", "Worker processes by state.");
-    for (int k = 0; k < 4; k++)
+    for (int k = 0; k < NSTATES; k++)
         sb_printf(b, "routemq_workers{state=\"%s\"} %d\n", master_slot_state_name(states[k]), count[k]);
     family(b, "routemq_workers_desired", "gauge", "Worker slots the master keeps running.");
     sb_printf(b, "routemq_workers_desired %d\n", m->P);

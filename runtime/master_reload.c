@@ -104,6 +104,7 @@ static void start_reload(master *m)
     m->override = override;
     m->reloads_ok++;
     log_info("reload: generation %u, %d worker%s", a->generation, new_p, new_p == 1 ? "" : "s");
+    app_note_protocol(&a->def, m->cfg->protocol);
     *r = (master_reload){ .phase = RELOAD_NEXT, .old_p = m->P, .new_p = new_p, .started_ns = shm_now_ns(),
                           .seq = seq };
     /* New slots start at once: more capacity while the old ones cycle. */
@@ -193,14 +194,17 @@ static int step(master *m, int64_t now)
             r->phase = RELOAD_NEXT;
         }
         return 1;
-    case RELOAD_WAIT_READY:
-        if (s->pid > 0 && atomic_load(&m->shm->slots[r->slot].state) != SLOT_READY && now < r->deadline_ns)
-            return 0;
+    case RELOAD_WAIT_READY: {
+        /* A slot whose subscription the broker refused will not be ready
+         * (it says why in status): no use waiting for it. */
+        int state = atomic_load(&m->shm->slots[r->slot].state);
+        if (s->pid > 0 && state != SLOT_READY && state != SLOT_REFUSED && now < r->deadline_ns) return 0;
         if (s->pid > 0 && now >= r->deadline_ns)
             log_warn("reload: worker %d not ready after %lld s; going on", r->slot, READY_WAIT_NS / NS_PER_S);
         r->slot++;
         r->phase = RELOAD_NEXT;
         return 1;
+    }
     default:
         return 0;
     }

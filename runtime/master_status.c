@@ -21,6 +21,8 @@ typedef struct slot_view {
     double inflight_s;
     uint32_t in_progress, kept, outgoing;  /* handlers running; messages not finished; publishes unacknowledged */
     uint64_t outgoing_bytes, publishes_dropped;
+    uint32_t refused;            /* subscriptions the broker refused; the first: */
+    const char *refused_route, *refused_sub, *refused_reason;
 } slot_view;
 
 typedef struct totals {
@@ -34,6 +36,7 @@ const char *master_slot_state_name(int state)
     case SLOT_CONNECTING: return "connecting";
     case SLOT_READY: return "ready";
     case SLOT_DRAINING: return "draining";
+    case SLOT_REFUSED: return "refused";
     default: return "empty";
     }
 }
@@ -42,6 +45,16 @@ const char *master_slot_state_name(int state)
 static int listed(const master *m, int i)
 {
     return i < m->P || m->slots[i].pid > 0;
+}
+
+/* The route of slot i's first refused subscription, NULL when none. */
+static const route_info *refused_route(const master *m, int i)
+{
+    const master_slot *s = &m->slots[i];
+    const shm_slot *sh = &m->shm->slots[i];
+    int rid = atomic_load(&sh->refused_route);
+    if (s->pid <= 0 || !atomic_load(&sh->subs_refused) || !s->app || rid < 1 || rid > s->app->def.nroutes) return NULL;
+    return &s->app->def.routes[rid - 1];
 }
 
 static void view_slot(const master *m, int i, int64_t now, slot_view *v)
@@ -70,6 +83,13 @@ static void view_slot(const master *m, int i, int64_t now, slot_view *v)
     v->in_progress = atomic_load(&sh->in_progress);
     v->outgoing = atomic_load(&sh->outgoing);
     v->outgoing_bytes = atomic_load(&sh->outgoing_bytes);
+    const route_info *r = refused_route(m, i);
+    if (r) {
+        v->refused = atomic_load(&sh->subs_refused);
+        v->refused_route = r->pattern;
+        v->refused_sub = r->sub;
+        v->refused_reason = sh->refused_reason;
+    }
     /* With WORKER_CONCURRENCY > 1 several handlers are in progress, most of
      * them waiting: show the oldest one's route (with 1: the running one). */
     int64_t start = 0;
@@ -114,6 +134,13 @@ int master_is_ready(const master *m, char *why, size_t n)
         const shm_slot *sh = &m->shm->slots[i];
         int state = atomic_load(&sh->state);
         if (s->pid <= 0) { snprintf(why, n, "worker %d is not running", i); return 0; }
+        const route_info *r = refused_route(m, i);
+        if (r) {
+            uint32_t more = atomic_load(&sh->subs_refused) - 1;
+            snprintf(why, n, "worker %d: the broker refused the subscription of route '%s' (%s): %.63s%s", i,
+                     r->pattern, r->sub, sh->refused_reason, more ? " (and of other routes)" : "");
+            return 0;
+        }
         if (state != SLOT_READY) { snprintf(why, n, "worker %d is %s", i, master_slot_state_name(state)); return 0; }
         if (!atomic_load(&sh->connected)) { snprintf(why, n, "worker %d is not connected", i); return 0; }
         if (atomic_load(&sh->unhealthy_runs) || atomic_load(&sh->health_failed)) {
@@ -142,9 +169,22 @@ static void json_slot(strbuf *b, const slot_view *v)
               v->slot, v->pid, v->generation, v->state, v->connected ? "true" : "false", v->uptime_s,
               (unsigned long long)v->messages, (unsigned long long)v->errors, (unsigned long long)v->unmatched,
               (unsigned long long)v->dead_lettered, (unsigned long long)v->restarts, (unsigned long long)v->rss_kb);
-    sb_printf(b, "\"in_progress\":%u,\"kept\":%u,\"outgoing\":%u,\"outgoing_bytes\":%llu,\"publishes_dropped\":%llu,"
-              "\"in_flight\":", v->in_progress, v->kept, v->outgoing, (unsigned long long)v->outgoing_bytes,
+    sb_printf(b, "\"in_progress\":%u,\"kept\":%u,\"outgoing\":%u,\"outgoing_bytes\":%llu,\"publishes_dropped\":%llu,",
+              v->in_progress, v->kept, v->outgoing, (unsigned long long)v->outgoing_bytes,
               (unsigned long long)v->publishes_dropped);
+    sb_puts(b, "\"refused\":");
+    if (v->refused) {
+        sb_printf(b, "{\"count\":%u,\"route\":", v->refused);
+        sb_json_str(b, v->refused_route);
+        sb_puts(b, ",\"subscription\":");
+        sb_json_str(b, v->refused_sub);
+        sb_puts(b, ",\"reason\":");
+        sb_json_str(b, v->refused_reason);
+        sb_puts(b, "}");
+    } else {
+        sb_puts(b, "null");
+    }
+    sb_puts(b, ",\"in_flight\":");
     if (!v->inflight_route) { sb_puts(b, "null}"); return; }
     sb_puts(b, "{\"route\":");
     sb_json_str(b, v->inflight_route);
@@ -154,7 +194,7 @@ static void json_slot(strbuf *b, const slot_view *v)
 void master_status_json(const master *m, strbuf *b)
 {
     int64_t now = shm_now_ns();
-    char why[128];
+    char why[512];
     totals t;
     sum_totals(m, &t);
     int ready = master_is_ready(m, why, sizeof why);
@@ -221,7 +261,7 @@ static void table_row(strbuf *b, const slot_view *v)
 void master_status_table(const master *m, strbuf *b)
 {
     int64_t now = shm_now_ns();
-    char up[32], why[128];
+    char up[32], why[512];
     totals t;
     sum_totals(m, &t);
     int ready = master_is_ready(m, why, sizeof why);
@@ -253,5 +293,16 @@ void master_status_table(const master *m, strbuf *b)
         slot_view v;
         view_slot(m, i, now, &v);
         table_row(b, &v);
+    }
+    /* Below the table: a refused subscription needs its route and reason in full. */
+    for (int i = 0; i < m->nslots; i++) {
+        if (!listed(m, i)) continue;
+        slot_view v;
+        view_slot(m, i, now, &v);
+        if (!v.refused) continue;
+        sb_printf(b, "slot %d: the broker refused the subscription of route '%s' (%s): %s", i, v.refused_route,
+                  v.refused_sub, v.refused_reason);
+        if (v.refused > 1) sb_printf(b, " (%u subscriptions refused; the log names each)", v.refused);
+        sb_puts(b, "\n");
     }
 }

@@ -231,53 +231,76 @@ void rundir_write_workers(const char *dir, int n)
 
 /* The filters a slot subscribed to survive its process: a resumed session
  * still holds them after a reload or restart changed the routes, and the
- * next worker of the slot unsubscribes those no route uses any more. */
+ * next worker of the slot unsubscribes those no route uses any more. With
+ * each its MQTT 5 subscription identifier: the next worker knows which
+ * queued copies name its routes. The file starts with FILTERS_V2, which is
+ * no valid filter; a file without it (an earlier version) lists bare
+ * filters, whose identifiers are unknown (0). */
+#define FILTERS_V2 "#2"
+
 static void filters_path(char *out, size_t n, const char *dir, int slot)
 {
     snprintf(out, n, "%s/slot-%d.filters", dir, slot);
 }
 
-int rundir_read_filters(const char *dir, int slot, char ***out)
+int rundir_read_filters(const char *dir, int slot, char ***out, uint32_t **ids)
 {
     char path[4096], line[65600];
     filters_path(path, sizeof path, dir, slot);
     *out = NULL;
+    *ids = NULL;
     FILE *f = fopen(path, "r");
     if (!f) return 0;
-    int n = 0, cap = 0;
+    int n = 0, cap = 0, v2 = 0, first = 1;
     char **list = NULL;
+    uint32_t *idl = NULL;
     while (fgets(line, sizeof line, f)) {
         line[strcspn(line, "\n")] = 0;
+        if (first && !strcmp(line, FILTERS_V2)) { v2 = 1; first = 0; continue; }
+        first = 0;
         if (!*line) continue;
-        if (n == cap) {
-            char **nl = realloc(list, (size_t)(cap = cap ? cap * 2 : 8) * sizeof *list);
-            if (!nl) break;
-            list = nl;
+        char *filter = line;
+        unsigned long id = 0;
+        if (v2) {
+            id = strtoul(line, &filter, 10);
+            if (*filter != ' ') continue;
+            filter++;
         }
-        if (!(list[n] = strdup(line))) break;
+        if (n == cap) {
+            cap = cap ? cap * 2 : 8;
+            char **nl = realloc(list, (size_t)cap * sizeof *list);
+            if (nl) list = nl;
+            uint32_t *ni = realloc(idl, (size_t)cap * sizeof *idl);
+            if (ni) idl = ni;
+            if (!nl || !ni) break;
+        }
+        if (!(list[n] = strdup(filter))) break;
+        idl[n] = (uint32_t)id;
         n++;
     }
     fclose(f);
     *out = list;
+    *ids = idl;
     return n;
 }
 
-void rundir_free_filters(char **list, int n)
+void rundir_free_filters(char **list, uint32_t *ids, int n)
 {
     for (int i = 0; i < n; i++) free(list[i]);
     free(list);
+    free(ids);
 }
 
-void rundir_write_filters(const char *dir, int slot, const char *const *filters, int n)
+void rundir_write_filters(const char *dir, int slot, const char *const *filters, const uint32_t *ids, int n)
 {
     char path[4096], tmp[4200];
     filters_path(path, sizeof path, dir, slot);
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     FILE *f = create_private(tmp);
     if (!f) return;
-    int ok = 1;
+    int ok = fprintf(f, "%s\n", FILTERS_V2) >= 0;
     for (int i = 0; i < n && ok; i++)
-        if (!strchr(filters[i], '\n')) ok = fprintf(f, "%s\n", filters[i]) >= 0;
+        if (!strchr(filters[i], '\n')) ok = fprintf(f, "%u %s\n", ids[i], filters[i]) >= 0;
     if (fclose(f) == 0 && ok) rename(tmp, path);
     else unlink(tmp);
 }

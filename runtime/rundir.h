@@ -5,6 +5,7 @@
 #define ROUTEMQ_RUNDIR_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 #define RUNDIR_PID_FILE "routemq.pid"
@@ -32,12 +33,14 @@ int rundir_socket_path(const char *dir, char *out, size_t n);
 int rundir_read_workers(const char *dir);
 /* Records the current worker count in <dir>/workers (best effort, atomic rename). */
 void rundir_write_workers(const char *dir, int n);
-/* The filters slot `slot` subscribed at its last connect (<dir>/slot-<n>.filters);
- * returns how many, the list in *out (free with rundir_free_filters). */
-int rundir_read_filters(const char *dir, int slot, char ***out);
-void rundir_free_filters(char **list, int n);
-/* Records the filters slot `slot` subscribes now (best effort, atomic rename). */
-void rundir_write_filters(const char *dir, int slot, const char *const *filters, int n);
+/* The filters slot `slot` subscribed at its last connect (<dir>/slot-<n>.filters)
+ * and their subscription identifiers (0: unknown); returns how many, the
+ * lists in *out and *ids (free with rundir_free_filters). */
+int rundir_read_filters(const char *dir, int slot, char ***out, uint32_t **ids);
+void rundir_free_filters(char **list, uint32_t *ids, int n);
+/* Records the filters slot `slot` subscribes now with their identifiers
+ * (best effort, atomic rename). */
+void rundir_write_filters(const char *dir, int slot, const char *const *filters, const uint32_t *ids, int n);
 /* The pid in <dir>/routemq.pid, or 0. */
 pid_t rundir_read_pid(const char *dir);
 

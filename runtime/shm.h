@@ -24,6 +24,7 @@ enum slot_state {
     SLOT_CONNECTING,     /* connecting or reconnecting to the broker */
     SLOT_READY,          /* connected and every subscription acknowledged */
     SLOT_DRAINING,       /* stopping: finishing the handler in progress */
+    SLOT_REFUSED,        /* connected, but the broker refused a subscription (refused_* below) */
 };
 
 /* Exit codes a worker uses to tell the master why it ended. */
@@ -137,6 +138,9 @@ typedef struct shm_slot {
     _Atomic int32_t health_failed;      /* the user's health check failed its `failures` in a row */
     char health_reason[SHM_REASON_MAX]; /* its last error; written before health_failed is set */
     _Atomic uint32_t unhealthy_runs;    /* health checks failed in a row (for /ready and status) */
+    _Atomic uint32_t subs_refused;      /* subscriptions the broker refused since the last connect */
+    _Atomic int32_t refused_route;      /* route index (1-based) of the first of them */
+    char refused_reason[64];            /* its SUBACK reason code, named; written before subs_refused */
     _Atomic uint32_t ntimer_stats;      /* entries of timer_stats in use; only grows (release store) */
     shm_timer_stats timer_stats[SHM_TIMERS];
     shm_seen seen;

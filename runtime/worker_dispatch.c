@@ -543,16 +543,43 @@ void worker_pump(worker *w)
     }
 }
 
-static int delivered_for(const mosquitto_property *props, int rid)
+/* Whether to handle this copy of a message whose most specific route is rid.
+ * With overlapping routes the broker sends one copy per matching
+ * subscription, each with its subscription's identifier (MQTT 5): the copy
+ * for rid is handled. Another copy, for a less specific route or with an
+ * identifier no route of this application has (queued for the routes of an
+ * earlier deploy), is skipped when rid's own copy comes too: this slot holds
+ * rid's subscription and it delivers (worker_sub). A copy for a less
+ * specific route is also skipped when rid is another slot's route (that
+ * slot handles it). Otherwise its topic decides: it is handled. A copy
+ * without identifier (MQTT 3.1.1) is handled. A retained message (retain
+ * set: sent because a subscription was made) comes once per subscription
+ * made, each copy with its own identifier: only rid's own is handled (none,
+ * when rid's retained option asked for none). */
+static int copy_to_handle(worker *w, const mosquitto_property *props, int rid, int retained)
 {
-    int id, n = 0, hit = 0;
+    uint32_t id;
+    int any = 0, known = 0;
     const mosquitto_property *p = props;
-    for (int skip = 0; (p = mosquitto_property_read_varint(p, MQTT_PROP_SUBSCRIPTION_IDENTIFIER,
-                                                           (uint32_t *)&id, skip)); skip = 1) {
-        n++;
-        if (id == rid) hit = 1;
+    for (int skip = 0; (p = mosquitto_property_read_varint(p, MQTT_PROP_SUBSCRIPTION_IDENTIFIER, &id, skip));
+         skip = 1) {
+        int r = app_route_by_sub_id(&w->app, id);
+        if (r == rid) {
+            w->conn.subs[rid - 1].delivering = 1;
+            return 1;
+        }
+        any = 1;
+        if (r > 0) known = 1;
+        else if (!w->unknown_sub_id_noted) {
+            w->unknown_sub_id_noted = 1;
+            log_info("the broker delivers messages for subscription identifier %u, which no route of this application "
+                     "has (a route removed or changed since they were queued): they are matched by their topic", id);
+        }
     }
-    return n == 0 || hit;
+    if (!any) return 1;
+    if (!app_slot_subscribes(&w->app.routes[rid - 1], w->args->slot)) return !known;
+    if (retained && known) return 0;
+    return !w->conn.subs[rid - 1].delivering;
 }
 
 static void take_message(struct mosquitto *m, void *ud, const struct mosquitto_message *msg,
@@ -578,11 +605,10 @@ static void take_message(struct mosquitto *m, void *ud, const struct mosquitto_m
         log_debug("no route matches %s", log_topic(t, sizeof t, msg->topic, tlen));
         return;
     }
-    /* With overlapping routes the broker delivers one copy per subscription;
-     * only the copy sent for the most specific route is handled. */
-    if (props && !delivered_for(props, rid)) {
+    if (props && !copy_to_handle(w, props, rid, msg->retain)) {
         char t[LOG_TOPIC_BUF];
-        log_debug("%s: copy for a less specific overlapping route skipped", log_topic(t, sizeof t, msg->topic, tlen));
+        log_debug("%s: copy for another subscription skipped (route %s gets its own)",
+                  log_topic(t, sizeof t, msg->topic, tlen), w->app.routes[rid - 1].pattern);
         return;
     }
     worker_msg kept = {

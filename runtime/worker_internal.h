@@ -97,12 +97,20 @@ typedef struct worker_lua {
     int empty_ref;           /* routemq.context.EMPTY: props/params of a message without any */
 } worker_lua;
 
+/* A route's subscription on the current connection (worker_mqtt.c). */
+typedef struct worker_sub {
+    int mid;                 /* packet id of its SUBSCRIBE, 0: none awaits a SUBACK */
+    uint8_t delivering;      /* the broker sends copies for it: a copy of the same message sent
+                                for a less specific route is redundant (worker_dispatch.c) */
+    uint8_t on_suback;       /* becomes delivering with its SUBACK (a session made on this connect) */
+} worker_sub;
+
 /* The MQTT connection: libmosquitto's client, its socket in epoll, the
  * subscriptions and the connect attempts (worker_mqtt.c, worker_connect.c). */
 typedef struct worker_conn {
     struct mosquitto *mosq;
     char client_id[512];
-    int persistent;          /* this slot holds a qos >= 1 route: keep a session */
+    int persistent;          /* keep a session (slot_is_persistent in worker_mqtt.c) */
     int sock;                /* fd registered with epoll, -1 when none */
     int sock_events;         /* the events it is registered for */
     int connected;           /* CONNACK received */
@@ -110,6 +118,7 @@ typedef struct worker_conn {
     int published;           /* a handler queued a publish since the last flush */
     int unsubs_pending;      /* retiring: UNSUBACKs still awaited */
     int nsubs;               /* subscriptions made on the last connect */
+    worker_sub *subs;        /* per route, by index - 1 */
     int session_resumed;     /* the broker kept our session */
     int reconnect_pending;   /* a connect attempt is due at next_connect_ns */
     int64_t next_connect_ns;
@@ -163,6 +172,7 @@ typedef struct worker {
     worker_out out;
     char *props_buf;         /* packing area for a message's properties */
     int64_t unkept_logged_ns;  /* rate limit of the "no record left" error */
+    int unknown_sub_id_noted;  /* a copy with an identifier of no route was logged */
 
     uint64_t handled;        /* messages handled by this process */
     uint64_t recycle_after;  /* 0: never */

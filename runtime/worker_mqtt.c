@@ -31,21 +31,55 @@ static void mark_ready(worker *w)
              w->conn.nsubs == 1 ? "" : "s", w->conn.session_resumed ? ", session resumed" : "");
 }
 
+/* The filters (with their subscription identifiers) the slot's previous
+ * connection subscribed: what a resumed session holds. */
+typedef struct held_subs {
+    char **filters;
+    uint32_t *ids;
+    int n;
+} held_subs;
+
+/* 1 when s is in list (and with identifier id, unless id is 0). */
+static int listed(char *const *list, const uint32_t *ids, int n, const char *s, uint32_t id)
+{
+    for (int i = 0; i < n; i++)
+        if (!strcmp(list[i], s) && (!id || (ids && ids[i] == id))) return 1;
+    return 0;
+}
+
 /* Subscribes every route this slot holds; returns how many SUBSCRIBEs went out. */
-static int subscribe_all(worker *w)
+static int subscribe_all(worker *w, const held_subs *held)
 {
     int n = 0;
     for (int i = 0; i < w->app.nroutes; i++) {
         route_info *r = &w->app.routes[i];
+        worker_sub *s = &w->conn.subs[i];
+        memset(s, 0, sizeof *s);
         if (!app_slot_subscribes(r, w->args->slot)) continue;
         mosquitto_property *props = NULL;
-        /* The subscription identifier tells which route a copy was delivered for
-         * when routes overlap (MQTT 5 only). */
-        if (w->cfg->protocol == 5) mosquitto_property_add_varint(&props, MQTT_PROP_SUBSCRIPTION_IDENTIFIER, r->index);
-        int rc = mosquitto_subscribe_v5(w->conn.mosq, NULL, r->sub, r->qos, 0, props);
+        int options = 0;
+        /* The subscription identifier tells which route a copy was delivered
+         * for when routes overlap; retain handling which retained messages
+         * come with the SUBACK (MQTT 5 only). */
+        if (w->cfg->protocol == 5) {
+            mosquitto_property_add_varint(&props, MQTT_PROP_SUBSCRIPTION_IDENTIFIER, r->sub_id);
+            options = r->retain_handling << 4;
+        }
+        int rc = mosquitto_subscribe_v5(w->conn.mosq, &s->mid, r->sub, r->qos, options, props);
         mosquitto_property_free_all(&props);
-        if (rc == MOSQ_ERR_SUCCESS) n++;
-        else log_error("cannot subscribe to %s: %s", r->sub, mosquitto_strerror(rc));
+        if (rc != MOSQ_ERR_SUCCESS) {
+            s->mid = 0;
+            log_error("cannot subscribe to %s: %s", r->sub, mosquitto_strerror(rc));
+            continue;
+        }
+        n++;
+        /* A resumed session already holds the subscriptions of the previous
+         * connection: what it queued came with a copy for each, with its
+         * identifier. A subscription new to it (or with another identifier)
+         * delivers only what is published after it: until its first copy,
+         * the messages queued before came for the other routes alone. */
+        if (w->conn.session_resumed) s->delivering = listed(held->filters, held->ids, held->n, r->sub, r->sub_id);
+        else s->on_suback = 1;
     }
     return n;
 }
@@ -60,22 +94,60 @@ static uint64_t subscription_hash(worker *w)
         route_info *r = &w->app.routes[i];
         if (!app_slot_subscribes(r, w->args->slot)) continue;
         h = hash_fnv1a(h, r->sub, strlen(r->sub));
-        h = hash_fnv1a_word(h, (uint64_t)(r->qos + 1) * 31 + (uint64_t)r->index);
+        h = hash_fnv1a_word(h, (uint64_t)(r->qos + 1) * 31 + (uint64_t)r->sub_id);
     }
     return h ? h : 1;
+}
+
+/* The name of a SUBACK reason code, "Not authorized (0x87)". */
+static void reason_name(worker *w, int code, char *out, size_t n)
+{
+    const char *name = w->cfg->protocol == 5 ? mosquitto_reason_string(code) : "Failure";
+    snprintf(out, n, "%s (0x%02x)", name, code);
+}
+
+/* The broker refused route i's subscription: no message comes for it, the
+ * slot is not ready (/ready and status say which route and why). */
+static void refused(worker *w, int i, int code)
+{
+    const route_info *r = &w->app.routes[i];
+    char why[64];
+    reason_name(w, code, why, sizeof why);
+    log_error("the broker %s refused the subscription of route '%s' (%s): %s; the slot is not ready",
+              broker_name(w), r->pattern, r->sub, why);
+    if (atomic_load(&w->shm->subs_refused) == 0) {
+        snprintf(w->shm->refused_reason, sizeof w->shm->refused_reason, "%s", why);
+        atomic_store(&w->shm->refused_route, r->index);
+    }
+    atomic_fetch_add(&w->shm->subs_refused, 1);
 }
 
 static void on_subscribe(struct mosquitto *m, void *ud, int mid, int n, const int *granted,
                          const mosquitto_property *props)
 {
     worker *w = ud;
-    for (int i = 0; i < n; i++)
-        if (granted[i] >= 0x80) log_error("the broker %s refused a subscription (reason %d)", broker_name(w), granted[i]);
+    int i = 0;
+    while (i < w->app.nroutes && w->conn.subs[i].mid != mid) i++;
+    if (i < w->app.nroutes) {
+        worker_sub *s = &w->conn.subs[i];
+        s->mid = 0;
+        if (n >= 1 && granted[0] >= 0x80) {
+            s->delivering = 0;  /* copies for less specific routes are all there is */
+            refused(w, i, granted[0]);
+        } else if (s->on_suback) {
+            s->delivering = 1;
+        }
+    } else {
+        for (int k = 0; k < n; k++)
+            if (granted[k] >= 0x80) log_error("the broker %s refused a subscription (reason %d)", broker_name(w), granted[k]);
+    }
     if (w->conn.subs_pending > 0 && --w->conn.subs_pending > 0) {
         /* mosquitto does not set TCP_NODELAY: its next SUBACKs wait for our
          * ACK of this one, which the kernel would delay by up to 40 ms. */
         int one = 1;
         setsockopt(mosquitto_socket(m), IPPROTO_TCP, TCP_QUICKACK, &one, sizeof one);
+    } else if (!w->stop.kind && atomic_load(&w->shm->subs_refused)) {
+        atomic_store(&w->shm->state, SLOT_REFUSED);
     } else if (!w->stop.kind && atomic_load(&w->shm->state) != SLOT_READY) {
         mark_ready(w);
     }
@@ -89,28 +161,30 @@ static void on_unsubscribe(struct mosquitto *m, void *ud, int mid, const mosquit
     errno = 0;  /* see worker_on_message */
 }
 
-/* A resumed session keeps the filters the slot's previous worker subscribed;
- * those no route of this generation uses would go on bringing messages (of a
- * route that was removed, or a share that now belongs to other slots). */
-static void forget_stale_filters(worker *w)
+/* A resumed session keeps the filters the slot's previous worker subscribed
+ * (held); those no route of this generation uses would go on bringing
+ * messages (of a route that was removed, or a share that now belongs to
+ * other slots). */
+static void forget_stale_filters(worker *w, const held_subs *held)
 {
     const char **now = calloc((size_t)w->app.nroutes + 1, sizeof *now);
-    if (!now) return;
+    uint32_t *ids = calloc((size_t)w->app.nroutes + 1, sizeof *ids);
+    if (!now || !ids) { free(now); free(ids); return; }
     int k = 0;
-    for (int i = 0; i < w->app.nroutes; i++)
-        if (app_slot_subscribes(&w->app.routes[i], w->args->slot)) now[k++] = w->app.routes[i].sub;
-    char **old = NULL;
-    int n = rundir_read_filters(w->cfg->run_dir, w->args->slot, &old);
-    for (int i = 0; i < n && w->conn.session_resumed; i++) {
-        int used = 0;
-        for (int j = 0; j < k && !used; j++) used = !strcmp(old[i], now[j]);
-        if (used) continue;
-        if (mosquitto_unsubscribe(w->conn.mosq, NULL, old[i]) == MOSQ_ERR_SUCCESS)
-            log_info("unsubscribed %s: the resumed session still held it, no route of this slot uses it now", old[i]);
+    for (int i = 0; i < w->app.nroutes; i++) {
+        if (!app_slot_subscribes(&w->app.routes[i], w->args->slot)) continue;
+        ids[k] = w->app.routes[i].sub_id;
+        now[k++] = w->app.routes[i].sub;
     }
-    rundir_free_filters(old, n);
-    rundir_write_filters(w->cfg->run_dir, w->args->slot, now, k);
+    for (int i = 0; i < held->n && w->conn.session_resumed; i++) {
+        if (listed((char *const *)now, NULL, k, held->filters[i], 0)) continue;
+        if (mosquitto_unsubscribe(w->conn.mosq, NULL, held->filters[i]) == MOSQ_ERR_SUCCESS)
+            log_info("unsubscribed %s: the resumed session still held it, no route of this slot uses it now",
+                     held->filters[i]);
+    }
+    rundir_write_filters(w->cfg->run_dir, w->args->slot, now, ids, k);
     free(now);
+    free(ids);
 }
 
 static int is_auth_failure(int rc)
@@ -156,8 +230,12 @@ static void connected(struct mosquitto *m, void *ud, int rc, int flags, const mo
         return;
     }
     uint64_t subs = subscription_hash(w);
-    w->conn.subs_pending = w->conn.nsubs = subscribe_all(w);
-    forget_stale_filters(w);
+    held_subs held;
+    held.n = rundir_read_filters(w->cfg->run_dir, w->args->slot, &held.filters, &held.ids);
+    atomic_store(&w->shm->subs_refused, 0);
+    w->conn.subs_pending = w->conn.nsubs = subscribe_all(w, &held);
+    forget_stale_filters(w, &held);
+    rundir_free_filters(held.filters, held.ids, held.n);
     if (w->conn.subs_pending == 0 || (w->conn.session_resumed && atomic_load(&w->shm->sub_hash) == subs)) mark_ready(w);
     atomic_store(&w->shm->sub_hash, subs);
     worker_pump(w);  /* what a previous worker left comes first (worker_replay_load) */
@@ -212,10 +290,17 @@ static int set_connect_properties(worker *w)
     return 0;
 }
 
+/* A slot keeps its session when it holds a qos >= 1 route (the broker
+ * queues for it while it is away), and with MQTT 5 when it holds a route
+ * that gets retained messages only on a new subscription (retained = "new"):
+ * a session that ends with the connection makes every subscribe new. */
 static int slot_is_persistent(worker *w)
 {
-    for (int i = 0; i < w->app.nroutes; i++)
-        if (app_slot_subscribes(&w->app.routes[i], w->args->slot) && w->app.routes[i].qos > 0) return 1;
+    for (int i = 0; i < w->app.nroutes; i++) {
+        const route_info *r = &w->app.routes[i];
+        if (!app_slot_subscribes(r, w->args->slot)) continue;
+        if (r->qos > 0 || (w->cfg->protocol == 5 && !r->shared && r->retain_handling == 1)) return 1;
+    }
     return 0;
 }
 
@@ -229,6 +314,8 @@ int worker_mqtt_setup(worker *w)
         snprintf(w->conn.client_id, sizeof w->conn.client_id, "%s", w->args->adopt_client_id);
         w->conn.persistent = 1;  /* resume the orphan's session, never start a clean one */
     }
+    w->conn.subs = calloc((size_t)w->app.nroutes + 1, sizeof *w->conn.subs);
+    if (!w->conn.subs) { log_error("cannot set up the subscriptions: out of memory"); return -1; }
     w->conn.mosq = mosquitto_new(w->conn.client_id, !w->conn.persistent, w);
     if (!w->conn.mosq) { log_error("cannot create the MQTT client: out of memory"); return -1; }
     mosquitto_int_option(w->conn.mosq, MOSQ_OPT_PROTOCOL_VERSION, c->protocol == 5 ? MQTT_PROTOCOL_V5 : MQTT_PROTOCOL_V311);
@@ -300,5 +387,7 @@ void worker_mqtt_free(worker *w)
 {
     if (w->conn.mosq) mosquitto_destroy(w->conn.mosq);
     w->conn.mosq = NULL;
+    free(w->conn.subs);
+    w->conn.subs = NULL;
     mosquitto_lib_cleanup();
 }

@@ -38,6 +38,7 @@ describe("routemq.router", function()
       assert.is_nil(r.group)   -- filled in by the loader
       assert.is_nil(r.timeout) -- filled in by the loader
       assert.equal("sensors/{device_id}/data", r.name)
+      assert.equal("new", r.retained)
       assert.same({}, r.middleware)
       assert.matches("^spec/router_spec%.lua:%d+$", r.source)
     end)
@@ -45,7 +46,9 @@ describe("routemq.router", function()
     it("records every option", function()
       local mw = function(_, next) return next() end
       router.on("a/{x...}", h, { qos = 2, shared = true, worker_count = 4, group = "g",
-        timeout = 1.5, name = "all", middleware = { mw } })
+        timeout = 1.5, name = "all", retained = "always", middleware = { mw } })
+      router.on("b", h, { retained = "none" })
+      assert.equal("none", router._routes()[2].retained)
       local r = router._routes()[1]
       assert.equal("a/#", r.filter)
       assert.same({ "x" }, r.names)
@@ -55,6 +58,7 @@ describe("routemq.router", function()
       assert.equal("g", r.group)
       assert.equal(1.5, r.timeout)
       assert.equal("all", r.name)
+      assert.equal("always", r.retained)
       assert.same({ mw }, r.middleware)
     end)
 
@@ -147,6 +151,8 @@ describe("routemq.router", function()
       timeout_negative = "option 'timeout' must be a positive number of seconds, got -1",
       timeout_type = "option 'timeout' must be a positive number of seconds, got '30'",
       name_type = "option 'name' must be a non-empty string, got 5",
+      retained_value =
+        "option 'retained' of route 'state/{id}' must be 'new', 'always' or 'none', got 'old'",
       options_type = "options must be a table, got 'qos=1'",
       pattern_type = "pattern must be a string, got 42",
       colon = "call router.on with a dot, not a colon",

@@ -91,8 +91,13 @@ local ROUTE_OPTIONS = {
   ordered = function(v)
     return type(v) == "boolean", "a boolean"
   end,
+  -- Which retained messages the broker sends on subscribe (MQTT 5 retain
+  -- handling 1, 0, 2); checked in add_route, whose error names the route.
+  retained = true,
   middleware = true, -- checked by check_middleware_list
 }
+
+local RETAINED = { new = true, always = true, none = true }
 
 local function check_route_options(opts)
   if opts == nil then
@@ -170,6 +175,10 @@ local function add_route(scope, pattern, handler, opts, api)
     raise("handler for '" .. full .. "' must be a function, got " .. describe(handler))
   end
   opts = check_route_options(opts)
+  if opts.retained ~= nil and not RETAINED[opts.retained] then
+    raise("option 'retained' of route '" .. full .. "' must be 'new', 'always' or 'none', got "
+      .. describe(opts.retained))
+  end
   local compiled, reason = core.compile(full)
   if not compiled then
     raise("invalid pattern '" .. full .. "': " .. tostring(reason))
@@ -194,6 +203,7 @@ local function add_route(scope, pattern, handler, opts, api)
     timeout = opts.timeout,
     name = opts.name or full,
     ordered = opts.ordered or false,
+    retained = opts.retained or "new",
     source = source,
     middleware = scope_middleware(scope, own),
     _scope = scope,

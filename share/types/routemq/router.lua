@@ -12,6 +12,7 @@
 ---@field timeout? number seconds a handler may run, default WORKER_HANDLER_TIMEOUT
 ---@field name? string the route's name (default: its pattern)
 ---@field ordered? boolean handle messages of one topic one after the other, in arrival order
+---@field retained? "new"|"always"|"none" retained messages: new subscriptions only (default), always, never
 
 ---Options of `router.group`.
 ---@class routemq.GroupOptions

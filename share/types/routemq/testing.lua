@@ -44,6 +44,7 @@
 ---@field qos routemq.QoS
 ---@field shared boolean
 ---@field worker_count integer
+---@field retained "new"|"always"|"none"
 ---@field group? string
 ---@field timeout? number
 ---@field name string
