@@ -87,7 +87,7 @@ int worker_out_publish(worker *w, int rec, const char *topic, const void *payloa
         /* Only code that cannot wait gets here (the bound is below): one
          * more would reuse the packet id of a publish still outstanding. */
         *err = "60000 publishes await the broker's acknowledgement and this code cannot wait for them "
-               "(router.init, or a yield across a C call)";
+               "(a C function between it and its coroutine)";
         return -1;
     }
     int rc = mosquitto_publish_v5(w->conn.mosq, &mid, topic, (int)plen, payload, qos, retain, props);

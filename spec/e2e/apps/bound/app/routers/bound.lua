@@ -44,6 +44,18 @@ router.on("bound/stuck", function(ctx)
   record("stuck-done", ctx.payload, ctx.redelivered)
 end, { qos = 1, timeout = 1 })
 
+-- Publishes from inside string.gsub's callback, which cannot yield: no
+-- waiting, so it runs into the packet id limit.
+router.on("bound/gsub", function(ctx)
+  record("gsub", ctx.payload, ctx.redelivered)
+  local n = 0
+  ((" "):rep(N)):gsub(" ", function()
+    n = n + 1
+    ctx:publish("bound/out", "gsub " .. n, { qos = 1 })
+  end)
+  record("gsub-done", ctx.payload, ctx.redelivered)
+end, { qos = 1 })
+
 router.on("bound/quick", function(ctx)
   record("quick", ctx.payload, ctx.redelivered)
 end, { qos = 1 })
