@@ -293,7 +293,7 @@ static int timeout_ms(worker *w, int64_t now)
 static int run_loop(worker *w)
 {
     struct epoll_event evs[4];
-    w->out.waitable = 1;  /* acknowledgements are read from now on (not during router.init) */
+    w->out.waitable = 1;  /* acknowledgements are read from now on: a publish may wait for them */
     for (;;) {
         int64_t now = shm_now_ns();
         atomic_store_explicit(&w->shm->heartbeat_ns, now, memory_order_relaxed);

@@ -82,7 +82,9 @@ describe("publishing at the outgoing bound", function()
     assert.truthy(e2e.wait_for(function() return sub.count("") >= 20000 end, 120), e2e.read(r.log))
     local peak_first = peak_kb(first)
     assert.is_true(e2e.kill(first, "KILL"))
+    local t_kill = e2e.now()
     assert.truthy(e2e.wait_for(function() return #records(r, "done") == 1 end, 300), e2e.read(r.log))
+    local replay_s = e2e.now() - t_kill
     local second = r.workers()[1]
     local peak_second = peak_kb(second)
     -- Every publish acknowledged is delivered; wait for the stragglers.
@@ -91,8 +93,8 @@ describe("publishing at the outgoing bound", function()
     got = got - 1 -- the probe
     local starts = records(r, "start")
     print(string.format("\n  70,000 QoS 1 publishes from one handler, kill -9 after 20,000 received: %d of %d "
-      .. "received, %d duplicated; peak RSS %.1f MB (killed worker), %.1f MB (its replacement, all 70,000)",
-      got, N, dups, peak_first / 1024, peak_second / 1024))
+      .. "received, %d duplicated; peak RSS %.1f MB (killed worker), %.1f MB (its replacement, all 70,000 "
+      .. "in %.1f s after the kill)", got, N, dups, peak_first / 1024, peak_second / 1024, replay_s))
     assert.equal(N, got)
     assert.equal(2, #starts)
     assert.is_true(records(r, "done")[1].redelivered)
