@@ -139,10 +139,11 @@ static int wants_read(worker *w)
 {
     if (worker_keep_full(w)) return w->out.count > 0;
     /* WORKER_CONCURRENCY handlers in progress and as many waiting: leave the
-     * rest with the broker until one finishes (no deadlock: handlers do not
-     * wait on this connection). */
+     * rest with the broker until one finishes; but not over the outgoing
+     * bound, where handlers wait for the acknowledgements that come on this
+     * connection. */
     if (!w->stop.kind && atomic_load_explicit(&w->shm->in_progress, memory_order_relaxed) >= (uint32_t)w->cfg->concurrency &&
-        worker_queue_len(w) >= w->cfg->concurrency)
+        worker_queue_len(w) >= w->cfg->concurrency && !w->out.over)
         return 0;
     if (!w->stop.kind || w->stop.kind == STOP_RETIRE) return 1;
     return w->out.count > 0 && !w->stop.gave_up;
@@ -292,6 +293,7 @@ static int timeout_ms(worker *w, int64_t now)
 static int run_loop(worker *w)
 {
     struct epoll_event evs[4];
+    w->out.waitable = 1;  /* acknowledgements are read from now on: a publish may wait for them */
     for (;;) {
         int64_t now = shm_now_ns();
         atomic_store_explicit(&w->shm->heartbeat_ns, now, memory_order_relaxed);

@@ -69,13 +69,19 @@ typedef struct worker_out_entry {
     uint8_t qos, used;
 } worker_out_entry;
 
+/* Publishes outstanding at most, also from code that cannot wait at the
+ * bound: below the 65535 MQTT packet ids, with room for SUBSCRIBEs. */
+#define WORKER_OUT_MID_LIMIT 60000
+
 typedef struct worker_out {
     worker_out_entry *by_mid;  /* 65536 entries */
     uint32_t count;
     uint64_t bytes;
     uint32_t max_count;      /* WORKER_MAX_OUTGOING */
     uint64_t max_bytes;      /* WORKER_MAX_OUTGOING_MB */
-    int over;                /* above a bound: no handler starts until below half of it */
+    int over;                /* above a bound: no handler starts and publishes wait until below half of it */
+    int wake_fd;             /* eventfd, readable while not over: what waiting publishes poll */
+    int waitable;            /* the loop runs: a publish over the bound may wait for acknowledgements */
 } worker_out;
 
 /* The Lua state and what the worker calls in it. */
@@ -236,7 +242,8 @@ void worker_dead_letter(worker *w, int id, const worker_msg *m);
 /* worker_out.c */
 int worker_out_setup(worker *w);
 void worker_out_free(worker *w);
-/* Publishes on behalf of record rec (-1: none); 0, or -1 with *err set. */
+/* Publishes on behalf of record rec (-1: none); 0, or -1 with *err set. It
+ * does not look at the bound: the caller waits first where it can (l_publish). */
 int worker_out_publish(worker *w, int rec, const char *topic, const void *payload, size_t plen, int qos,
                        int retain, const mosquitto_property *props, const char **err);
 void worker_out_on_publish(struct mosquitto *m, void *ud, int mid, int reason, const mosquitto_property *props);

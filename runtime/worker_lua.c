@@ -49,12 +49,18 @@ static int props_from_lua(lua_State *L, int t, mosquitto_property **out, const c
     return 0;
 }
 
-/* io.publish(topic, payload, qos, retain, props, token) -> true | nil, err.
- * token: the record id of the message whose handler publishes (ctx._token),
- * which then is finished only once the broker has this publish. */
+/* io.publish(topic, payload, qos, retain, props, token, nowait) -> true |
+ * nil, err | false: over the outgoing bound, wait (io.wait_outgoing) and call
+ * again; nowait: the caller cannot wait, publish anyway. token: the record
+ * id of the message whose handler publishes (ctx._token), which then is
+ * finished only once the broker has this publish. */
 static int l_publish(lua_State *L)
 {
     worker *w = upworker(L);
+    if (w->out.over && w->out.waitable && !lua_toboolean(L, 7)) {
+        lua_pushboolean(L, 0);
+        return 1;
+    }
     size_t plen;
     const char *topic = luaL_checkstring(L, 1);
     const char *payload = luaL_optlstring(L, 2, "", &plen);
@@ -82,6 +88,14 @@ static int l_publish(lua_State *L)
         return 2;
     }
     lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* io.outgoing_fd() -> a descriptor readable while outgoing is below the
+ * bound (what io.wait_outgoing polls). */
+static int l_outgoing_fd(lua_State *L)
+{
+    lua_pushinteger(L, upworker(L)->out.wake_fd);
     return 1;
 }
 
@@ -183,10 +197,11 @@ void worker_lua_push_io(worker *w)
     static const struct { const char *name; lua_CFunction fn; } fns[] = {
         { "publish", l_publish }, { "log", l_log }, { "done", l_done },
         { "resume", l_resume }, { "health", l_health }, { "timer", l_timer },
+        { "outgoing_fd", l_outgoing_fd },
     };
     static const char *const levels[] = { "debug", "info", "warn", "error" };
     lua_State *L = w->lua.L;
-    lua_createtable(L, 0, 7);
+    lua_createtable(L, 0, 9);
     lua_pushstring(L, levels[w->cfg->log_level]);
     lua_setfield(L, -2, "level");
     for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {

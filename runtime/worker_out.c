@@ -2,8 +2,10 @@
  * packet id with the message it belongs to, so that message is finished only
  * when the broker has acknowledged its QoS >= 1 publishes (QoS 0: written),
  * and the backlog is bounded by WORKER_MAX_OUTGOING (count) and
- * WORKER_MAX_OUTGOING_MB (bytes). Nothing is given up on without a log line
- * and routemq_publishes_dropped_total. */
+ * WORKER_MAX_OUTGOING_MB (bytes): above it, publishes from code that can wait
+ * wait (routemq.worker's io.wait_outgoing polls wake_fd, readable while below
+ * the bound). Nothing is given up on without a log line and
+ * routemq_publishes_dropped_total. */
 #include "worker_internal.h"
 #include "log.h"
 
@@ -11,29 +13,49 @@
 #include <mqtt_protocol.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #define MIDS 65536
 
 int worker_out_setup(worker *w)
 {
+    w->out.wake_fd = -1;
     w->out.by_mid = calloc(MIDS, sizeof *w->out.by_mid);
     if (!w->out.by_mid) { log_error("out of memory"); return -1; }
     w->out.max_count = (uint32_t)w->cfg->max_outgoing;
+    if (w->out.max_count > WORKER_OUT_MID_LIMIT) w->out.max_count = WORKER_OUT_MID_LIMIT;
     w->out.max_bytes = (uint64_t)w->cfg->max_outgoing_mb * 1024 * 1024;
+    w->out.wake_fd = eventfd(1, EFD_NONBLOCK | EFD_CLOEXEC);  /* readable: below the bound */
+    if (w->out.wake_fd < 0) { log_error("eventfd: %s", strerror(errno)); return -1; }
     return 0;
 }
 
 void worker_out_free(worker *w)
 {
+    /* by_mid is set only once setup has run, and wake_fd (0 before) with it. */
+    if (w->out.by_mid && w->out.wake_fd >= 0) close(w->out.wake_fd);
+    w->out.wake_fd = -1;
     free(w->out.by_mid);
     w->out.by_mid = NULL;
+}
+
+/* wake_fd is readable exactly while below the bound, so a publisher that
+ * starts polling it after the bound was left is not forgotten. */
+static void set_wake(worker_out *o, int below)
+{
+    uint64_t v = 1;
+    ssize_t n = below ? write(o->wake_fd, &v, sizeof v) : read(o->wake_fd, &v, sizeof v);
+    (void)n;  /* EAGAIN: already in that state */
 }
 
 static void update_over(worker *w)
 {
     worker_out *o = &w->out;
+    int was = o->over;
     if (o->count >= o->max_count || o->bytes >= o->max_bytes) o->over = 1;
     else if (o->over && o->count <= o->max_count / 2 && o->bytes <= o->max_bytes / 2) o->over = 0;
+    if (o->over != was && o->wake_fd >= 0) set_wake(o, !o->over);
     atomic_store_explicit(&w->shm->outgoing, o->count, memory_order_relaxed);
     atomic_store_explicit(&w->shm->outgoing_bytes, o->bytes, memory_order_relaxed);
 }
@@ -61,6 +83,13 @@ int worker_out_publish(worker *w, int rec, const char *topic, const void *payloa
 {
     int mid = 0;
     if (plen > (size_t)MQTT_MAX_PAYLOAD) { *err = "payload larger than MQTT allows (268435455 bytes)"; return -1; }
+    if (w->out.count >= WORKER_OUT_MID_LIMIT) {
+        /* Only code that cannot wait gets here (the bound is below): one
+         * more would reuse the packet id of a publish still outstanding. */
+        *err = "60000 publishes await the broker's acknowledgement and this code cannot wait for them "
+               "(a C function between it and its coroutine)";
+        return -1;
+    }
     int rc = mosquitto_publish_v5(w->conn.mosq, &mid, topic, (int)plen, payload, qos, retain, props);
     if (rc != MOSQ_ERR_SUCCESS) {
         *err = rc == MOSQ_ERR_NO_CONN ? "not connected to the broker (QoS 0 publishes are not queued)"
@@ -70,9 +99,13 @@ int worker_out_publish(worker *w, int rec, const char *topic, const void *payloa
     w->conn.published = 1;
     worker_out_entry *e = &w->out.by_mid[(uint16_t)mid];
     if (e->used) {
-        /* 65535 publishes outstanding: the bound is far below, so this is a
-         * packet id reused by libmosquitto for one it already settled. */
-        settle(w, mid);
+        /* Cannot happen: fewer than WORKER_OUT_MID_LIMIT publishes are ever
+         * outstanding and the broker acknowledges them in order. Were an id
+         * reused anyway, the older publish's message must not finish before
+         * its PUBACK: it stays kept, for the slot's next worker. */
+        log_error("packet id %d reused while its publish awaits the broker; its message stays kept", mid);
+        w->out.count--;
+        w->out.bytes -= e->bytes;
     }
     e->used = 1;
     e->rec = rec;

@@ -126,6 +126,30 @@ describe("routemq.context", function()
       assert.same(props, sent[1].props)
     end)
 
+    it("waits while the runtime says the outgoing bound is reached, then publishes", function()
+      local calls, waits = {}, 0
+      local io = {
+        publish = function(_, _, _, _, _, _, nowait)
+          calls[#calls + 1] = nowait or false
+          if #calls < 3 and not nowait then return false end
+          return true
+        end,
+        wait_outgoing = function()
+          waits = waits + 1
+          return true
+        end,
+      }
+      local ctx = context.new(context.route_view(ROUTE), "t", nil, "", 1, false, false, nil, false, 0, {}, io)
+      assert.is_true(ctx:publish("a/b", "x"))
+      assert.same({ false, false, false }, calls)
+      assert.equal(2, waits)
+      -- Code that cannot wait publishes regardless (nowait).
+      calls = {}
+      io.wait_outgoing = function() return false end
+      assert.is_true(ctx:publish("a/b", "x"))
+      assert.same({ false, true }, calls)
+    end)
+
     it("raises clear errors that point at the caller", function()
       local ctx = make("", nil, sent)
       local here = "^spec/context_spec%.lua:%d+: "

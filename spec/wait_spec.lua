@@ -206,3 +206,57 @@ describe("concurrent dispatch", function()
     assert.same({ token = "s", ok = false, err = "timeout after 0.2 s" }, rec.done[2])
   end)
 end)
+
+describe("publishing at the outgoing bound (routemq.worker)", function()
+  local ffi = require("ffi")
+  ffi.cdef [[
+    int eventfd(unsigned int initval, int flags);
+    long write(int fd, const void *buf, unsigned long n);
+    int close(int fd);
+  ]]
+
+  it("waits on the controller until below the bound, and publishes anyway where it cannot wait", function()
+    local fd = ffi.C.eventfd(0, 0x80800) -- not readable: over the bound
+    local over, sent, done = true, {}, {}
+    local io = {
+      publish = function(_, payload, _, _, _, _, nowait)
+        if over and not nowait then
+          return false
+        end
+        sent[#sent + 1] = { payload = payload, nowait = nowait or false }
+        return true
+      end,
+      log = function() end,
+      done = function(token, ok, err)
+        done[#done + 1] = { token = token, ok = ok, err = err }
+      end,
+      outgoing_fd = function() return fd end,
+    }
+    local app = { routes = {
+      route("w", function(ctx) ctx:publish("o", "waited") end),
+      route("c", function(ctx)
+        (" "):gsub(" ", function() ctx:publish("o", "inside gsub") end)
+      end),
+    } }
+    local g = require("routemq.worker").new(app, io, 0)
+    -- A yield across string.gsub's C call is impossible: no wait.
+    assert.is_true((g.call(2, "c", "", 1, false, false, nil, false, {}, "c")))
+    assert.same({ { payload = "inside gsub", nowait = true } }, sent)
+    -- Outside any coroutine: no wait either.
+    assert.is_false(io.wait_outgoing())
+    -- A handler waits, and the worker goes on stepping.
+    assert.is_false((g.call(1, "w", "", 1, false, false, nil, false, {}, "w")))
+    for _ = 1, 10 do assert.is_true((g.step())) end
+    assert.equal(1, #sent)
+    assert.same({}, done)
+    over = false
+    ffi.C.write(fd, ffi.new("uint64_t[1]", 1), 8)
+    for _ = 1, 10 do
+      g.step()
+      if #done > 0 then break end
+    end
+    assert.same({ token = "w", ok = true }, done[1])
+    assert.same({ payload = "waited", nowait = false }, sent[2])
+    ffi.C.close(fd)
+  end)
+end)

@@ -209,7 +209,15 @@ local function send(self, fname, topic, payload, opts, correlation)
     end
     props = merged
   end
-  local sent, err = self._io.publish(topic, payload, qos, retain, props, self._token)
+  local io, token = self._io, self._token
+  local sent, err = io.publish(topic, payload, qos, retain, props, token)
+  -- false: the worker's outgoing publishes are over their bound. Wait until
+  -- they are below it where this code can (io.wait_outgoing yields to the
+  -- worker's other work), else publish anyway (nowait).
+  while sent == false do
+    local wait = io.wait_outgoing
+    sent, err = io.publish(topic, payload, qos, retain, props, token, not (wait and wait()))
+  end
   if sent == nil and err ~= nil then
     raise(fname .. ": cannot publish to '" .. util.show_topic(topic) .. "': " .. tostring(err))
   end
@@ -218,6 +226,8 @@ end
 
 -- ctx:publish(topic, payload, opts) -> true; payload is a string or a table
 -- (sent as JSON); raises on bad input and when the runtime cannot publish.
+-- Waits (without blocking the worker) while the worker's outgoing publishes
+-- are over WORKER_MAX_OUTGOING / WORKER_MAX_OUTGOING_MB.
 function Context:publish(topic, payload, opts)
   return send(self, "ctx:publish", topic, payload, opts, nil)
 end

@@ -56,6 +56,26 @@ function M.new(app, io, slot)
     jobs = require("routemq.jobs").new(app, runner, io, slot)
   end
 
+  -- io.wait_outgoing() -> true once the worker's outgoing publishes are
+  -- below their bound, the calling coroutine having waited on the controller
+  -- (routemq.context's send calls it when io.publish says false); false when
+  -- the caller cannot wait: not a coroutine on the controller, or a C call
+  -- (a string.gsub callback, a C library's callback) between it and the yield.
+  -- Its deadline is its job's: a handler still waiting at its route's
+  -- timeout is cancelled like any waiting handler.
+  local wake
+  io.wait_outgoing = function()
+    if coroutine.running() == nil then
+      return false
+    end
+    local cqueues = require("cqueues") -- makes the runner if nothing needed it yet
+    if not cqueues.running() then
+      return false
+    end
+    wake = wake or { pollfd = io.outgoing_fd(), events = "r" }
+    return (pcall(cqueues.poll, wake))
+  end
+
   if #(app.timers or {}) > 0 or #(app.inits or {}) > 0 or app.health or has_ordered(app)
       or package.loaded["cqueues"] then
     make_runner()

@@ -88,10 +88,10 @@ local function stamps(dir)
   return list
 end
 
--- Publishes `bursts` bursts of `size` messages, with silence between them,
--- to a worker that reads through a TLS proxy; returns the handled stamps.
--- A burst's tail left inside OpenSSL would wait for the next burst (or for
--- good, after the last): nothing else makes the socket readable.
+-- Publishes `bursts` bursts of `size` messages, each once the previous one is
+-- all handled, to a worker that reads through a TLS proxy; returns the
+-- handled stamps. A burst's tail left inside OpenSSL would wait for the next
+-- burst, which never comes: nothing else makes the socket readable.
 local function through_proxy(bursts, size)
   local b = tls_broker()
   local p = tls_proxy(b)
@@ -102,16 +102,16 @@ local function through_proxy(bursts, size)
     local out = e2e.sh(string.format("%s/build/bench_pub -h 127.0.0.1 -p %d -n %d -s %d -q 1 -T 1 2>&1; echo rc=$?",
       e2e.root, b.plain, size, k * size))
     assert.matches("rc=0", out)
-    e2e.sleep(1.2)
+    local want, handled = (k + 1) * size, 0
+    e2e.wait_for(function()
+      handled = count_stamps(r.dir)
+      return handled >= want
+    end, 30)
+    if handled < want then r.stop() end
+    assert.is_true(handled >= want, string.format("%d of %d handled 30 s after burst %d; the rest is stuck",
+      handled, want, k))
   end
-  local total, handled = bursts * size, 0
-  e2e.wait_for(function()
-    handled = count_stamps(r.dir)
-    return handled >= total
-  end, 10)
   r.stop()
-  assert.is_true(handled >= total, string.format("%d of %d handled 10 s after the last burst; the rest is stuck",
-    handled, total))
   return stamps(r.dir)
 end
 
@@ -179,9 +179,9 @@ describe("reading over TLS with overlapping routes", function()
     -- rest of the record stayed inside OpenSSL.
     local BURSTS, SIZE = 15, 2000
     local gap, at = check_bursts(through_proxy(BURSTS, SIZE), BURSTS, SIZE)
+    -- A stalled tail would have failed through_proxy (it waits for a next
+    -- burst that is not sent); the pause itself depends on the machine.
     print(string.format("\n  %d bursts of %d through a TLS proxy: longest pause inside a burst %.1f ms (burst %d)",
       BURSTS, SIZE, gap * 1000, at))
-    -- A stalled tail waits for the next burst, 1.2 s later, or for good.
-    assert.is_true(gap < 0.5, string.format("a %.0f ms pause inside burst %d", gap * 1000, at))
   end)
 end)

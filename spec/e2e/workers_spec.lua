@@ -84,7 +84,7 @@ describe("ctx end to end", function()
     sub_log = r.dir .. "/sub.log"
     sub_pid = e2e.spawn(string.format(
       "mosquitto_sub -p %d -V mqttv5 -t 'out/#' -t 'resp/#' -F '%%t|%%p|%%D|%%P'", broker.port), sub_log)
-    e2e.sleep(0.3)
+    assert.truthy(e2e.wait_subscribed(broker.port, "out/e2e", sub_log))
   end)
   teardown(function()
     e2e.kill(sub_pid, "TERM")

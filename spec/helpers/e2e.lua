@@ -247,6 +247,16 @@ function M.publish(port, topic, payload, extra)
   return sh(string.format("mosquitto_pub -p %d -t '%s' -m '%s' %s 2>&1", port, topic, payload, extra or ""))
 end
 
+--- Waits until the mosquitto_sub writing to `file` receives a probe
+-- ("e2e-probe") published to `topic`, one of its subscriptions: from then on
+-- it gets what is published. Lines with the probe are the caller's to skip.
+function M.wait_subscribed(port, topic, file)
+  return M.wait_for(function()
+    M.publish(port, topic, "e2e-probe")
+    return M.read(file):find("e2e-probe", 1, true) ~= nil
+  end, 30, 0.2)
+end
+
 --- Runs routemq `args` against broker b for the app in app_dir; returns a handle
 -- with pid, log, stop(), workers().
 function M.routemq(b, app_dir, args, env)
@@ -302,6 +312,15 @@ function M.routemq(b, app_dir, args, env)
   return r
 end
 
+--- `routemq status --json` of instance r (app_dir: its --app), decoded; nil
+-- when it fails.
+function M.status(r, app_dir)
+  local out = sh(string.format("cd %s; ROUTEMQ_RUN_DIR=%s %s status --json --app %s 2>/dev/null", M.root,
+    r.dir .. "/run", M.bin, app_dir))
+  local ok, v = pcall(require("cjson").decode, out)
+  return ok and v or nil
+end
+
 --- The strings "from" .. "to" as a list (message payloads).
 function M.seq(from, to)
   local t = {}
@@ -332,10 +351,13 @@ function M.tally(dirs, n)
 end
 
 --- Waits until payloads 1..n were all handled under dir (or a list of dirs),
--- or no missing one arrived for `quiet` seconds.
+-- or no missing one arrived for `quiet` seconds. At least 30: on a loaded
+-- machine a restarting worker can take seconds, and only a failing run waits
+-- that long.
 function M.settle(dirs, n, quiet)
   local last, since = -1, M.now()
-  while M.now() - since < (quiet or 5) do
+  quiet = math.max(quiet or 5, 30)
+  while M.now() - since < quiet do
     local lost = M.tally(dirs, n)
     if lost == 0 then return end
     if lost ~= last then last, since = lost, M.now() end
@@ -348,6 +370,21 @@ end
 function M.kill_workers(r, seconds, every)
   local kills, t0 = 0, M.now()
   while M.now() - t0 < seconds do
+    M.sleep(every or 0.5)
+    local pids = r.workers()
+    if #pids > 0 then
+      M.kill(pids[math.random(#pids)], "KILL")
+      kills = kills + 1
+    end
+  end
+  return kills
+end
+
+--- Kills a random worker of routemq handle r with -9, `n` times, `every`
+-- seconds apart (default 0.5), whatever the time that takes.
+function M.kill_workers_n(r, n, every)
+  local kills = 0
+  while kills < n do
     M.sleep(every or 0.5)
     local pids = r.workers()
     if #pids > 0 then

@@ -17,13 +17,33 @@ end
 
 local wait_s = tonumber(os.getenv("WAIT_MS") or "10") / 1000
 
+-- While the file $HOLD_FILE exists, a message's first run waits for it to go,
+-- after adding its payload to $E2E_OUT/<pid>.held: the test then knows that
+-- message is in progress in that worker until it removes the file.
+local hold_file = os.getenv("HOLD_FILE")
+local function exists(path)
+  local f = io.open(path)
+  if f then f:close() end
+  return f ~= nil
+end
+local function hold(ctx)
+  if not hold_file or ctx.redelivered or not exists(hold_file) then return end
+  local f = assert(io.open(out_dir .. "/" .. ffi.C.getpid() .. ".held", "a"))
+  f:write(ctx.payload, "\n")
+  f:close()
+  repeat cqueues.sleep(0.05) until not exists(hold_file)
+end
+
 router.on("wait/sleep", function(ctx)
+  hold(ctx)
   cqueues.sleep(wait_s)
   record("sleep", ctx.payload, ctx.redelivered)
 end, { qos = 1, shared = true, worker_count = tonumber(os.getenv("SLEEP_WORKERS") or "1") })
 
+-- The first message of each topic takes longest: without ordering, later
+-- ones of its topic are certain to finish before it.
 local function jitter(ctx)
-  cqueues.sleep(math.random() * 0.005)
+  cqueues.sleep(ctx.payload == "1" and 1 or math.random() * 0.005)
   record(ctx.topic, ctx.payload, ctx.redelivered)
 end
 router.on("wait/ordered/{t}", jitter, { qos = 1, ordered = true })
