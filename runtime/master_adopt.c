@@ -3,14 +3,20 @@
  * (as the presence records of master_presence.c show), one live instance
  * forks one adoption worker per client id of the orphan. Each resumes that session, handles
  * what is queued through the application, and ends it (the retire path of
- * worker_mqtt.c). The workers live outside the slots: no restart, no
- * watchdog; each has its own small shared mapping for its counters. */
+ * worker_mqtt.c). The workers live outside the slots, each with its own
+ * small shared mapping, but are supervised like them: the watchdog
+ * (heartbeat, route timeouts), a restart with backoff when one dies. An
+ * instance that stops while adopting leaves the sessions, and the record,
+ * for another instance to adopt. */
 #include "master.h"
+#include "master_policy.h"
 #include "master_presence.h"
 #include "master_presence_internal.h"
 #include "log.h"
 #include "worker.h"
 
+#include <errno.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
@@ -18,11 +24,13 @@
 #include <sys/wait.h>
 
 typedef struct adopter {
-    int pid;
+    master_slot ms;          /* the process, as the watchdog and the restart see it */
     int slot;
     char client_id[600];
     char instance[600];
+    char who[640];           /* "adoption worker of <client id>" for the log */
     shm_area *shm;
+    uint64_t counted;        /* messages already added to messages_total */
 } adopter;
 
 static adopter *adopters;
@@ -34,6 +42,28 @@ static int slot_of_client(const char *id)
 {
     const char *dash = strrchr(id, '-');
     return dash ? atoi(dash + 1) : 0;
+}
+
+static int spawn(master *m, adopter *a)
+{
+    int64_t now = shm_now_ns();
+    a->ms.restart_at_ns = 0;
+    a->ms.pid = master_spawn_adopter(m, a->slot, a->client_id, &a->shm->slots[0]);
+    if (a->ms.pid <= 0) {
+        a->ms.pid = 0;
+        a->ms.restart_at_ns = now + NS_PER_S;
+        return -1;
+    }
+    a->ms.generation++;
+    a->ms.started_ns = now;
+    a->ms.kill = KILL_NONE;
+    a->ms.kill_detail[0] = 0;
+    a->ms.stop = MSTOP_NONE;
+    a->ms.stop_deadline_ns = 0;
+    a->ms.busy_seen_ns = 0;
+    master_app_unref(a->ms.app);
+    a->ms.app = master_app_ref(m->app);
+    return 0;
 }
 
 int master_adopt_start(master *m, const char *instance, char **clients, int n)
@@ -48,9 +78,11 @@ int master_adopt_start(master *m, const char *instance, char **clients, int n)
         a->slot = slot_of_client(clients[i]);
         snprintf(a->client_id, sizeof a->client_id, "%s", clients[i]);
         snprintf(a->instance, sizeof a->instance, "%s", instance);
+        snprintf(a->who, sizeof a->who, "adoption worker of %s", clients[i]);
         if (!(a->shm = shm_create(1))) { log_error("adoption of %s: out of memory", a->client_id); break; }
-        a->pid = master_spawn_adopter(m, a->slot, a->client_id, &a->shm->slots[0]);
-        if (a->pid <= 0) { shm_destroy(a->shm); continue; }
+        /* No worker follows an adoption worker: it handles what it took before leaving. */
+        atomic_store(&a->shm->slots[0].stopping_for_good, 1);
+        if (spawn(m, a)) { shm_destroy(a->shm); continue; }
         nadopters++;
         started++;
     }
@@ -64,34 +96,168 @@ int master_adopt_running(const char *instance)
     return 0;
 }
 
-int master_adopt_reaped(master *m, int pid, int status)
+int master_adopt_live(void)
 {
-    int k = -1;
-    for (int i = 0; i < nadopters && k < 0; i++)
-        if (adopters[i].pid == pid) k = i;
-    if (k < 0) return 0;
+    int n = 0;
+    for (int i = 0; i < nadopters; i++) n += adopters[i].ms.pid > 0;
+    return n;
+}
+
+static peer *peer_of(master *m, const char *instance)
+{
+    struct master_presence *p = m->presence;
+    for (int i = 0; p && i < p->npeers; i++)
+        if (!strcmp(p->peers[i].instance, instance)) return &p->peers[i];
+    return NULL;
+}
+
+/* The orphan is running again: its own workers take their sessions back. */
+static int orphan_back(master *m, const char *instance)
+{
+    peer *e = peer_of(m, instance);
+    return e && !strcmp(e->state, "running");
+}
+
+/* A death while a handler ran counts against its message, as in a slot
+ * (master_reap.c): a message that kills adoption workers is dead-lettered
+ * after ROUTEMQ_POISON_ATTEMPTS. */
+static void record_death(master *m, adopter *a, int status)
+{
+    shm_slot *sh = &a->shm->slots[0];
+    int on_cpu = atomic_load(&sh->handler_start_ns) ? atomic_load(&sh->handler_rec) : -1;
+    if (on_cpu < 0 || on_cpu >= SHM_RECS || a->ms.kill == KILL_STOP_TIMEOUT) return;
+    if (!WIFSIGNALED(status) && WEXITSTATUS(status) == WORKER_EXIT_OK) return;
+    shm_rec *r = &sh->keep.rec[on_cpu];
+    if (atomic_load(&r->state) != REC_RUNNING) return;
+    r->attempts++;
+    if (a->ms.kill == KILL_HANDLER_TIMEOUT && a->ms.kill_detail[0]) snprintf(r->reason, sizeof r->reason, "%s", a->ms.kill_detail);
+    else if (WIFSIGNALED(status)) snprintf(r->reason, sizeof r->reason, "adoption worker killed by signal %d", WTERMSIG(status));
+    else snprintf(r->reason, sizeof r->reason, "adoption worker exited with code %d", WEXITSTATUS(status));
+    log_warn("%s died handling a message (attempt %u of %d): %s", a->who, r->attempts, m->cfg->poison_attempts,
+             r->reason);
+}
+
+/* Forgets adopter k; clears the orphan's record once its last adopter ended
+ * its session (not when the instance stops or the orphan came back). */
+static void finish(master *m, int k, int clear)
+{
     adopter a = adopters[k];
     adopters[k] = adopters[--nadopters];
-    uint64_t handled = atomic_load(&a.shm->slots[0].messages);
     uint32_t left = atomic_load(&a.shm->slots[0].kept);
     if (left)
         log_warn("the adoption worker of %s left %u message%s unfinished; nobody can handle them now", a.client_id,
                  left, left == 1 ? "" : "s");
     shm_keep_unlink_all(&a.shm->slots[0].keep, (int)m->pid, SHM_ADOPT_SLOT_BASE + a.slot);
     shm_destroy(a.shm);
-    int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    master_app_unref(a.ms.app);
+    if (clear && !master_adopt_running(a.instance)) master_presence_adopted(m, a.instance);
+}
+
+int master_adopt_reaped(master *m, int pid, int status)
+{
+    int k = -1;
+    for (int i = 0; i < nadopters && k < 0; i++)
+        if (adopters[i].ms.pid == pid) k = i;
+    if (k < 0) return 0;
+    adopter *a = &adopters[k];
+    int64_t lived = shm_now_ns() - a->ms.started_ns;
+    a->ms.pid = 0;
+    uint64_t all = atomic_load(&a->shm->slots[0].messages);
+    uint64_t handled = all - a->counted;
+    a->counted = all;
     messages_total += handled;
+    atomic_store(&a->shm->slots[0].pid, 0);
+    atomic_store(&a->shm->slots[0].in_progress, 0);
+    atomic_store(&a->shm->slots[0].connected, 0);
+    int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
     if (code == WORKER_EXIT_OK) {
         sessions_total++;
-        log_info("adopted the session of %s: %llu message%s handled, session ended", a.client_id,
-                 (unsigned long long)handled, handled == 1 ? "" : "s");
-    } else if (code != WORKER_EXIT_ADOPT_NONE) {
-        log_warn("the adoption of %s ended early (%s %d) after %llu messages", a.client_id,
-                 WIFEXITED(status) ? "exit" : "signal", WIFEXITED(status) ? code : WTERMSIG(status),
-                 (unsigned long long)handled);
+        log_info("adopted the session of %s: %llu message%s handled, session ended", a->client_id,
+                 (unsigned long long)all, all == 1 ? "" : "s");
+        finish(m, k, !m->stopping);
+        return 1;
     }
-    if (!master_adopt_running(a.instance)) master_presence_adopted(m, a.instance);
+    if (code == WORKER_EXIT_ADOPT_NONE) { finish(m, k, !m->stopping); return 1; }
+    if (orphan_back(m, a->instance)) {
+        log_info("the adoption of %s ended after %llu messages: instance %s is back and resumes its session",
+                 a->client_id, (unsigned long long)all, a->instance);
+        finish(m, k, 0);
+        return 1;
+    }
+    if (m->stopping) {
+        /* Our record leaves the group; the orphan's says adopted by us, which
+         * another instance takes as an orphan again (master_adopt_orphans). */
+        log_info("left the adoption of %s after %llu messages: this instance stops, its session stays for "
+                 "another instance to adopt", a->client_id, (unsigned long long)all);
+        finish(m, k, 0);
+        return 1;
+    }
+    record_death(m, a, status);
+    char why[96];
+    restart_reason r = master_classify_death(a->ms.kill, a->ms.stop, status);
+    master_reason_text(r, status, why, sizeof why);
+    if (code == WORKER_EXIT_SESSION_KEPT) snprintf(why, sizeof why, "left its session");
+    int64_t delay = master_restart_delay(&a->ms.quick_deaths, r, lived, m->restart_max_delay_ns);
+    a->ms.restarts++;
+    log_warn("%s (pid %d) ended: %s after %llu messages; restarting it%s", a->who, pid, why, (unsigned long long)all,
+             delay ? " with backoff" : "");
+    if (delay) a->ms.restart_at_ns = shm_now_ns() + delay;
+    else spawn(m, a);
     return 1;
+}
+
+void master_adopt_watchdog(master *m, int64_t now)
+{
+    for (int i = 0; i < nadopters; i++) {
+        adopter *a = &adopters[i];
+        if (a->ms.pid > 0) master_watchdog_process(m, &a->ms, &a->shm->slots[0], a->who, now);
+        else if (a->ms.restart_at_ns && now >= a->ms.restart_at_ns && !m->stopping) spawn(m, a);
+    }
+}
+
+/* Tells adoption worker a to leave its session (the instance stops, or the orphan is back). */
+static void leave(master *m, adopter *a)
+{
+    if (a->ms.pid <= 0 || a->ms.stop != MSTOP_NONE) return;
+    if (kill(a->ms.pid, SIGTERM) && errno != ESRCH) return;
+    a->ms.stop = MSTOP_SHUTDOWN;
+    a->ms.stop_deadline_ns = shm_now_ns() + (int64_t)(m->cfg->stop_timeout * NS_PER_S);
+}
+
+void master_adopt_stop(master *m)
+{
+    for (int i = 0; i < nadopters;) {
+        adopter *a = &adopters[i];
+        if (a->ms.pid > 0) { leave(m, a); i++; continue; }
+        log_info("left the adoption of %s: this instance stops, its session stays for another instance to adopt",
+                 a->client_id);
+        finish(m, i, 0);  /* waiting for its restart: nothing runs */
+    }
+}
+
+void master_adopt_kill_all(master *m)
+{
+    for (int i = 0; i < nadopters; i++) {
+        adopter *a = &adopters[i];
+        if (a->ms.pid <= 0 || a->ms.kill != KILL_NONE) continue;
+        kill(a->ms.pid, SIGKILL);
+        a->ms.kill = KILL_ALL;
+    }
+}
+
+void master_adopt_teardown(master *m)
+{
+    while (nadopters) {
+        adopter *a = &adopters[0];
+        if (a->ms.pid > 0) {
+            kill(a->ms.pid, SIGKILL);
+            while (waitpid(a->ms.pid, NULL, 0) < 0 && errno == EINTR) {}
+            a->ms.pid = 0;
+        }
+        finish(m, 0, 0);
+    }
+    free(adopters);
+    adopters = NULL;
 }
 
 void master_adopt_totals(uint64_t *sessions, uint64_t *messages)
@@ -130,11 +296,19 @@ static void free_list(char **l, int n)
     free(l);
 }
 
-/* An orphan: lost, or stopped with its sessions kept. */
-static int orphaned(const peer *e)
+/* An orphan: lost, or stopped with its sessions kept; or adopted by an
+ * instance that has since stopped or been lost itself for ROUTEMQ_ADOPT_AFTER
+ * (at once when its record is gone), leaving the rest of the sessions. */
+static int orphaned(master *m, const peer *e, int64_t now)
 {
     char sessions[16];
     presence_field_str(e->json, "sessions", sessions, sizeof sessions);
+    if (!strcmp(e->state, "adopted")) {
+        char by[600];
+        presence_field_str(e->json, "adopted_by", by, sizeof by);
+        const peer *a = peer_of(m, by);
+        return !a || (strcmp(a->state, "running") && now - a->state_seen_ns >= (int64_t)m->cfg->adopt_after * NS_PER_S);
+    }
     return !strcmp(e->state, "lost") || (!strcmp(e->state, "stopped") && !strcmp(sessions, "kept"));
 }
 
@@ -146,12 +320,15 @@ void master_adopt_orphans(master *m, int64_t now)
 {
     struct master_presence *p = m->presence;
     if (!p->announced || !p->connected || m->stopping || m->cfg->adopt_after <= 0) return;
+    for (int i = 0; i < nadopters; i++)
+        if (orphan_back(m, adopters[i].instance)) leave(m, &adopters[i]);
     for (int i = 0; i < p->npeers; i++)
         if (!strcmp(p->peers[i].state, "running") && strcmp(p->peers[i].instance, p->instance) < 0) return;
     for (int i = 0; i < p->npeers; i++) {
         peer *e = &p->peers[i];
-        if (!strcmp(e->instance, p->instance) || !orphaned(e) || master_adopt_running(e->instance)) continue;
-        if (now - e->state_seen_ns < (int64_t)m->cfg->adopt_after * NS_PER_S) continue;
+        if (!strcmp(e->instance, p->instance) || !orphaned(m, e, now) || master_adopt_running(e->instance)) continue;
+        int readopt = !strcmp(e->state, "adopted");
+        if (!readopt && now - e->state_seen_ns < (int64_t)m->cfg->adopt_after * NS_PER_S) continue;
         char **clients;
         int n = record_clients(e->json, &clients);
         char host[256];
