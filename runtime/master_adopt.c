@@ -333,9 +333,16 @@ void master_adopt_orphans(master *m, int64_t now)
         int n = record_clients(e->json, &clients);
         char host[256];
         presence_field_str(e->json, "host", host, sizeof host);
-        log_info("adopting the sessions of instance %s (host %s, %s for %lld s; ROUTEMQ_ADOPT_AFTER=%d): %d client id%s",
-                 e->instance, host, e->state, (long long)((now - e->state_seen_ns) / NS_PER_S),
-                 m->cfg->adopt_after, n, n == 1 ? "" : "s");
+        if (readopt) {
+            char by[600];
+            presence_field_str(e->json, "adopted_by", by, sizeof by);
+            log_info("adopting the sessions of instance %s (host %s, left by %s, which is no longer running): "
+                     "%d client id%s", e->instance, host, by, n, n == 1 ? "" : "s");
+        } else {
+            log_info("adopting the sessions of instance %s (host %s, %s for %lld s; ROUTEMQ_ADOPT_AFTER=%d): %d "
+                     "client id%s", e->instance, host, e->state, (long long)((now - e->state_seen_ns) / NS_PER_S),
+                     m->cfg->adopt_after, n, n == 1 ? "" : "s");
+        }
         /* Claim it first: the record says adopted until the sessions are ended. */
         strbuf b;
         sb_init(&b);
@@ -343,7 +350,14 @@ void master_adopt_orphans(master *m, int64_t now)
         sb_json_str(&b, e->instance);
         sb_puts(&b, ",\"host\":");
         sb_json_str(&b, host);
-        sb_printf(&b, ",\"pid\":%ld,\"state\":\"adopted\",\"adopted_by\":", presence_field_long(e->json, "pid"));
+        sb_printf(&b, ",\"pid\":%ld,\"clients\":[", presence_field_long(e->json, "pid"));
+        /* The client ids stay in the claim: if this instance stops before
+         * the sessions are ended, the next adopter needs them. */
+        for (int k = 0; k < n; k++) {
+            if (k) sb_puts(&b, ",");
+            sb_json_str(&b, clients[k]);
+        }
+        sb_puts(&b, "],\"state\":\"adopted\",\"adopted_by\":");
         sb_json_str(&b, p->instance);
         sb_printf(&b, ",\"since\":%lld}", (long long)time(NULL));
         char topic[1200];

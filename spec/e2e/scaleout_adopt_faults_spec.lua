@@ -1,0 +1,103 @@
+-- End to end, hosts in network namespaces: an adoption survives what a worker
+-- survives. The orphan's sessions hold a backlog and every handler waits at a
+-- gate the test opens, so each fault lands in the middle of the adoption: the
+-- adoption workers have resumed the sessions and handled nothing yet.
+local e2e = require("spec.helpers.e2e")
+local netns = require("spec.helpers.netns")
+
+local APP = "spec/e2e/apps/basic"
+
+local tally, settle = e2e.tally, e2e.settle
+
+local describe_netns = netns.available() and describe or pending
+
+local function count(text, pattern)
+  local _, c = text:gsub(pattern, "")
+  return c
+end
+
+-- Hosts A and B (and C when `third`), 2 workers each, slowshared/1 handlers
+-- waiting at a closed gate. A dies; n messages are published, about half of
+-- them queued in A's two sessions; B adopts them. Returns once both of B's
+-- adoption workers have resumed their session.
+local function adoption_in_progress(n, third, broker_opts)
+  local t = { net = netns.new() }
+  local net = t.net
+  t.b = net.broker(broker_opts)
+  t.gate = e2e.tmpdir() .. "/gate"
+  e2e.write(t.gate, "closed")
+  e2e.defer(function() os.remove(t.gate) end)
+  t.env = { E2E_SHARED_WORKERS = 2, MQTT_CLIENT_ID = "t" .. net.prefix, MQTT_GROUP_NAME = "g" .. net.prefix,
+    ROUTEMQ_ADOPT_AFTER = 3, E2E_GATE = t.gate, E2E_SLOW_US = 2000 }
+  t.a = net.routemq(net.host("A"), t.b, APP, "run", t.env)
+  t.bb = net.routemq(net.host("B"), t.b, APP, "run", t.env)
+  if third then t.c = net.routemq(net.host("C"), t.b, APP, "run", t.env) end
+  assert.truthy(e2e.wait_for(function()
+    return t.a.ready(2) and t.bb.ready(2) and (not t.c or t.c.ready(2))
+  end, 15))
+  e2e.sleep(0.5)  -- every presence record is in
+  t.a.kill()
+  e2e.sh(string.format("seq 1 %d | mosquitto_pub -h %s -p %d -t slowshared/1 -q 1 -l", n, t.b.host, t.b.port))
+  t.orphan = ("t" .. net.prefix .. "-hostA"):gsub("%p", "%%%0")
+  assert.truthy(e2e.wait_for(function()
+    return count(e2e.read(t.bb.log), "adopting the session of " .. t.orphan .. "%-%d: resumed") == 2
+  end, 20), e2e.read(t.bb.log))
+  return t
+end
+
+local function adopted(log)
+  local sum = 0
+  for k in log:gmatch("adopted the session of [^:]+: (%d+) message") do sum = sum + tonumber(k) end
+  return sum
+end
+
+describe_netns("an adoption", function()
+  it("goes on after a broker restart in its middle: 0 lost", function()
+    local n = 2000
+    local t = adoption_in_progress(n, false, { persistence = true })
+    local net, b, a, bb = t.net, t.b, t.a, t.bb
+    b.stop()
+    b.start()
+    os.remove(t.gate)
+    assert.truthy(e2e.wait_for(function() return e2e.read(bb.log):find("presence record is cleared") end, 60),
+      e2e.read(bb.log))
+    local dirs = { a.dir, bb.dir }
+    settle(dirs, n, 5)
+    local lost, dups = tally(dirs, n)
+    local log = e2e.read(bb.log)
+    print(string.format("\n  broker restart during an adoption: %d adopted, %d lost, %d duplicated",
+      adopted(log), lost, dups))
+    -- The adoption workers lost their connection and resumed the orphan's sessions.
+    assert.equal(2, count(log, "adopt " .. t.orphan .. "%-%d%] connected to [^\n]* again, session resumed"))
+    assert.equal(2, count(log, "adopted the session of " .. t.orphan .. "%-%d: %d+ messages? handled, session ended"))
+    assert.truthy(adopted(log) > 0)
+    assert.equal(0, lost)
+    local records = e2e.sh("mosquitto_sub -h " .. b.host .. " -p " .. b.port .. " -t 'routemq/presence/#' -W 1 -v")
+    assert.is_nil(records:find("hostA"), records)
+    assert.is_truthy(net)
+  end)
+
+  it("left by an instance that stops in its middle is finished by another: 0 lost", function()
+    local n = 2000
+    local t = adoption_in_progress(n, true)
+    local a, bb, c = t.a, t.bb, t.c
+    e2e.kill(bb.pid, "TERM")
+    os.remove(t.gate)
+    assert.truthy(e2e.wait_for(function() return not e2e.alive(bb.pid) end, 20))
+    assert.equal(0, bb.stop())
+    assert.truthy(e2e.wait_for(function() return e2e.read(c.log):find("presence record is cleared") end, 60),
+      e2e.read(c.log))
+    local dirs = { a.dir, bb.dir, c.dir }
+    settle(dirs, n, 5)
+    local lost, dups = tally(dirs, n)
+    local blog, clog = e2e.read(bb.log), e2e.read(c.log)
+    print(string.format("\n  adopting instance stopped during the adoption: B adopted %d before it stopped, C the "
+      .. "other %d; %d lost, %d duplicated", #e2e.records(bb.dir), adopted(clog), lost, dups))
+    assert.equal(2, count(blog, "left the adoption of " .. t.orphan .. "%-%d after %d+ messages: this instance stops"))
+    assert.is_nil(blog:find("presence record is cleared"), "B must leave the record for another instance")
+    assert.matches("adopting the sessions of instance " .. t.orphan .. " %(host hostA, left by t[%w-]+%-hostB, which is "
+      .. "no longer running%): 2 client ids", clog)
+    assert.truthy(adopted(clog) > 0, clog)
+    assert.equal(0, lost)
+  end)
+end)
