@@ -219,6 +219,7 @@ void master_adopt_watchdog(master *m, int64_t now)
 static void leave(master *m, adopter *a)
 {
     if (a->ms.pid <= 0 || a->ms.stop != MSTOP_NONE) return;
+    atomic_store(&a->shm->slots[0].stop_signal_ns, shm_now_ns());
     if (kill(a->ms.pid, SIGTERM) && errno != ESRCH) return;
     a->ms.stop = MSTOP_SHUTDOWN;
     a->ms.stop_deadline_ns = shm_now_ns() + (int64_t)(m->cfg->stop_timeout * NS_PER_S);

@@ -58,6 +58,9 @@ void worker_begin_stop(worker *w, enum stop_kind kind)
     }
     w->stop.kind = kind;
     w->stop.since_ns = shm_now_ns();
+    /* The master's WORKER_STOP_TIMEOUT counts from its signal. */
+    int64_t signalled = atomic_load(&w->shm->stop_signal_ns);
+    if (signalled && signalled < w->stop.since_ns) w->stop.since_ns = signalled;
     worker_jobs(w, 0);  /* no timer run or health check starts any more */
     atomic_store(&w->shm->state, SLOT_DRAINING);
     if (kind == STOP_RECYCLE) log_info("recycling after %llu messages", (unsigned long long)w->handled);
@@ -156,6 +159,7 @@ static void stop_when_flushed(worker *w, int64_t now)
 static int wants_read(worker *w)
 {
     if (worker_keep_full(w)) return w->out.count > 0;
+    if (w->stop.gave_up) return 0;  /* past the deadline: finish what was taken, take nothing more */
     /* WORKER_CONCURRENCY handlers in progress and as many waiting: leave the
      * rest with the broker until one finishes (no deadlock: handlers do not
      * wait on this connection). A retiring worker too: what it has not taken
@@ -185,7 +189,8 @@ static void on_signals(worker *w)
                  * back): handle what it took, leave the session to others. */
                 log_info("leaving the adoption of %s: its session stays for another instance", w->conn.client_id);
                 w->stop.kind = STOP_KEEP;
-                w->stop.since_ns = shm_now_ns();
+                int64_t signalled = atomic_load(&w->shm->stop_signal_ns);
+                w->stop.since_ns = signalled ? signalled : shm_now_ns();
             }
             worker_begin_stop(w, STOP_KEEP);
             break;
