@@ -225,8 +225,49 @@ static void leave(master *m, adopter *a)
     a->ms.stop_deadline_ns = shm_now_ns() + (int64_t)(m->cfg->stop_timeout * NS_PER_S);
 }
 
+/* The record of an orphan this instance leaves unfinished says lost again
+ * (with its client ids), so that another instance adopts it after
+ * ROUTEMQ_ADOPT_AFTER, by which time our adoption workers have left (they
+ * have WORKER_STOP_TIMEOUT): never two adopters at once. */
+static void give_back(master *m, const char *instance)
+{
+    struct master_presence *p = m->presence;
+    peer *e = peer_of(m, instance);
+    if (!p || !p->connected) return;
+    char host[256];
+    presence_field_str(e ? e->json : NULL, "host", host, sizeof host);
+    strbuf b;
+    sb_init(&b);
+    sb_puts(&b, "{\"instance\":");
+    sb_json_str(&b, instance);
+    sb_puts(&b, ",\"host\":");
+    sb_json_str(&b, host);
+    sb_printf(&b, ",\"pid\":%ld,\"clients\":[", presence_field_long(e ? e->json : NULL, "pid"));
+    int first = 1;
+    for (int i = 0; i < nadopters; i++) {
+        if (strcmp(adopters[i].instance, instance)) continue;
+        if (!first) sb_puts(&b, ",");
+        first = 0;
+        sb_json_str(&b, adopters[i].client_id);
+    }
+    sb_puts(&b, "],\"state\":\"lost\",\"sessions\":\"kept\",\"left_by\":");
+    sb_json_str(&b, p->instance);
+    sb_printf(&b, ",\"since\":%lld}", (long long)time(NULL));
+    char topic[1200];
+    snprintf(topic, sizeof topic, "routemq/presence/%s/%s", m->cfg->group_name, instance);
+    if (!b.oom) mosquitto_publish(p->mosq, &p->last_mid, topic, (int)b.len, b.p, 1, true);
+    sb_free(&b);
+    log_info("this instance stops during the adoption of instance %s: its record says lost again, for another "
+             "instance to adopt the rest after ROUTEMQ_ADOPT_AFTER", instance);
+}
+
 void master_adopt_stop(master *m)
 {
+    for (int i = 0; i < nadopters; i++) {
+        int seen = 0;
+        for (int j = 0; j < i && !seen; j++) seen = !strcmp(adopters[j].instance, adopters[i].instance);
+        if (!seen) give_back(m, adopters[i].instance);
+    }
     for (int i = 0; i < nadopters;) {
         adopter *a = &adopters[i];
         if (a->ms.pid > 0) { leave(m, a); i++; continue; }
@@ -298,8 +339,8 @@ static void free_list(char **l, int n)
 }
 
 /* An orphan: lost, or stopped with its sessions kept; or adopted by an
- * instance that has since stopped or been lost itself for ROUTEMQ_ADOPT_AFTER
- * (at once when its record is gone), leaving the rest of the sessions. */
+ * instance that has since been lost (or stopped) itself for
+ * ROUTEMQ_ADOPT_AFTER, leaving the rest of the sessions. */
 static int orphaned(master *m, const peer *e, int64_t now)
 {
     char sessions[16];
@@ -307,8 +348,10 @@ static int orphaned(master *m, const peer *e, int64_t now)
     if (!strcmp(e->state, "adopted")) {
         char by[600];
         presence_field_str(e->json, "adopted_by", by, sizeof by);
+        /* A graceful stop gives the record back (give_back); this is for an
+         * adopter that was lost in the middle. */
         const peer *a = peer_of(m, by);
-        return !a || (strcmp(a->state, "running") && now - a->state_seen_ns >= (int64_t)m->cfg->adopt_after * NS_PER_S);
+        return a && strcmp(a->state, "running") && now - a->state_seen_ns >= (int64_t)m->cfg->adopt_after * NS_PER_S;
     }
     return !strcmp(e->state, "lost") || (!strcmp(e->state, "stopped") && !strcmp(sessions, "kept"));
 }

@@ -97,8 +97,9 @@ describe_netns("an adoption", function()
       .. "leaving, C adopted the other %d; %d lost, %d duplicated", left, adopted(clog), lost, dups))
     assert.equal(2, count(blog, "left the adoption of " .. t.orphan .. "%-%d after %d+ messages: this instance stops"))
     assert.is_nil(blog:find("presence record is cleared"), "B must leave the record for another instance")
-    assert.matches("adopting the sessions of instance " .. t.orphan .. " %(host hostA, left by t[%w-]+%-hostB, which is "
-      .. "no longer running%): 2 client ids", clog)
+    assert.matches("its record says lost again", blog)
+    assert.matches("adopting the sessions of instance " .. t.orphan .. " %(host hostA, lost for %d+ s; "
+      .. "ROUTEMQ_ADOPT_AFTER=3%): 2 client ids", clog)
     assert.truthy(adopted(clog) > 0, clog)
     assert.equal(0, lost)
   end)
