@@ -123,8 +123,8 @@ describe_netns("an adoption", function()
     local log = e2e.read(bb.log)
     local redelivered = 0
     for _, rec in ipairs((e2e.records(bb.dir))) do if rec.redelivered then redelivered = redelivered + 1 end end
-    print(string.format("\n  adoption worker killed with -9 during the adoption: restarted, %d adopted, %d redelivered, "
-      .. "%d lost, %d duplicated", adopted(log), redelivered, lost, dups))
+    print(string.format("\n  adoption worker killed with -9 during the adoption: restarted, %d adopted, "
+      .. "%d redelivered, %d lost, %d duplicated", adopted(log), redelivered, lost, dups))
     assert.matches("adoption worker of " .. t.orphan .. "%-0 %(pid " .. victim .. "%) ended: signal 9 %(SIGKILL%) "
       .. "after %d+ messages; restarting it", log)
     assert.equal(2, count(log, "adopted the session of " .. t.orphan .. "%-%d: %d+ messages? handled, session ended"))
