@@ -210,8 +210,13 @@ void master_adopt_watchdog(master *m, int64_t now)
 {
     for (int i = 0; i < nadopters; i++) {
         adopter *a = &adopters[i];
-        if (a->ms.pid > 0) master_watchdog_process(m, &a->ms, &a->shm->slots[0], a->who, now);
-        else if (a->ms.restart_at_ns && now >= a->ms.restart_at_ns && !m->stopping) spawn(m, a);
+        if (a->ms.pid > 0) {
+            master_watchdog_process(m, &a->ms, &a->shm->slots[0], a->who, now);
+        } else if (a->ms.restart_at_ns && now >= a->ms.restart_at_ns && !m->stopping) {
+            if (!orphan_back(m, a->instance)) { spawn(m, a); continue; }
+            log_info("the adoption of %s ends: instance %s is back and resumes its session", a->client_id, a->instance);
+            finish(m, i--, 0);
+        }
     }
 }
 
