@@ -134,18 +134,20 @@ static void give_up(worker *w, int64_t now)
 static void stop_when_flushed(worker *w, int64_t now)
 {
     if (!w->stop.kind || w->stop.disconnect_sent) return;
-    if (!w->conn.connected && w->stop.kind != STOP_RETIRE) {
-        /* Nothing can be flushed without the broker; the reconnect goes on
-         * until the deadline when publishes wait (when retiring, the drain
-         * goes on after the reconnect). */
-        if (!w->out.count && !w->stop.gave_up) w->stop.gave_up = 1;
-    }
-    int late = now - w->stop.since_ns > (int64_t)(w->cfg->stop_timeout * STOP_FLUSH_SHARE * 1e9);
     /* A retirement while the instance runs (scale down, adoption) has no
      * deadline of its own: the whole backlog is the point, and the master
      * lets it run while it makes progress (master_watchdog.c). */
-    if (w->stop.kind == STOP_RETIRE && (w->args->adopt_client_id || !atomic_load(&w->shm->stopping_for_good))) late = 0;
-    if (late && !w->stop.gave_up) give_up(w, now);
+    int no_deadline = w->stop.kind == STOP_RETIRE &&
+                      (w->args->adopt_client_id || !atomic_load(&w->shm->stopping_for_good));
+    if (!w->conn.connected && !no_deadline) {
+        /* Nothing can be flushed without the broker; the reconnect goes on
+         * until the deadline when publishes wait. A retirement without a
+         * deadline drains again after the reconnect; a handover leaves its
+         * session kept (and adopted). */
+        if (!w->out.count && !w->stop.gave_up) w->stop.gave_up = 1;
+    }
+    int late = now - w->stop.since_ns > (int64_t)(w->cfg->stop_timeout * STOP_FLUSH_SHARE * 1e9);
+    if (late && !no_deadline && !w->stop.gave_up) give_up(w, now);
     if (!w->conn.connected) return;
     if ((flushed(w, now) || w->stop.gave_up) && !atomic_load(&w->shm->in_progress)) worker_mqtt_disconnect(w);
 }
