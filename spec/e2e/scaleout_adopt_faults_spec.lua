@@ -131,4 +131,30 @@ describe_netns("an adoption", function()
     assert.equal(1, redelivered)
     assert.equal(0, lost)
   end)
+
+  it("kills an adoption worker stuck past its route's timeout, restarts it, dead-letters the message", function()
+    local net = netns.new()
+    local b = net.broker()
+    local env = { E2E_SHARED_WORKERS = 2, MQTT_CLIENT_ID = "t" .. net.prefix, MQTT_GROUP_NAME = "g" .. net.prefix,
+      ROUTEMQ_ADOPT_AFTER = 3 }
+    local a = net.routemq(net.host("A"), b, APP, "run", env)
+    local bb = net.routemq(net.host("B"), b, APP, "run", env)
+    assert.truthy(e2e.wait_for(function() return a.ready(2) and bb.ready(2) end, 15))
+    e2e.sleep(0.5)  -- both presence records are in
+    a.kill()
+    -- hang/{n} (timeout 1 s) is a plain route of slot 0: A's slot 0 session
+    -- queues the message that never returns (B's own slot 0 gets a copy too).
+    e2e.sh(string.format("mosquitto_pub -h %s -p %d -t hang/1 -q 1 -m hang", b.host, b.port))
+    local orphan = ("t" .. net.prefix .. "-hostA"):gsub("%p", "%%%0")
+    assert.truthy(e2e.wait_for(function() return e2e.read(bb.log):find("presence record is cleared") end, 60),
+      e2e.read(bb.log))
+    local log = e2e.read(bb.log)
+    print(string.format("\n  adoption worker stuck in a handler: killed %d times at the route's 1 s timeout, then "
+      .. "the message was dead-lettered and the adoption finished",
+      count(log, "adoption worker of " .. orphan .. "%-0 %(pid %d+%): handler on route hang/{n} has run")))
+    assert.equal(3, count(log, "adoption worker of " .. orphan .. "%-0 %(pid %d+%): handler on route hang/{n} has run "
+      .. "[%d.]+ s, past its 1 s timeout; killing it"))
+    assert.matches("adoption worker of " .. orphan .. "%-0 died handling a message %(attempt 3 of 3%)", log)
+    assert.matches("adopted the session of " .. orphan .. "%-0: %d+ messages? handled, session ended", log)
+  end)
 end)
