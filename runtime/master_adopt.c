@@ -37,6 +37,8 @@ static adopter *adopters;
 static int nadopters;
 static uint64_t sessions_total, messages_total;
 
+static void leave(master *m, adopter *a);
+
 /* The slot number at the end of a client id (<instance>-<slot>), for the routes it held. */
 static int slot_of_client(const char *id)
 {
@@ -211,6 +213,10 @@ void master_adopt_watchdog(master *m, int64_t now)
     for (int i = 0; i < nadopters; i++) {
         adopter *a = &adopters[i];
         if (a->ms.pid > 0) {
+            /* The orphan is back (its record says running before its workers
+             * connect): its adoption workers leave before they would take
+             * the sessions back after a takeover (they reconnect after 0.5 s). */
+            if (!m->stopping && orphan_back(m, a->instance)) leave(m, a);
             master_watchdog_process(m, &a->ms, &a->shm->slots[0], a->who, now);
         } else if (a->ms.restart_at_ns && now >= a->ms.restart_at_ns && !m->stopping) {
             if (!orphan_back(m, a->instance)) { spawn(m, a); continue; }
@@ -369,8 +375,6 @@ void master_adopt_orphans(master *m, int64_t now)
 {
     struct master_presence *p = m->presence;
     if (!p->announced || !p->connected || m->stopping || m->cfg->adopt_after <= 0) return;
-    for (int i = 0; i < nadopters; i++)
-        if (orphan_back(m, adopters[i].instance)) leave(m, &adopters[i]);
     for (int i = 0; i < p->npeers; i++)
         if (!strcmp(p->peers[i].state, "running") && strcmp(p->peers[i].instance, p->instance) < 0) return;
     for (int i = 0; i < p->npeers; i++) {

@@ -27,6 +27,7 @@
 
 #define FAST_RETRY_MAX_NS 100000000LL      /* first reconnect after a working connection: 0-100 ms */
 #define SHORT_CONNECTION_NS 5000000000LL   /* a connection closed sooner did not really work */
+#define ADOPT_RECONNECT_MIN_S 0.5           /* an adoption worker's first reconnect (worker_connect_lost) */
 
 static char abort_why[128];  /* why worker_connect_tick cut the connection, for the log line */
 
@@ -185,6 +186,10 @@ void worker_connect_lost(worker *w, int reason)
         } else {
             d = next_backoff(w);
         }
+        /* An adoption has no subscription to restore in a hurry, and a lost
+         * connection may be the orphan taking its session back: give its
+         * master time to say so (a SIGTERM) before reconnecting. */
+        if (w->args->adopt_client_id && d < ADOPT_RECONNECT_MIN_S) d = ADOPT_RECONNECT_MIN_S;
         if (!w->conn.disconnect_noted)
             log_warn("lost the connection to %s: %s; reconnecting in %.2f s", broker_name(w),
                      reason_text(reason, err), d);

@@ -157,4 +157,25 @@ describe_netns("an adoption", function()
     assert.matches("adoption worker of " .. orphan .. "%-0 died handling a message %(attempt 3 of 3%)", log)
     assert.matches("adopted the session of " .. orphan .. "%-0: %d+ messages? handled, session ended", log)
   end)
+
+  it("hands the sessions back when the orphan returns in its middle: 0 lost, its record kept", function()
+    local n = 2000
+    local t = adoption_in_progress(n, false)
+    local net, b, a, bb = t.net, t.b, t.a, t.bb
+    local again = net.routemq(a.host, b, APP, "run", t.env, a.dir)
+    assert.truthy(e2e.wait_for(function() return again.ready(2) end, 15), e2e.read(again.log))
+    os.remove(t.gate)
+    assert.truthy(e2e.wait_for(function()
+      return count(e2e.read(bb.log), "the adoption of " .. t.orphan .. "%-%d ended") == 2
+    end, 30), e2e.read(bb.log))
+    local dirs = { a.dir, bb.dir }
+    settle(dirs, n, 5)
+    local lost, dups = tally(dirs, n)
+    print(string.format("\n  orphan back during the adoption: %d lost, %d duplicated", lost, dups))
+    assert.equal(0, lost)
+    local log = e2e.read(bb.log)
+    assert.is_nil(log:find("presence record is cleared"), log)
+    local records = e2e.sh("mosquitto_sub -h " .. b.host .. " -p " .. b.port .. " -t 'routemq/presence/#' -W 1 -v")
+    assert.matches('hostA {[^\n]*"state":"running"', records)
+  end)
 end)
