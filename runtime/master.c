@@ -38,8 +38,7 @@ int master_signal_slot(master *m, int i, int sig, stop_cause why)
     if (s->pid <= 0) return -1;
     /* The worker's deadlines count from here, not from when it reads the
      * signal (a handler may hold its loop for a while). */
-    if (why != MSTOP_NONE && !atomic_load(&m->shm->slots[i].stop_signal_ns))
-        atomic_store(&m->shm->slots[i].stop_signal_ns, shm_now_ns());
+    if (why != MSTOP_NONE) atomic_store(&m->shm->slots[i].stop_signal_ns, shm_now_ns());
     if (kill(s->pid, sig) && errno != ESRCH) {
         log_error("worker %d (pid %d): kill(%s): %s", i, (int)s->pid, sigabbrev_np(sig), strerror(errno));
         return -1;

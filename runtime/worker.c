@@ -186,10 +186,15 @@ static void on_signals(worker *w)
                 w->stop.master_gone = 1;
                 alarm(1);
             }
-            if (w->args->adopt_client_id && w->stop.kind == STOP_RETIRE && !w->stop.disconnect_sent) {
+            if (w->stop.kind == STOP_RETIRE && !w->stop.disconnect_sent &&
+                (w->args->adopt_client_id || !atomic_load(&w->shm->stopping_for_good))) {
                 /* An adoption stops with its instance (or the orphan came
-                 * back): handle what it took, leave the session to others. */
-                log_info("leaving the adoption of %s: its session stays for another instance", w->conn.client_id);
+                 * back), a retiring slot was scaled up again: leave the
+                 * session, and what is queued in it, to the next worker. */
+                if (w->args->adopt_client_id)
+                    log_info("leaving the adoption of %s: its session stays for another instance", w->conn.client_id);
+                else
+                    log_info("no longer retiring: the session stays for the slot's next worker");
                 w->stop.kind = STOP_KEEP;
                 int64_t signalled = atomic_load(&w->shm->stop_signal_ns);
                 w->stop.since_ns = signalled ? signalled : shm_now_ns();

@@ -68,6 +68,41 @@ describe("scale down", function()
   end)
 end)
 
+describe("scale down and up again", function()
+  local broker
+  setup(function() broker = e2e.broker() end)
+  teardown(function() broker.stop() end)
+
+  it("stops the retirement and leaves the session's backlog to the slot's next worker: 0 lost", function()
+    local gate = e2e.tmpdir() .. "/gate"
+    e2e.write(gate, "closed")
+    e2e.defer(function() os.remove(gate) end)
+    local r = e2e.routemq(broker, APP, "run", { E2E_SHARED_WORKERS = 3, E2E_GATE = gate, E2E_SLOW_US = 2000 })
+    e2e.defer(function() r.stop() end)
+    assert.truthy(e2e.wait_for(function() return r.ready(3) end, 15))
+    local slot2 = r.slots()[2].pid
+    local n = 6000
+    e2e.publish_lines(broker.port, "slowshared/1", e2e.seq(1, n), 1)
+    -- Slot 2 waits at the gate with its share queued: it reads both
+    -- signals together, retires and is told to stay.
+    e2e.kill(r.pid, "TTOU")
+    assert.truthy(e2e.wait_for(function() return e2e.read(r.log):find("scale %(SIGTTOU%): 3 %-> 2") end, 10))
+    e2e.kill(r.pid, "TTIN")
+    assert.truthy(e2e.wait_for(function() return e2e.read(r.log):find("scale %(SIGTTIN%): 2 %-> 3") end, 10))
+    os.remove(gate)
+    assert.truthy(e2e.wait_for(function()
+      local s = r.slots()[2]
+      return s and s.pid ~= slot2 and r.ready(4)
+    end, 30), e2e.read(r.log))
+    settle(r.dir, n, 10)
+    local lost, dups = tally(r.dir, n)
+    print(string.format("\n  scale 3 -> 2 -> 3 while the retiring slot had its share queued: %d lost, %d duplicated",
+      lost, dups))
+    assert.matches("%[worker 2%] no longer retiring: the session stays for the slot's next worker", e2e.read(r.log))
+    assert.equal(0, lost)
+  end)
+end)
+
 describe("a stop", function()
   local broker
   setup(function() broker = e2e.broker() end)
