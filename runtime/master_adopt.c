@@ -216,7 +216,11 @@ void master_adopt_watchdog(master *m, int64_t now)
             /* The orphan is back (its record says running before its workers
              * connect): its adoption workers leave before they would take
              * the sessions back after a takeover (they reconnect after 0.5 s). */
-            if (!m->stopping && orphan_back(m, a->instance)) leave(m, a);
+            if (!m->stopping && a->ms.stop == MSTOP_NONE && orphan_back(m, a->instance)) {
+                log_info("instance %s is back: the adoption worker of %s leaves the session to it", a->instance,
+                         a->client_id);
+                leave(m, a);
+            }
             master_watchdog_process(m, &a->ms, &a->shm->slots[0], a->who, now);
         } else if (a->ms.restart_at_ns && now >= a->ms.restart_at_ns && !m->stopping) {
             if (!orphan_back(m, a->instance)) { spawn(m, a); continue; }

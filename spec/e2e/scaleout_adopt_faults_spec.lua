@@ -163,8 +163,13 @@ describe_netns("an adoption", function()
     local t = adoption_in_progress(n, false)
     local net, b, a, bb = t.net, t.b, t.a, t.bb
     local again = net.routemq(a.host, b, APP, "run", t.env, a.dir)
-    assert.truthy(e2e.wait_for(function() return again.ready(2) end, 15), e2e.read(again.log))
+    -- B tells its adoption workers (waiting at the gate) to leave once A's
+    -- record says running; A's own workers wait at the gate too.
+    assert.truthy(e2e.wait_for(function()
+      return count(e2e.read(bb.log), "instance " .. t.orphan .. " is back: the adoption worker of") == 2
+    end, 15), e2e.read(bb.log))
     os.remove(t.gate)
+    assert.truthy(e2e.wait_for(function() return again.ready(2) end, 15), e2e.read(again.log))
     assert.truthy(e2e.wait_for(function()
       return count(e2e.read(bb.log), "the adoption of " .. t.orphan .. "%-%d ended") == 2
     end, 30), e2e.read(bb.log))
