@@ -29,13 +29,16 @@ static int live_count(const master *m)
 {
     int n = 0;
     for (int i = 0; i < m->nslots; i++) n += m->slots[i].pid > 0;
-    return n;
+    return n + master_adopt_live();
 }
 
 int master_signal_slot(master *m, int i, int sig, stop_cause why)
 {
     master_slot *s = &m->slots[i];
     if (s->pid <= 0) return -1;
+    /* The worker's deadlines count from here, not from when it reads the
+     * signal (a handler may hold its loop for a while). */
+    if (why != MSTOP_NONE) atomic_store(&m->shm->slots[i].stop_signal_ns, shm_now_ns());
     if (kill(s->pid, sig) && errno != ESRCH) {
         log_error("worker %d (pid %d): kill(%s): %s", i, (int)s->pid, sigabbrev_np(sig), strerror(errno));
         return -1;
@@ -55,6 +58,7 @@ void master_kill_all(master *m)
         kill(s->pid, SIGKILL);
         s->kill = KILL_ALL;
     }
+    master_adopt_kill_all(m);
     m->killed_all = 1;
 }
 
@@ -106,6 +110,7 @@ void master_begin_stop(master *m, int code)
         if (s->stop == MSTOP_NONE) master_signal_slot(m, i, end ? SIGUSR2 : SIGTERM, MSTOP_SHUTDOWN);
     }
     log_info("stopping %d worker%s (WORKER_STOP_TIMEOUT %g s)", n, n == 1 ? "" : "s", m->cfg->stop_timeout);
+    master_adopt_stop(m);
 }
 
 static void on_signal(master *m, const struct signalfd_siginfo *si)
@@ -307,6 +312,7 @@ static void teardown(master *m)
         master_app_unref(s->app);
         s->app = NULL;
     }
+    master_adopt_teardown(m);
     /* Workers are gone: a waiting `routemq stop` may return now. */
     master_control_close(m);
     master_http_stop(m);

@@ -95,6 +95,7 @@ typedef struct master_slot {
     char kill_detail[SHM_REASON_MAX]; /* the in-flight reason for a watchdog kill */
     stop_cause stop;             /* set when the master asked it to stop */
     int64_t stop_deadline_ns;    /* SIGKILL when still alive then */
+    uint64_t stop_progress;      /* messages handled when the deadline was last moved (retiring) */
     master_app *app;             /* route table it was started with (a reference) */
     int64_t busy_seen_ns;        /* last tick a handler was seen running */
     uint64_t busy_prev;          /* busy time at the last auto-scale sample */
@@ -177,6 +178,7 @@ typedef struct master {
     struct master_presence *presence;  /* master_presence.c; NULL: none */
     int workers_started;     /* the start waits for the presence records (identity check) */
     int stop_sessions;       /* `routemq stop --keep-sessions` (1) / `--end-sessions` (2); 0: ROUTEMQ_STOP_SESSIONS */
+    uint64_t kept_at_stop;   /* messages workers left kept when the instance stopped (routemq_kept_at_stop_total) */
 } master;
 
 /* master.c */
@@ -210,6 +212,8 @@ const char *master_restart_reason_name(restart_reason r);
 /* master_watchdog.c */
 /* Kills hung workers (handler timeout, heartbeat, startup) and those past their stop deadline. */
 void master_watchdog(master *m, int64_t now);
+/* The same checks for one process outside the slots (an adoption worker), named who in the log. */
+void master_watchdog_process(master *m, master_slot *s, shm_slot *sh, const char *who, int64_t now);
 
 /* master_reload.c */
 /* Loads the application in a fresh Lua state; 0 ok, -1 with "file:line: reason" in err. */

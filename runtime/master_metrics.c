@@ -204,8 +204,11 @@ static void delivery(strbuf *b, const master *m)
     }
     for (int i = 0; i < m->nslots; i++) dropped += atomic_load(&m->shm->slots[i].publishes_dropped);
     family(b, "routemq_publishes_dropped_total", "counter",
-           "Publishes given up on (each logged): refused by the broker, or unacknowledged when leaving for good.");
+           "Publishes given up on (each logged): refused by the broker, or QoS 0 ones lost with the connection.");
     sb_printf(b, "routemq_publishes_dropped_total %llu\n", (unsigned long long)dropped);
+    family(b, "routemq_kept_at_stop_total", "counter",
+           "Messages workers had taken and not finished when the instance stopped: kept for the next start, not dropped.");
+    sb_printf(b, "routemq_kept_at_stop_total %llu\n", (unsigned long long)m->kept_at_stop);
 }
 
 static void master_counters(strbuf *b, const master *m, uint64_t duplicates)

@@ -46,6 +46,16 @@ void master_adopt_refused_metrics(strbuf *b);
 int master_adopt_running(const char *instance);
 /* 1 when pid was an adoption worker (its exit is accounted for here). */
 int master_adopt_reaped(struct master *m, int pid, int status);
+/* Adoption workers alive (the master's stop waits for them). */
+int master_adopt_live(void);
+/* The instance stops: adoption workers leave their sessions (and the records) for another instance. */
+void master_adopt_stop(struct master *m);
+/* SIGKILLs every adoption worker (a stop at once). */
+void master_adopt_kill_all(struct master *m);
+/* Watchdog and delayed restarts of the adoption workers, on every tick. */
+void master_adopt_watchdog(struct master *m, int64_t now);
+/* Kills and reaps what is left and frees everything (the master exits). */
+void master_adopt_teardown(struct master *m);
 /* routemq_adopted_sessions_total and routemq_adopted_messages_total. */
 void master_adopt_totals(uint64_t *sessions, uint64_t *messages);
 

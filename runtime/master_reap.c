@@ -7,6 +7,7 @@
 #include "devbroker.h"
 #include "master_presence.h"
 #include "log.h"
+#include "worker.h"
 
 #include <errno.h>
 #include <math.h>
@@ -27,7 +28,8 @@ static const char *signame(int sig, char *buf, size_t n)
 static int died_abnormally(int status)
 {
     if (WIFSIGNALED(status)) return 1;
-    return WEXITSTATUS(status) != WORKER_EXIT_OK && WEXITSTATUS(status) != WORKER_EXIT_RECYCLE;
+    return WEXITSTATUS(status) != WORKER_EXIT_OK && WEXITSTATUS(status) != WORKER_EXIT_RECYCLE &&
+           WEXITSTATUS(status) != WORKER_EXIT_SESSION_KEPT;
 }
 
 static const char *route_pattern(const master_app *a, int index)
@@ -92,11 +94,11 @@ static void record_kept(master *m, int i, int status)
     if (!kept) return;
     atomic_store(&m->shm->slots[i].kept, (uint32_t)kept);
     if (m->stopping) {
-        /* The shared memory goes with the master: nobody can handle them. */
-        log_warn("worker %d ended with %d unfinished message%s while the instance stops; they are lost", i, kept,
-                 kept == 1 ? "" : "s");
-        shm_keep_unlink_all(k, (int)m->pid, i);
-        atomic_store(&m->shm->slots[i].kept, 0);
+        /* Nothing is dropped: they stay kept, and the next start on this
+         * run directory handles them first. */
+        m->kept_at_stop += (uint64_t)kept;
+        log_warn("worker %d stopped with %d unfinished message%s; %s kept for the next start", i, kept,
+                 kept == 1 ? "" : "s", kept == 1 ? "it stays" : "they stay");
         return;
     }
     if (!s->active)
@@ -165,12 +167,21 @@ static void on_worker_exit(master *m, int i, int status)
         master_begin_stop(m, EXIT_UNREACHABLE);
         return;
     }
+    int session_kept = WIFEXITED(status) && WEXITSTATUS(status) == WORKER_EXIT_SESSION_KEPT;
     if (m->stopping) {
-        log_info("worker %d (pid %d) stopped: %s", i, (int)pid, what);
+        log_info("worker %d (pid %d) stopped: %s", i, (int)pid, session_kept ? "its session is kept" : what);
+        /* A handover that could not end a session: the record says the
+         * sessions are kept, so the next start or another instance takes
+         * what is queued there. */
+        if (session_kept) master_presence_set_stopping(m, 1);
         return;
     }
     if (!s->active) {
-        log_info("worker %d (pid %d) retired: %s", i, (int)pid, what);
+        if (session_kept)
+            log_warn("worker %d (pid %d) retired with its session kept: what is queued in it waits for the slot "
+                     "to start again", i, (int)pid);
+        else
+            log_info("worker %d (pid %d) retired: %s", i, (int)pid, what);
         return;
     }
     if (stop == MSTOP_RELOAD || stop == MSTOP_RETIRE) {

@@ -32,8 +32,10 @@ static void activate_slot(master *m, int i)
     master_slot *s = &m->slots[i];
     s->active = 1;
     s->quick_deaths = 0;
-    /* A worker still retiring in this slot is restarted when it exits. */
+    /* A worker still retiring in this slot is restarted when it exits; it
+     * stops draining and leaves its session (and backlog) to that worker. */
     if (s->pid == 0) master_start_slot(m, i);
+    else if (s->stop == MSTOP_RETIRE && s->kill == KILL_NONE) master_signal_slot(m, i, SIGTERM, MSTOP_RETIRE);
 }
 
 void master_scale_to(master *m, int n, const char *why)

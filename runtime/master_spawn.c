@@ -29,6 +29,7 @@ static void reset_shm_slot(shm_slot *sh, uint32_t gen, int64_t now)
     atomic_store(&sh->connected, 0);
     atomic_store(&sh->ready_ns, 0);
     atomic_store(&sh->rss_kb, 0);
+    atomic_store(&sh->stop_signal_ns, 0);
     atomic_store(&sh->state, SLOT_STARTING);
 }
 

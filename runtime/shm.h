@@ -134,6 +134,7 @@ typedef struct shm_slot {
     _Atomic uint64_t outgoing_bytes;
     _Atomic uint64_t publishes_dropped; /* publishes given up on, each logged */
     _Atomic int32_t stopping_for_good;  /* set by the master: no next worker will replay */
+    _Atomic int64_t stop_signal_ns;     /* monotonic, when the master sent the stop signal; 0: none */
     _Atomic int32_t handler_rec;        /* record whose handler code runs now (with handler_start_ns), -1: none */
     _Atomic int32_t health_failed;      /* the user's health check failed its `failures` in a row */
     char health_reason[SHM_REASON_MAX]; /* its last error; written before health_failed is set */

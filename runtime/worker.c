@@ -49,31 +49,49 @@ static int setup_signals(worker *w)
 void worker_begin_stop(worker *w, enum stop_kind kind)
 {
     if (w->stop.kind) {
-        if (kind == STOP_RETIRE && w->stop.kind != STOP_RETIRE) {
+        if (kind == STOP_RETIRE && w->stop.kind != STOP_RETIRE && !w->stop.disconnect_sent) {
             w->stop.kind = STOP_RETIRE;
-            if (w->conn.connected) {
-                worker_mqtt_unsubscribe_all(w);
-                w->stop.drain_since_ns = w->last_msg_ns = shm_now_ns();
-            }
+            w->stop.drain_since_ns = w->last_msg_ns = shm_now_ns();
+            if (w->conn.connected) worker_mqtt_unsubscribe_all(w);
         }
         return;
     }
     w->stop.kind = kind;
     w->stop.since_ns = shm_now_ns();
+    /* The master's WORKER_STOP_TIMEOUT counts from its signal. */
+    int64_t signalled = atomic_load(&w->shm->stop_signal_ns);
+    if (signalled && signalled < w->stop.since_ns) w->stop.since_ns = signalled;
     worker_jobs(w, 0);  /* no timer run or health check starts any more */
     atomic_store(&w->shm->state, SLOT_DRAINING);
     if (kind == STOP_RECYCLE) log_info("recycling after %llu messages", (unsigned long long)w->handled);
     else log_debug("stopping%s", kind == STOP_RETIRE ? " (slot retired)" : "");
-    if (kind == STOP_RETIRE && w->conn.connected) {
+    if (kind == STOP_RETIRE) {
         /* Ending the session now would drop what the broker queued for this
          * member of the share group: unsubscribe first, handle that backlog,
-         * and disconnect once it is quiet (stop_when_flushed). */
-        worker_mqtt_unsubscribe_all(w);
+         * and disconnect once the broker has stopped sending
+         * (stop_when_flushed); not connected: once connected again. */
         w->stop.drain_since_ns = w->last_msg_ns = shm_now_ns();
+        if (w->conn.connected) worker_mqtt_unsubscribe_all(w);
     }
 }
 
-#define RETIRE_QUIET_NS 300000000LL  /* no message for this long: the backlog is done */
+/* Fallback when the drain marker does not come back (a broker ACL that
+ * refuses $routemq/drain/#): no message for this long after the UNSUBACKs. */
+#define DRAIN_FALLBACK_QUIET_NS 2000000000LL
+
+/* Retiring: the broker has stopped sending us messages (worker_mqtt.c). */
+static int drained(worker *w, int64_t now)
+{
+    if (w->stop.drained) return 1;
+    if (!w->stop.unsubacked_ns || w->conn.unsubs_pending) return 0;
+    int64_t since = w->stop.unsubacked_ns > w->last_msg_ns ? w->stop.unsubacked_ns : w->last_msg_ns;
+    if (now - since < DRAIN_FALLBACK_QUIET_NS || worker_queue_len(w) || atomic_load(&w->shm->in_progress)) return 0;
+    log_warn("the drain marker on %s did not come back (does the broker's ACL allow this client to publish and "
+             "subscribe to it?); nothing arrived for %.0f s since the UNSUBACK, so the backlog is taken as done",
+             w->stop.drain_topic, DRAIN_FALLBACK_QUIET_NS / 1e9);
+    w->stop.drained = 1;
+    return 1;
+}
 
 /* Nothing left to do before the DISCONNECT: no handler running, every
  * publish acknowledged, and nothing queued that this worker must handle. */
@@ -81,8 +99,7 @@ static int flushed(worker *w, int64_t now)
 {
     if (atomic_load(&w->shm->in_progress) || w->out.count) return 0;
     if (worker_queue_len(w) && worker_can_start(w)) return 0;
-    if (w->stop.kind == STOP_RETIRE && w->stop.drain_since_ns)
-        return w->conn.unsubs_pending == 0 && now - w->last_msg_ns > RETIRE_QUIET_NS;
+    if (w->stop.kind == STOP_RETIRE && w->stop.drain_since_ns) return drained(w, now);
     return 1;
 }
 
@@ -96,13 +113,17 @@ static void give_up(worker *w, int64_t now)
     int queued = worker_queue_len(w);
     uint32_t unacked = worker_out_abandon(w);
     w->stop.gave_up = 1;
+    if (w->stop.kind == STOP_RETIRE && !w->stop.drained)
+        log_warn("stopping after %.1f s (WORKER_STOP_TIMEOUT %g s) with the broker still sending: the session of %s "
+                 "is kept, with what is queued in it, for the next start or another instance",
+                 (now - w->stop.since_ns) / 1e9, w->cfg->stop_timeout, w->conn.client_id);
     if (!unacked && !queued) return;
     if (for_good) {
-        atomic_fetch_add(&w->shm->publishes_dropped, unacked);
-        log_error("stopping after %.1f s (WORKER_STOP_TIMEOUT %g s): %u publish%s not acknowledged by the broker "
-                  "are dropped, %d message%s not handled",
-                  (now - w->stop.since_ns) / 1e9, w->cfg->stop_timeout, unacked, unacked == 1 ? "" : "es", queued,
-                  queued == 1 ? "" : "s");
+        /* Nothing is dropped: the records stay kept for the next start. */
+        log_warn("stopping after %.1f s (WORKER_STOP_TIMEOUT %g s): %d message%s not handled and %u publish%s not "
+                 "acknowledged by the broker; their messages stay kept for the next start",
+                 (now - w->stop.since_ns) / 1e9, w->cfg->stop_timeout, queued, queued == 1 ? "" : "s", unacked,
+                 unacked == 1 ? "" : "es");
     } else {
         log_warn("stopping after %.1f s (WORKER_STOP_TIMEOUT %g s) with %u publish%s not acknowledged; their "
                  "messages stay kept and the next worker of the slot handles them again",
@@ -113,18 +134,20 @@ static void give_up(worker *w, int64_t now)
 static void stop_when_flushed(worker *w, int64_t now)
 {
     if (!w->stop.kind || w->stop.disconnect_sent) return;
-    if (!w->conn.connected) {
+    /* A retirement while the instance runs (scale down, adoption) has no
+     * deadline of its own: the whole backlog is the point, and the master
+     * lets it run while it makes progress (master_watchdog.c). */
+    int no_deadline = w->stop.kind == STOP_RETIRE &&
+                      (w->args->adopt_client_id || !atomic_load(&w->shm->stopping_for_good));
+    if (!w->conn.connected && !no_deadline) {
         /* Nothing can be flushed without the broker; the reconnect goes on
-         * until the deadline when publishes wait. */
+         * until the deadline when publishes wait. A retirement without a
+         * deadline drains again after the reconnect; a handover leaves its
+         * session kept (and adopted). */
         if (!w->out.count && !w->stop.gave_up) w->stop.gave_up = 1;
     }
     int late = now - w->stop.since_ns > (int64_t)(w->cfg->stop_timeout * STOP_FLUSH_SHARE * 1e9);
-    if (w->args->adopt_client_id) late = 0;  /* no stop deadline: the whole backlog is the point */
-    if (late && !w->stop.gave_up) {
-        if (w->stop.kind == STOP_RETIRE && !flushed(w, now))
-            log_warn("retiring with the broker still sending after %.1f s", (now - w->stop.since_ns) / 1e9);
-        give_up(w, now);
-    }
+    if (late && !no_deadline && !w->stop.gave_up) give_up(w, now);
     if (!w->conn.connected) return;
     if ((flushed(w, now) || w->stop.gave_up) && !atomic_load(&w->shm->in_progress)) worker_mqtt_disconnect(w);
 }
@@ -138,11 +161,14 @@ static void stop_when_flushed(worker *w, int64_t now)
 static int wants_read(worker *w)
 {
     if (worker_keep_full(w)) return w->out.count > 0;
+    if (w->stop.gave_up) return 0;  /* past the deadline: finish what was taken, take nothing more */
     /* WORKER_CONCURRENCY handlers in progress and as many waiting: leave the
      * rest with the broker until one finishes; but not over the outgoing
      * bound, where handlers wait for the acknowledgements that come on this
-     * connection. */
-    if (!w->stop.kind && atomic_load_explicit(&w->shm->in_progress, memory_order_relaxed) >= (uint32_t)w->cfg->concurrency &&
+     * connection. A retiring worker too: what it has not taken stays in the
+     * session, for its successor if it cannot finish. */
+    if ((!w->stop.kind || w->stop.kind == STOP_RETIRE) &&
+        atomic_load_explicit(&w->shm->in_progress, memory_order_relaxed) >= (uint32_t)w->cfg->concurrency &&
         worker_queue_len(w) >= w->cfg->concurrency && !w->out.over)
         return 0;
     if (!w->stop.kind || w->stop.kind == STOP_RETIRE) return 1;
@@ -160,6 +186,19 @@ static void on_signals(worker *w)
                 /* The master died: leave within a second whatever a handler does. */
                 w->stop.master_gone = 1;
                 alarm(1);
+            }
+            if (w->stop.kind == STOP_RETIRE && !w->stop.disconnect_sent &&
+                (w->args->adopt_client_id || !atomic_load(&w->shm->stopping_for_good))) {
+                /* An adoption stops with its instance (or the orphan came
+                 * back), a retiring slot was scaled up again: leave the
+                 * session, and what is queued in it, to the next worker. */
+                if (w->args->adopt_client_id)
+                    log_info("leaving the adoption of %s: its session stays for another instance", w->conn.client_id);
+                else
+                    log_info("no longer retiring: the session stays for the slot's next worker");
+                w->stop.kind = STOP_KEEP;
+                int64_t signalled = atomic_load(&w->shm->stop_signal_ns);
+                w->stop.since_ns = signalled ? signalled : shm_now_ns();
             }
             worker_begin_stop(w, STOP_KEEP);
             break;
@@ -327,7 +366,14 @@ static int run_loop(worker *w)
     }
     switch (w->stop.kind) {
     case STOP_RECYCLE: return WORKER_EXIT_RECYCLE;
-    default: return w->exit_code;
+    case STOP_RETIRE:
+        /* A retirement that could not end its session says so (its master
+         * leaves it to the next start or to adoption). */
+        if (!w->exit_code && !w->stop.session_ended && w->conn.persistent) return WORKER_EXIT_SESSION_KEPT;
+        return w->exit_code;
+    default:
+        if (w->args->adopt_client_id && !w->exit_code) return WORKER_EXIT_SESSION_KEPT;
+        return w->exit_code;
     }
 }
 

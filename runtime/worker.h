@@ -25,6 +25,10 @@ typedef struct worker_args {
 #define WORKER_EXIT_ADOPT_NONE 20
 /* Exit code of an adoption worker that met a message outside the orphan's routes. */
 #define WORKER_EXIT_ADOPT_REFUSED 21
+/* Exit code of a retiring or adoption worker that left with its session
+ * kept (the broker was still sending at the stop deadline, or it was told
+ * to leave the session): what is queued there waits for a successor. */
+#define WORKER_EXIT_SESSION_KEPT 22
 
 /* Runs the worker until it is told to stop; returns its exit code (WORKER_EXIT_*).
  * Signals: SIGTERM/SIGINT stop gracefully keeping the MQTT session; SIGUSR2

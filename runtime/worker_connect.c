@@ -27,6 +27,7 @@
 
 #define FAST_RETRY_MAX_NS 100000000LL      /* first reconnect after a working connection: 0-100 ms */
 #define SHORT_CONNECTION_NS 5000000000LL   /* a connection closed sooner did not really work */
+#define ADOPT_RECONNECT_MIN_S 0.5           /* an adoption worker's first reconnect (worker_connect_lost) */
 
 static char abort_why[128];  /* why worker_connect_tick cut the connection, for the log line */
 
@@ -38,6 +39,12 @@ static const char *broker_name(worker *w)
 }
 
 static const char *no_stop(const char *text);
+
+/* Stopping, and not draining a retiring session (which reconnects to go on). */
+static int stops_now(worker *w)
+{
+    return w->stop.kind != STOP_NONE && (w->stop.kind != STOP_RETIRE || w->stop.disconnect_sent || w->stop.gave_up);
+}
 
 static void schedule_in(worker *w, double seconds)
 {
@@ -55,7 +62,7 @@ static double next_backoff(worker *w)
 
 void worker_mqtt_schedule_reconnect(worker *w)
 {
-    if (w->conn.reconnect_pending || (w->stop.kind && !w->out.count)) return;
+    if (w->conn.reconnect_pending || (stops_now(w) && !w->out.count)) return;
     schedule_in(w, next_backoff(w));
 }
 
@@ -88,10 +95,12 @@ void worker_connect_failed(worker *w, const char *why)
 {
     if (!w->conn.connect_started_ns) return;
     w->conn.connect_started_ns = 0;
-    if (w->stop.kind && !w->out.count) return;  /* a stop goes on reconnecting only to deliver publishes */
+    if (stops_now(w) && !w->out.count) return;  /* a stop goes on reconnecting only to deliver publishes or drain */
     if (w->args->adopt_client_id && ++w->conn.adopt_attempts >= 5) {
-        log_warn("giving up the adoption of %s: cannot connect to %s: %s", w->conn.client_id, broker_name(w), why);
+        /* The master starts it again with backoff. */
+        log_warn("leaving the adoption of %s for now: cannot connect to %s: %s", w->conn.client_id, broker_name(w), why);
         w->stop.kind = STOP_KEEP;
+        w->stop.gave_up = 1;
         return;
     }
     double d = next_backoff(w);
@@ -126,11 +135,17 @@ void worker_connect_lost(worker *w, int reason)
         worker_connect_failed(w, reason_text(reason, err));
         return;
     }
-    if (w->stop.kind && !w->out.count) return;
-    if (w->args->adopt_client_id) {
-        /* Taken over (the instance came back) or cut: the adoption ends here. */
-        log_info("the adoption of %s ended: %s", w->conn.client_id, reason_text(reason, err));
+    if (stops_now(w) && !w->out.count) return;
+    int brief_adoption = w->args->adopt_client_id && now - w->conn.connected_ns < SHORT_CONNECTION_NS &&
+                         w->conn.short_connections >= 1;
+    if (w->args->adopt_client_id && (reason == MQTT_RC_SESSION_TAKEN_OVER || brief_adoption)) {
+        /* Taken over: the instance came back (mosquitto 2.0 may close without
+         * saying so: a second short connection). Taking the session back
+         * would start a tug of war; the adoption ends here. */
+        log_info("the adoption of %s ended: %s", w->conn.client_id,
+                 reason == MQTT_RC_SESSION_TAKEN_OVER ? "session taken over" : "the broker keeps closing the connection");
         w->stop.kind = STOP_KEEP;
+        w->stop.gave_up = 1;
         return;
     }
     if (!w->conn.connected_ns) {  /* the broker refused the CONNECT (logged by on_connect) */
@@ -171,6 +186,10 @@ void worker_connect_lost(worker *w, int reason)
         } else {
             d = next_backoff(w);
         }
+        /* An adoption has no subscription to restore in a hurry, and a lost
+         * connection may be the orphan taking its session back: give its
+         * master time to say so (a SIGTERM) before reconnecting. */
+        if (w->args->adopt_client_id && d < ADOPT_RECONNECT_MIN_S) d = ADOPT_RECONNECT_MIN_S;
         if (!w->conn.disconnect_noted)
             log_warn("lost the connection to %s: %s; reconnecting in %.2f s", broker_name(w),
                      reason_text(reason, err), d);
@@ -209,7 +228,7 @@ void worker_connect_tick(worker *w, int64_t now)
     if (!w->conn.mosq) return;
     if (w->conn.connect_started_ns) {
         /* A stop does not wait for an attempt that has no session yet to keep. */
-        int give_up = w->stop.kind != STOP_NONE && !w->out.count;
+        int give_up = stops_now(w) && !w->out.count;
         if (!give_up && now - w->conn.connect_started_ns < (int64_t)(w->cfg->connect_timeout * 1e9)) return;
         snprintf(abort_why, sizeof abort_why, "timed out after %g s", w->cfg->connect_timeout);
         cut(w);

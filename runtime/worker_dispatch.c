@@ -637,8 +637,10 @@ static void take_message(struct mosquitto *m, void *ud, const struct mosquitto_m
 void worker_on_message(struct mosquitto *m, void *ud, const struct mosquitto_message *msg,
                        const mosquitto_property *props)
 {
-    worker_adopt_guard(ud, msg->topic);
-    take_message(m, ud, msg, props);
+    if (!worker_mqtt_drain_marker(ud, msg)) {
+        worker_adopt_guard(ud, msg->topic);
+        take_message(m, ud, msg, props);
+    }
     /* libmosquitto's loop_read goes on reading packets until errno says
      * EAGAIN after one: what the handler or libmosquitto's own wake-up
      * writes left behind must not end the batch (nor decide anything here:

@@ -147,7 +147,14 @@ typedef struct worker_stop {
     int64_t drain_since_ns;  /* retiring: when the slot unsubscribed, 0: not draining */
     int gave_up;             /* past the flush deadline: leave with what is left */
     int disconnect_sent;
+    int session_ended;       /* the DISCONNECT ended the session (retiring, drained) */
     int master_gone;
+    /* Retiring: the broker has stopped sending once it echoes a marker we
+     * published to drain_topic after the UNSUBSCRIBEs (worker_mqtt.c). */
+    char drain_topic[600];
+    char drain_nonce[64];    /* the payload of this connection's marker */
+    int drained;             /* the marker came back: nothing more is queued for us */
+    int64_t unsubacked_ns;   /* when the last UNSUBACK came, 0: awaited */
 } worker_stop;
 
 /* Handler errors logged: at most 10 per 10 s, then a count. */
@@ -194,6 +201,8 @@ void worker_mqtt_connect(worker *w);              /* one connect attempt; schedu
 void worker_mqtt_schedule_reconnect(worker *w);   /* backoff from MQTT_RETRY_MIN/MAX_DELAY */
 void worker_mqtt_disconnect(worker *w);           /* DISCONNECT, ending the session when retiring */
 void worker_mqtt_unsubscribe_all(worker *w);      /* retiring: the broker stops assigning us messages */
+/* 1 when msg is a drain marker (ours or a stale one): not an application message. */
+int worker_mqtt_drain_marker(worker *w, const struct mosquitto_message *msg);
 void worker_mqtt_free(worker *w);
 
 /* worker_connect.c */

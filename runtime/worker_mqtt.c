@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static const char *broker_name(worker *w)
 {
@@ -157,7 +158,7 @@ static void on_subscribe(struct mosquitto *m, void *ud, int mid, int n, const in
 static void on_unsubscribe(struct mosquitto *m, void *ud, int mid, const mosquitto_property *props)
 {
     worker *w = ud;
-    if (w->conn.unsubs_pending > 0) w->conn.unsubs_pending--;
+    if (w->conn.unsubs_pending > 0 && --w->conn.unsubs_pending == 0) w->stop.unsubacked_ns = shm_now_ns();
     errno = 0;  /* see worker_on_message */
 }
 
@@ -213,8 +214,25 @@ static void connected(struct mosquitto *m, void *ud, int rc, int flags, const mo
     worker_tls_connected(w);
     w->conn.connected_ns = w->conn.last_in_ns = shm_now_ns();
     w->conn.auth_failures = 0;
+    w->conn.adopt_attempts = 0;
     w->conn.retry_delay = w->cfg->retry_min_delay;
     atomic_store(&w->shm->connected, 1);
+    if (w->stop.kind == STOP_RETIRE && !w->stop.disconnect_sent) {
+        /* The connection was lost while draining (a broker restart): the
+         * session kept the rest of the backlog, so the drain starts over;
+         * without a session nothing is left to drain. */
+        w->conn.session_resumed = flags & 1;
+        log_info("connected to %s as %s again, %s", broker_name(w), w->conn.client_id,
+                 w->conn.session_resumed ? "session resumed: draining what is queued for it" : "no session left");
+        if (w->conn.session_resumed) {
+            worker_mqtt_unsubscribe_all(w);
+        } else {
+            worker_forget_seen(w);
+            w->stop.drained = 1;
+        }
+        errno = 0;
+        return;
+    }
     if (w->stop.kind) return;
     w->conn.session_resumed = flags & 1;
     if (!w->conn.session_resumed) worker_forget_seen(w);
@@ -255,8 +273,12 @@ static void on_disconnect(struct mosquitto *m, void *ud, int rc, const mosquitto
     w->conn.subs_pending = 0;
     atomic_store(&w->shm->connected, 0);
     worker_out_connection_lost(w);
-    /* A stop leaves at once, unless publishes still wait for the broker. */
-    if (w->stop.kind && !w->out.count) { w->conn.connect_started_ns = 0; return; }
+    /* A stop leaves at once, unless publishes still wait for the broker or
+     * it drains a retiring session (the drain goes on after a reconnect). */
+    if (w->stop.disconnect_sent || (w->stop.kind && w->stop.kind != STOP_RETIRE && !w->out.count)) {
+        w->conn.connect_started_ns = 0;
+        return;
+    }
     atomic_store(&w->shm->state, SLOT_CONNECTING);
     if (w->cfg->tls_enabled && w->conn.connect_started_ns && rc != MOSQ_ERR_CONN_REFUSED &&
         !(rc == MOSQ_ERR_ERRNO && err == ECONNREFUSED)) {
@@ -364,23 +386,63 @@ void worker_mqtt_disconnect(worker *w)
     mosquitto_property *props = NULL;
     /* Session expiry 0 on DISCONNECT ends the session (MQTT 5); with 3.1.1 the
      * slot has unsubscribed already (worker_mqtt_unsubscribe_all). */
-    if (w->stop.kind == STOP_RETIRE && w->cfg->protocol == 5 && w->conn.persistent)
+    int end = w->stop.kind == STOP_RETIRE && w->stop.drained;
+    if (end && w->cfg->protocol == 5 && w->conn.persistent)
         mosquitto_property_add_int32(&props, MQTT_PROP_SESSION_EXPIRY_INTERVAL, 0);
     int rc = mosquitto_disconnect_v5(w->conn.mosq, 0, props);
     mosquitto_property_free_all(&props);
     w->stop.disconnect_sent = rc == MOSQ_ERR_SUCCESS;
+    w->stop.session_ended = end && w->stop.disconnect_sent;
+}
+
+/* The drain marker's topic: $-topics match no application filter ("#"
+ * included), and the client id makes it ours alone. */
+static void drain_topic(worker *w)
+{
+    int n = snprintf(w->stop.drain_topic, sizeof w->stop.drain_topic, "$routemq/drain/%s", w->conn.client_id);
+    for (int i = 15; i < n && i < (int)sizeof w->stop.drain_topic; i++) {
+        char c = w->stop.drain_topic[i];
+        if (c == '+' || c == '#' || c == '/') w->stop.drain_topic[i] = '_';
+    }
 }
 
 void worker_mqtt_unsubscribe_all(worker *w)
 {
+    static unsigned attempt;
     w->conn.unsubs_pending = 0;
+    w->stop.drained = 0;
+    w->stop.unsubacked_ns = 0;
     if (!w->conn.mosq || !w->conn.connected) return;
+    /* When the broker has stopped sending us messages is a condition, not a
+     * guess: the marker, subscribed before the UNSUBSCRIBEs and published
+     * after them, is queued in our session behind everything the broker
+     * assigned us before it processed them (one connection: in order). */
+    drain_topic(w);
+    snprintf(w->stop.drain_nonce, sizeof w->stop.drain_nonce, "%d-%u", (int)getpid(), ++attempt);
+    int marker = mosquitto_subscribe(w->conn.mosq, NULL, w->stop.drain_topic, 1) == MOSQ_ERR_SUCCESS;
     /* An adopted session may hold any of the routes (the orphan may have run other worker counts). */
     int all = w->args->adopt_client_id != NULL;
     for (int i = 0; i < w->app.nroutes; i++)
         if ((all || app_slot_subscribes(&w->app.routes[i], w->args->slot)) &&
             mosquitto_unsubscribe(w->conn.mosq, NULL, w->app.routes[i].sub) == MOSQ_ERR_SUCCESS)
             w->conn.unsubs_pending++;
+    if (marker)
+        marker = mosquitto_publish(w->conn.mosq, NULL, w->stop.drain_topic, (int)strlen(w->stop.drain_nonce),
+                                   w->stop.drain_nonce, 1, false) == MOSQ_ERR_SUCCESS;
+    if (!marker) log_warn("cannot publish the drain marker on %s; the drain ends after a quiet time", w->stop.drain_topic);
+    if (!w->conn.unsubs_pending) w->stop.unsubacked_ns = shm_now_ns();
+}
+
+int worker_mqtt_drain_marker(worker *w, const struct mosquitto_message *msg)
+{
+    if (strncmp(msg->topic, "$routemq/drain/", 15)) return 0;
+    size_t n = strlen(w->stop.drain_nonce);
+    if (w->stop.kind == STOP_RETIRE && !strcmp(msg->topic, w->stop.drain_topic) && n &&
+        msg->payloadlen == (int)n && !memcmp(msg->payload, w->stop.drain_nonce, n)) {
+        if (!w->stop.drained) log_debug("the drain marker came back: the broker has nothing more queued for us");
+        w->stop.drained = 1;
+    }
+    return 1;  /* a marker of an earlier connection: not an application message either */
 }
 
 void worker_mqtt_free(worker *w)

@@ -19,8 +19,20 @@ ffi.cdef("int getpid(void); int usleep(unsigned int);")
 
 function M.count(ctx) record(ctx) end
 
+-- E2E_GATE: while that file exists, slow_count waits (a test decides when
+-- the handlers in progress may finish); E2E_SLOW_US: its time per message.
+local gate = os.getenv("E2E_GATE")
+local slow_us = tonumber(os.getenv("E2E_SLOW_US") or "1000")
+
+local function gate_closed()
+  local f = gate and io.open(gate)
+  if f then f:close() end
+  return f ~= nil and f ~= false
+end
+
 function M.slow_count(ctx)
-  ffi.C.usleep(1000)
+  while gate_closed() do ffi.C.usleep(10000) end
+  ffi.C.usleep(slow_us)
   record(ctx)
 end
 
