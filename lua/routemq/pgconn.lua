@@ -71,6 +71,11 @@ if not ok_load then
 end
 M.lib = pq
 
+-- Declared apart: other modules may have declared them already.
+for _, decl in ipairs({ "int dup(int fd);", "int close(int fd);" }) do
+  pcall(ffi.cdef, decl)
+end
+
 local C = ffi.C
 local null = cjson.null
 M.null = null
@@ -302,15 +307,35 @@ local function resolve(host, timeout)
   return nil, "cannot resolve host name \"" .. host .. "\""
 end
 
+-- cqueues polls a duplicate of libpq's socket, never libpq's own: libpq
+-- closes its descriptor by itself when the server goes away, and cqueues
+-- must be told (cqueues.cancel) before a descriptor it polls is closed, or
+-- it keeps a stale registration that swallows a new socket with that number.
 local function wait(self, events, deadline)
   local left = deadline and (deadline - cqueues.monotime()) or nil
   if left and left <= 0 then
     return false
   end
   local p = events == "w" and self.pollw or self.pollr
-  p.pollfd = pq.PQsocket(self.pg)
   p.events = events
-  return cqueues.poll(p, left) == p
+  local fd, temp = self.fd, nil
+  if self.pg == nil then
+    return false
+  elseif fd == nil then
+    -- Connecting: libpq may replace its socket between polls.
+    temp = C.dup(pq.PQsocket(self.pg))
+    if temp < 0 then
+      return false
+    end
+    fd = temp
+  end
+  p.pollfd = fd
+  local ready = cqueues.poll(p, left) == p
+  if temp then
+    cqueues.cancel(temp)
+    C.close(temp)
+  end
+  return ready
 end
 
 -- connect(params, timeout) -> conn | nil, err without blocking: params as from
@@ -364,7 +389,12 @@ function M.connect(conninfo, timeout)
     st = pq.PQconnectPoll(pg)
   end
   pq.PQsetnonblocking(pg, 1)
-  self.fd = pq.PQsocket(pg)
+  local fd = C.dup(pq.PQsocket(pg))
+  if fd < 0 then
+    self:close()
+    return nil, M.error({ sqlstate = "08001", message = "dup: out of descriptors" })
+  end
+  self.fd = fd
   return self
 end
 
@@ -376,9 +406,10 @@ function Conn:close()
     return
   end
   self.pg = nil
-  local fd = pq.PQsocket(pg)
-  if fd >= 0 then
-    cqueues.cancel(fd)
+  if self.fd then
+    cqueues.cancel(self.fd)
+    C.close(self.fd)
+    self.fd = nil
   end
   if self.pid == C.getpid() then
     pq.PQfinish(pg)
