@@ -63,7 +63,7 @@ ffi.cdef [[
   struct routemq_pg_cancel { struct { uint64_t addr[16]; uint32_t salen; } raddr; int be_pid; int be_key; };
 ]]
 
-local ok_load, pq = pcall(ffi.load, "pq.so.5")
+local ok_load, pq = pcall(ffi.load, "libpq.so.5")
 if not ok_load then
   ok_load, pq = pcall(ffi.load, "pq")
 end

@@ -108,6 +108,7 @@ describe_if("the Debian package", function()
     end
     assert.matches("\n Recommends: [^\n]*mosquitto", info)
     assert.matches("\n Recommends: [^\n]*lua%-busted", info)
+    assert.matches("\n Recommends: [^\n]*libpq5", info)  -- routemq.pg
   end)
 
   it("has no lintian errors", function()
