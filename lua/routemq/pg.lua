@@ -83,11 +83,14 @@ local function check_self(self, method)
   end
 end
 
+-- Raises for a parameter pgconn could not send, before a connection is taken.
 local function check_args(n, args, level)
   for i = 1, n do
-    local t = type(args[i])
-    if t ~= "nil" and t ~= "string" and t ~= "number" and t ~= "boolean" and args[i] ~= M.null
-        and not (t == "table" and getmetatable(args[i]) == getmetatable(M.bytea(""))) and t ~= "cdata" then
+    local v = args[i]
+    local t = type(v)
+    if t ~= "nil" and t ~= "string" and t ~= "number" and t ~= "boolean" and v ~= M.null
+        and not (t == "table" and getmetatable(v) == pgconn.Bytea)
+        and not (t == "cdata" and (ffi.istype("int64_t", v) or ffi.istype("uint64_t", v))) then
       error(("routemq.pg: parameter $%d is a %s (pass strings, numbers, booleans, pg.null or pg.bytea(s);"
         .. " encode tables yourself, e.g. cjson.encode)"):format(i, t), level + 1)
     end

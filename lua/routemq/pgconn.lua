@@ -200,6 +200,7 @@ local function number_text(v)
 end
 
 local Bytea = {}
+M.Bytea = Bytea
 -- bytea(s) -> s marked to be sent as binary (bytea) rather than text.
 function M.bytea(s)
   if type(s) ~= "string" then
