@@ -48,7 +48,9 @@ ffi.cdef [[
   unsigned long mysql_real_escape_string(MYSQL *mysql, char *to, const char *from, unsigned long length);
 ]]
 for _, decl in ipairs({ "int dup(int fd);", "int close(int fd);", "int shutdown(int fd, int how);",
-  "double strtod(const char *s, char **end);", "int getpid(void);" }) do
+  "double strtod(const char *s, char **end);", "int getpid(void);",
+  "struct pollfd { int fd; short events; short revents; };",
+  "int poll(struct pollfd *fds, unsigned long n, int ms);" }) do
   pcall(ffi.cdef, decl)
 end
 
@@ -264,10 +266,11 @@ function Conn:idle_alive()
   if not self:ok() then
     return false
   end
-  local p = self.poll
-  p.pollfd, p.events = self.fd, "r"
-  -- An idle connection has nothing to read unless the server went away.
-  return cqueues.poll(p, 0) ~= p
+  -- An idle connection has nothing to read unless the server went away
+  -- (poll(2) with no wait: cqueues.poll would yield for a controller step).
+  local probe = ffi.new("struct pollfd[1]")
+  probe[0].fd, probe[0].events = self.fd, 1 -- POLLIN
+  return C.poll(probe, 1, 0) == 0
 end
 
 local function number_text(v)

@@ -73,7 +73,9 @@ end
 M.lib = pq
 
 -- Declared apart: other modules may have declared them already.
-for _, decl in ipairs({ "int dup(int fd);", "int close(int fd);", "double strtod(const char *s, char **end);" }) do
+for _, decl in ipairs({ "int dup(int fd);", "int close(int fd);", "double strtod(const char *s, char **end);",
+  "struct pollfd { int fd; short events; short revents; };",
+  "int poll(struct pollfd *fds, unsigned long n, int ms);" }) do
   pcall(ffi.cdef, decl)
 end
 
@@ -415,14 +417,21 @@ function Conn:ok()
   return self.pg ~= nil and pq.PQstatus(self.pg) ~= CONNECTION_BAD
 end
 
+local probe = ffi.new("struct pollfd[1]")
+-- readable(fd) -> whether fd has data or EOF now: poll(2) with no wait, not
+-- cqueues.poll (which would yield to the controller for a step).
+function M.readable(fd)
+  probe[0].fd, probe[0].events, probe[0].revents = fd, 1, 0 -- POLLIN
+  return C.poll(probe, 1, 0) > 0
+end
+
 -- conn:idle_alive() -> false if the server closed an idle connection (it
 -- is readable then: a termination notice or EOF).
 function Conn:idle_alive()
   if not self:ok() then
     return false
   end
-  self.pollr.pollfd, self.pollr.events = self.fd, "r"
-  if cqueues.poll(self.pollr, 0) == self.pollr then
+  if M.readable(self.fd) then
     if pq.PQconsumeInput(self.pg) == 0 or pq.PQstatus(self.pg) == CONNECTION_BAD then
       return false
     end
