@@ -62,8 +62,8 @@ describe("routemq.pg from handlers", function()
     assert.equal("0,1", db.psql("select string_agg(worker::text, ',' order by worker) from jobs where kind = 'init'"))
     assert.is_true(count("select count(*) from jobs where kind = 'every'") > 0)
     assert.is_true(count("select count(*) from jobs where kind = 'health'") > 0)
-    -- Connections: at most 16 per worker, plus psql.
-    assert.is_true(count("select count(*) from pg_stat_activity where backend_type = 'client backend'") <= 33)
+    -- Connections: at most 16 per worker, plus each worker's listener, plus psql.
+    assert.is_true(count("select count(*) from pg_stat_activity where backend_type = 'client backend'") <= 35)
     assert.is_nil(e2e.read(r.log):find("handler error", 1, true), e2e.read(r.log))
     print(string.format("\n  insert per message, 2 workers x 64, pool 16: %d rows in %.2f s (%.0f msg/s, "
       .. "publishing included)", n, took, n / took))
@@ -158,6 +158,27 @@ describe("routemq.pg from handlers", function()
     e2e.settle(r.dir, 1100, 5)
     assert.same({ 0, 0 }, { e2e.tally(r.dir, 1100) })
     assert.equal(1100, count("select count(*) from msgs where payload not like 'tx-%'"))
+  end)
+
+  it("delivers NOTIFY to db:listen set up in router.init, in each worker, again after a server restart",
+    function()
+    start({ PG_WORKERS = 2 }, 2)
+    local function notified(payload)
+      return db.psql("select string_agg(worker::text, ',' order by worker) from jobs where kind = 'notify:"
+        .. payload .. "'")
+    end
+    -- LISTEN is in force once pg_stat_activity shows both listeners idle after it.
+    assert(e2e.wait_for(function()
+      return count("select count(*) from pg_stat_activity where query like 'LISTEN%'") == 2
+    end, 20))
+    db.psql("notify routemq_spec, 'one'")
+    assert(e2e.wait_for(function() return notified("one") == "0,1" end, 10), notified("one"))
+    db.restart()
+    assert(e2e.wait_for(function()
+      return count("select count(*) from pg_stat_activity where query like 'LISTEN%'") == 2
+    end, 30))
+    db.psql("notify routemq_spec, 'two'")
+    assert(e2e.wait_for(function() return notified("two") == "0,1" end, 10), notified("two"))
   end)
 
   it("survives a server restart under load: errors, then the pool reconnects; nothing hangs", function()

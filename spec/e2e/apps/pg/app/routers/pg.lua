@@ -69,6 +69,10 @@ end, { qos = 1, timeout = 1 })
 
 router.init(function(worker)
   assert(db:query("insert into jobs(kind, worker) values ('init', $1)", worker))
+  -- Each NOTIFY on routemq_spec becomes a row, from the listener's coroutine.
+  db:listen("routemq_spec", function(payload)
+    assert(db:query("insert into jobs(kind, worker) values ($1, $2)", "notify:" .. payload, worker))
+  end)
 end)
 
 router.every(0.2, function(job)
