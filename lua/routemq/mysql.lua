@@ -23,7 +23,7 @@ local monotime = cqueues.monotime
 local pack = function(...) return { n = select("#", ...), ... } end
 
 local function default_log(msg)
-  io.stderr:write("routemq.mysql: " .. msg .. "\n")
+  conn_mod.log("warn", "routemq.mysql: " .. msg)
 end
 
 local Pool = {}

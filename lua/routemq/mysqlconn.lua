@@ -63,6 +63,17 @@ local C = ffi.C
 local null = cjson.null
 M.null = null
 
+-- log(level, msg): the worker's log line when running in a worker, else stderr.
+function M.log(level, msg)
+  local w = package.loaded["routemq.worker"]
+  local f = type(w) == "table" and w.log
+  if f then
+    pcall(f, level, msg)
+  else
+    io.stderr:write(msg, "\n")
+  end
+end
+
 local WAIT_READ, WAIT_WRITE, WAIT_TIMEOUT = 1, 2, 8
 local OPT_NONBLOCK, OPT_CHARSET = 6000, 7
 local CLIENT_MULTI_STATEMENTS = 65536

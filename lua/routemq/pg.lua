@@ -27,7 +27,7 @@ local IDLE, INERROR = pgconn.TRANS_IDLE, pgconn.TRANS_INERROR
 local CANCEL_WAIT = 10 -- seconds a cancelled query may take to end before its connection is closed
 
 local function default_log(msg)
-  io.stderr:write("routemq.pg: " .. msg .. "\n")
+  pgconn.log("warn", "routemq.pg: " .. msg)
 end
 
 local Pool = {}

@@ -22,6 +22,8 @@ ffi.cdef [[
   typedef struct pgNotify { char *relname; int be_pid; char *extra; struct pgNotify *next; } PGnotify;
   typedef struct { char *keyword; char *envvar; char *compiled; char *val; char *label; char *dispchar;
                    int dispsize; } PQconninfoOption;
+  typedef void (*PQnoticeProcessor)(void *arg, const char *message);
+  PQnoticeProcessor PQsetNoticeProcessor(PGconn *conn, PQnoticeProcessor proc, void *arg);
   PQconninfoOption *PQconninfoParse(const char *conninfo, char **errmsg);
   void PQconninfoFree(PQconninfoOption *connOptions);
   PGconn *PQconnectStartParams(const char *const *keywords, const char *const *values, int expand_dbname);
@@ -82,6 +84,25 @@ end
 local C = ffi.C
 local null = cjson.null
 M.null = null
+
+-- log(level, msg): the worker's log line when running in a worker, else stderr.
+function M.log(level, msg)
+  local w = package.loaded["routemq.worker"]
+  local f = type(w) == "table" and w.log
+  if f then
+    pcall(f, level, msg)
+  else
+    io.stderr:write(msg, "\n")
+  end
+end
+
+-- Notices and messages the server sends outside a query (a FATAL before it
+-- closes) go to the worker's log, not raw to stderr. A C function that calls
+-- back into Lua must not be called from JIT-compiled code: the functions
+-- below that can reach it are kept interpreted (jit.off).
+local notice_cb = ffi.cast("PQnoticeProcessor", function(_, msg)
+  M.log("info", "postgresql: " .. ffi.string(msg):gsub("%s+$", ""))
+end)
 
 -- ConnStatusType, PostgresPollingStatusType, ExecStatusType, PGTransactionStatusType
 local CONNECTION_BAD = 1
@@ -362,6 +383,7 @@ function M.connect(conninfo, timeout)
   if pg == nil then
     return nil, M.error({ sqlstate = "08001", message = "out of memory" })
   end
+  pq.PQsetNoticeProcessor(pg, notice_cb, nil)
   local self = setmetatable({ pg = pg, pid = C.getpid(), pollr = { events = "r" }, pollw = { events = "w" },
     busy = false }, Conn)
   if pq.PQstatus(pg) == CONNECTION_BAD then
@@ -620,7 +642,7 @@ end
 
 -- conn:notifies() -> iterator of (channel, payload, pid) received so far.
 function Conn:notifies()
-  return function()
+  local next_one = function()
     local n = pq.PQnotifies(self.pg)
     if n == nil then
       return nil
@@ -629,6 +651,8 @@ function Conn:notifies()
     pq.PQfreemem(n)
     return channel, payload, pid
   end
+  jit.off(next_one)
+  return next_one
 end
 
 -- conn:wait_input(timeout) -> true | nil, err: waits for data, consumes it.
@@ -644,6 +668,12 @@ function Conn:wait_input(timeout)
     return nil, conn_error(self, "08006")
   end
   return true
+end
+
+-- What may reach the notice processor (libpq parses input in these).
+for _, fn in ipairs({ M.connect, Conn.close, Conn.idle_alive, Conn.finish, Conn.send, Conn.query, Conn.wait_input,
+  flush, wait }) do
+  jit.off(fn)
 end
 
 -- conn:quote_ident(name) -> "name" quoted as an SQL identifier.

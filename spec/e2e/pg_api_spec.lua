@@ -246,6 +246,24 @@ describe("routemq.pg API", function()
     assert.matches("canceling statement due to user request", e2e.read(server.log))
   end)
 
+  it("connects with TLS when the URL says sslmode=require", function()
+    local data = server.dir .. "/data"
+    e2e.sh("openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1 -keyout " .. data
+      .. "/server.key -out " .. data .. "/server.crt > /dev/null 2>&1 && chown postgres " .. data .. "/server.key "
+      .. data .. "/server.crt && chmod 0600 " .. data .. "/server.key")
+    server.psql("alter system set ssl = on")
+    server.psql("select pg_reload_conf()")
+    local tls = pg.pool({ url = server.url .. "?sslmode=require", size = 1 })
+    local plain = pg.pool({ url = server.url .. "?sslmode=disable", size = 1 })
+    run(function()
+      local q = "select ssl, version from pg_stat_ssl where pid = pg_backend_pid()"
+      local rows = assert(tls:query(q))
+      assert.is_true(rows[1].ssl)
+      assert.matches("^TLSv", rows[1].version)
+      assert.is_false(assert(plain:query(q))[1].ssl)
+    end)
+  end)
+
   it("delivers NOTIFY to db:listen's function, and listens again after the server restarts", function()
     local got = {}
     run(function()
