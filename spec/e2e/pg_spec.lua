@@ -69,6 +69,14 @@ describe("routemq.pg from handlers", function()
       .. "publishing included)", n, took, n / took))
   end)
 
+  it("works one message at a time too (WORKER_CONCURRENCY=1, the default)", function()
+    local r = start({ WORKER_CONCURRENCY = 1 })
+    e2e.publish_lines(broker.port, "pg/insert", seq(1, 300), 1)
+    e2e.settle(r.dir, 300, 5)
+    assert.same({ 0, 0 }, { e2e.tally(r.dir, 300) })
+    assert.equal(300, count("select count(*) from msgs"))
+  end)
+
   it("loses no message when random workers are killed with -9; rows match the handled messages", function()
     local r = start({ PG_WORKERS = 2 }, 2)
     local n = 20000
