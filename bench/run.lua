@@ -2,7 +2,7 @@
 --   luajit bench/run.lua <repo root> <build dir>
 -- Environment: BENCH_QUICK=1 (one run, 20,000 messages: the CI smoke test),
 -- BENCH_RUNS, BENCH_MESSAGES, BENCH_KILLS, BENCH_ONLY=throughput,replay,
--- memory,wait,rr,restart,reload,matcher (comma list), BENCH_PEERS=node,python
+-- memory,wait,db,rr,restart,reload,matcher (comma list), BENCH_PEERS=node,python
 -- (the peer consumers of bench/peers/ to run; "none" for none), BENCH_KEEP=1
 -- (keep the work directory). Every child is started by this process, stopped by its pid,
 -- and every wait is bounded.
@@ -263,8 +263,10 @@ local function detect_peers()
       skip(label, "mqtt.js is not installed (bench/run.sh runs npm ci in bench/peers/node)")
     else
       VERSIONS.node, VERSIONS.mqttjs = node, tostring(meta.version)
+      local okpg, pgmeta = pcall(cjson.decode, P.read(PEERS_DIR .. "/node/node_modules/pg/package.json") or "")
       PEERS[#PEERS + 1] = { id = "node", name = "consumer.js", label = label,
-        argv = { "node", PEERS_DIR .. "/node/consumer.js" }, cpu_note = "process.cpuUsage()" }
+        argv = { "node", PEERS_DIR .. "/node/consumer.js" }, cpu_note = "process.cpuUsage()",
+        pg = okpg and type(pgmeta) == "table" and tostring(pgmeta.version) or nil }  -- node-postgres, for db
     end
   end
   if peer_wanted("python") then
@@ -387,10 +389,12 @@ local function rate_of(handled, first_us, last_us)
 end
 
 -- The yardstick or a peer through the broker.
-local function thr_counter(client, qos, broker_opts)
+-- n (default N) messages; extra: more arguments for the counter.
+local function thr_counter(client, qos, broker_opts, n, extra)
+  n = n or N
   local b = broker_start(broker_opts)
-  local c = counter_spawn(client, b.port, N, qos)
-  local pub = pub_finish(pub_spawn(b.port, N, qos))
+  local c = counter_spawn(client, b.port, n, qos, extra)
+  local pub = pub_finish(pub_spawn(b.port, n, qos))
   local res = counter_finish(c)
   broker_stop(b)
   return { rate = rate_of(res.count, pub.first_us, res.last_us), handled = res.count, published = pub.published,
@@ -412,7 +416,8 @@ local function thr_mosquitto_sub(qos)
   return { rate = rate_of(N, pub.first_us, r.at_us), handled = N, published = pub.published }
 end
 
-local function thr_routemq(qos, workers, env_extra)
+local function thr_routemq(qos, workers, env_extra, n)
+  n = n or N
   local b = broker_start()
   local r = routemq_start(b.port, workers, qos, env_extra)
   routemq_wait_connected(r, workers)
@@ -422,8 +427,8 @@ local function thr_routemq(qos, workers, env_extra)
   for slot, pid in pairs(pids) do
     cpu0[slot] = P.proc_cpu_us(pid)
   end
-  local pub = pub_finish(pub_spawn(b.port, N, qos))
-  local handled, last = wait_handled(r.out, N, 5, 0.002)
+  local pub = pub_finish(pub_spawn(b.port, n, qos))
+  local handled, last = wait_handled(r.out, n, 5, 0.002)
   local cpu = 0
   for slot, pid in pairs(pids) do
     cpu = cpu + ((P.proc_cpu_us(pid) or cpu0[slot]) - cpu0[slot])
@@ -434,8 +439,8 @@ local function thr_routemq(qos, workers, env_extra)
   end
   routemq_stop(r)
   broker_stop(b)
-  if handled < N then
-    error(string.format("routemq handled %d of %d messages", handled, N))
+  if handled < n then
+    error(string.format("routemq handled %d of %d messages", handled, n))
   end
   return { rate = rate_of(handled, pub.first_us, last), handled = handled, published = pub.published,
            worker_rss_mb = rss, cpu_us_per_msg = cpu / math.max(1, handled) }
@@ -1188,6 +1193,11 @@ local function main()
     bench_memory_counters()
   end
   if enabled("wait") then bench_wait() end
+  if enabled("db") then
+    require("db_bench").run({ say = say, n = QUICK and 5000 or 20000, runs = RUNS, work = WORK, errors = errors,
+      peers = PEERS, thr_routemq = thr_routemq, thr_counter = thr_counter, interleaved = interleaved,
+      add_row = add_row, column = column })
+  end
   if enabled("rr") then bench_rr() end
   if enabled("restart") then bench_restart() end
   if enabled("reload") then bench_reload() end

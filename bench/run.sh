@@ -36,6 +36,9 @@ apt_install() {
 }
 command -v gnuplot >/dev/null 2>&1 || apt_install gnuplot-nox
 command -v gnuplot >/dev/null 2>&1 || echo "bench: gnuplot is not installed: no plot" >&2
+# Section 3d (db): a PostgreSQL server, and lua-sql-postgres for the blocking row.
+ls -d /usr/lib/postgresql/*/bin >/dev/null 2>&1 || apt_install postgresql
+luajit -e 'require("luasql.postgres")' >/dev/null 2>&1 || apt_install lua-sql-postgres
 # The Python peer runs on Debian's interpreter, which finds python3-paho-mqtt
 # (a python3 first on PATH, e.g. pyenv's, would not).
 if [ -x /usr/bin/python3 ]; then

@@ -8,6 +8,9 @@ lua-cqueues lua-http redis-server iproute2 curl python3 python3-paho-mqtt socat
 clang valgrind"
 # make package (CPack, dpkg-shlibdeps, lintian) and the console spec (tmux).
 PKGS="$PKGS dpkg-dev file lintian tmux"
+# routemq.pg and routemq.mysql (libpq5, libmariadb3, loaded through the FFI) and
+# their specs (real PostgreSQL and MariaDB servers).
+PKGS="$PKGS libpq5 postgresql libmariadb3 mariadb-server"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

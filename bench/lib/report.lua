@@ -40,6 +40,8 @@ local SECTIONS = {
   { id = "memory", title = "3. Memory (idle, after connecting; from /proc/<pid>/smaps_rollup)" },
   { id = "wait", title = "3b. A handler that waits 10 ms, QoS 1, through mosquitto (rate = handled / "
     .. "(last handled − first published))" },
+  { id = "db", title = "3d. A handler inserting one row per message into PostgreSQL, QoS 1, through mosquitto "
+    .. "(rate = handled / (last handled − first published))" },
   { id = "rr", title = "3c. Request/reply latency, one request at a time (bench/bench_rr.c: request → "
     .. "reply → response; broker with set_tcp_nodelay true unless said otherwise)" },
   { id = "restart", title = "4a. Restart after kill -9 (4 workers, kills rotated over the slots every 0.3 s)" },

@@ -12,7 +12,8 @@
 --
 -- A job that is still waiting at its deadline is cancelled: its coroutine is
 -- dropped (what it held is closed by the garbage collector) and its done
--- callback gets (false, "timeout after N s").
+-- callback gets (false, "timeout after N s"). Libraries that hold something
+-- mid-wait (routemq.pg's queries) register with M.on_cancel to release it.
 local cqueues = require("cqueues")
 
 local monotime = cqueues.monotime
@@ -123,6 +124,34 @@ local function finish(self, co, done, token, ok, err, tb)
   done(token, ok, err, tb)
 end
 
+-- Cancel callbacks by job coroutine, then by key (weak: a finished job's
+-- coroutine may be collected with what is left in it).
+local on_cancel = setmetatable({}, { __mode = "k" })
+
+-- on_cancel(co, key, fn): fn() runs on the controller if co's job is dropped
+-- at its deadline; fn = nil removes it. One per (co, key).
+function M.on_cancel(co, key, fn)
+  local set = on_cancel[co]
+  if set == nil then
+    if fn == nil then
+      return
+    end
+    set = {}
+    on_cancel[co] = set
+  end
+  set[key] = fn
+end
+
+local function cancelled(co)
+  local set = on_cancel[co]
+  if set then
+    on_cancel[co] = nil
+    for _, fn in pairs(set) do
+      pcall(fn)
+    end
+  end
+end
+
 local function timeout_text(seconds)
   return ("timeout after %g s"):format(seconds)
 end
@@ -141,6 +170,7 @@ local function forward(self, co, done, token, tag, seconds, deadline, adopted, .
     if left <= 0 then
       self.active = self.active - 1
       self.arg_of[co] = nil
+      cancelled(co)
       return done(token, false, timeout_text(seconds), nil)
     end
     local n = req.n
@@ -156,6 +186,7 @@ local function forward(self, co, done, token, tag, seconds, deadline, adopted, .
     if monotime() >= deadline then
       self.active = self.active - 1
       self.arg_of[co] = nil
+      cancelled(co)
       return done(token, false, timeout_text(seconds), nil)
     end
     if self.on_resume then

@@ -32,6 +32,8 @@ end
 -- is called before a waiting handler's code runs again (route 0, token -1
 -- for timers, init and health).
 function M.new(app, io, slot)
+  -- M.log(level, msg): the worker's log, for libraries (routemq.pg's notices).
+  M.log = io.log
   local d = dispatch.new(app, io, slot, false)
   local runner, jobs
 

@@ -108,6 +108,8 @@ describe_if("the Debian package", function()
     end
     assert.matches("\n Recommends: [^\n]*mosquitto", info)
     assert.matches("\n Recommends: [^\n]*lua%-busted", info)
+    assert.matches("\n Recommends: [^\n]*libpq5", info)  -- routemq.pg
+    assert.matches("\n Recommends: [^\n]*libmariadb3", info)  -- routemq.mysql
   end)
 
   it("has no lintian errors", function()

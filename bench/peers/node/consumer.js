@@ -14,6 +14,9 @@
 //     in progress concurrently, as async callbacks are in Node.
 // -R: responder: replies to each message on its MQTT 5 response topic with
 //     its correlation data (request/reply latency), and never exits by count.
+// -D URL: each message inserts its seq into table bench_rows of PostgreSQL
+//     database URL with node-postgres (pg.Pool, -P connections, default 16)
+//     before it counts; messages are in progress concurrently, without limit.
 'use strict';
 
 const fs = require('fs');
@@ -21,15 +24,16 @@ const mqtt = require('mqtt');
 
 function parseArgs(argv) {
   const o = { host: '127.0.0.1', port: 0, want: 200000, qos: 0, filter: 'sensors/+/data',
-    timeout: 120, idle: 10, wait: 0, reply: false };
-  const takes = { h: 'host', p: 'port', n: 'want', q: 'qos', f: 'filter', t: 'timeout', I: 'idle', w: 'wait' };
+    timeout: 120, idle: 10, wait: 0, reply: false, db: '', pool: 16 };
+  const takes = { h: 'host', p: 'port', n: 'want', q: 'qos', f: 'filter', t: 'timeout', I: 'idle', w: 'wait',
+    D: 'db', P: 'pool' };
   for (let i = 0; i < argv.length; i++) {
     const flag = argv[i].replace(/^-/, '');
     if (flag === 'R') {
       o.reply = true;
     } else if (takes[flag] && i + 1 < argv.length) {
       const v = argv[++i];
-      o[takes[flag]] = (flag === 'h' || flag === 'f') ? v : Number(v);
+      o[takes[flag]] = (flag === 'h' || flag === 'f' || flag === 'D') ? v : Number(v);
     } else {
       process.stderr.write('usage: node consumer.js -p PORT -n N [-h HOST] [-q 0|1] [-f FILTER] ' +
         '[-t TIMEOUT_S] [-I IDLE_S] [-w WAIT_MS] [-R]\n');
@@ -128,6 +132,19 @@ if (opt.reply) {
     if (props.responseTopic) {
       client.publish(props.responseTopic, payload, { qos: opt.qos,
         properties: props.correlationData ? { correlationData: props.correlationData } : {} });
+    }
+    counted();
+  });
+} else if (opt.db) {
+  const { Pool } = require('pg');
+  const pool = new Pool({ connectionString: opt.db, max: opt.pool });
+  client.on('message', async (topic, payload) => {
+    const seq = handle(payload);
+    try {
+      await pool.query('insert into bench_rows(seq) values ($1)', [seq]);
+    } catch (err) {
+      process.stderr.write('consumer.js: insert failed: ' + err.message + '\n');
+      return;
     }
     counted();
   });

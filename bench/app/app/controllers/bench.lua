@@ -147,6 +147,31 @@ local variants = {
     local _ = doc and doc.seq
   end,
 }
+-- BENCH_HANDLER=pg | luasql: each message inserts its seq into table
+-- bench_rows of PostgreSQL BENCH_DATABASE_URL, then does what Bench.data
+-- does: through routemq.pg (a pool of BENCH_PG_POOL connections, default 16,
+-- waiting through cqueues) or through the blocking lua-sql-postgres (one
+-- connection, the worker stopped for each insert).
+local pg_db, sql_conn
+variants.pg = function(ctx)
+  if not pg_db then
+    pg_db = require("routemq.pg").pool({ url = os.getenv("BENCH_DATABASE_URL"),
+      size = tonumber(os.getenv("BENCH_PG_POOL") or "") or 16 })
+  end
+  local doc = ctx:json()
+  assert(pg_db:query("insert into bench_rows(seq) values ($1)", doc.seq))
+  return json_data(ctx)
+end
+variants.luasql = function(ctx)
+  if not sql_conn then
+    local env = require("luasql.postgres").postgres()
+    local url = os.getenv("BENCH_DATABASE_URL")
+    sql_conn = assert(env:connect(url))
+  end
+  local doc = ctx:json()
+  assert(sql_conn:execute("insert into bench_rows(seq) values (" .. math.floor(tonumber(doc.seq)) .. ")"))
+  return json_data(ctx)
+end
 Bench.data = variants[os.getenv("BENCH_HANDLER") or "json"] or Bench.data
 
 return Bench

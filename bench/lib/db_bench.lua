@@ -1,0 +1,128 @@
+-- Section 3d of bench/run.lua: a handler inserting one row per message (QoS
+-- 1) into a private PostgreSQL (initdb in the work directory as the
+-- unprivileged postgres user, a free 127.0.0.1 port, stopped by its pid):
+-- routemq with routemq.pg (1 worker, WORKER_CONCURRENCY=64, pool 16), the
+-- Node.js peer with node-postgres (pool 16, no limit on messages in progress)
+-- and routemq with the blocking lua-sql-postgres, interleaved in one run.
+-- Each run checks that the table holds exactly one row per message. The
+-- server runs with synchronous_commit=off: the clients are measured, not the
+-- disk flush of every commit.
+local P = require("proc")
+
+local M = {}
+
+local function pg_bindir()
+  return (P.sh("ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1"):gsub("%s+$", ""))
+end
+
+local function as_postgres(cmd)
+  if P.sh("id -u"):match("^0") then
+    return "runuser -u postgres -- " .. cmd
+  end
+  return cmd
+end
+
+-- Starts PostgreSQL in work/pg; returns { port, url, psql(sql), stop() } or nil, why.
+local function pg_start(work)
+  local bin = pg_bindir()
+  if bin == "" then
+    return nil, "PostgreSQL is not installed (Debian postgresql)"
+  end
+  local dir = work .. "/pg"
+  P.sh("rm -rf '" .. dir .. "' && mkdir -p '" .. dir .. "/data' && chown postgres '" .. dir .. "/data' && chmod 0755 '"
+    .. dir .. "' '" .. work .. "'")
+  local out = P.sh(as_postgres(bin .. "/initdb -D " .. dir .. "/data -A trust -U postgres --no-sync "
+    .. "--no-instructions") .. " > '" .. dir .. "/initdb.log' 2>&1; echo rc=$?")
+  if not out:match("rc=0") then
+    return nil, "initdb failed: " .. (P.read(dir .. "/initdb.log") or "")
+  end
+  local port = P.free_port()
+  out = P.sh(as_postgres(bin .. "/pg_ctl -D " .. dir .. "/data -l " .. dir .. "/data/server.log -w -t 60 -o '-p "
+    .. port .. " -k " .. dir .. "/data -c listen_addresses=127.0.0.1 -c max_connections=100 "
+    .. "-c synchronous_commit=off' start")
+    .. " > /dev/null 2>&1; echo rc=$?")
+  if not out:match("rc=0") then
+    return nil, "pg_ctl start failed: " .. (P.read(dir .. "/data/server.log") or "")
+  end
+  local pid = tonumber((P.read(dir .. "/data/postmaster.pid") or ""):match("^(%d+)"))
+  local s = { port = port, url = ("postgres://postgres@127.0.0.1:%d/postgres"):format(port) }
+  function s.psql(sql)
+    return (P.sh("psql -X -A -t -q -h 127.0.0.1 -p " .. port .. " -U postgres -d postgres -c \"" .. sql
+      .. "\" 2>&1"):gsub("%s+$", ""))
+  end
+  function s.stop()
+    if pid then
+      P.signal(pid, 2) -- fast shutdown
+      P.wait_for(function() return not P.alive(pid) end, 30, 0.05)
+      if P.alive(pid) then P.signal(pid, P.SIGKILL) end
+    end
+    P.sh("rm -rf '" .. dir .. "'")
+  end
+  return s
+end
+
+-- run(ctx): ctx holds run.lua's helpers and settings (see the call there).
+function M.run(ctx)
+  local say, n = ctx.say, ctx.n
+  local server, why = pg_start(ctx.work)
+  if not server then
+    ctx.errors[#ctx.errors + 1] = "db: " .. why
+    say("db: %s", why)
+    return
+  end
+  local ok, err = pcall(function()
+    server.psql("create table bench_rows(id bigserial primary key, seq bigint not null)")
+    local function check(count)
+      local rows = tonumber(server.psql("select count(*) from bench_rows"))
+      server.psql("truncate bench_rows")
+      if rows ~= count then
+        error(string.format("%d rows for %d handled messages", rows or -1, count))
+      end
+    end
+    local function routemq_run(handler)
+      return function(qos)
+        local res = ctx.thr_routemq(qos, 1, { WORKER_CONCURRENCY = 64, BENCH_HANDLER = handler,
+          BENCH_DATABASE_URL = server.url, BENCH_PG_POOL = 16 }, n)
+        check(res.handled)
+        return res
+      end
+    end
+    local subjects = {
+      { id = "routemq_pg", label = "routemq + routemq.pg, 1 worker, WORKER_CONCURRENCY=64, pool 16",
+        fn = routemq_run("pg") },
+    }
+    for _, p in ipairs(ctx.peers) do
+      if p.id == "node" and p.pg then
+        subjects[#subjects + 1] = { id = "peer_node_pg", label = "peer: node + node-postgres " .. p.pg
+          .. ", pool 16, no limit on messages in progress", fn = function(qos)
+            local res = ctx.thr_counter(p, qos, nil, n, { "-D", server.url, "-P", 16 })
+            check(res.handled)
+            return res
+          end }
+      end
+    end
+    if P.sh("luajit -e 'require(\"luasql.postgres\")' 2>&1; echo rc=$?"):match("rc=0") then
+      subjects[#subjects + 1] = { id = "routemq_luasql", fn = routemq_run("luasql"),
+        label = "routemq + lua-sql-postgres (blocking), 1 worker, 1 connection" }
+    else
+      ctx.errors[#ctx.errors + 1] = "db: lua-sql-postgres is not installed: its row is missing"
+    end
+    say("handler inserting one row per message, QoS 1: %d messages, %d run(s) each", n, ctx.runs)
+    local results = ctx.interleaved("db", subjects, 1)
+    for _, s in ipairs(subjects) do
+      local res = results[s.id]
+      ctx.add_row({ section = "db", id = "db_" .. s.id .. "_rate", subject = s.id, qos = 1, unit = "msg/s",
+        label = "QoS 1, insert one row per message: " .. s.label, values = ctx.column(res, "rate"), runs = res,
+        note = "rows checked against handled messages after each run" })
+      ctx.add_row({ section = "db", id = "db_" .. s.id .. "_cpu", subject = s.id, qos = 1, unit = "µs/msg",
+        label = "QoS 1, insert one row per message: " .. s.label .. " — CPU per message",
+        values = ctx.column(res, "cpu_us_per_msg"), note = "subscriber process only (not PostgreSQL)" })
+    end
+  end)
+  server.stop()
+  if not ok then
+    error(err, 0)
+  end
+end
+
+return M
