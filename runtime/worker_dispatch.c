@@ -7,6 +7,7 @@
 #include "worker_props.h"
 #include "route_stats.h"
 #include "hash.h"
+#include "shm_errors.h"
 
 #include <errno.h>
 #include <lauxlib.h>
@@ -100,6 +101,8 @@ fail:
 
 static void log_handler_error(worker *w, const route_info *r, const char *topic, const char *err, const char *tb)
 {
+    /* Every error reaches /errors, also those the log's rate limit drops. */
+    shm_errors_record(w->shm, r ? r->pattern : "?", topic, err, tb);
     int64_t now = shm_now_ns();
     if (now - w->errlog.window_ns > 10000000000LL) {
         w->errlog.window_ns = now;
