@@ -20,7 +20,8 @@ local function http(port, path, opts)
   if opts.method then args[#args + 1] = "-X " .. opts.method end
   for _, h in ipairs(opts.headers or {}) do args[#args + 1] = "-H " .. e2e.quote(h) end
   if opts.body then args[#args + 1] = "--data-binary " .. e2e.quote(opts.body) end
-  args[#args + 1] = e2e.quote(string.format("%s://%s:%d%s", opts.scheme or "http", opts.host or "127.0.0.1", port, path))
+  local url = string.format("%s://%s:%d%s", opts.scheme or "http", opts.host or "127.0.0.1", port, path)
+  args[#args + 1] = e2e.quote(url)
   local code = tonumber(e2e.sh(table.concat(args, " ")):match("(%d+)%s*$")) or 0
   local body, headers = e2e.read(out), e2e.read(hdr)
   os.remove(out)
