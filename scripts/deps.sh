@@ -8,6 +8,8 @@ lua-cqueues lua-http redis-server iproute2 curl python3 python3-paho-mqtt socat
 clang valgrind"
 # make package (CPack, dpkg-shlibdeps, lintian) and the console spec (tmux).
 PKGS="$PKGS dpkg-dev file lintian tmux"
+# The web console's browser specs: headless chromium, driven by puppeteer-core (npm, like the bench peers).
+PKGS="$PKGS chromium"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

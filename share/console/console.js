@@ -97,7 +97,7 @@
     clear(ov);
     [["version", s.version], ["master pid", s.pid], ["broker", s.broker], ["application", s.app],
       ["ready", s.ready ? "yes" : "no: " + s.ready_reason],
-      ["totals", num(s.totals.messages) + " messages, " + num(s.totals.errors) + " errors, " +
+      ["totals", num(s.totals.messages) + " messages, " + num(s.totals.errors) + (s.totals.errors === 1 ? " error, " : " errors, ") +
         num(s.totals.unmatched) + " unmatched, " + num(s.totals.dead_lettered) + " dead-lettered"],
       ["reloads", s.reloads.ok + " ok, " + s.reloads.failed + " failed" +
         (s.app_changed_on_disk ? " (app/ changed on disk since generation " + s.generation + ")" : "")]
