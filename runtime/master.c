@@ -184,6 +184,7 @@ static void tick(master *m)
         if (m->http) master_history_tick(m, now);
     }
     master_control_tick(m, now);
+    if (m->http) master_errors_collect(m);  /* before a burst goes round the slots' small rings */
     master_http_run(m);  /* connection timeouts */
     master_notify_tick(m, now);
 }

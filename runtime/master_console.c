@@ -78,6 +78,7 @@ static int parse_object(const char *body, size_t len, json_member *mem, int *cou
     for (;;) {
         if (*count == JSON_MEMBERS) return -1;
         json_member *m = &mem[(*count)++];
+        memset(m, 0, sizeof *m);
         if (!(p = json_string(ws(p, end), end, m->key, sizeof m->key))) return -1;
         p = ws(p, end);
         if (p >= end || *p++ != ':') return -1;
