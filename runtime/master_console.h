@@ -39,8 +39,9 @@ void master_console_reload_done(master *m, uint64_t seq, int ok, const char *msg
 /* master_history.c */
 /* Once a second: takes one sample of every route and slot. */
 void master_history_tick(master *m, int64_t now);
-/* /stats?window=seconds (1 .. MASTER_HISTORY_SECONDS); top: routes with series. */
-void master_history_json(master *m, int window, int top, strbuf *out);
+/* /stats?window=seconds (1 .. MASTER_HISTORY_SECONDS): the busiest `limit`
+ * routes, the first `top` of them with their series. */
+void master_history_json(master *m, int window, int top, int limit, strbuf *out);
 /* Frees the history (the master exits). */
 void master_history_free(void);
 

@@ -27,6 +27,7 @@ typedef struct route_hist {
     uint64_t prev_ok, prev_err, prev_b[NB];  /* totals at the last sample */
     uint64_t ok, err, b[NB];                 /* totals being summed now */
     sample *ring;                            /* H samples; NULL until it has traffic */
+    uint64_t win_messages, win_errors;       /* sums of the ring: the last H seconds */
 } route_hist;
 
 typedef struct slot_hist {
@@ -45,6 +46,7 @@ static struct {
     uint64_t ticks;      /* samples taken; the latest is at (ticks - 1) % H */
     int64_t last_ms;     /* wall clock of the latest sample */
     uint64_t last_messages;
+    int64_t tick_ns, tick_max_ns; /* what the latest sample cost the master, and the most since start */
     int scan_next;       /* the last scan found traffic: scan again even if the totals did not move */
 } hist;
 
@@ -149,9 +151,26 @@ static void scan_routes(master *m)
     }
 }
 
+/* The master's CPU time: what a sample costs it, whatever else runs. */
+static int64_t cpu_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (int64_t)ts.tv_sec * NS_PER_S + ts.tv_nsec;
+}
+
+/* Puts sample x at ring position at, keeping the window sums. */
+static void put_sample(route_hist *h, size_t at, sample x)
+{
+    h->win_messages += x.messages - (uint64_t)h->ring[at].messages;
+    h->win_errors += x.errors - (uint64_t)h->ring[at].errors;
+    h->ring[at] = x;
+}
+
 void master_history_tick(master *m, int64_t now)
 {
     (void)now;
+    int64_t t0 = cpu_ns();
     size_t at = hist.ticks % H;
     uint64_t total = 0;
     for (int i = 0; i < m->nslots && i < SHM_MAX_SLOTS; i++) {
@@ -174,13 +193,13 @@ void master_history_tick(master *m, int64_t now)
     if (scan) scan_routes(m);
     for (int r = 0; r < hist.nroutes; r++) {
         route_hist *h = &hist.routes[r];
-        if (!scan) { if (h->ring) h->ring[at] = (sample){ 0 }; continue; }
+        if (!scan) { if (h->ring) put_sample(h, at, (sample){ 0 }); continue; }
         uint64_t dok = h->ok - h->prev_ok, derr = h->err - h->prev_err, db[NB], dn = 0;
         for (int k = 0; k < NB; k++) { db[k] = h->b[k] - h->prev_b[k]; dn += db[k]; }
         if (dok + derr && !h->ring) h->ring = calloc(H, sizeof *h->ring);
         if (h->ring)
-            h->ring[at] = (sample){ .messages = (uint32_t)(dok + derr), .errors = (uint32_t)derr,
-                                    .p50_ms = quantile_ms(db, dn, 0.5), .p99_ms = quantile_ms(db, dn, 0.99) };
+            put_sample(h, at, (sample){ .messages = (uint32_t)(dok + derr), .errors = (uint32_t)derr,
+                                        .p50_ms = quantile_ms(db, dn, 0.5), .p99_ms = quantile_ms(db, dn, 0.99) });
         h->prev_ok = h->ok;
         h->prev_err = h->err;
         memcpy(h->prev_b, h->b, sizeof h->b);
@@ -190,6 +209,8 @@ void master_history_tick(master *m, int64_t now)
     clock_gettime(CLOCK_REALTIME, &ts);
     hist.last_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
     hist.ticks++;
+    hist.tick_ns = cpu_ns() - t0;
+    if (hist.tick_ns > hist.tick_max_ns) hist.tick_max_ns = hist.tick_ns;
 }
 
 /* Writes n numbers of a ring, oldest first (u32 or float). */
@@ -217,7 +238,6 @@ typedef struct route_sum {
     int r;
     uint64_t messages, errors;
     double p50_ms, p99_ms;   /* message-weighted mean of the seconds' p50; highest second's p99 */
-    double last_p50_ms, last_p99_ms;
 } route_sum;
 
 static int by_messages(const void *a, const void *b)
@@ -227,7 +247,7 @@ static int by_messages(const void *a, const void *b)
     return strcmp(hist.routes[x->r].pattern, hist.routes[y->r].pattern);
 }
 
-void master_history_json(master *m, int window, int top, strbuf *b)
+void master_history_json(master *m, int window, int top, int limit, strbuf *b)
 {
     int n = hist.ticks < (uint64_t)window ? (int)hist.ticks : window;
     sb_printf(b, "{\"window\":%d,\"seconds\":%d,\"interval\":1,\"time_ms\":%lld,\"total\":{\"messages\":", window, n,
@@ -253,28 +273,36 @@ void master_history_json(master *m, int window, int top, strbuf *b)
         first = 0;
     }
     sb_puts(b, "],\"routes\":[");
+    /* Sorting needs each route's messages in the window: the ring's sums
+     * when the window holds every sample kept, else a walk of the window. A
+     * route without traffic in the ring has none in any window. The
+     * quantiles are walked for the routes shown only. */
     route_sum *sums = hist.nroutes ? malloc((size_t)hist.nroutes * sizeof *sums) : NULL;
-    int ns = 0;
+    int ns = 0, whole = (uint64_t)n >= (hist.ticks < H ? hist.ticks : H);
     for (int r = 0; r < hist.nroutes && sums; r++) {
-        const sample *ring = hist.routes[r].ring;
-        if (!ring) continue;
-        route_sum s = { .r = r };
-        double w50 = 0;
-        for (int k = 0; k < n; k++) {
-            const sample *x = &ring[(hist.ticks - (uint64_t)n + (uint64_t)k) % H];
-            s.messages += x->messages;
-            s.errors += x->errors;
-            w50 += (double)x->p50_ms * x->messages;
-            if (x->p99_ms > s.p99_ms) s.p99_ms = x->p99_ms;
-            if (x->messages) { s.last_p50_ms = x->p50_ms; s.last_p99_ms = x->p99_ms; }
+        const route_hist *h = &hist.routes[r];
+        if (!h->ring || !h->win_messages) continue;
+        route_sum s = { .r = r, .messages = h->win_messages, .errors = h->win_errors };
+        if (!whole) {
+            s.messages = s.errors = 0;
+            for (int k = 0; k < n; k++) {
+                const sample *x = &h->ring[(hist.ticks - (uint64_t)n + (uint64_t)k) % H];
+                s.messages += x->messages;
+                s.errors += x->errors;
+            }
         }
-        if (!s.messages) continue;
-        s.p50_ms = w50 / (double)s.messages;
-        sums[ns++] = s;
+        if (s.messages) sums[ns++] = s;
     }
     if (ns) qsort(sums, (size_t)ns, sizeof *sums, by_messages);
-    for (int i = 0; i < ns; i++) {
+    for (int i = 0; i < ns && i < limit; i++) {
         const route_hist *h = &hist.routes[sums[i].r];
+        double w50 = 0;
+        for (int k = 0; k < n; k++) {
+            const sample *x = &h->ring[(hist.ticks - (uint64_t)n + (uint64_t)k) % H];
+            w50 += (double)x->p50_ms * x->messages;
+            if (x->p99_ms > sums[i].p99_ms) sums[i].p99_ms = x->p99_ms;
+        }
+        sums[i].p50_ms = w50 / (double)sums[i].messages;
         sb_puts(b, i ? ",{\"route\":" : "{\"route\":");
         sb_json_str(b, h->pattern);
         sb_printf(b, ",\"messages\":%llu,\"errors\":%llu,\"rate\":%.3g,\"error_rate\":%.3g,\"p50_ms\":%.3g,"
@@ -295,7 +323,8 @@ void master_history_json(master *m, int window, int top, strbuf *b)
         sb_puts(b, "}");
     }
     free(sums);
-    sb_printf(b, "],\"routes_active\":%d,\"routes_known\":%d}\n", ns, hist.nroutes);
+    sb_printf(b, "],\"routes_active\":%d,\"routes_known\":%d,\"sample_us\":%.1f,\"sample_max_us\":%.1f}\n", ns,
+              hist.nroutes, (double)hist.tick_ns / 1000, (double)hist.tick_max_ns / 1000);
 }
 
 void master_history_free(void)

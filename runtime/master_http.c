@@ -358,7 +358,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         long top = t ? strtol(t, &end, 10) : 20;
         if (t && (*end || end == t || top < 0 || top > 100000))
             return respond_error(c, MHD_HTTP_BAD_REQUEST, "routes: how many routes get their series, 0 to 100000");
-        master_history_json(m, (int)window, (int)top, &b);
+        const char *l = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "limit");
+        long limit = l ? strtol(l, &end, 10) : 100000;
+        if (l && (*end || end == l || limit < 0 || limit > 100000))
+            return respond_error(c, MHD_HTTP_BAD_REQUEST, "limit: how many routes, 0 to 100000");
+        master_history_json(m, (int)window, (int)top, (int)limit, &b);
         return respond(c, MHD_HTTP_OK, "application/json", &b);
     }
     if (!strcmp(url, "/errors")) {

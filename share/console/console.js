@@ -89,13 +89,14 @@
     $("o-gen").textContent = s.generation;
     $("o-up").textContent = duration(s.uptime_seconds);
     $("o-restarts").textContent = num(s.totals.restarts);
-    var ready = 0;
-    s.slots.forEach(function (w) { if (w.state === "ready") ready++; });
+    var ready = 0, connected = 0;
+    s.slots.forEach(function (w) { if (w.state === "ready") ready++; if (w.connected) connected++; });
     $("o-ready").textContent = ready + " / " + s.workers;
 
     var ov = $("overview");
     clear(ov);
-    [["version", s.version], ["master pid", s.pid], ["broker", s.broker], ["application", s.app],
+    [["version", s.version], ["master pid", s.pid],
+      ["broker", s.broker + " (" + connected + " of " + s.slots.length + " workers connected)"], ["application", s.app],
       ["ready", s.ready ? "yes" : "no: " + s.ready_reason],
       ["totals", num(s.totals.messages) + " messages, " + num(s.totals.errors) + (s.totals.errors === 1 ? " error, " : " errors, ") +
         num(s.totals.unmatched) + " unmatched, " + num(s.totals.dead_lettered) + " dead-lettered"],
@@ -203,7 +204,8 @@
       body.appendChild(tr);
     });
     $("routes-note").textContent = st.routes.length ? st.routes_active + " route" + (st.routes_active === 1 ? "" : "s") +
-      " with traffic of " + st.routes_known + " known; charts for the busiest " + Math.min(20, st.routes.length) +
+      " with traffic of " + st.routes_known + " known" + (st.routes_active > st.routes.length ? ", the busiest " +
+      st.routes.length + " shown" : "") + "; charts for the busiest " + Math.min(20, st.routes.length) +
       ". p50: mean of the seconds' medians; p99: the highest second." : "no traffic in the window";
   }
 
@@ -241,7 +243,7 @@
     if (running) return;
     running = true;
     every(1000, function () { api("/status").then(function (r) { renderStatus(r.body); }, function () {}); });
-    every(2000, function () { api("/stats?window=300&routes=20").then(function (r) { renderStats(r.body); }, function () {}); });
+    every(2000, function () { api("/stats?window=300&routes=20&limit=50").then(function (r) { renderStats(r.body); }, function () {}); });
     every(2000, function () { api("/errors").then(function (r) { renderErrors(r.body); }, function () {}); });
     every(5000, function () { api("/status?cluster=1").then(function (r) { renderGroup(r.body); }, function () {}); });
   }

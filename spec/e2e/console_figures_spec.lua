@@ -17,15 +17,20 @@ local function cpu(pid)
   return (tonumber(fields[12]) + tonumber(fields[13])) / 100  -- utime, stime (fields 14, 15 of stat)
 end
 
---- Median and 90th percentile of n GETs of path, in ms (curl's time_total).
-local function latency(port, path, n)
+--- Median and 90th percentile of n GETs of path, in ms (curl's time_total:
+-- on a busy machine mostly waiting for a CPU), the response's size, and the
+-- master's own CPU time per request in ms (its CPU over the run, less what
+-- it spends at `base` % without requests).
+local function latency(pid, base, port, path, n)
+  local c0, t0 = cpu(pid), e2e.now()
   local out = e2e.sh(string.format("for i in $(seq %d); do curl -s -o /dev/null "
     .. "-w '%%{time_total} %%{size_download}\\n' -H 'Authorization: Bearer %s' 'http://127.0.0.1:%d%s'; done",
     n, TOKEN, port, path))
   local t, size = {}, 0
   for s, b in out:gmatch("([%d.]+) (%d+)") do t[#t + 1] = tonumber(s) * 1000; size = tonumber(b) end
+  local spent = cpu(pid) - c0 - base / 100 * (e2e.now() - t0)
   table.sort(t)
-  return t[math.ceil(#t / 2)], t[math.ceil(#t * 0.9)], size
+  return t[math.ceil(#t / 2)], t[math.ceil(#t * 0.9)], size, math.max(spent, 0) * 1000 / n
 end
 
 describe("console figures", function()
@@ -68,16 +73,21 @@ while True:
     end, 120), "not every route had traffic")
     local figures = {}
     local function add(s) figures[#figures + 1] = s; print(s) end
-    for _, path in ipairs({ "/status", "/stats?window=300", "/stats?window=300&routes=0", "/metrics" }) do
-      local med, p90, size = latency(port, path, 100)
-      add(string.format("%s (%d workers, %d routes, under load): median %.2f ms, p90 %.2f ms, %d bytes", path,
-        WORKERS, ROUTES, med, p90, size))
-    end
-    -- The master's CPU: 30 s without a tab, then 30 s with one.
+    -- The master's CPU: 30 s without a tab (and without requests), then 30 s with one.
     local c0, t0 = cpu(r.pid), e2e.now()
     e2e.sleep(30)
     local idle = (cpu(r.pid) - c0) / (e2e.now() - t0) * 100
     add(string.format("master CPU under load, no console tab open: %.2f %%", idle))
+    local stats = e2e.sh(string.format("curl -s -H 'Authorization: Bearer %s' "
+      .. "'http://127.0.0.1:%d/stats?routes=0&limit=0'", TOKEN, port))
+    add(string.format("of which the history's one-second sample: %s us (at most %s us since start)",
+      stats:match('"sample_us":([%d.]+)'), stats:match('"sample_max_us":([%d.]+)')))
+    for _, path in ipairs({ "/status", "/stats?window=300", "/stats?window=300&routes=20&limit=50",
+      "/stats?window=300&routes=0", "/metrics" }) do
+      local med, p90, size, own = latency(r.pid, idle, port, path, 100)
+      add(string.format("%s (%d workers, %d routes, under load): median %.2f ms, p90 %.2f ms, %d bytes; "
+        .. "master CPU %.2f ms per request", path, WORKERS, ROUTES, med, p90, size, own))
+    end
     local out = os.tmpname()
     local tab = e2e.spawn(string.format("cd %s/spec/browser && env CONSOLE_URL=http://127.0.0.1:%d/ CONSOLE_TOKEN=%s "
       .. "CONSOLE_SECONDS=40 CONSOLE_PROFILE=%s node console_tab.mjs", e2e.root, port, TOKEN, e2e.tmpdir()), out)
