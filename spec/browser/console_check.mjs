@@ -6,7 +6,8 @@
 // Environment: CONSOLE_URL, CONSOLE_TOKEN, CONSOLE_WORKERS (slots expected),
 // CONSOLE_ROUTE (a route under load), CONSOLE_XSS (a topic that failed),
 // CONSOLE_PROFILE (chromium's profile directory), CONSOLE_SCREENSHOT (PNG
-// path), CHROMIUM (default /usr/bin/chromium).
+// path), CONSOLE_SCREENSHOT_PHONE (optional: the page at 390 px),
+// CHROMIUM (default /usr/bin/chromium).
 import puppeteer from "puppeteer-core";
 import process from "node:process";
 
@@ -97,6 +98,7 @@ async function run() {
     await new Promise((r) => setTimeout(r, 300));
     const wide = await page.evaluate(() => document.documentElement.scrollWidth);
     if (wide > 391) throw new Error("the page is " + wide + " px wide at 390");
+    if (process.env.CONSOLE_SCREENSHOT_PHONE) await page.screenshot({ path: process.env.CONSOLE_SCREENSHOT_PHONE });
     await page.setViewport({ width: 1280, height: 900 });
     ok("phone");
 

@@ -43,8 +43,9 @@ describe("the web console in chromium", function()
     local out = os.tmpname()
     local rc = tonumber(e2e.sh(string.format("cd %s/spec/browser && env CONSOLE_URL=http://127.0.0.1:%d/ "
       .. "CONSOLE_TOKEN=%s CONSOLE_WORKERS=2 CONSOLE_ROUTE='shared/{n}' CONSOLE_XSS=%s CONSOLE_PROFILE=%s "
-      .. "CONSOLE_SCREENSHOT=%s/docs/console.png timeout 180 node console_check.mjs > %s 2>&1; echo $?", e2e.root,
-      port, TOKEN, e2e.quote(XSS), profile, e2e.root, out)):match("(%d+)%s*$"))
+      .. "CONSOLE_SCREENSHOT=%s/docs/console.png CONSOLE_SCREENSHOT_PHONE=%s timeout 180 node console_check.mjs > %s "
+      .. "2>&1; echo $?", e2e.root, port, TOKEN, e2e.quote(XSS), profile, e2e.root, r.dir .. "/phone.png", out))
+      :match("(%d+)%s*$"))
     local report = e2e.read(out)
     os.remove(out)
     print(report)
