@@ -164,6 +164,10 @@ typedef struct shm_slot {
     _Atomic uint32_t nroute_stats;      /* entries of route_stats in use; only grows (release store) */
     shm_route_stats route_stats[SHM_ROUTE_TABLE];
     shm_errors recent_errors;           /* the latest handler errors (shm_errors.c) */
+    /* Bit e set: route_stats[e] counted a message since the master last
+     * looked (master_history.c reads only those). Set by the worker after
+     * the counters; taken and cleared by the master. */
+    _Atomic uint64_t route_dirty[(SHM_ROUTE_TABLE + 63) / 64];
     shm_keep keep;                      /* last: its pages are touched only as used */
 } shm_slot;
 

@@ -229,6 +229,7 @@ static void account(worker *w, int rid, int stat, int64_t took, int rc, const ch
     atomic_fetch_add_explicit(&w->shm->messages, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&w->shm->busy_ns, (uint64_t)took, memory_order_relaxed);
     if (stat >= 0) route_stats_observe(&w->shm->route_stats[stat], took, rc == 0);
+    if (stat >= 0) route_stats_touch(w->shm, stat);
     if (rc) {
         atomic_fetch_add_explicit(&w->shm->errors, 1, memory_order_relaxed);
         char t[LOG_TOPIC_BUF];
