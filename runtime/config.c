@@ -288,6 +288,81 @@ static int load_trust(config *c, char *err, size_t errlen)
     return 0;
 }
 
+/* A token goes in an HTTP header: printable ASCII without spaces, and long
+ * enough not to be guessed. */
+static int check_token(const char *name, const char *t, char *err, size_t errlen)
+{
+    size_t n = strlen(t);
+    for (size_t i = 0; i < n; i++)
+        if (t[i] <= ' ' || t[i] > '~') {
+            snprintf(err, errlen, "%s: the token must be printable ASCII without spaces (character %zu is not)",
+                     name, i + 1);
+            return -1;
+        }
+    if (n < 16) {
+        snprintf(err, errlen, "%s: the token has %zu characters; use at least 16 (e.g. openssl rand -hex 32)",
+                 name, n);
+        return -1;
+    }
+    return 0;
+}
+
+/* ROUTEMQ_HTTP_TOKEN(_FILE), ROUTEMQ_HTTP_METRICS, ROUTEMQ_HTTP_TLS_CERT/_KEY.
+ * The token's value is never put in an error message. */
+static int load_http_auth(config *c, char *err, size_t errlen)
+{
+    const char *tok = cfg_get("ROUTEMQ_HTTP_TOKEN"), *file = cfg_get("ROUTEMQ_HTTP_TOKEN_FILE");
+    if (tok && !*tok) tok = NULL;
+    if (file && !*file) file = NULL;
+    if (tok && file) {
+        snprintf(err, errlen, "ROUTEMQ_HTTP_TOKEN_FILE: set together with ROUTEMQ_HTTP_TOKEN; set only one");
+        return -1;
+    }
+    if (tok) {
+        if (check_token("ROUTEMQ_HTTP_TOKEN", tok, err, errlen)) return -1;
+        c->http_token = strdup(tok);
+    } else if (file) {
+        FILE *f = fopen(file, "r");
+        if (!f) {
+            snprintf(err, errlen, "ROUTEMQ_HTTP_TOKEN_FILE: %s: %s", file, strerror(errno));
+            return -1;
+        }
+        char buf[1024];
+        size_t n = fread(buf, 1, sizeof buf - 1, f);
+        int big = n == sizeof buf - 1 && fgetc(f) != EOF;
+        fclose(f);
+        buf[n] = 0;
+        while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r')) buf[--n] = 0;  /* echo > file */
+        int bad = big || check_token("ROUTEMQ_HTTP_TOKEN_FILE", buf, err, errlen);
+        if (big) snprintf(err, errlen, "ROUTEMQ_HTTP_TOKEN_FILE: %s: more than 1023 bytes; it must hold the token only", file);
+        if (!bad) c->http_token = strdup(buf);
+        explicit_bzero(buf, sizeof buf);
+        if (bad) return -1;
+    }
+    const char *v = cfg_get("ROUTEMQ_HTTP_METRICS");
+    if (!v || !*v || !strcmp(v, "token")) c->http_metrics_open = 0;
+    else if (!strcmp(v, "open")) c->http_metrics_open = 1;
+    else {
+        snprintf(err, errlen, "ROUTEMQ_HTTP_METRICS: '%s' is not token or open", v);
+        return -1;
+    }
+    c->http_tls_cert = dup_or("ROUTEMQ_HTTP_TLS_CERT", NULL);
+    c->http_tls_key = dup_or("ROUTEMQ_HTTP_TLS_KEY", NULL);
+    if (!c->http_tls_cert != !c->http_tls_key) {
+        snprintf(err, errlen, "%s: required together with %s",
+                 c->http_tls_cert ? "ROUTEMQ_HTTP_TLS_KEY" : "ROUTEMQ_HTTP_TLS_CERT",
+                 c->http_tls_cert ? "ROUTEMQ_HTTP_TLS_CERT" : "ROUTEMQ_HTTP_TLS_KEY");
+        return -1;
+    }
+    const char *files[2][2] = { { "ROUTEMQ_HTTP_TLS_CERT", c->http_tls_cert }, { "ROUTEMQ_HTTP_TLS_KEY", c->http_tls_key } };
+    for (int i = 0; i < 2; i++)
+        if (files[i][1] && access(files[i][1], R_OK)) {
+            snprintf(err, errlen, "%s: %s: %s", files[i][0], files[i][1], strerror(errno));
+            return -1;
+        }
+    return 0;
+}
+
 static int load_values(config *c, char *err, size_t errlen)
 {
     long l;
@@ -367,6 +442,7 @@ static int load_values(config *c, char *err, size_t errlen)
         snprintf(err, errlen, "ROUTEMQ_HTTP: '%s' is not host:port", c->http);
         return -1;
     }
+    if (load_http_auth(c, err, errlen)) return -1;
     c->instance = dup_or("ROUTEMQ_INSTANCE", NULL);
     if (!c->instance) {
         char host[256] = "localhost";
@@ -488,16 +564,18 @@ void config_free(config *c)
     if (c->password) explicit_bzero(c->password, strlen(c->password));
     if (c->cluster_key) explicit_bzero(c->cluster_key, strlen(c->cluster_key));
     if (c->cluster_key_previous) explicit_bzero(c->cluster_key_previous, strlen(c->cluster_key_previous));
+    if (c->http_token) explicit_bzero(c->http_token, strlen(c->http_token));
     char **strs[] = { &c->app_dir, &c->broker, &c->username, &c->password, &c->client_id,
                       &c->group_name, &c->tls_ca_certs, &c->tls_certfile, &c->tls_keyfile,
                       &c->http, &c->instance, &c->run_dir, &c->dlq_topic, &c->cluster_key,
-                      &c->cluster_key_previous };
+                      &c->cluster_key_previous, &c->http_token, &c->http_tls_cert, &c->http_tls_key };
     for (size_t i = 0; i < sizeof strs / sizeof *strs; i++) { free(*strs[i]); *strs[i] = NULL; }
 }
 
 void config_scrub_environ(char **envp)
 {
-    static const char *const secrets[] = { "MQTT_PASSWORD=", "ROUTEMQ_CLUSTER_KEY=", "ROUTEMQ_CLUSTER_KEY_PREVIOUS=" };
+    static const char *const secrets[] = { "MQTT_PASSWORD=", "ROUTEMQ_CLUSTER_KEY=", "ROUTEMQ_CLUSTER_KEY_PREVIOUS=",
+                                           "ROUTEMQ_HTTP_TOKEN=" };
     for (char **e = envp; e && *e; e++)
         for (size_t i = 0; i < sizeof secrets / sizeof *secrets; i++) {
             size_t n = strlen(secrets[i]);
@@ -506,4 +584,5 @@ void config_scrub_environ(char **envp)
     unsetenv("MQTT_PASSWORD");
     unsetenv("ROUTEMQ_CLUSTER_KEY");
     unsetenv("ROUTEMQ_CLUSTER_KEY_PREVIOUS");
+    unsetenv("ROUTEMQ_HTTP_TOKEN");
 }

@@ -37,6 +37,9 @@ typedef struct config {
     int concurrency;        /* WORKER_CONCURRENCY: messages in progress per worker */
 
     char *http;             /* host:port or NULL */
+    char *http_token;       /* ROUTEMQ_HTTP_TOKEN(_FILE): Bearer token of the admin endpoint; never logged */
+    int http_metrics_open;  /* ROUTEMQ_HTTP_METRICS=open: /metrics without the token */
+    char *http_tls_cert, *http_tls_key; /* ROUTEMQ_HTTP_TLS_CERT / _KEY: PEM files; NULL: plain HTTP */
     char *instance;         /* host part of client ids */
     char *run_dir;
     int poison_attempts;
@@ -63,9 +66,9 @@ void config_free(config *c);
 int config_read_dotenv(const char *path, char ***out, char *err, size_t errlen);
 /* The same from an open stream; path only names it in errors. */
 int config_parse_dotenv(FILE *f, const char *path, char ***out, char *err, size_t errlen);
-/* Overwrites MQTT_PASSWORD=... and the cluster keys in the process's original
- * environment block so /proc/<pid>/environ (and `ps e`) of the master and its
- * forked workers does not show them. */
+/* Overwrites MQTT_PASSWORD=..., ROUTEMQ_HTTP_TOKEN=... and the cluster keys in
+ * the process's original environment block so /proc/<pid>/environ (and `ps e`)
+ * of the master and its forked workers does not show them. */
 void config_scrub_environ(char **envp);
 
 #endif

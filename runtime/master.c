@@ -5,6 +5,7 @@
  * and nothing happens inside a signal handler; the master has no thread, so
  * forking a worker never copies another thread's half-done state. */
 #include "master.h"
+#include "master_console.h"
 #include "master_presence.h"
 #include "devwatch.h"
 #include "rundir.h"
@@ -185,8 +186,10 @@ static void tick(master *m)
     if (now >= m->next_second_ns) {
         m->next_second_ns = now + NS_PER_S;
         if (!m->stopping) master_scale_tick(m, now);
+        if (m->http) master_history_tick(m, now);
     }
     master_control_tick(m, now);
+    if (m->http) master_errors_collect(m);  /* before a burst goes round the slots' small rings */
     master_http_run(m);  /* connection timeouts */
     master_notify_tick(m, now);
 }
@@ -316,6 +319,7 @@ static void teardown(master *m)
     /* Workers are gone: a waiting `routemq stop` may return now. */
     master_control_close(m);
     master_http_stop(m);
+    master_history_free();
     master_presence_stop(m);
     devwatch_close(m->watch);
     m->watch = NULL;

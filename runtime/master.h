@@ -101,6 +101,9 @@ typedef struct master_slot {
     uint64_t busy_prev;          /* busy time at the last auto-scale sample */
     int busy_valid;              /* busy_prev is a baseline of this process */
     uint64_t restarts;
+    char last_restart[96];       /* why its worker was last restarted (master_reason_text); "" none */
+    restart_reason last_restart_reason;
+    int64_t last_restart_ns;     /* when */
 } master_slot;
 
 typedef enum reload_phase {

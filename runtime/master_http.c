@@ -1,5 +1,6 @@
 /* The admin HTTP endpoint (ROUTEMQ_HTTP=host:port): /health, /ready,
- * /status, /metrics. libmicrohttpd runs in external-polling epoll mode: its
+ * /status, /metrics, /stats, /errors, the console (GET /) and the actions
+ * (POST /reload, /scale); who may do what is master_auth.c. libmicrohttpd runs in external-polling epoll mode: its
  * epoll fd sits in the master's epoll and MHD_run is called from the
  * master's loop, so the master stays single-threaded (it forks workers, and
  * a fork with a second thread running could copy a held lock). Requests are
@@ -7,6 +8,8 @@
  * microseconds, so serving it never delays supervision noticeably. */
 #include "master.h"
 #include "master_presence.h"
+#include "master_auth.h"
+#include "master_console.h"
 #include "log.h"
 
 #include <dlfcn.h>
@@ -19,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -167,6 +171,17 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **ctx, enum 
     if (waiting > HTTP_MAX_CONNS - HTTP_SPARE_CONNS) close_oldest(e, now);
 }
 
+/* Headers of every answer: nothing cached, nothing sniffed, never framed.
+ * No Access-Control-* header ever: another site's page cannot read answers. */
+static void common_headers(struct MHD_Response *r, const char *type)
+{
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
+    MHD_add_response_header(r, "X-Frame-Options", "DENY");
+    MHD_add_response_header(r, "Referrer-Policy", "no-referrer");
+}
+
 static enum MHD_Result respond(struct MHD_Connection *c, unsigned status, const char *type, strbuf *body)
 {
     if (body->oom) {
@@ -179,11 +194,120 @@ static enum MHD_Result respond(struct MHD_Connection *c, unsigned status, const 
     /* MUST_FREE: libmicrohttpd free()s the buffer once it is sent. */
     struct MHD_Response *r = MHD_create_response_from_buffer(len, p, p ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
     if (!r) { free(p); return MHD_NO; }
-    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
-    MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    common_headers(r, type);
+    if (status == MHD_HTTP_UNAUTHORIZED) MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"routemq\"");
     enum MHD_Result rc = MHD_queue_response(c, status, r);
     MHD_destroy_response(r);
     return rc;
+}
+
+/* {"error":"msg"} with status. */
+static enum MHD_Result respond_error(struct MHD_Connection *c, unsigned status, const char *msg)
+{
+    strbuf b;
+    sb_init(&b);
+    sb_puts(&b, "{\"error\":");
+    sb_json_str(&b, msg);
+    sb_puts(&b, "}\n");
+    return respond(c, status, "application/json", &b);
+}
+
+/* A file of the console, embedded in the binary (master_console.c). */
+static enum MHD_Result respond_static(struct MHD_Connection *c, const console_file *f)
+{
+    struct MHD_Response *r = MHD_create_response_from_buffer(f->len, (void *)f->data, MHD_RESPMEM_PERSISTENT);
+    if (!r) return MHD_NO;
+    common_headers(r, f->type);
+    /* Its own files only: no inline script, no other origin, no framing. */
+    MHD_add_response_header(r, "Content-Security-Policy", "default-src 'none'; script-src 'self'; style-src 'self'; "
+                            "img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; "
+                            "frame-ancestors 'none'");
+    enum MHD_Result rc = MHD_queue_response(c, MHD_HTTP_OK, r);
+    MHD_destroy_response(r);
+    return rc;
+}
+
+/* The body of an action being received (con_cls of a POST). */
+#define HTTP_BODY_MAX 4096
+typedef struct http_post {
+    strbuf body;
+    int too_big;
+} http_post;
+
+static struct {
+    http_auth auth;
+} http_access;
+
+static void peer_name(struct MHD_Connection *c, char *out, size_t n)
+{
+    snprintf(out, n, "?");
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    if (!ci || !ci->client_addr) return;
+    socklen_t len = ci->client_addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    char host[INET6_ADDRSTRLEN];
+    if (!getnameinfo(ci->client_addr, len, host, sizeof host, NULL, 0, NI_NUMERICHOST)) snprintf(out, n, "%s", host);
+}
+
+/* Applies master_auth's rules; MHD_YES/NO when it answered (refused), -1 when allowed. */
+static int refuse(struct MHD_Connection *c, const char *url, const char *method, int post)
+{
+    int missing;
+    const char *authz = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+    const char *host = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST);
+    http_verdict v = http_auth_check(&http_access.auth, url, post, authz, host, &missing);
+    if (v == HTTP_ALLOW) return -1;
+    char peer[INET6_ADDRSTRLEN + 2];
+    peer_name(c, peer, sizeof peer);
+    if (v == HTTP_UNAUTHORIZED) {
+        http_auth_log_refusal(method, url, peer, missing ? "no token" : "wrong token", shm_now_ns());
+        return respond_error(c, MHD_HTTP_UNAUTHORIZED, "unauthorized: this endpoint needs Authorization: Bearer <ROUTEMQ_HTTP_TOKEN>");
+    }
+    http_auth_log_refusal(method, url, peer, v == HTTP_FORBIDDEN_HOST ? "action with a Host name, not an address"
+                          : "action without ROUTEMQ_HTTP_TOKEN on a non-loopback address", shm_now_ns());
+    if (v == HTTP_FORBIDDEN_HOST)
+        return respond_error(c, MHD_HTTP_FORBIDDEN, "forbidden: without ROUTEMQ_HTTP_TOKEN, actions need a Host of "
+                             "127.0.0.1, [::1] or localhost");
+    return respond_error(c, MHD_HTTP_FORBIDDEN, "forbidden: actions need ROUTEMQ_HTTP_TOKEN when the admin endpoint "
+                         "is not bound to a loopback address");
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode code)
+{
+    http_post *p = *con_cls;
+    if (p) { sb_free(&p->body); free(p); }
+    *con_cls = NULL;
+}
+
+/* An action: POST with a JSON body (a form of another site cannot send one
+ * without the browser asking us first, and we never say yes). */
+static enum MHD_Result on_post(master *m, struct MHD_Connection *c, const char *url, const char *upload,
+                               size_t *upload_size, void **con_cls)
+{
+    http_post *p = *con_cls;
+    if (!p) {
+        int r = refuse(c, url, "POST", 1);
+        if (r >= 0) return (enum MHD_Result)r;
+        const char *type = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+        if (!type || strncasecmp(type, "application/json", 16))
+            return respond_error(c, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE, "actions take a JSON body: send "
+                                 "Content-Type: application/json");
+        p = calloc(1, sizeof *p);
+        if (!p) return MHD_NO;
+        sb_init(&p->body);
+        *con_cls = p;
+        return MHD_YES;
+    }
+    if (*upload_size) {
+        if (p->body.len + *upload_size > HTTP_BODY_MAX) p->too_big = 1;
+        else sb_put(&p->body, upload, *upload_size);
+        *upload_size = 0;
+        return MHD_YES;
+    }
+    if (p->too_big) return respond_error(c, MHD_HTTP_CONTENT_TOO_LARGE, "the JSON body is over 4096 bytes");
+    strbuf b;
+    sb_init(&b);
+    unsigned status = master_console_action(m, url, p->body.p ? p->body.p : "", p->body.len, &b);
+    return respond(c, status, "application/json", &b);
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
@@ -194,10 +318,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     sb_init(&b);
     http_conn *e = conn_of_fd(conn_fd(c));
     if (e && e->since_ns != INT64_MAX) e->since_ns = shm_now_ns();
+    if (!strcmp(method, "POST")) return on_post(m, c, url, upload, upload_size, con_cls);
     if (strcmp(method, "GET") && strcmp(method, "HEAD")) {
-        sb_puts(&b, "method not allowed: use GET\n");
+        sb_puts(&b, "method not allowed: use GET (or POST for an action)\n");
         return respond(c, MHD_HTTP_METHOD_NOT_ALLOWED, "text/plain; charset=utf-8", &b);
     }
+    int r = refuse(c, url, method, 0);
+    if (r >= 0) return (enum MHD_Result)r;
     if (!strcmp(url, "/health")) {
         sb_puts(&b, "ok\n");
         return respond(c, MHD_HTTP_OK, "text/plain; charset=utf-8", &b);
@@ -218,7 +345,33 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         master_metrics(m, &b);
         return respond(c, MHD_HTTP_OK, "text/plain; version=0.0.4; charset=utf-8", &b);
     }
-    sb_puts(&b, "not found; try /health, /ready, /status or /metrics\n");
+    if (!strcmp(url, "/stats")) {
+        const char *w = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "window");
+        char *end = NULL;
+        long window = w ? strtol(w, &end, 10) : 300;
+        if (w && (*end || end == w || window < 1 || window > MASTER_HISTORY_SECONDS)) {
+            char msg[96];
+            snprintf(msg, sizeof msg, "window: a whole number of seconds from 1 to %d", MASTER_HISTORY_SECONDS);
+            return respond_error(c, MHD_HTTP_BAD_REQUEST, msg);
+        }
+        const char *t = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "routes");
+        long top = t ? strtol(t, &end, 10) : 20;
+        if (t && (*end || end == t || top < 0 || top > 100000))
+            return respond_error(c, MHD_HTTP_BAD_REQUEST, "routes: how many routes get their series, 0 to 100000");
+        const char *l = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "limit");
+        long limit = l ? strtol(l, &end, 10) : 100000;
+        if (l && (*end || end == l || limit < 0 || limit > 100000))
+            return respond_error(c, MHD_HTTP_BAD_REQUEST, "limit: how many routes, 0 to 100000");
+        master_history_json(m, (int)window, (int)top, (int)limit, &b);
+        return respond(c, MHD_HTTP_OK, "application/json", &b);
+    }
+    if (!strcmp(url, "/errors")) {
+        master_errors_json(m, &b);
+        return respond(c, MHD_HTTP_OK, "application/json", &b);
+    }
+    const console_file *f = master_console_file(url);
+    if (f) return respond_static(c, f);
+    sb_puts(&b, "not found; try /, /health, /ready, /status, /stats, /errors or /metrics\n");
     return respond(c, MHD_HTTP_NOT_FOUND, "text/plain; charset=utf-8", &b);
 }
 
@@ -269,6 +422,41 @@ static int listen_on(const struct addrinfo *ai, char *err, size_t errlen)
     return -1;
 }
 
+/* A PEM file's contents (NUL-terminated), or NULL after logging why. */
+static char *read_pem(const char *var, const char *path)
+{
+    FILE *f = fopen(path, "r");
+    char *buf = NULL;
+    size_t len = 0;
+    if (f) {
+        FILE *mem = open_memstream(&buf, &len);
+        char chunk[4096];
+        size_t n;
+        while (mem && (n = fread(chunk, 1, sizeof chunk, f)) > 0) fwrite(chunk, 1, n, mem);
+        if (mem) fclose(mem);
+        fclose(f);
+    }
+    if (!buf || !strstr(buf, "-----BEGIN ")) {
+        log_error("%s: %s: %s", var, path, !f ? strerror(errno) : "not a PEM file");
+        if (buf) explicit_bzero(buf, len);
+        free(buf);
+        return NULL;
+    }
+    return buf;
+}
+
+static int is_loopback(const struct sockaddr *a)
+{
+    if (a->sa_family == AF_INET)
+        return (ntohl(((const struct sockaddr_in *)a)->sin_addr.s_addr) >> 24) == 127;
+    if (a->sa_family == AF_INET6) {
+        const struct in6_addr *v6 = &((const struct sockaddr_in6 *)a)->sin6_addr;
+        if (IN6_IS_ADDR_V4MAPPED(v6)) return v6->s6_addr[12] == 127;
+        return IN6_IS_ADDR_LOOPBACK(v6);
+    }
+    return 0;
+}
+
 int master_http_start(master *m)
 {
     const char *spec = m->cfg->http;
@@ -282,6 +470,7 @@ int master_http_start(master *m)
     }
     int fd = listen_on(ai, err, sizeof err);
     int v6 = ai->ai_family == AF_INET6;
+    int loopback = is_loopback(ai->ai_addr);
     char host[INET6_ADDRSTRLEN] = "?", serv[16] = "?";
     getnameinfo(ai->ai_addr, ai->ai_addrlen, host, sizeof host, serv, sizeof serv, NI_NUMERICHOST | NI_NUMERICSERV);
     freeaddrinfo(ai);
@@ -289,26 +478,54 @@ int master_http_start(master *m)
         log_error("ROUTEMQ_HTTP: cannot listen on %s: %s", spec, err);
         return -1;
     }
+    char *cert = NULL, *key = NULL;
+    int tls = m->cfg->http_tls_cert != NULL;
+    if (tls && (!(cert = read_pem("ROUTEMQ_HTTP_TLS_CERT", m->cfg->http_tls_cert)) ||
+                !(key = read_pem("ROUTEMQ_HTTP_TLS_KEY", m->cfg->http_tls_key)))) {
+        free(cert);
+        close(fd);
+        return -1;
+    }
+    http_access.auth = (http_auth){ .token = m->cfg->http_token, .metrics_open = m->cfg->http_metrics_open,
+                                    .loopback = loopback };
     for (int i = 0; i < HTTP_MAX_CONNS; i++) http_conns.conn[i].fd = -1;
     http_conns.open = 0;
     /* From here libmicrohttpd owns fd and closes it in MHD_stop_daemon. */
-    m->http = MHD_start_daemon(MHD_USE_EPOLL | MHD_USE_ERROR_LOG | (v6 ? MHD_USE_IPv6 : 0), 0, NULL, NULL,
-                               on_request, m, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
-                               MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_CONNECTION_LIMIT, (unsigned)HTTP_MAX_CONNS,
-                               MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP_CONN_TIMEOUT_S,
-                               MHD_OPTION_NOTIFY_CONNECTION, on_connection, NULL, MHD_OPTION_END);
+    unsigned flags = MHD_USE_EPOLL | MHD_USE_ERROR_LOG | (v6 ? MHD_USE_IPv6 : 0) | (tls ? MHD_USE_TLS : 0);
+    if (tls)
+        m->http = MHD_start_daemon(flags, 0, NULL, NULL, on_request, m, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+                                   MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_CONNECTION_LIMIT, (unsigned)HTTP_MAX_CONNS,
+                                   MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP_CONN_TIMEOUT_S,
+                                   MHD_OPTION_NOTIFY_CONNECTION, on_connection, NULL,
+                                   MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
+                                   MHD_OPTION_HTTPS_MEM_CERT, cert, MHD_OPTION_HTTPS_MEM_KEY, key, MHD_OPTION_END);
+    else
+        m->http = MHD_start_daemon(flags, 0, NULL, NULL, on_request, m, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+                                   MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_CONNECTION_LIMIT, (unsigned)HTTP_MAX_CONNS,
+                                   MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP_CONN_TIMEOUT_S,
+                                   MHD_OPTION_NOTIFY_CONNECTION, on_connection, NULL,
+                                   MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL, MHD_OPTION_END);
+    /* libmicrohttpd keeps its own copies of the PEM text. */
+    if (key) explicit_bzero(key, strlen(key));
+    free(cert);
+    free(key);
     const union MHD_DaemonInfo *info = m->http ? MHD_get_daemon_info(m->http, MHD_DAEMON_INFO_EPOLL_FD) : NULL;
     struct epoll_event ev = { .events = EPOLLIN, .data.u64 = MEV(MEV_HTTP, 0) };
     if (!info || epoll_ctl(m->epfd, EPOLL_CTL_ADD, info->epoll_fd, &ev)) {
-        log_error("ROUTEMQ_HTTP: cannot start the admin endpoint on %s", spec);
+        log_error("ROUTEMQ_HTTP: cannot start the admin endpoint on %s%s", spec,
+                  tls ? " (with TLS: are ROUTEMQ_HTTP_TLS_CERT and _KEY a matching certificate and key?)" : "");
         if (m->http) MHD_stop_daemon(m->http);
         else close(fd);
         m->http = NULL;
         return -1;
     }
     m->http_epfd = info->epoll_fd;
-    log_info("admin HTTP on http://%s%s%s:%s/ (/health /ready /status /metrics)", v6 ? "[" : "", host,
-             v6 ? "]" : "", serv);
+    log_info("admin HTTP on %s://%s%s%s:%s/ (console; /health /ready /status /stats /errors /metrics)%s",
+             tls ? "https" : "http", v6 ? "[" : "", host, v6 ? "]" : "", serv,
+             m->cfg->http_token ? "; token required" : "");
+    if (!loopback && !m->cfg->http_token)
+        log_warn("ROUTEMQ_HTTP: %s is not a loopback address and ROUTEMQ_HTTP_TOKEN is not set: anyone who reaches "
+                 "it reads the status, routes and errors (actions are refused); set ROUTEMQ_HTTP_TOKEN", spec);
     return 0;
 }
 

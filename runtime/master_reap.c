@@ -118,6 +118,9 @@ static void restart(master *m, int i, int status, kill_cause kill, stop_cause st
     int64_t delay = master_restart_delay(&s->quick_deaths, r, lived, m->restart_max_delay_ns);
     s->restarts++;
     m->restarts_by_reason[r]++;
+    snprintf(s->last_restart, sizeof s->last_restart, "%s", why);
+    s->last_restart_reason = r;
+    s->last_restart_ns = shm_now_ns();
     int planned = r == RESTART_RECYCLE || r == RESTART_RECYCLE_MEMORY;
     if (delay == 0) {
         if (planned) log_info("worker %d (pid %d) exited: %s; restarting", i, (int)pid, why);

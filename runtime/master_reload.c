@@ -4,6 +4,7 @@
  * until it is ready), so shared routes keep being served throughout. The
  * replacement is a small state machine stepped from the event loop. */
 #include "master.h"
+#include "master_console.h"
 #include "master_policy.h"
 #include "rundir.h"
 #include "log.h"
@@ -62,6 +63,7 @@ static void report(master *m, uint64_t seq, int ok, const char *msg)
 {
     master_notify_reloaded(m, ok ? "reloaded" : "reload failed; running the previous application");
     master_control_reload_done(m, seq, ok, msg);
+    master_console_reload_done(m, seq, ok, msg);
 }
 
 void master_reload_abort(master *m)

@@ -23,6 +23,9 @@ typedef struct slot_view {
     uint64_t outgoing_bytes, publishes_dropped;
     uint32_t refused;            /* subscriptions the broker refused; the first: */
     const char *refused_route, *refused_sub, *refused_reason;
+    const char *last_restart;    /* NULL: never restarted */
+    const char *last_restart_reason;
+    double last_restart_ago_s;
 } slot_view;
 
 typedef struct totals {
@@ -72,6 +75,11 @@ static void view_slot(const master *m, int i, int64_t now, slot_view *v)
     v->dead_lettered = atomic_load(&sh->dead_lettered);
     v->publishes_dropped = atomic_load(&sh->publishes_dropped);
     v->kept = atomic_load(&sh->kept);
+    if (s->last_restart_ns) {
+        v->last_restart = s->last_restart;
+        v->last_restart_reason = master_restart_reason_name(s->last_restart_reason);
+        v->last_restart_ago_s = (double)(now - s->last_restart_ns) / NS_PER_S;
+    }
     if (s->pid <= 0) {
         v->state = m->stopping ? "stopped" : s->restart_at_ns ? "restarting" : "down";
         return;
@@ -169,6 +177,13 @@ static void json_slot(strbuf *b, const slot_view *v)
               v->slot, v->pid, v->generation, v->state, v->connected ? "true" : "false", v->uptime_s,
               (unsigned long long)v->messages, (unsigned long long)v->errors, (unsigned long long)v->unmatched,
               (unsigned long long)v->dead_lettered, (unsigned long long)v->restarts, (unsigned long long)v->rss_kb);
+    if (v->last_restart) {
+        sb_printf(b, "\"last_restart\":{\"reason\":\"%s\",\"text\":", v->last_restart_reason);
+        sb_json_str(b, v->last_restart);
+        sb_printf(b, ",\"seconds_ago\":%.3f},", v->last_restart_ago_s);
+    } else {
+        sb_puts(b, "\"last_restart\":null,");
+    }
     sb_printf(b, "\"in_progress\":%u,\"kept\":%u,\"outgoing\":%u,\"outgoing_bytes\":%llu,\"publishes_dropped\":%llu,",
               v->in_progress, v->kept, v->outgoing, (unsigned long long)v->outgoing_bytes,
               (unsigned long long)v->publishes_dropped);
@@ -207,6 +222,8 @@ void master_status_json(const master *m, strbuf *b)
     char broker[600];
     snprintf(broker, sizeof broker, "%s:%d", m->cfg->broker, m->cfg->port);
     sb_json_str(b, broker);
+    sb_puts(b, ",\"instance\":");
+    sb_json_str(b, m->cfg->instance);
     sb_printf(b, ",\"uptime_seconds\":%.3f,\"generation\":%u,\"workers\":%d,", (double)(now - m->started_ns) / NS_PER_S,
               m->app ? m->app->generation : 0, m->P);
     sb_printf(b, "\"totals\":{\"messages\":%llu,\"errors\":%llu,\"unmatched\":%llu,\"dead_lettered\":%llu,"

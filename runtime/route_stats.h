@@ -32,4 +32,12 @@ static inline void route_stats_observe(shm_route_stats *e, int64_t ns, int ok)
     atomic_fetch_add_explicit(&e->duration_sum_ns, (uint64_t)(ns > 0 ? ns : 0), memory_order_relaxed);
 }
 
+/* Marks entry e as changed for the master's one-second history, after
+ * route_stats_observe: the release orders the counters before the bit
+ * (the master takes the word with acquire, then reads the counters). */
+static inline void route_stats_touch(shm_slot *sh, int e)
+{
+    atomic_fetch_or_explicit(&sh->route_dirty[e >> 6], 1ull << (e & 63), memory_order_release);
+}
+
 #endif

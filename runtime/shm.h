@@ -110,6 +110,27 @@ typedef struct shm_timer_stats {
     _Atomic uint64_t ok, errors, skipped;
 } shm_timer_stats;
 
+#define SHM_ERRORS 8                  /* latest handler errors per slot, for the master's /errors */
+#define SHM_ERROR_ROUTE 128
+#define SHM_ERROR_TOPIC 192
+#define SHM_ERROR_MESSAGE 384
+#define SHM_ERROR_TRACE 1024
+
+/* One handler error, written by the slot's worker under a sequence lock
+ * (odd seq: being written) and copied by the master (shm_errors.c). */
+typedef struct shm_error {
+    _Atomic uint32_t seq;
+    int32_t pid;
+    int64_t time_ms;                    /* wall clock, ms since the epoch */
+    char route[SHM_ERROR_ROUTE], topic[SHM_ERROR_TOPIC];
+    char message[SHM_ERROR_MESSAGE], traceback[SHM_ERROR_TRACE];
+} shm_error;
+
+typedef struct shm_errors {
+    _Atomic uint64_t count;             /* errors recorded; entry (count - 1) % SHM_ERRORS is the latest */
+    shm_error e[SHM_ERRORS];
+} shm_errors;
+
 typedef struct shm_slot {
     _Atomic int32_t pid;
     _Atomic int32_t state;              /* enum slot_state */
@@ -147,6 +168,11 @@ typedef struct shm_slot {
     shm_seen seen;
     _Atomic uint32_t nroute_stats;      /* entries of route_stats in use; only grows (release store) */
     shm_route_stats route_stats[SHM_ROUTE_TABLE];
+    shm_errors recent_errors;           /* the latest handler errors (shm_errors.c) */
+    /* Bit e set: route_stats[e] counted a message since the master last
+     * looked (master_history.c reads only those). Set by the worker after
+     * the counters; taken and cleared by the master. */
+    _Atomic uint64_t route_dirty[(SHM_ROUTE_TABLE + 63) / 64];
     shm_keep keep;                      /* last: its pages are touched only as used */
 } shm_slot;
 

@@ -7,6 +7,7 @@
 #include "worker_props.h"
 #include "route_stats.h"
 #include "hash.h"
+#include "shm_errors.h"
 
 #include <errno.h>
 #include <lauxlib.h>
@@ -100,6 +101,8 @@ fail:
 
 static void log_handler_error(worker *w, const route_info *r, const char *topic, const char *err, const char *tb)
 {
+    /* Every error reaches /errors, also those the log's rate limit drops. */
+    shm_errors_record(w->shm, r ? r->pattern : "?", topic, err, tb);
     int64_t now = shm_now_ns();
     if (now - w->errlog.window_ns > 10000000000LL) {
         w->errlog.window_ns = now;
@@ -226,6 +229,7 @@ static void account(worker *w, int rid, int stat, int64_t took, int rc, const ch
     atomic_fetch_add_explicit(&w->shm->messages, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&w->shm->busy_ns, (uint64_t)took, memory_order_relaxed);
     if (stat >= 0) route_stats_observe(&w->shm->route_stats[stat], took, rc == 0);
+    if (stat >= 0) route_stats_touch(w->shm, stat);
     if (rc) {
         atomic_fetch_add_explicit(&w->shm->errors, 1, memory_order_relaxed);
         char t[LOG_TOPIC_BUF];

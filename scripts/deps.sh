@@ -11,6 +11,8 @@ PKGS="$PKGS dpkg-dev file lintian tmux"
 # routemq.pg and routemq.mysql (libpq5, libmariadb3, loaded through the FFI) and
 # their specs (real PostgreSQL and MariaDB servers).
 PKGS="$PKGS libpq5 postgresql libmariadb3 mariadb-server"
+# The web console's browser specs: headless chromium, driven by puppeteer-core (npm, like the bench peers).
+PKGS="$PKGS chromium"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

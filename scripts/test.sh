@@ -107,7 +107,33 @@ unit() {
   done
 }
 
+# The console's browser specs (spec/e2e/console_browser_spec.lua) need
+# Debian's chromium (scripts/deps.sh), node and puppeteer-core, installed here
+# from spec/browser/package-lock.json with `npm ci` (like make bench does for
+# its Node peer). Without them the spec is pending; this says so plainly.
+browser_setup() {
+  dir="$ROOT/spec/browser"
+  if ! command -v chromium >/dev/null 2>&1; then
+    echo "== browser specs: SKIPPED: chromium is not installed (sh scripts/deps.sh installs it)"; return
+  fi
+  if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    echo "== browser specs: SKIPPED: node and npm are not installed"; return
+  fi
+  if [ ! -f "$dir/node_modules/.package-lock.json" ] ||
+     ! cmp -s "$dir/package-lock.json" "$dir/node_modules/.package-lock.json.src" 2>/dev/null; then
+    echo "== browser specs: npm ci in spec/browser (puppeteer-core, from package-lock.json)"
+    if (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error > "$LOG/npm-browser.log" 2>&1); then
+      cp "$dir/package-lock.json" "$dir/node_modules/.package-lock.json.src"
+    else
+      tail -n 20 "$LOG/npm-browser.log"
+      echo "== browser specs: SKIPPED: npm ci failed in spec/browser"; return
+    fi
+  fi
+  echo "== browser specs: chromium $(chromium --version 2>/dev/null | awk '{print $2}'), puppeteer-core $(cd "$dir" && node -p 'require("puppeteer-core/package.json").version')"
+}
+
 functional() {
+  browser_setup
   export E2E_TMP="$LOG/e2e"
   busted_run "end-to-end specs" spec/e2e
   # The scale-out specs again, every host with a cluster key: signed records
