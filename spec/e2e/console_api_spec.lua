@@ -93,7 +93,7 @@ describe("console API", function()
     local last = errs.errors[1]
     assert.equal("fail/{n}", last.route)
     assert.equal(xss, last.topic)
-    assert.equal("app/controllers/record.lua:48: boom on " .. xss, last.message)
+    assert.equal("app/controllers/record.lua:60: boom on " .. xss, last.message)
     assert.matches("^stack traceback:\n", last.traceback)
     assert.matches("^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%d%.%d%d%dZ$", last.time)
     assert.equal(errs.total, #errs.errors)

@@ -18,10 +18,10 @@ describe("a handler that raises", function()
     assert.equal(3, #list)
     assert.equal(list[1].pid, list[3].pid)
     local log = e2e.read(r.log)
-    local expected = "handler error route=fail/{n} topic=fail/1: app/controllers/record.lua:48: boom on fail/1"
+    local expected = "handler error route=fail/{n} topic=fail/1: app/controllers/record.lua:60: boom on fail/1"
     local _, n = log:gsub(expected:gsub("%p", "%%%0"), "")
     assert.equal(2, n)
-    assert.matches("stack traceback:\n[^\n]*\n%s+app/controllers/record.lua:48: in function", log)
+    assert.matches("stack traceback:\n[^\n]*\n%s+app/controllers/record.lua:60: in function", log)
   end)
 end)
 
