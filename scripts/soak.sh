@@ -7,18 +7,26 @@ set -u
 BUILD=${1:-build}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
-# Test brokers run as the mosquitto user and read their files below E2E_TMP.
-if [ -z "${E2E_TMP:-}" ]; then
-  E2E_TMP=$(mktemp -d /tmp/routemq-soak.XXXXXX)
-  chmod 0755 "$E2E_TMP"
-  made=1
-else
-  made=0
-fi
+# A directory of its own (below E2E_TMP when set): every process the soak
+# starts has it in its command line, so an interrupted run leaves nothing.
+mkdir -p "${E2E_TMP:-/tmp}"
+DIR=$(mktemp -d "${E2E_TMP:-/tmp}/routemq-soak.XXXXXX")
+chmod 0755 "$DIR"  # test brokers run as the mosquitto user and read their files below it
+sweep() {
+  for p in $(ls /proc | grep -E '^[0-9]+$'); do
+    case "$(tr '\0' ' ' < /proc/$p/cmdline 2>/dev/null)" in
+      *"$DIR/"*) kill -KILL "$p" 2>/dev/null ;;
+    esac
+  done
+}
 LUA_PATH="$ROOT/?.lua;$ROOT/lua/?.lua;$ROOT/lua/?/init.lua;;" LUA_CPATH="$ROOT/$BUILD/lib/?.so;;" \
-  ROUTEMQ_ROOT="$ROOT" ROUTEMQ_BIN="${ROUTEMQ_BIN:-$ROOT/$BUILD/routemq}" E2E_TMP="$E2E_TMP" \
-  luajit spec/soak/soak.lua
+  ROUTEMQ_ROOT="$ROOT" ROUTEMQ_BIN="${ROUTEMQ_BIN:-$ROOT/$BUILD/routemq}" E2E_TMP="$DIR" \
+  luajit spec/soak/soak.lua &
+pid=$!
+trap 'kill $pid 2>/dev/null; wait $pid; sweep; echo "soak: interrupted; records in $DIR"; exit 130' INT TERM
+wait $pid
 rc=$?
-# An empty directory of our own goes; one with a failed run's logs stays.
-[ "$made" = 1 ] && rmdir "$E2E_TMP" 2>/dev/null
+sweep
+# An empty directory goes; one with a failed run's records and logs stays.
+rmdir "$DIR" 2>/dev/null
 exit $rc

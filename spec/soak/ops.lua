@@ -119,9 +119,12 @@ end
 
 local ops = {}
 
+-- A reload applies the worker counts of the code (or of --workers), not
+-- those of an earlier `routemq scale` (master_plan_workers).
 function ops.reload(s)
   local ok, out = ctl_cmd(s, "reload")
   if not ok then violation(s, "routemq reload failed: " .. out) end
+  s.workers = s.base_workers
   return wait_ready(s, "reload", s.workers) and ok
 end
 
@@ -166,6 +169,7 @@ function ops.kill_master(s)
   end, 10)
   if not gone then violation(s, "workers of master " .. old.pid .. " still running 10 s after its kill -9") end
   -- The same worker count as before: the docs ask for it (sessions of missing slots keep their share).
+  s.base_workers = s.workers
   M.start(s, "run --workers " .. s.workers)
   return gone, string.format("pid %d, restarted as %d with --workers %d", old.pid, s.r.pid, s.workers)
 end

@@ -85,7 +85,7 @@ end, 10), "soak: the fan-out subscriber did not subscribe")
 
 s.env = { ROUTEMQ_RUN_DIR = s.run, MQTT_CLIENT_ID = "soak" .. id, MQTT_GROUP_NAME = "gsoak" .. id, E2E_OUT = s.out,
   WORKER_CONCURRENCY = 4, SOAK_SHARED_WORKERS = cfg.workers, SOAK_FAN = cfg.fan, WORKER_STOP_TIMEOUT = 10 }
-s.workers = cfg.workers
+s.workers, s.base_workers = cfg.workers, cfg.workers
 ops_mod.start(s, "run")
 
 local kinds_load = {}
