@@ -59,7 +59,6 @@ print(string.format("soak: replay with  make soak SOAK_SEED=%d SOAK_SECONDS=%d S
 local schedule = ops_mod.schedule(cfg.seed, cfg.seconds, cfg.ops, kinds_on)
 io.stdout:setvbuf("line")
 
-local netns_before = e2e.sh("ip netns list 2>/dev/null")
 local work = e2e.tmpdir()
 e2e.sh("chmod 0755 " .. work)
 local s = {  -- everything the run started and measured
@@ -88,10 +87,8 @@ s.env = { ROUTEMQ_RUN_DIR = s.run, MQTT_CLIENT_ID = "soak" .. id, MQTT_GROUP_NAM
 s.workers, s.base_workers = cfg.workers, cfg.workers
 ops_mod.start(s, "run")
 
-local kinds_load = {}
-for _, k in ipairs(cfg.kinds) do kinds_load[#kinds_load + 1] = k end
 s.loader = e2e.spawn(string.format("luajit spec/soak/load.lua %s %d %d %s", s.ctl, s.broker.port, cfg.rate,
-  #kinds_load > 0 and table.concat(kinds_load, ",") or "none"), work .. "/load.log",
+  #cfg.kinds > 0 and table.concat(cfg.kinds, ",") or "none"), work .. "/load.log",
   { LUA_PATH = e2e.root .. "/?.lua;;" })
 s.pids[#s.pids + 1] = s.loader
 
@@ -127,9 +124,5 @@ if #report.failed == 0 and not cfg.keep then
 else
   print("soak: records kept in " .. work .. ", broker in " .. s.broker.dir)
   for _, r in ipairs(s.masters) do print("soak: log of master " .. r.pid .. ": " .. r.log) end
-end
--- Namespaces: the soak makes none, and none may appear meanwhile from it.
-if e2e.sh("ip netns list 2>/dev/null") ~= netns_before then
-  print("soak: note: the list of network namespaces changed during the run (another test on this machine?)")
 end
 os.exit(#report.failed == 0 and 0 or 1)
