@@ -201,6 +201,9 @@ function M.report(s)
     t.duplicates, t.publishes_dropped, t.errors, t.restarts)
   say("  peak worker RSS: %s at %.0f s (bound %d MB); masters started: %d", mb(s.peak_rss_kb), s.peak_rss_at or 0,
     s.cfg.max_rss_mb, #s.masters)
+  if s.max_reconnect then
+    say("  slowest re-subscription of all workers after a broker restart: %.1f s", s.max_reconnect)
+  end
   if #lost_examples > 0 then say("  lost, for example: %s", table.concat(lost_examples, " ")) end
 
   local left = leftovers(s)
