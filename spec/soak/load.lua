@@ -82,8 +82,17 @@ while not exists("stop") do
         local n = due - (sent[kind] or 0)
         if n > 0 then
           sent[kind] = due
-          local topic = "soak/" .. kind .. "/" .. (kind == "ordered" and (tick % 3) or tick % 16)
-          batches[#batches + 1] = { kind = kind, topic = topic, ids = ids(kind, n) }
+          if kind == "ordered" then
+            -- Three topics at once, so the route has topics to run side by side.
+            for t = 1, 3 do
+              local m = math.floor(n / 3) + (t <= n % 3 and 1 or 0)
+              if m > 0 then
+                batches[#batches + 1] = { kind = kind, topic = "soak/ordered/" .. t, ids = ids(kind, m) }
+              end
+            end
+          else
+            batches[#batches + 1] = { kind = kind, topic = "soak/" .. kind .. "/" .. tick % 16, ids = ids(kind, n) }
+          end
         end
       end
     end

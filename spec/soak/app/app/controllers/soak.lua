@@ -52,6 +52,14 @@ function M.wait(ctx)
   record(ctx.topic:match("^soak/(%w+)/"), ctx)
 end
 
+--- Yields briefly (an ordered route runs one message of a topic at a time:
+-- a long wait would make it the bottleneck of slot 0), then records.
+function M.ordered(ctx)
+  maybe_slow()
+  cqueues.sleep(0.002 * math.random())
+  record(ctx.topic:match("^soak/(%w+)/"), ctx)
+end
+
 --- Publishes SOAK_FAN QoS 1 messages "<id>:<j>" to soak/out/<id>, then records.
 function M.fan(ctx)
   maybe_slow()
