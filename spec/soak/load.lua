@@ -51,7 +51,9 @@ local function send(batches)
     local file = string.format("%s/batch-%d", ctl, i)
     e2e.write(file, table.concat(b.ids, "\n") .. "\n")
     files[i] = file
-    cmds[#cmds + 1] = string.format("(mosquitto_pub -p %d -t %s -q 1 %s -l < %s > /dev/null 2>&1; echo %d rc=$?) &",
+    -- Bounded: a broker that went away mid-batch must not leave it waiting for acknowledgements for ever.
+    cmds[#cmds + 1] = string.format(
+      "(timeout 20 mosquitto_pub -p %d -t %s -q 1 %s -l < %s > /dev/null 2>&1; echo %d rc=$?) &",
       port, b.topic, b.extra or "", file, i)
   end
   local out = e2e.sh(table.concat(cmds, " ") .. " wait")
