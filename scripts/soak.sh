@@ -13,8 +13,11 @@ mkdir -p "${E2E_TMP:-/tmp}"
 DIR=$(mktemp -d "${E2E_TMP:-/tmp}/routemq-soak.XXXXXX")
 chmod 0755 "$DIR"  # test brokers run as the mosquitto user and read their files below it
 sweep() {
+  # What the soak recorded starting (some, like mosquitto_sub, do not name $DIR).
+  for p in $(cat "$DIR/pids" 2>/dev/null); do kill -KILL "$p" 2>/dev/null; done
+  rm -f "$DIR/pids"
   for p in $(ls /proc | grep -E '^[0-9]+$'); do
-    case "$(tr '\0' ' ' < /proc/$p/cmdline 2>/dev/null)" in
+    case "$(tr '\0' ' ' 2>/dev/null < /proc/$p/cmdline)" in
       *"$DIR/"*) kill -KILL "$p" 2>/dev/null ;;
     esac
   done

@@ -46,13 +46,21 @@ function M.status(s)
   return ok and type(st) == "table" and st or nil
 end
 
+--- Remembers a process the soak started: checked at the end, and listed in
+-- $E2E_TMP/pids for scripts/soak.sh to stop if the soak is interrupted.
 local seen_pid = {}
 local function track(s, pid)
   if pid and pid > 0 and not seen_pid[pid] then
     seen_pid[pid] = true
     s.pids[#s.pids + 1] = pid
+    local f = os.getenv("E2E_TMP") and io.open(os.getenv("E2E_TMP") .. "/pids", "a")
+    if f then
+      f:write(pid, "\n")
+      f:close()
+    end
   end
 end
+M.track = track
 
 --- Samples the instance: worker pids (to check at the end that none is left),
 -- peak worker RSS, the master's totals.

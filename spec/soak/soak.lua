@@ -70,13 +70,13 @@ e2e.copy_app("spec/soak/app", s.app)
 local id = work:match("([^.]+)$")
 
 s.broker = e2e.broker({ persistence = true })
-s.pids[#s.pids + 1] = s.broker.pid
+ops_mod.track(s, s.broker.pid)
 
 -- The fan-out subscriber: a persistent QoS 1 session of its own.
 s.sub_file = work .. "/fanout.txt"
 s.sub_pid = e2e.spawn(string.format("stdbuf -oL mosquitto_sub -p %d -t 'soak/out/#' -q 1 -i soaksub%s -c",
   s.broker.port, id), s.sub_file)
-s.pids[#s.pids + 1] = s.sub_pid
+ops_mod.track(s, s.sub_pid)
 assert(e2e.wait_for(function()
   e2e.publish(s.broker.port, "soak/out/probe", "probe", "-q 1")
   return e2e.read(s.sub_file):find("probe") ~= nil
@@ -90,7 +90,7 @@ ops_mod.start(s, "run")
 s.loader = e2e.spawn(string.format("luajit spec/soak/load.lua %s %d %d %s", s.ctl, s.broker.port, cfg.rate,
   #cfg.kinds > 0 and table.concat(cfg.kinds, ",") or "none"), work .. "/load.log",
   { LUA_PATH = e2e.root .. "/?.lua;;" })
-s.pids[#s.pids + 1] = s.loader
+ops_mod.track(s, s.loader)
 
 local t0 = e2e.now()
 s.t0 = t0
