@@ -5,10 +5,13 @@ FUZZ   ?= build-fuzz
 PREFIX ?= /usr/local
 JOBS   ?= $(shell nproc 2>/dev/null || echo 2)
 FUZZ_SECONDS ?= 60
+# `make soak`: how long the randomized soak runs, and its seed (empty: a new one, printed).
+SOAK_SECONDS ?= 600
+SOAK_SEED ?=
 # Checked once, then again only when scripts/deps.sh changes (`make deps` forces it).
 DEPS_STAMP = $(BUILD)/.deps-ok
 
-.PHONY: all deps build asan fuzz-build run unittest functionaltest lint fuzz test bench install package clean
+.PHONY: all deps build asan fuzz-build run unittest functionaltest lint fuzz soak test bench install package clean
 
 all: build
 
@@ -58,6 +61,12 @@ lint:
 # Each fuzz target for FUZZ_SECONDS, from the corpus in runtime/fuzz/corpus.
 fuzz: fuzz-build
 	@sh scripts/fuzz.sh $(FUZZ) $(FUZZ_SECONDS)
+
+# The randomized soak (spec/soak/README.md): reloads, deploys, kills, scaling
+# and broker restarts under load, then the delivery invariants. SOAK_OPS and
+# SOAK_ROUTES (comma-separated) choose what it does.
+soak: build
+	@SOAK_SECONDS=$(SOAK_SECONDS) SOAK_SEED=$(SOAK_SEED) sh scripts/soak.sh $(BUILD)
 
 # Everything: lint, unit, functional, the sanitizer runs and a short fuzz run.
 test: build asan fuzz-build

@@ -2,8 +2,8 @@
 # Runs the tests and ends with exactly one line "N passed, N failed".
 #   scripts/test.sh --unit BUILD          C unit tests, luacheck-free busted specs (no broker)
 #   scripts/test.sh --functional BUILD    end-to-end specs against a real mosquitto
-#   scripts/test.sh --all BUILD ASAN FUZZ everything: luacheck, unit, functional, the
-#                                         ASan/UBSan and valgrind runs, a short fuzz run
+#   scripts/test.sh --all BUILD ASAN FUZZ everything: luacheck, unit, functional, a 60 s
+#                                         soak, the ASan/UBSan and valgrind runs, a short fuzz run
 #   scripts/test.sh BUILD ASAN            the same as --all without the fuzz run
 set -u
 MODE=all
@@ -147,6 +147,21 @@ functional() {
   no_leftover_netns
 }
 
+# The randomized soak (spec/soak/README.md) for SOAK_TEST_SECONDS (60) with a
+# fixed seed whose first minute applies every kind of operation: one line,
+# passed when every invariant holds (the soak checks its own leftovers).
+soak() {
+  secs=${SOAK_TEST_SECONDS:-60}
+  seed=${SOAK_TEST_SEED:-140}
+  mkdir -p "$LOG/soak"
+  if SOAK_SECONDS=$secs SOAK_SEED=$seed E2E_TMP="$LOG/soak" sh scripts/soak.sh "$BUILD" > "$LOG/soak.log" 2>&1; then
+    count "soak ($secs s, seed $seed)" 1 0
+  else
+    sed -n '/^soak summary/,$p' "$LOG/soak.log" | tail -n 60
+    count "soak ($secs s, seed $seed)" 0 1
+  fi
+}
+
 lint() {
   if luacheck -q lua app spec examples bench > "$LOG/luacheck.log" 2>&1; then
     count "luacheck" 1 0
@@ -184,6 +199,7 @@ case "$MODE" in
     lint
     unit
     functional
+    soak
     sanitizers
     [ -n "$FUZZ" ] && fuzz_run "$FUZZ" "${FUZZ_TEST_SECONDS:-5}"
     ;;
