@@ -9,13 +9,17 @@ local ffi = require("ffi")
 
 ffi.cdef [[
   struct obs_sockaddr_un { uint16_t family; char path[108]; };
-  struct obs_pollfd { int fd; short events; short revents; };
   int connect(int fd, const void *addr, unsigned int len);
   long read(int fd, void *buf, unsigned long n);
   long send(int fd, const void *buf, unsigned long n, int flags);
   long recv(int fd, void *buf, unsigned long n, int flags);
-  int poll(struct obs_pollfd *fds, unsigned long n, int timeout);
 ]]
+-- Declared apart: routemq.pg and routemq.mysql, loaded in the same process by
+-- other specs, declare them too (the C library's own types).
+for _, decl in ipairs({ "struct pollfd { int fd; short events; short revents; };",
+  "int poll(struct pollfd *fds, unsigned long n, int ms);" }) do
+  pcall(ffi.cdef, decl)
+end
 local AF_UNIX, SOCK_STREAM, SOCK_DGRAM, SOCK_NONBLOCK = 1, 1, 2, 0x800
 local MSG_DONTWAIT, MSG_NOSIGNAL = 0x40, 0x4000
 
@@ -110,7 +114,7 @@ end
 local function unix_read(fd, timeout)
   local buf, parts = ffi.new("char[4096]"), {}
   local deadline = e2e.now() + timeout
-  local p = ffi.new("struct obs_pollfd")
+  local p = ffi.new("struct pollfd")
   while e2e.now() < deadline do
     p.fd, p.events, p.revents = fd, 1, 0
     if ffi.C.poll(p, 1, 50) > 0 then
