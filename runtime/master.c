@@ -317,7 +317,6 @@ static void teardown(master *m)
     m->app = NULL;
     free(m->slots);
     m->slots = NULL;
-    for (int i = 0; m->shm && i < m->nslots; i++) shm_keep_unlink_all(&m->shm->slots[i].keep, (int)m->pid, i);
     shm_destroy(m->shm);
     m->shm = NULL;
     if (m->epfd >= 0) close(m->epfd);

@@ -6,6 +6,7 @@
  * worker_mqtt.c). The workers live outside the slots: no restart, no
  * watchdog; each has its own small shared mapping for its counters. */
 #include "master.h"
+#include "keep_file.h"
 #include "master_presence.h"
 #include "master_presence_internal.h"
 #include "log.h"
@@ -16,6 +17,7 @@
 #include <string.h>
 #include <time.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 typedef struct adopter {
     int pid;
@@ -74,10 +76,14 @@ int master_adopt_reaped(master *m, int pid, int status)
     adopters[k] = adopters[--nadopters];
     uint64_t handled = atomic_load(&a.shm->slots[0].messages);
     uint32_t left = atomic_load(&a.shm->slots[0].kept);
+    /* Each orphan's client id has a keep of its own (keep_file_path). */
+    char path[4200];
+    keep_file_path(path, sizeof path, m->cfg->run_dir, a.slot, a.client_id);
     if (left)
-        log_warn("the adoption worker of %s left %u message%s unfinished; nobody can handle them now", a.client_id,
-                 left, left == 1 ? "" : "s");
-    shm_keep_unlink_all(&a.shm->slots[0].keep, (int)m->pid, SHM_ADOPT_SLOT_BASE + a.slot);
+        log_warn("the adoption worker of %s left %u message%s unfinished, kept in %s: the next adoption of %s "
+                 "handles them first", a.client_id, left, left == 1 ? "" : "s", path, a.client_id);
+    else
+        unlink(path);
     shm_destroy(a.shm);
     int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
     messages_total += handled;

@@ -205,6 +205,11 @@ static void delivery(strbuf *b, const master *m)
     family(b, "routemq_publishes_dropped_total", "counter",
            "Publishes given up on (each logged): refused by the broker, or unacknowledged when leaving for good.");
     sb_printf(b, "routemq_publishes_dropped_total %llu\n", (unsigned long long)dropped);
+    uint64_t too_large = 0;
+    for (int i = 0; i < m->nslots; i++) too_large += atomic_load(&m->shm->slots[i].lost_too_large);
+    family(b, "routemq_messages_lost_total", "counter",
+           "Messages acknowledged to the broker and not handled (each logged; docs/delivery.md).");
+    sb_printf(b, "routemq_messages_lost_total{reason=\"too_large\"} %llu\n", (unsigned long long)too_large);
 }
 
 static void master_counters(strbuf *b, const master *m, uint64_t duplicates)

@@ -92,22 +92,16 @@ static int flushed(worker *w, int64_t now)
 
 static void give_up(worker *w, int64_t now)
 {
-    int for_good = atomic_load(&w->shm->stopping_for_good) || w->stop.kind == STOP_RETIRE;
     int queued = worker_queue_len(w);
     uint32_t unacked = worker_out_abandon(w);
     w->stop.gave_up = 1;
     if (!unacked && !queued) return;
-    if (for_good) {
-        atomic_fetch_add(&w->shm->publishes_dropped, unacked);
-        log_error("stopping after %.1f s (WORKER_STOP_TIMEOUT %g s): %u publish%s not acknowledged by the broker "
-                  "are dropped, %d message%s not handled",
-                  (now - w->stop.since_ns) / 1e9, w->cfg->stop_timeout, unacked, unacked == 1 ? "" : "es", queued,
-                  queued == 1 ? "" : "s");
-    } else {
-        log_warn("stopping after %.1f s (WORKER_STOP_TIMEOUT %g s) with %u publish%s not acknowledged; their "
-                 "messages stay kept and the next worker of the slot handles them again",
-                 (now - w->stop.since_ns) / 1e9, w->cfg->stop_timeout, unacked, unacked == 1 ? "" : "es");
-    }
+    /* Nothing is dropped: the messages stay in the slot's keep file, for the
+     * slot's next worker or the next start on this run directory. */
+    log_warn("stopping after %.1f s (WORKER_STOP_TIMEOUT %g s) with %u publish%s not acknowledged and %d message%s "
+             "not handled; %u message%s stay kept for the next worker of the slot (or the next start)",
+             (now - w->stop.since_ns) / 1e9, w->cfg->stop_timeout, unacked, unacked == 1 ? "" : "es", queued,
+             queued == 1 ? "" : "s", atomic_load(&w->shm->kept), atomic_load(&w->shm->kept) == 1 ? "" : "s");
 }
 
 static void stop_when_flushed(worker *w, int64_t now)
@@ -129,23 +123,23 @@ static void stop_when_flushed(worker *w, int64_t now)
     if ((flushed(w, now) || w->stop.gave_up) && !atomic_load(&w->shm->in_progress)) worker_mqtt_disconnect(w);
 }
 
-/* Reading stops while stopping (what the broker queued stays in the session
- * for the next worker), except for the acknowledgements of our publishes
- * and, when retiring, the share the broker still sends; and when no record
- * is left to keep a message in, unless acknowledgements are awaited: they
- * come on the same connection, behind whatever the broker sends, so not
- * reading them would stall the worker for good. */
+/* Reading stops when the keep has no record or no room for the largest
+ * message left: nothing is taken (and acknowledged by libmosquitto) that
+ * cannot be kept. The acknowledgements of our publishes come on the
+ * publishing connection (worker_pubconn.c), so they still arrive and free
+ * the keep. Reading also stops while stopping (what the broker queued stays
+ * in the session for the next worker), except when retiring: the share the
+ * broker still sends is handled. */
 static int wants_read(worker *w)
 {
-    if (worker_keep_full(w)) return w->out.count > 0;
+    if (!worker_keep_has_room(w)) return 0;
     /* WORKER_CONCURRENCY handlers in progress and as many waiting: leave the
      * rest with the broker until one finishes (no deadlock: handlers do not
      * wait on this connection). */
     if (!w->stop.kind && atomic_load_explicit(&w->shm->in_progress, memory_order_relaxed) >= (uint32_t)w->cfg->concurrency &&
         worker_queue_len(w) >= w->cfg->concurrency)
         return 0;
-    if (!w->stop.kind || w->stop.kind == STOP_RETIRE) return 1;
-    return w->out.count > 0 && !w->stop.gave_up;
+    return !w->stop.kind || w->stop.kind == STOP_RETIRE;
 }
 
 static void on_signals(worker *w)
@@ -278,6 +272,7 @@ static int timeout_ms(worker *w, int64_t now)
     if (w->stop.kind && !w->stop.disconnect_sent && now + 50000000LL < next) next = now + 50000000LL;
     if (w->conn.reconnect_pending && w->conn.next_connect_ns < next) next = w->conn.next_connect_ns;
     if (worker_connect_deadline(w) < next) next = worker_connect_deadline(w);
+    if (worker_pubconn_deadline(w) < next) next = worker_pubconn_deadline(w);
     int64_t ms = (next - now) / 1000000;
     int step_ms = worker_step_timeout_ms(w);
     w->lua.step_due_ns = step_ms >= 0 ? now + (int64_t)step_ms * 1000000 : INT64_MAX;
@@ -297,20 +292,25 @@ static int run_loop(worker *w)
         atomic_store_explicit(&w->shm->heartbeat_ns, now, memory_order_relaxed);
         stop_when_flushed(w, now);
         if (w->stop.kind && (w->stop.disconnect_sent || (!w->conn.connected && w->stop.gave_up))) {
-            if (!w->conn.mosq || mosquitto_socket(w->conn.mosq) < 0 || !mosquitto_want_write(w->conn.mosq)) break;
+            if ((!w->conn.mosq || mosquitto_socket(w->conn.mosq) < 0 || !mosquitto_want_write(w->conn.mosq)) &&
+                worker_pubconn_idle(w))
+                break;
         }
         worker_connect_tick(w, now);
+        worker_pubconn_tick(w, now);
         if (w->conn.reconnect_pending && now >= w->conn.next_connect_ns && (!w->stop.kind || !w->stop.gave_up))
             worker_mqtt_connect(w);
         worker_pump(w);
         if (worker_watch_controller(w)) return WORKER_EXIT_INIT;
         update_socket(w);
+        worker_pubconn_update(w);
         int n = epoll_wait(w->epfd, evs, 4, timeout_ms(w, now));
         if (n < 0 && errno != EINTR) { log_error("epoll_wait: %s", strerror(errno)); return WORKER_EXIT_INIT; }
         int step = 0;
         for (int i = 0; i < n; i++) {
             if (evs[i].data.fd == w->sigfd) { on_signals(w); continue; }
             if (evs[i].data.fd == w->lua.cq_fd) { step = 1; continue; }
+            if (worker_pubconn_event(w, evs[i].data.fd, evs[i].events)) continue;
             if (evs[i].data.fd != w->conn.sock || mosquitto_socket(w->conn.mosq) != w->conn.sock) continue;
             if (evs[i].events & EPOLLIN) w->conn.last_in_ns = now;
             if (evs[i].events & EPOLLOUT) flush_writes(w);
@@ -321,6 +321,7 @@ static int run_loop(worker *w)
          * readable, so it is stepped on the next turn). */
         if (step || shm_now_ns() >= w->lua.step_due_ns) worker_step(w);
         if (w->conn.mosq) flush_writes(w);
+        worker_pubconn_flush(w);
         periodic(w, shm_now_ns());
     }
     switch (w->stop.kind) {
@@ -369,7 +370,9 @@ int worker_main(const worker_args *a)
     int rc = WORKER_EXIT_INIT;
     if (setup_signals(&w)) { log_error("cannot set up signals: %s", strerror(errno)); goto out; }
     if (load_app(&w)) { rc = WORKER_EXIT_APP; goto out; }
-    if (worker_keep_setup(&w) || worker_dispatch_setup(&w) || worker_out_setup(&w) || worker_mqtt_setup(&w)) goto out;
+    if (worker_keep_setup(&w) || worker_dispatch_setup(&w) || worker_out_setup(&w) || worker_mqtt_setup(&w) ||
+        worker_pubconn_setup(&w))
+        goto out;
     worker_replay_load(&w);
     if (worker_run_init(&w)) { rc = WORKER_EXIT_APP; goto out; }
     worker_jobs(&w, 1);
@@ -382,6 +385,7 @@ int worker_main(const worker_args *a)
     rc = run_loop(&w);
 out:
     atomic_store(&w.shm->connected, 0);
+    worker_pubconn_free(&w);
     worker_mqtt_free(&w);
     worker_out_free(&w);
     worker_keep_free(&w);

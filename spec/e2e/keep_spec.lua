@@ -1,0 +1,169 @@
+-- A worker takes only what it can keep, and the keep survives the master
+-- (docs/delivery.md): WORKER_MAX_KEPT bounds what a worker holds while its
+-- publishes wait for the broker; what was kept when the master and its
+-- workers were killed, or when a stop reached WORKER_STOP_TIMEOUT, is
+-- handled first by the next start on the same run directory; a keep that
+-- cannot be reserved stops the worker from starting.
+local e2e = require("spec.helpers.e2e")
+
+local APP = e2e.root .. "/spec/e2e/apps/keep"
+
+-- Environment for runs that share one identity and run directory.
+local function identity(extra)
+  local dir = e2e.tmpdir()
+  local id = dir:match("([^.]+)$")
+  local env = { MQTT_CLIENT_ID = "k" .. id, MQTT_GROUP_NAME = "g" .. id, ROUTEMQ_RUN_DIR = dir .. "/run",
+    E2E_OUT = dir }
+  for k, v in pairs(extra or {}) do env[k] = v end
+  return env, dir
+end
+
+local function with(env, extra)
+  local e = {}
+  for k, v in pairs(env) do e[k] = v end
+  for k, v in pairs(extra or {}) do e[k] = v end
+  return e
+end
+
+local function status(env)
+  return e2e.sh(string.format("ROUTEMQ_RUN_DIR=%s %s status --json --app %s 2>/dev/null", env.ROUTEMQ_RUN_DIR,
+    e2e.bin, APP))
+end
+
+local function kept(env)
+  return tonumber(status(env):match('"kept":(%d+)') or "-1")
+end
+
+local function start(b, env)
+  local r = e2e.routemq(b, APP, "run", env)
+  e2e.defer(function() r.stop() end)
+  assert(e2e.wait_for(function() return r.ready(1) end, 15), e2e.read(r.log))
+  return r
+end
+
+-- Kills the master and its workers with SIGKILL; the master is stopped first
+-- so that it cannot replace a worker in between.
+local function kill_all(r)
+  local workers = r.workers()
+  e2e.kill(r.pid, 19)  -- SIGSTOP
+  for _, pid in ipairs(workers) do e2e.kill(pid, "KILL") end
+  e2e.kill(r.pid, "KILL")
+  assert(e2e.wait_for(function()
+    for _, pid in ipairs(workers) do if e2e.alive(pid) then return false end end
+    return not e2e.alive(r.pid)
+  end, 10))
+end
+
+-- The held messages 1..n were kept at the end of the first run: the next run
+-- handles each once, as redelivered, before any message published after it started.
+local function assert_replayed_first(dir, n, new)
+  local list = e2e.records(dir)
+  assert.equal(n + new, #list)
+  local seen = {}
+  for i, rec in ipairs(list) do
+    if i <= n then
+      assert.truthy(tonumber(rec.payload), "a new message was handled before a kept one: " .. rec.payload)
+      assert.is_true(rec.redelivered)
+      seen[rec.payload] = true
+    else
+      assert.truthy(rec.payload:match("^new"), rec.payload)
+    end
+  end
+  for i = 1, n do assert.truthy(seen[tostring(i)], "kept message " .. i .. " not handled") end
+end
+
+describe("the keep", function()
+  it("bounds what a worker takes while its publishes wait for the broker, and loses nothing", function()
+    -- The issue's case scaled down (E2E_KEEP_N, E2E_KEEP_FAN; by hand: 300000 and 100).
+    local N = tonumber(os.getenv("E2E_KEEP_N") or "2000")
+    local FAN = tonumber(os.getenv("E2E_KEEP_FAN") or "50")
+    local MAX = 50
+    local b = e2e.broker()
+    e2e.defer(function() b.stop() end)
+    local env, dir = identity({ WORKER_MAX_KEPT = MAX, E2E_FAN = FAN })
+    -- The session exists; the messages queue while the instance is down.
+    local r = start(b, env)
+    assert.equal(0, r.stop())
+    e2e.publish_lines(b.port, "keep/fan/x", e2e.seq(1, N), 1)
+    r = start(b, env)
+    local peak, rss = 0, 0
+    local t0 = e2e.now()
+    local done = e2e.wait_for(function()
+      local s = status(env)
+      peak = math.max(peak, tonumber(s:match('"kept":(%d+)') or "0"))
+      rss = math.max(rss, tonumber(s:match('"rss_kb":(%d+)') or "0"))
+      return #e2e.records(dir) >= N
+    end, 600, 0.2)
+    print(string.format("\n  %d x %d fan-out, WORKER_MAX_KEPT=%d: %d handled in %.1f s, kept peak %d, RSS peak %.1f MB",
+      N, FAN, MAX, #e2e.records(dir), e2e.now() - t0, peak, rss / 1024))
+    assert.truthy(done, e2e.read(r.log))
+    local lost, dups = e2e.tally(dir, N)
+    assert.equal(0, lost)
+    assert.equal(0, dups)
+    assert.truthy(peak <= MAX, "kept " .. peak .. " messages, above WORKER_MAX_KEPT=" .. MAX)
+    assert.truthy(rss < 100 * 1024, "worker RSS " .. rss .. " kB")
+    local log = e2e.read(r.log)
+    assert.is_nil(log:find("lost"), log)
+    assert.is_nil(log:find("handler error"), log)
+    assert.equal(0, r.stop())
+  end)
+
+  it("survives a kill -9 of the master and its workers: the next start handles it first, redelivered", function()
+    local b = e2e.broker()
+    e2e.defer(function() b.stop() end)
+    local env, dir = identity({ WORKER_CONCURRENCY = 10 })
+    local r = start(b, with(env, { E2E_HOLD = "1" }))
+    e2e.publish_lines(b.port, "keep/hold/x", e2e.seq(1, 20), 1)
+    -- 10 handlers wait and 10 messages are queued behind them: all 20 kept.
+    assert(e2e.wait_for(function() return kept(env) == 20 end, 15), status(env))
+    kill_all(r)
+    r = start(b, env)
+    e2e.publish_lines(b.port, "keep/hold/x", { "new1", "new2", "new3" }, 1)
+    assert(e2e.wait_for(function() return #e2e.records(dir) >= 23 end, 15), e2e.read(r.log))
+    e2e.sleep(0.5)
+    assert_replayed_first(dir, 20, 3)
+    assert.matches("20 messages kept by an earlier run of the instance will be handled first", e2e.read(r.log))
+    assert.equal(0, r.stop())
+  end)
+
+  it("keeps what a stop could not handle within WORKER_STOP_TIMEOUT for the next start", function()
+    local b = e2e.broker()
+    e2e.defer(function() b.stop() end)
+    local env, dir = identity({ WORKER_CONCURRENCY = 10, WORKER_STOP_TIMEOUT = 1 })
+    local r = start(b, with(env, { E2E_HOLD = "1" }))
+    e2e.publish_lines(b.port, "keep/hold/x", e2e.seq(1, 20), 1)
+    assert(e2e.wait_for(function() return kept(env) == 20 end, 15), status(env))
+    r.stop()
+    local log = e2e.read(r.log)
+    assert.matches("worker 0 ended with 20 unfinished messages while the instance stops; they stay kept", log)
+    assert.is_nil(log:find("lost"), log)
+    r = start(b, env)
+    e2e.publish_lines(b.port, "keep/hold/x", { "new1", "new2", "new3" }, 1)
+    assert(e2e.wait_for(function() return #e2e.records(dir) >= 23 end, 15), e2e.read(r.log))
+    e2e.sleep(0.5)
+    assert_replayed_first(dir, 20, 3)
+    assert.equal(0, r.stop())
+  end)
+
+  it("that cannot be reserved stops the worker from starting, with the reason", function()
+    local b = e2e.broker()
+    e2e.defer(function() b.stop() end)
+    local env = identity({ WORKER_MAX_KEPT_MB = 16 })
+    -- A run directory on a tmpfs too small for the keep.
+    assert(os.execute("mkdir -p " .. env.ROUTEMQ_RUN_DIR .. " && mount -t tmpfs -o size=4m tmpfs " ..
+      env.ROUTEMQ_RUN_DIR))
+    e2e.defer(function() os.execute("umount -l " .. env.ROUTEMQ_RUN_DIR) end)
+    local r = e2e.routemq(b, APP, "run", env)
+    e2e.defer(function() r.stop() end)
+    local want = "cannot reserve [%d.]+ MB for the keep in " .. env.ROUTEMQ_RUN_DIR:gsub("%p", "%%%0") ..
+      "/keep%-0: No space left on device; the worker does not start"
+    assert(e2e.wait_for(function() return e2e.read(r.log):find(want) end, 15), e2e.read(r.log))
+    e2e.sleep(1)
+    local log = e2e.read(r.log)
+    assert.is_nil(log:find("SIGBUS"), log)
+    assert.is_nil(log:find("connected to"), log)
+    -- Nothing half-made is left in the way.
+    assert.is_nil(e2e.sh("ls " .. env.ROUTEMQ_RUN_DIR):find("keep"))
+    r.stop()
+  end)
+end)
