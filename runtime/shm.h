@@ -61,7 +61,8 @@ typedef struct shm_rec {
     int64_t started_ns;             /* monotonic, when its handler (last) started */
     int32_t route_index;
     int32_t stat_index;             /* its entry in the slot's route_stats, -1 for none */
-    uint8_t qos, retain, unused;
+    uint8_t qos, retain;
+    uint8_t earlier_run;            /* left kept by an earlier run of the instance: handled as redelivered */
     uint8_t dlq;                    /* a dead-letter publish is what it waits for */
     uint8_t started;                /* its handler has run, at least in part */
     uint32_t topic_len, payload_len, props_len;

@@ -133,6 +133,10 @@ static void stop_when_flushed(worker *w, int64_t now)
 static int wants_read(worker *w)
 {
     if (!worker_keep_has_room(w)) return 0;
+    /* Handlers wait for the publishing connection: taking messages before
+     * it is up would only fill the keep. (Before the CONNACK, reading is
+     * what brings it.) */
+    if (w->conn.connected && !worker_pubconn_connected(w)) return 0;
     /* WORKER_CONCURRENCY handlers in progress and as many waiting: leave the
      * rest with the broker until one finishes (no deadlock: handlers do not
      * wait on this connection). */
@@ -274,6 +278,7 @@ static int timeout_ms(worker *w, int64_t now)
     if (worker_connect_deadline(w) < next) next = worker_connect_deadline(w);
     if (worker_pubconn_deadline(w) < next) next = worker_pubconn_deadline(w);
     int64_t ms = (next - now) / 1000000;
+    if (worker_queue_len(w) && worker_can_start(w)) ms = 0;  /* worker_pump left some for the next turn */
     int step_ms = worker_step_timeout_ms(w);
     w->lua.step_due_ns = step_ms >= 0 ? now + (int64_t)step_ms * 1000000 : INT64_MAX;
     if (step_ms >= 0 && step_ms < ms) ms = step_ms;

@@ -504,7 +504,7 @@ static void start(worker *w, int id)
     shm_rec *rec = worker_keep_rec(w, id);
     worker_kept k;
     worker_keep_open(w, id, &k);
-    int redelivered = rec->started;
+    int redelivered = rec->started || rec->earlier_run;
     if (rec->attempts >= (uint32_t)w->cfg->poison_attempts) {
         worker_dead_letter(w, id, &k.msg);
         return;
@@ -519,7 +519,7 @@ static void start(worker *w, int id)
         finish(w, id);
         return;
     }
-    if (redelivered) {
+    if (rec->started) {
         char t[LOG_TOPIC_BUF];
         log_warn("redelivering the message on %s a previous worker did not finish (%s)",
                  log_topic(t, sizeof t, k.msg.topic, k.msg.tlen), rec->reason[0] ? rec->reason : "no reason recorded");
@@ -527,9 +527,13 @@ static void start(worker *w, int id)
     call_handler(w, id, &k.msg, rid, caps, ncaps, redelivered);
 }
 
+#define PUMP_BUDGET_NS 20000000  /* then signals and timers get their turn; the loop pumps again at once */
+
 void worker_pump(worker *w)
 {
-    while (worker_can_start(w)) {
+    int64_t until = shm_now_ns() + PUMP_BUDGET_NS;
+    for (int i = 0; worker_can_start(w); i++) {
+        if ((i & 15) == 15 && shm_now_ns() > until) return;
         int id = dequeue(w);
         if (id < 0) return;
         start(w, id);

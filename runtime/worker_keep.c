@@ -185,6 +185,7 @@ int worker_keep_add(worker *w, const worker_msg *m)
     r->attempts = 0;
     r->stop_kills = 0;
     r->started = 0;
+    r->earlier_run = 0;
     r->dlq = 0;
     r->started_ns = 0;
     r->reason[0] = 0;

@@ -49,10 +49,21 @@ static double backoff(worker *w)
     return d;
 }
 
-/* A stop goes on reconnecting only to deliver what is unacknowledged. */
+/* Until the worker's last DISCONNECT: a stopping worker still finishes
+ * handlers (retiring, or when the whole instance stops) and delivers what
+ * they published. */
 static int wanted(worker *w)
 {
-    return !w->pub->disconnect_sent && (!w->stop.kind || w->out.count);
+    return !w->pub->disconnect_sent;
+}
+
+/* It connects once the incoming connection is up: that one's attempts say
+ * why the broker cannot be reached (worker_connect.c, worker_tls.c), and two
+ * failing at once would only blur that. A stop goes on to deliver what is
+ * unacknowledged. */
+static int may_connect(const worker *w)
+{
+    return w->conn.connected || w->out.count;
 }
 
 static void on_connect(struct mosquitto *m, void *ud, int rc, int flags, const mosquitto_property *props)
@@ -192,6 +203,7 @@ void worker_pubconn_tick(worker *w, int64_t now)
     }
     if (!p->next_connect_ns || now < p->next_connect_ns || mosquitto_socket(p->mosq) >= 0) return;
     if (!wanted(w)) { p->next_connect_ns = 0; return; }
+    if (!may_connect(w)) return;
     p->next_connect_ns = 0;
     int rc = mosquitto_connect_bind_async(p->mosq, w->cfg->broker, w->cfg->port, w->cfg->keepalive, NULL);
     if (rc != MOSQ_ERR_SUCCESS) {
@@ -202,12 +214,13 @@ void worker_pubconn_tick(worker *w, int64_t now)
         return;
     }
     p->attempt_ns = now;
+    log_debug("publishing connection %s: connecting", p->client_id);
 }
 
 int64_t worker_pubconn_deadline(worker *w)
 {
     struct worker_pubconn *p = w->pub;
-    if (!p) return INT64_MAX;
+    if (!p || (!p->attempt_ns && !may_connect(w))) return INT64_MAX;
     if (p->attempt_ns) return p->attempt_ns + (int64_t)(w->cfg->connect_timeout * 1e9);
     if (!p->connected && p->next_connect_ns) return p->next_connect_ns;
     return INT64_MAX;

@@ -31,21 +31,31 @@ void worker_replay_load(worker *w)
     int n = worker_keep_init(w, w->queue.ids, w->queue.cap - 1);
     int earlier_run = atomic_load(&h->master_pid) != (int32_t)w->args->master_pid;
     uint64_t app = routes_hash(w);
+    int qos0 = 0, k = 0;
     for (int i = 0; i < n; i++) {
-        shm_rec *r = worker_keep_rec(w, w->queue.ids[i]);
+        int id = w->queue.ids[i];
+        shm_rec *r = worker_keep_rec(w, id);
+        if (r->qos == 0) {
+            /* QoS 0 is at-most-once (docs/delivery.md): it goes through the
+             * keep only as the worker's queue and is never handled again. */
+            worker_keep_release(w, id);
+            qos0++;
+            continue;
+        }
+        w->queue.ids[k++] = id;
         /* Left by an earlier run of the instance (kill -9 of the master, a
          * stop past WORKER_STOP_TIMEOUT): acknowledged to the broker long
          * ago, so handled as redelivered. */
-        if (earlier_run && !r->started) {
-            r->started = 1;
-            snprintf(r->reason, sizeof r->reason, "left kept by an earlier run of the instance (master pid %d)",
-                     (int)atomic_load(&h->master_pid));
-        }
+        if (earlier_run) r->earlier_run = 1;
         /* Whatever state the previous worker left it in, it starts over here. */
         atomic_store_explicit(&r->state, REC_QUEUED, memory_order_release);
     }
+    n = k;
     w->queue.head = 0;
     w->queue.tail = n;
+    if (qos0)
+        log_info("%d QoS 0 message%s a previous worker took %s not handled again (QoS 0 is at-most-once)", qos0,
+                 qos0 == 1 ? "" : "s", qos0 == 1 ? "is" : "are");
     if (n && earlier_run)
         log_info("%d message%s kept by an earlier run of the instance will be handled first", n, n == 1 ? "" : "s");
     else if (n)

@@ -33,3 +33,10 @@ router.on("keep/hold/{n}", function(ctx)
   while hold do cqueues.sleep(3600) end
   record("hold", ctx.payload, ctx.redelivered)
 end, { qos = 1, timeout = 3600 })
+
+-- A QoS 0 route: each start of its handler leaves a line, then it waits
+-- like keep/hold.
+router.on("keep/hold0/{n}", function(ctx)
+  record("hold0", ctx.payload, ctx.redelivered)
+  while hold do cqueues.sleep(3600) end
+end, { qos = 0, timeout = 3600 })
