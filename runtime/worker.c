@@ -232,6 +232,7 @@ static void read_socket(worker *w)
         if (fd < 0) break;
         int rc = mosquitto_loop_read(w->conn.mosq, 1);
         flush_writes(w);
+        worker_pubconn_service(w);
         if (rc != MOSQ_ERR_SUCCESS) break;
         if (w->stop.kind && w->stop.disconnect_sent) break;
         if (!wants_read(w)) break;

@@ -251,6 +251,10 @@ void worker_pubconn_tick(worker *w, int64_t now); /* connects, reconnects with b
 void worker_pubconn_update(worker *w);            /* its epoll registration */
 int worker_pubconn_event(worker *w, int fd, uint32_t events); /* 1 when fd was its socket */
 void worker_pubconn_flush(worker *w);             /* writes what is queued */
+/* Writes what is queued and reads the acknowledgements already there:
+ * called between incoming packets, so the broker's in-flight window for
+ * our publishes (its Receive Maximum, 20 with mosquitto) keeps moving. */
+void worker_pubconn_service(worker *w);
 void worker_pubconn_disconnect(worker *w);        /* DISCONNECT (ending the session when retiring) */
 int worker_pubconn_idle(worker *w);               /* nothing left to write, or no connection */
 int64_t worker_pubconn_deadline(worker *w);       /* its next connect attempt, INT64_MAX: none */

@@ -290,6 +290,18 @@ int worker_pubconn_event(worker *w, int fd, uint32_t events)
     return 1;
 }
 
+void worker_pubconn_service(worker *w)
+{
+    struct worker_pubconn *p = w->pub;
+    if (!p || mosquitto_socket(p->mosq) < 0) return;
+    worker_pubconn_flush(w);
+    if (!w->out.count || !more_to_read(w)) return;
+    for (int i = 0; i < 256; i++) {
+        if (mosquitto_loop_read(p->mosq, 1) != MOSQ_ERR_SUCCESS || !more_to_read(w)) break;
+    }
+    worker_pubconn_flush(w);
+}
+
 void worker_pubconn_disconnect(worker *w)
 {
     struct worker_pubconn *p = w->pub;
