@@ -40,7 +40,7 @@ typedef struct keep_map {
 void keep_file_path(char *out, size_t n, const char *run_dir, int slot, const char *adopt_client_id);
 /* Opens (or makes) the keep at path with max_recs records and arena_bytes of
  * arena, reserving its space; a keep that still holds messages keeps its
- * own geometry until it is empty (*resized_from_recs then says so, else 0).
+ * own geometry until it is empty (*kept_geometry is then 1, else 0).
  * 0 ok; -1 with the reason in err. */
 int keep_file_open_reserved(keep_map *km, const char *path, uint32_t max_recs, uint64_t arena_bytes,
                             uint32_t *kept_geometry, char *err, size_t errlen);
