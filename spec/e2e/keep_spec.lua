@@ -72,6 +72,22 @@ local function assert_replayed_first(dir, n, new)
   for i = 1, n do assert.truthy(seen[tostring(i)], "kept message " .. i .. " not handled") end
 end
 
+describe("the keep's bounds", function()
+  local function check(env)
+    return e2e.sh(string.format("cd %s && env %s %s check --app %s 2>&1 >/dev/null; echo rc=$?", e2e.root, env, e2e.bin,
+      APP))
+  end
+
+  it("are checked at start, naming the variable", function()
+    assert.equal("routemq: WORKER_MAX_KEPT: '0' is not a whole number from 1 to 1000000\nrc=1\n",
+      check("WORKER_MAX_KEPT=0"))
+    assert.equal("routemq: WORKER_MAX_KEPT_MB: 'lots' is not a whole number from 1 to 65536\nrc=1\n",
+      check("WORKER_MAX_KEPT_MB=lots"))
+    assert.equal("routemq: WORKER_MAX_KEPT: 2 is less than WORKER_CONCURRENCY 5 (each message in progress is kept)"
+      .. "\nrc=1\n", check("WORKER_MAX_KEPT=2 WORKER_CONCURRENCY=5"))
+  end)
+end)
+
 describe("the keep", function()
   it("bounds what a worker takes while its publishes wait for the broker, and loses nothing", function()
     -- The issue's case scaled down (E2E_KEEP_N, E2E_KEEP_FAN, E2E_KEEP_MAX; by hand: 300000, 100, 10000).
