@@ -436,6 +436,14 @@ static int load_values(config *c, char *err, size_t errlen)
     if (get_long("WORKER_MAX_OUTGOING", 1000, 1, 50000, &c->max_outgoing, err, errlen)) return -1;
     if (get_long("WORKER_MAX_OUTGOING_MB", 16, 1, 4096, &c->max_outgoing_mb, err, errlen)) return -1;
     if (get_int("WORKER_CONCURRENCY", 1, 1, 4096, &c->concurrency, err, errlen)) return -1;
+    /* The keep's records and bytes are reserved on disk per slot at start. */
+    if (get_long("WORKER_MAX_KEPT", 10000, 1, 1000000, &c->max_kept, err, errlen)) return -1;
+    if (get_long("WORKER_MAX_KEPT_MB", 32, 1, 65536, &c->max_kept_mb, err, errlen)) return -1;
+    if (c->max_kept < c->concurrency) {
+        snprintf(err, errlen, "WORKER_MAX_KEPT: %ld is less than WORKER_CONCURRENCY %d (each message in progress "
+                 "is kept)", c->max_kept, c->concurrency);
+        return -1;
+    }
 
     c->http = dup_or("ROUTEMQ_HTTP", NULL);
     if (c->http && !strchr(c->http, ':')) {

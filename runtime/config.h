@@ -35,6 +35,8 @@ typedef struct config {
     long max_outgoing;      /* publishes not yet acknowledged before handlers pause */
     long max_outgoing_mb;   /* the same bound in megabytes */
     int concurrency;        /* WORKER_CONCURRENCY: messages in progress per worker */
+    long max_kept;          /* WORKER_MAX_KEPT: messages a worker keeps at once (taken, not finished) */
+    long max_kept_mb;       /* WORKER_MAX_KEPT_MB: their bytes, reserved in the keep file at start */
 
     char *http;             /* host:port or NULL */
     char *http_token;       /* ROUTEMQ_HTTP_TOKEN(_FILE): Bearer token of the admin endpoint; never logged */

@@ -9,6 +9,7 @@
 #include "master_presence.h"
 #include "devwatch.h"
 #include "rundir.h"
+#include "keep_file.h"
 #include "cli.h"
 #include "log.h"
 
@@ -148,6 +149,24 @@ static void read_signals(master *m)
     }
 }
 
+/* A keep left by an earlier run for a slot this one does not run is handled
+ * only when that slot runs again: say so rather than leave it unnoticed. */
+static void warn_unrun_keeps(master *m)
+{
+    for (int i = m->P; i < m->nslots; i++) {
+        char path[4200];
+        keep_map km;
+        keep_file_path(path, sizeof path, m->cfg->run_dir, i, NULL);
+        if (keep_file_map(&km, path)) continue;
+        uint32_t n = keep_file_count(&km);
+        keep_file_unmap(&km);
+        if (n)
+            log_warn("%s holds %u message%s kept by worker %d of an earlier run, and this start runs %d worker%s: they "
+                     "are handled once slot %d runs again (routemq scale %d, or --workers %d)", path, n,
+                     n == 1 ? "" : "s", i, m->P, m->P == 1 ? "" : "s", i, i + 1, i + 1);
+    }
+}
+
 /* The workers start once the group's presence records are in: an identity
  * that is live elsewhere must not take over its sessions. */
 static void start_workers(master *m, int64_t now)
@@ -161,6 +180,7 @@ static void start_workers(master *m, int64_t now)
     }
     m->workers_started = 1;
     master_presence_announce(m);
+    warn_unrun_keeps(m);
     for (int i = 0; i < m->P; i++) {
         m->slots[i].active = 1;
         master_start_slot(m, i);
@@ -327,7 +347,6 @@ static void teardown(master *m)
     m->app = NULL;
     free(m->slots);
     m->slots = NULL;
-    for (int i = 0; m->shm && i < m->nslots; i++) shm_keep_unlink_all(&m->shm->slots[i].keep, (int)m->pid, i);
     shm_destroy(m->shm);
     m->shm = NULL;
     if (m->epfd >= 0) close(m->epfd);

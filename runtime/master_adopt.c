@@ -10,6 +10,7 @@
  * for another instance to adopt. */
 #include "master.h"
 #include "master_policy.h"
+#include "keep_file.h"
 #include "master_presence.h"
 #include "master_presence_internal.h"
 #include "log.h"
@@ -22,6 +23,7 @@
 #include <string.h>
 #include <time.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 typedef struct adopter {
     master_slot ms;          /* the process, as the watchdog and the restart see it */
@@ -215,16 +217,25 @@ static void record_death(master *m, adopter *a, int status)
 {
     shm_slot *sh = &a->shm->slots[0];
     int on_cpu = atomic_load(&sh->handler_start_ns) ? atomic_load(&sh->handler_rec) : -1;
-    if (on_cpu < 0 || on_cpu >= SHM_RECS || a->ms.kill == KILL_STOP_TIMEOUT) return;
+    if (on_cpu < 0 || a->ms.kill == KILL_STOP_TIMEOUT) return;
     if (!WIFSIGNALED(status) && WEXITSTATUS(status) == WORKER_EXIT_OK) return;
-    shm_rec *r = &sh->keep.rec[on_cpu];
-    if (atomic_load(&r->state) != REC_RUNNING) return;
-    r->attempts++;
-    if (a->ms.kill == KILL_HANDLER_TIMEOUT && a->ms.kill_detail[0]) snprintf(r->reason, sizeof r->reason, "%s", a->ms.kill_detail);
-    else if (WIFSIGNALED(status)) snprintf(r->reason, sizeof r->reason, "adoption worker killed by signal %d", WTERMSIG(status));
-    else snprintf(r->reason, sizeof r->reason, "adoption worker exited with code %d", WEXITSTATUS(status));
-    log_warn("%s died handling a message (attempt %u of %d): %s", a->who, r->attempts, m->cfg->poison_attempts,
-             r->reason);
+    char path[4200];
+    keep_file_path(path, sizeof path, m->cfg->run_dir, a->slot, a->client_id);
+    keep_map km;
+    if (keep_file_map(&km, path)) return;
+    shm_rec *r = (uint32_t)on_cpu < km.h->max_recs ? &km.rec[on_cpu] : NULL;
+    if (r && atomic_load(&r->state) == REC_RUNNING) {
+        r->attempts++;
+        if (a->ms.kill == KILL_HANDLER_TIMEOUT && a->ms.kill_detail[0])
+            snprintf(r->reason, sizeof r->reason, "%s", a->ms.kill_detail);
+        else if (WIFSIGNALED(status))
+            snprintf(r->reason, sizeof r->reason, "adoption worker killed by signal %d", WTERMSIG(status));
+        else
+            snprintf(r->reason, sizeof r->reason, "adoption worker exited with code %d", WEXITSTATUS(status));
+        log_warn("%s died handling a message (attempt %u of %d): %s", a->who, r->attempts, m->cfg->poison_attempts,
+                 r->reason);
+    }
+    keep_file_unmap(&km);
 }
 
 /* Forgets adopter k; clears the orphan's record once its last adopter ended
@@ -234,10 +245,14 @@ static void finish(master *m, int k, int clear)
     adopter a = adopters[k];
     adopters[k] = adopters[--nadopters];
     uint32_t left = atomic_load(&a.shm->slots[0].kept);
+    /* Each orphan's client id has a keep of its own (keep_file_path). */
+    char path[4200];
+    keep_file_path(path, sizeof path, m->cfg->run_dir, a.slot, a.client_id);
     if (left)
-        log_warn("the adoption worker of %s left %u message%s unfinished; nobody can handle them now", a.client_id,
-                 left, left == 1 ? "" : "s");
-    shm_keep_unlink_all(&a.shm->slots[0].keep, (int)m->pid, SHM_ADOPT_SLOT_BASE + a.slot);
+        log_warn("the adoption worker of %s left %u message%s unfinished, kept in %s: the next adoption of %s "
+                 "handles them first", a.client_id, left, left == 1 ? "" : "s", path, a.client_id);
+    else
+        unlink(path);
     shm_destroy(a.shm);
     free_routes(&a);
     master_app_unref(a.ms.app);

@@ -209,6 +209,11 @@ static void delivery(strbuf *b, const master *m)
     family(b, "routemq_kept_at_stop_total", "counter",
            "Messages workers had taken and not finished when the instance stopped: kept for the next start, not dropped.");
     sb_printf(b, "routemq_kept_at_stop_total %llu\n", (unsigned long long)m->kept_at_stop);
+    uint64_t too_large = 0;
+    for (int i = 0; i < m->nslots; i++) too_large += atomic_load(&m->shm->slots[i].lost_too_large);
+    family(b, "routemq_messages_lost_total", "counter",
+           "Messages acknowledged to the broker and not handled (each logged; docs/delivery.md).");
+    sb_printf(b, "routemq_messages_lost_total{reason=\"too_large\"} %llu\n", (unsigned long long)too_large);
 }
 
 static void master_counters(strbuf *b, const master *m, uint64_t duplicates)

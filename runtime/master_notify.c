@@ -33,7 +33,9 @@ static int notify_send(const char *msg)
     if (a.sun_path[0] == '@') a.sun_path[0] = 0;
     int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     if (fd < 0) return -errno;
-    ssize_t w = sendto(fd, msg, strlen(msg), MSG_NOSIGNAL, (struct sockaddr *)&a,
+    /* Never wait for the receiver: a notify socket whose queue is full
+     * (10 datagrams by default) would freeze the master's loop. */
+    ssize_t w = sendto(fd, msg, strlen(msg), MSG_NOSIGNAL | MSG_DONTWAIT, (struct sockaddr *)&a,
                        (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n));
     int err = errno;
     close(fd);

@@ -2,6 +2,7 @@
  * death on its in-flight message, and restart the slot - at once the first
  * time, with exponential backoff while it keeps dying young. */
 #include "master.h"
+#include "keep_file.h"
 #include "master_policy.h"
 #include "cli.h"
 #include "devbroker.h"
@@ -60,8 +61,11 @@ static void inflight_reason(const master *m, const master_slot *s, int status, c
 static void record_kept(master *m, int i, int status)
 {
     master_slot *s = &m->slots[i];
-    shm_keep *k = &m->shm->slots[i].keep;
-    uint32_t used = atomic_load(&k->used);
+    char path[4200];
+    keep_map km;
+    keep_file_path(path, sizeof path, m->cfg->run_dir, i, NULL);
+    if (keep_file_map(&km, path)) return;  /* the worker did not get as far as its keep */
+    uint32_t used = atomic_load(&km.h->used);
     int abnormal = died_abnormally(status), stop_kill = s->kill == KILL_STOP_TIMEOUT;
     int kept = 0;
     char reason[SHM_REASON_MAX];
@@ -72,8 +76,8 @@ static void record_kept(master *m, int i, int status)
      * code runs); the others are just handled again. */
     shm_slot *sh = &m->shm->slots[i];
     int on_cpu = atomic_load(&sh->handler_start_ns) ? atomic_load(&sh->handler_rec) : -1;
-    for (uint32_t j = 0; j < used && j < SHM_RECS; j++) {
-        shm_rec *r = &k->rec[j];
+    for (uint32_t j = 0; j < used && j < km.h->max_recs; j++) {
+        shm_rec *r = &km.rec[j];
         uint32_t state = atomic_load(&r->state);
         if (state == REC_FREE) continue;
         kept++;
@@ -91,14 +95,16 @@ static void record_kept(master *m, int i, int status)
         log_warn("worker %d died handling a message on route %s (attempt %u of %d): %s", i, route, r->attempts,
                  m->cfg->poison_attempts, reason);
     }
+    keep_file_unmap(&km);
     if (!kept) return;
     atomic_store(&m->shm->slots[i].kept, (uint32_t)kept);
     if (m->stopping) {
-        /* Nothing is dropped: they stay kept, and the next start on this
-         * run directory handles them first. */
+        /* Nothing is dropped: the keep file stays in the run directory, and
+         * the next start on it handles them first. */
         m->kept_at_stop += (uint64_t)kept;
-        log_warn("worker %d stopped with %d unfinished message%s; %s kept for the next start", i, kept,
-                 kept == 1 ? "" : "s", kept == 1 ? "it stays" : "they stay");
+        log_warn("worker %d stopped with %d unfinished message%s; %s kept for the next start on this run directory "
+                 "(in %s), which handles %s first", i, kept, kept == 1 ? "" : "s", kept == 1 ? "it stays" : "they stay",
+                 path, kept == 1 ? "it" : "them");
         return;
     }
     if (!s->active)

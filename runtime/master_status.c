@@ -3,6 +3,7 @@
  * each slot feeds both renderings, so the table and the JSON never disagree.
  * Nothing here reads the configuration's credentials. */
 #include "master.h"
+#include "keep_file.h"
 #include "version.h"
 
 #include <stdio.h>
@@ -102,11 +103,17 @@ static void view_slot(const master *m, int i, int64_t now, slot_view *v)
      * them waiting: show the oldest one's route (with 1: the running one). */
     int64_t start = 0;
     int route = 0;
-    uint32_t used = atomic_load(&sh->keep.used);
-    for (uint32_t j = 0; j < used && j < SHM_RECS; j++) {
-        const shm_rec *r = &sh->keep.rec[j];
-        if (atomic_load_explicit(&r->state, memory_order_acquire) != REC_RUNNING) continue;
-        if (!start || r->started_ns < start) { start = r->started_ns; route = r->route_index; }
+    char path[4200];
+    keep_map km;
+    keep_file_path(path, sizeof path, m->cfg->run_dir, i, NULL);
+    if (keep_file_map(&km, path) == 0) {
+        uint32_t used = atomic_load(&km.h->used);
+        for (uint32_t j = 0; j < used && j < km.h->max_recs; j++) {
+            const shm_rec *r = &km.rec[j];
+            if (atomic_load_explicit(&r->state, memory_order_acquire) != REC_RUNNING) continue;
+            if (!start || r->started_ns < start) { start = r->started_ns; route = r->route_index; }
+        }
+        keep_file_unmap(&km);
     }
     if (start && s->app && route >= 1 && route <= s->app->def.nroutes) {
         v->inflight_route = s->app->def.routes[route - 1].pattern;

@@ -1,6 +1,6 @@
-/* The shared mapping itself. Pages of the kept-message records and arena are
- * touched only as a slot uses them, so idle workers stay small; NORESERVE
- * because most of the mapping is never touched. */
+/* The shared mapping itself. Pages of the route tables are touched only as a
+ * slot uses them, so idle workers stay small; NORESERVE because most of the
+ * mapping is never touched. (Kept messages live in files: keep_file.c.) */
 #include "shm.h"
 #include "clock.h"
 
@@ -30,24 +30,4 @@ int64_t shm_now_ns(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * NS_PER_S + ts.tv_nsec;
-}
-
-void shm_keep_file_name(char *out, size_t n, int master_pid, int slot, uint64_t seq)
-{
-    snprintf(out, n, "/routemq.%d.%d.%llu", master_pid, slot, (unsigned long long)seq);
-}
-
-void shm_keep_unlink_all(shm_keep *k, int master_pid, int slot)
-{
-    uint32_t used = atomic_load(&k->used);
-    for (uint32_t i = 0; i < used && i < SHM_RECS; i++) {
-        shm_rec *r = &k->rec[i];
-        if (atomic_load(&r->state) == REC_FREE) continue;
-        if (r->external) {
-            char name[96];
-            shm_keep_file_name(name, sizeof name, master_pid, slot, r->seq);
-            shm_unlink(name);
-        }
-        atomic_store(&r->state, REC_FREE);
-    }
 }

@@ -37,17 +37,14 @@ enum {
 };
 
 /* Messages a worker has taken from the broker and not finished, kept so that
- * a replacement worker can handle them again if this one dies (libmosquitto
- * acknowledges a message before the handler runs). A message is finished when
- * its handler has returned and the broker has acknowledged every QoS >= 1
- * message the handler published. Each has a record; its bytes (topic,
- * payload, packed MQTT 5 properties) live in the slot's arena, or, when large
- * or when the arena is fragmented, in a file of its own in /dev/shm
- * (worker_keep.c). */
-#define SHM_RECS        (1 << 18)     /* messages kept per slot at once (pages touched as used) */
+ * a replacement worker (or the next start of the instance) can handle them
+ * again if this one dies (libmosquitto acknowledges a message before the
+ * handler runs). A message is finished when its handler has returned and the
+ * broker has acknowledged every QoS >= 1 message the handler published. Each
+ * has a record; its bytes (topic, payload, packed MQTT 5 properties) live in
+ * the arena. Records and arena are in the slot's keep file under the run
+ * directory (keep_file.h), bounded by WORKER_MAX_KEPT and WORKER_MAX_KEPT_MB. */
 #define SHM_CHUNK       128           /* arena allocation unit, bytes */
-#define SHM_ARENA_CHUNKS (1 << 18)    /* 32 MiB of message bytes per slot (pages touched as used) */
-#define SHM_ARENA_MAX   (256 * 1024)  /* larger messages go to a file of their own */
 
 enum rec_state {
     REC_FREE = 0,
@@ -65,19 +62,13 @@ typedef struct shm_rec {
     int64_t started_ns;             /* monotonic, when its handler (last) started */
     int32_t route_index;
     int32_t stat_index;             /* its entry in the slot's route_stats, -1 for none */
-    uint8_t qos, retain, external;  /* external: bytes in /dev/shm/routemq.<master>.<slot>.<seq> */
+    uint8_t qos, retain;
+    uint8_t earlier_run;            /* left kept by an earlier run of the instance: handled as redelivered */
     uint8_t dlq;                    /* a dead-letter publish is what it waits for */
     uint8_t started;                /* its handler has run, at least in part */
     uint32_t topic_len, payload_len, props_len;
     uint32_t chunk, nchunks;        /* its place in the arena */
 } shm_rec;
-
-typedef struct shm_keep {
-    _Atomic uint64_t next_seq;      /* written by the slot's workers only */
-    _Atomic uint32_t used;          /* records [used, SHM_RECS) were never used: free, pages untouched */
-    shm_rec rec[SHM_RECS];
-    char arena[(size_t)SHM_ARENA_CHUNKS * SHM_CHUNK];
-} shm_keep;
 
 /* Recent QoS >= 1 deliveries of a slot: (packet id << 48 | content hash),
  * indexed by packet id. After a worker dies the broker resends what it had
@@ -148,6 +139,7 @@ typedef struct shm_slot {
     _Atomic uint64_t busy_ns;           /* total time spent in handlers */
     _Atomic uint64_t rss_kb;            /* sampled about once a second */
     _Atomic uint64_t duplicates;        /* broker redeliveries skipped */
+    _Atomic uint64_t lost_too_large;    /* acknowledged by libmosquitto, too large for the keep (MQTT 3.1.1) */
     _Atomic uint64_t sub_hash;          /* fingerprint of the slot's subscriptions at the broker */
     _Atomic uint32_t kept;              /* records in use */
     _Atomic uint32_t in_progress;       /* handlers started and not done */
@@ -165,7 +157,6 @@ typedef struct shm_slot {
     char refused_reason[64];            /* its SUBACK reason code, named; written before subs_refused */
     _Atomic uint32_t ntimer_stats;      /* entries of timer_stats in use; only grows (release store) */
     shm_timer_stats timer_stats[SHM_TIMERS];
-    shm_seen seen;
     _Atomic uint32_t nroute_stats;      /* entries of route_stats in use; only grows (release store) */
     shm_route_stats route_stats[SHM_ROUTE_TABLE];
     shm_errors recent_errors;           /* the latest handler errors (shm_errors.c) */
@@ -173,7 +164,6 @@ typedef struct shm_slot {
      * looked (master_history.c reads only those). Set by the worker after
      * the counters; taken and cleared by the master. */
     _Atomic uint64_t route_dirty[(SHM_ROUTE_TABLE + 63) / 64];
-    shm_keep keep;                      /* last: its pages are touched only as used */
 } shm_slot;
 
 typedef struct shm_area {
@@ -183,12 +173,6 @@ typedef struct shm_area {
 
 /* Maps the shared area for nslots slots (MAP_SHARED|MAP_ANONYMOUS); NULL on failure. */
 shm_area *shm_create(int nslots);
-/* The /dev/shm name of kept message seq of a slot under master master_pid
- * (shm_open form); the file holds topic, payload and packed properties. */
-void shm_keep_file_name(char *out, size_t n, int master_pid, int slot, uint64_t seq);
-#define SHM_ADOPT_SLOT_BASE 100000   /* file names of an adoption worker's kept messages */
-/* Removes the files of a slot's kept messages (when nobody will replay them). */
-void shm_keep_unlink_all(shm_keep *k, int master_pid, int slot);
 /* Unmaps it. */
 void shm_destroy(shm_area *a);
 /* Monotonic clock in nanoseconds (vDSO, no system call). */

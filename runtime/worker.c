@@ -109,7 +109,6 @@ static int flushed(worker *w, int64_t now)
 
 static void give_up(worker *w, int64_t now)
 {
-    int for_good = atomic_load(&w->shm->stopping_for_good) || w->stop.kind == STOP_RETIRE;
     int queued = worker_queue_len(w);
     uint32_t unacked = worker_out_abandon(w);
     w->stop.gave_up = 1;
@@ -118,17 +117,12 @@ static void give_up(worker *w, int64_t now)
                  "is kept, with what is queued in it, for the next start or another instance",
                  (now - w->stop.since_ns) / 1e9, w->cfg->stop_timeout, w->conn.client_id);
     if (!unacked && !queued) return;
-    if (for_good) {
-        /* Nothing is dropped: the records stay kept for the next start. */
-        log_warn("stopping after %.1f s (WORKER_STOP_TIMEOUT %g s): %d message%s not handled and %u publish%s not "
-                 "acknowledged by the broker; their messages stay kept for the next start",
-                 (now - w->stop.since_ns) / 1e9, w->cfg->stop_timeout, queued, queued == 1 ? "" : "s", unacked,
-                 unacked == 1 ? "" : "es");
-    } else {
-        log_warn("stopping after %.1f s (WORKER_STOP_TIMEOUT %g s) with %u publish%s not acknowledged; their "
-                 "messages stay kept and the next worker of the slot handles them again",
-                 (now - w->stop.since_ns) / 1e9, w->cfg->stop_timeout, unacked, unacked == 1 ? "" : "es");
-    }
+    /* Nothing is dropped: the messages stay in the slot's keep file, for the
+     * slot's next worker or the next start on this run directory. */
+    log_warn("stopping after %.1f s (WORKER_STOP_TIMEOUT %g s) with %u publish%s not acknowledged and %d message%s "
+             "not handled; %u message%s stay kept for the next worker of the slot (or the next start)",
+             (now - w->stop.since_ns) / 1e9, w->cfg->stop_timeout, unacked, unacked == 1 ? "" : "es", queued,
+             queued == 1 ? "" : "s", atomic_load(&w->shm->kept), atomic_load(&w->shm->kept) == 1 ? "" : "s");
 }
 
 static void stop_when_flushed(worker *w, int64_t now)
@@ -152,16 +146,21 @@ static void stop_when_flushed(worker *w, int64_t now)
     if ((flushed(w, now) || w->stop.gave_up) && !atomic_load(&w->shm->in_progress)) worker_mqtt_disconnect(w);
 }
 
-/* Reading stops while stopping (what the broker queued stays in the session
- * for the next worker), except for the acknowledgements of our publishes
- * and, when retiring, the share the broker still sends; and when no record
- * is left to keep a message in, unless acknowledgements are awaited: they
- * come on the same connection, behind whatever the broker sends, so not
- * reading them would stall the worker for good. */
+/* Reading stops when the keep has no record or no room for the largest
+ * message left: nothing is taken (and acknowledged by libmosquitto) that
+ * cannot be kept. The acknowledgements of our publishes come on the
+ * publishing connection (worker_pubconn.c), so they still arrive and free
+ * the keep. Reading also stops while stopping (what the broker queued stays
+ * in the session for the next worker), except when retiring: the share the
+ * broker still sends is handled. */
 static int wants_read(worker *w)
 {
-    if (worker_keep_full(w)) return w->out.count > 0;
+    if (!worker_keep_has_room(w)) return 0;
     if (w->stop.gave_up) return 0;  /* past the deadline: finish what was taken, take nothing more */
+    /* Handlers wait for the publishing connection: taking messages before
+     * it is up would only fill the keep. (Before the CONNACK, reading is
+     * what brings it.) */
+    if (w->conn.connected && !worker_pubconn_connected(w)) return 0;
     /* WORKER_CONCURRENCY handlers in progress and as many waiting: leave the
      * rest with the broker until one finishes; but not over the outgoing
      * bound, where handlers wait for the acknowledgements that come on this
@@ -171,8 +170,7 @@ static int wants_read(worker *w)
         atomic_load_explicit(&w->shm->in_progress, memory_order_relaxed) >= (uint32_t)w->cfg->concurrency &&
         worker_queue_len(w) >= w->cfg->concurrency && !w->out.over)
         return 0;
-    if (!w->stop.kind || w->stop.kind == STOP_RETIRE) return 1;
-    return w->out.count > 0 && !w->stop.gave_up;
+    return !w->stop.kind || w->stop.kind == STOP_RETIRE;
 }
 
 static void on_signals(worker *w)
@@ -274,6 +272,7 @@ static void read_socket(worker *w)
         if (fd < 0) break;
         int rc = mosquitto_loop_read(w->conn.mosq, 1);
         flush_writes(w);
+        worker_pubconn_service(w);
         if (rc != MOSQ_ERR_SUCCESS) break;
         if (w->stop.kind && w->stop.disconnect_sent) break;
         if (!wants_read(w)) break;
@@ -318,7 +317,9 @@ static int timeout_ms(worker *w, int64_t now)
     if (w->stop.kind && !w->stop.disconnect_sent && now + 50000000LL < next) next = now + 50000000LL;
     if (w->conn.reconnect_pending && w->conn.next_connect_ns < next) next = w->conn.next_connect_ns;
     if (worker_connect_deadline(w) < next) next = worker_connect_deadline(w);
+    if (worker_pubconn_deadline(w) < next) next = worker_pubconn_deadline(w);
     int64_t ms = (next - now) / 1000000;
+    if (worker_queue_len(w) && worker_can_start(w)) ms = 0;  /* worker_pump left some for the next turn */
     int step_ms = worker_step_timeout_ms(w);
     w->lua.step_due_ns = step_ms >= 0 ? now + (int64_t)step_ms * 1000000 : INT64_MAX;
     if (step_ms >= 0 && step_ms < ms) ms = step_ms;
@@ -338,20 +339,25 @@ static int run_loop(worker *w)
         atomic_store_explicit(&w->shm->heartbeat_ns, now, memory_order_relaxed);
         stop_when_flushed(w, now);
         if (w->stop.kind && (w->stop.disconnect_sent || (!w->conn.connected && w->stop.gave_up))) {
-            if (!w->conn.mosq || mosquitto_socket(w->conn.mosq) < 0 || !mosquitto_want_write(w->conn.mosq)) break;
+            if ((!w->conn.mosq || mosquitto_socket(w->conn.mosq) < 0 || !mosquitto_want_write(w->conn.mosq)) &&
+                worker_pubconn_idle(w))
+                break;
         }
         worker_connect_tick(w, now);
+        worker_pubconn_tick(w, now);
         if (w->conn.reconnect_pending && now >= w->conn.next_connect_ns && (!w->stop.kind || !w->stop.gave_up))
             worker_mqtt_connect(w);
         worker_pump(w);
         if (worker_watch_controller(w)) return WORKER_EXIT_INIT;
         update_socket(w);
+        worker_pubconn_update(w);
         int n = epoll_wait(w->epfd, evs, 4, timeout_ms(w, now));
         if (n < 0 && errno != EINTR) { log_error("epoll_wait: %s", strerror(errno)); return WORKER_EXIT_INIT; }
         int step = 0;
         for (int i = 0; i < n; i++) {
             if (evs[i].data.fd == w->sigfd) { on_signals(w); continue; }
             if (evs[i].data.fd == w->lua.cq_fd) { step = 1; continue; }
+            if (worker_pubconn_event(w, evs[i].data.fd, evs[i].events)) continue;
             if (evs[i].data.fd != w->conn.sock || mosquitto_socket(w->conn.mosq) != w->conn.sock) continue;
             if (evs[i].events & EPOLLIN) w->conn.last_in_ns = now;
             if (evs[i].events & EPOLLOUT) flush_writes(w);
@@ -362,6 +368,7 @@ static int run_loop(worker *w)
          * readable, so it is stepped on the next turn). */
         if (step || shm_now_ns() >= w->lua.step_due_ns) worker_step(w);
         if (w->conn.mosq) flush_writes(w);
+        worker_pubconn_flush(w);
         periodic(w, shm_now_ns());
     }
     switch (w->stop.kind) {
@@ -417,7 +424,9 @@ int worker_main(const worker_args *a)
     int rc = WORKER_EXIT_INIT;
     if (setup_signals(&w)) { log_error("cannot set up signals: %s", strerror(errno)); goto out; }
     if (load_app(&w)) { rc = WORKER_EXIT_APP; goto out; }
-    if (worker_keep_setup(&w) || worker_dispatch_setup(&w) || worker_out_setup(&w) || worker_mqtt_setup(&w)) goto out;
+    if (worker_keep_setup(&w) || worker_dispatch_setup(&w) || worker_out_setup(&w) || worker_mqtt_setup(&w) ||
+        worker_pubconn_setup(&w))
+        goto out;
     worker_replay_load(&w);
     if (worker_run_init(&w)) { rc = WORKER_EXIT_APP; goto out; }
     worker_jobs(&w, 1);
@@ -430,6 +439,7 @@ int worker_main(const worker_args *a)
     rc = run_loop(&w);
 out:
     atomic_store(&w.shm->connected, 0);
+    worker_pubconn_free(&w);
     worker_mqtt_free(&w);
     worker_out_free(&w);
     worker_keep_free(&w);

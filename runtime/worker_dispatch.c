@@ -145,19 +145,19 @@ static uint64_t seen_entry(int mid, uint64_t hash)
 
 static int seen_before(worker *w, int mid, uint64_t hash)
 {
-    return mid > 0 && w->shm->seen.entry[(unsigned)mid % SHM_SEEN] == seen_entry(mid, hash);
+    return mid > 0 && w->keep.km.h->seen.entry[(unsigned)mid % SHM_SEEN] == seen_entry(mid, hash);
 }
 
 /* Called once the message is kept in the in-flight record: a death between
  * the two then leads to a replay, never to a skipped resend. */
 static void seen_remember(worker *w, int mid, uint64_t hash)
 {
-    if (mid > 0) w->shm->seen.entry[(unsigned)mid % SHM_SEEN] = seen_entry(mid, hash);
+    if (mid > 0) w->keep.km.h->seen.entry[(unsigned)mid % SHM_SEEN] = seen_entry(mid, hash);
 }
 
 void worker_forget_seen(worker *w)
 {
-    memset(&w->shm->seen, 0, sizeof w->shm->seen);
+    memset(&w->keep.km.h->seen, 0, sizeof w->keep.km.h->seen);
 }
 
 /* A message taken and not started yet waits here, in arrival order. */
@@ -165,7 +165,7 @@ static void enqueue(worker *w, int id)
 {
     worker_queue *q = &w->queue;
     q->ids[q->tail] = id;
-    q->tail = (q->tail + 1) % (SHM_RECS + 1);
+    q->tail = (q->tail + 1) % q->cap;
 }
 
 static int dequeue(worker *w)
@@ -173,19 +173,19 @@ static int dequeue(worker *w)
     worker_queue *q = &w->queue;
     if (q->head == q->tail) return -1;
     int id = q->ids[q->head];
-    q->head = (q->head + 1) % (SHM_RECS + 1);
+    q->head = (q->head + 1) % q->cap;
     return id;
 }
 
 int worker_queue_len(const worker *w)
 {
     const worker_queue *q = &w->queue;
-    return (q->tail - q->head + SHM_RECS + 1) % (SHM_RECS + 1);
+    return (q->tail - q->head + q->cap) % q->cap;
 }
 
 int worker_can_start(const worker *w)
 {
-    if (!w->conn.connected || w->out.over ||
+    if (!w->conn.connected || !worker_pubconn_connected(w) || w->out.over ||
         atomic_load_explicit(&w->shm->in_progress, memory_order_relaxed) >= (uint32_t)w->cfg->concurrency)
         return 0;
     switch (w->stop.kind) {
@@ -201,7 +201,7 @@ int worker_can_start(const worker *w)
 /* The message is finished: handled and its publishes acknowledged. */
 static void finish(worker *w, int id)
 {
-    shm_rec *r = &w->shm->keep.rec[id];
+    shm_rec *r = worker_keep_rec(w, id);
     if (r->dlq) {
         atomic_fetch_add(&w->shm->dead_lettered, 1);
         /* The entry recorded with the message: valid in this slot whatever
@@ -239,15 +239,13 @@ static void account(worker *w, int rid, int stat, int64_t took, int rc, const ch
 
 void worker_handler_done(worker *w, int id, int rc, const char *err, const char *tb)
 {
-    shm_rec *r = &w->shm->keep.rec[id];
+    shm_rec *r = worker_keep_rec(w, id);
     int64_t took = shm_now_ns() - r->started_ns;
     atomic_fetch_sub_explicit(&w->shm->in_progress, 1, memory_order_relaxed);
     if (rc) {
         worker_kept k;
-        int readable = worker_keep_open(w, id, &k) == 0;
-        account(w, r->route_index, r->stat_index, took, rc, readable ? k.msg.topic : "", readable ? k.msg.tlen : 0,
-                err, tb);
-        if (readable) worker_keep_close(&k);
+        worker_keep_open(w, id, &k);
+        account(w, r->route_index, r->stat_index, took, rc, k.msg.topic, k.msg.tlen, err, tb);
     } else {
         account(w, r->route_index, r->stat_index, took, 0, NULL, 0, NULL, NULL);
     }
@@ -357,7 +355,7 @@ static void call_handler(worker *w, int id, const worker_msg *m, int rid, const 
                          int redelivered)
 {
     const route_info *r = &w->app.routes[rid - 1];
-    shm_rec *rec = &w->shm->keep.rec[id];
+    shm_rec *rec = worker_keep_rec(w, id);
     lua_State *L = w->lua.L;
     rec->route_index = rid;
     if (rec->stat_index < 0) rec->stat_index = stat_of(rid);
@@ -484,38 +482,35 @@ void worker_jobs(worker *w, int start)
     if (luavm_pcall(L, 0, 0, err, sizeof err, NULL, 0)) log_error("timers: %s", err);
 }
 
-/* When every record is in use (SHM_RECS messages kept behind an outgoing
- * backlog that does not move) a message can still arrive: the acknowledgements
- * that would free records come on the same connection, so reading goes on.
- * Such a message cannot be kept; it is counted as an error and logged (at
- * most every 10 s) rather than the worker stalling for good. */
+/* Reading stops while the keep lacks a record or room for the largest
+ * message (worker_keep_has_room), and with MQTT 5 the broker is told that
+ * largest size (Maximum Packet Size): a message that cannot be kept can then
+ * only be one larger than that under MQTT 3.1.1, which has no way to say it.
+ * libmosquitto has acknowledged it already: it is counted
+ * (routemq_messages_lost_total{reason="too_large"}) and logged (at most
+ * every 10 s). */
 static void run_unkept(worker *w, const worker_msg *m, int rid)
 {
     char t[LOG_TOPIC_BUF];
-    atomic_fetch_add_explicit(&w->shm->errors, 1, memory_order_relaxed);
+    worker_keep_count_lost(w, "too_large");
     int64_t now = shm_now_ns();
     if (now - w->unkept_logged_ns < 10000000000LL) return;
     w->unkept_logged_ns = now;
-    log_error("%s (route %s): every one of the %d message records is in use (the outgoing backlog has not moved); "
-              "the message is lost", log_topic(t, sizeof t, m->topic, m->tlen), w->app.routes[rid - 1].pattern,
-              SHM_RECS);
+    log_error("%s (route %s): a message of %zu bytes is larger than the keep can hold (%u bytes with "
+              "WORKER_MAX_KEPT_MB=%ld); it is lost: raise WORKER_MAX_KEPT_MB, or use MQTT 5 so the broker does not "
+              "send it", log_topic(t, sizeof t, m->topic, m->tlen), w->app.routes[rid - 1].pattern,
+              m->tlen + m->plen + m->props_len, worker_keep_max_message(w), w->cfg->max_kept_mb);
 }
 
 /* Starts the handler of kept message id (or dead-letters it). */
 static void start(worker *w, int id)
 {
-    shm_rec *rec = &w->shm->keep.rec[id];
+    shm_rec *rec = worker_keep_rec(w, id);
     worker_kept k;
-    if (worker_keep_open(w, id, &k)) {
-        log_error("a kept message of %u bytes cannot be read back (%s); it is lost",
-                  rec->topic_len + rec->payload_len, strerror(errno));
-        finish(w, id);
-        return;
-    }
-    int redelivered = rec->started;
+    worker_keep_open(w, id, &k);
+    int redelivered = rec->started || rec->earlier_run;
     if (rec->attempts >= (uint32_t)w->cfg->poison_attempts) {
         worker_dead_letter(w, id, &k.msg);
-        worker_keep_close(&k);
         return;
     }
     topic_span caps[TOPIC_MAX_WILDCARDS];
@@ -525,22 +520,24 @@ static void start(worker *w, int id)
         char t[LOG_TOPIC_BUF];
         log_warn("the kept message on %s matches no route any more; dropped",
                  log_topic(t, sizeof t, k.msg.topic, k.msg.tlen));
-        worker_keep_close(&k);
         finish(w, id);
         return;
     }
-    if (redelivered) {
+    if (rec->started) {
         char t[LOG_TOPIC_BUF];
         log_warn("redelivering the message on %s a previous worker did not finish (%s)",
                  log_topic(t, sizeof t, k.msg.topic, k.msg.tlen), rec->reason[0] ? rec->reason : "no reason recorded");
     }
     call_handler(w, id, &k.msg, rid, caps, ncaps, redelivered);
-    worker_keep_close(&k);
 }
+
+#define PUMP_BUDGET_NS 20000000  /* then signals and timers get their turn; the loop pumps again at once */
 
 void worker_pump(worker *w)
 {
-    while (worker_can_start(w)) {
+    int64_t until = shm_now_ns() + PUMP_BUDGET_NS;
+    for (int i = 0; worker_can_start(w); i++) {
+        if ((i & 15) == 15 && shm_now_ns() > until) return;
         int id = dequeue(w);
         if (id < 0) return;
         start(w, id);
@@ -632,7 +629,7 @@ static void take_message(struct mosquitto *m, void *ud, const struct mosquitto_m
         run_unkept(w, &kept, rid);
         return;
     }
-    w->shm->keep.rec[id].stat_index = stat_of(rid);
+    worker_keep_rec(w, id)->stat_index = stat_of(rid);
     seen_remember(w, mid, hash);
     enqueue(w, id);
     worker_pump(w);

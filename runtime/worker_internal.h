@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "app.h"
+#include "keep_file.h"
 #include "topic_pattern.h"
 #include "topic_trie.h"
 #include "worker.h"
@@ -31,21 +32,25 @@ typedef struct worker_msg {
     int rid;                 /* route index (1-based) it matched when taken */
 } worker_msg;
 
-/* A kept message opened for reading (worker_keep_open / worker_keep_close). */
+/* A kept message opened for reading (worker_keep_open). */
 typedef struct worker_kept {
     worker_msg msg;
     const char *bytes;
-    size_t map_len;          /* > 0: a mapped file to unmap */
 } worker_kept;
 
 /* Which records and arena chunks are free: the process's own, rebuilt from
- * the shared records at start. */
+ * the keep file's records at start. */
 typedef struct worker_keep_state {
-    uint64_t bits[SHM_ARENA_CHUNKS / 64];
+    keep_map km;             /* the slot's keep file, mapped */
+    uint32_t max_recs;       /* records in it */
+    uint32_t nchunks;        /* arena chunks in it */
+    uint64_t *bits;          /* nchunks / 64 words: used chunks */
     uint32_t first_free_word; /* no free chunk below this word of bits */
     uint32_t fresh;          /* records below this index have been used */
     int nfree;
-    uint32_t *free_stack;    /* SHM_RECS entries */
+    uint32_t *free_stack;    /* max_recs entries */
+    uint32_t room_chunks;    /* a run this long must be free to read another message */
+    int room;                /* cached worker_keep_has_room, -1: to compute */
 } worker_keep_state;
 
 /* The handling of each kept message, in this process: its handler is done
@@ -57,7 +62,8 @@ typedef struct worker_rec_local {
 
 /* Messages kept but not started, in arrival order (a ring of record ids). */
 typedef struct worker_queue {
-    int *ids;                /* SHM_RECS + 1 entries */
+    int *ids;                /* cap entries */
+    int cap;                 /* records in the keep + 1 */
     int head, tail;          /* head == tail: empty */
 } worker_queue;
 
@@ -180,11 +186,12 @@ typedef struct worker {
     int exit_code;
 
     worker_keep_state keep;
-    worker_rec_local *recs;  /* SHM_RECS entries, by record id */
+    worker_rec_local *recs;  /* one per record of the keep, by record id */
     worker_queue queue;
     worker_out out;
     char *props_buf;         /* packing area for a message's properties */
-    int64_t unkept_logged_ns;  /* rate limit of the "no record left" error */
+    int64_t unkept_logged_ns;  /* rate limit of the "cannot keep" error */
+    struct worker_pubconn *pub; /* the connection handlers publish on (worker_pubconn.c) */
     int unknown_sub_id_noted;  /* a copy with an identifier of no route was logged */
 
     uint64_t handled;        /* messages handled by this process */
@@ -230,16 +237,26 @@ void worker_rec_publish_done(worker *w, int id);
 int worker_queue_len(const worker *w);
 
 /* worker_keep.c */
-int worker_keep_setup(worker *w);                 /* the process-side tables (lazily touched) */
+/* Maps the slot's keep file, reserving its space, and the process-side
+ * tables; 0, or -1 logged (the worker does not start). */
+int worker_keep_setup(worker *w);
 void worker_keep_free(worker *w);
+shm_rec *worker_keep_rec(worker *w, int id);      /* the record of id */
+/* Largest message the keep always has room for when reading (MQTT 5:
+ * announced to the broker as our Maximum Packet Size). */
+uint32_t worker_keep_max_message(const worker *w);
 /* Rebuilds the allocation state from the records a previous worker of the
  * slot left; fills ids (up to max) with them in arrival order; returns how many. */
 int worker_keep_init(worker *w, int *ids, int max);
 int worker_keep_add(worker *w, const worker_msg *m);  /* record id, -1 when it cannot be kept */
-int worker_keep_open(worker *w, int id, worker_kept *out); /* 0, or -1 when its file is gone */
-void worker_keep_close(worker_kept *k);
+void worker_keep_open(worker *w, int id, worker_kept *out); /* its bytes, in the mapped keep */
 void worker_keep_release(worker *w, int id);
-int worker_keep_full(const worker *w);            /* no record free */
+/* 1 while a record and room for the largest message are free: reading
+ * incoming messages stops otherwise (nothing is acknowledged that cannot
+ * be kept). */
+int worker_keep_has_room(worker *w);
+/* Counts a message acknowledged but not kept (routemq_messages_lost_total{reason}). */
+void worker_keep_count_lost(worker *w, const char *reason);
 
 /* worker_replay.c */
 /* Queues what a previous worker of the slot left unfinished (at start). */
@@ -247,6 +264,26 @@ void worker_replay_load(worker *w);
 /* Publishes record id to the dead-letter topic (its handler killed the
  * worker ROUTEMQ_POISON_ATTEMPTS times); released once the broker has it. */
 void worker_dead_letter(worker *w, int id, const worker_msg *m);
+
+/* worker_pubconn.c: the second connection, for publishing only. Incoming
+ * messages come on w->conn; the acknowledgements of what handlers publish
+ * come on this one, so reading incoming messages can stop at the keep's
+ * bound without stopping them. */
+int worker_pubconn_setup(worker *w);              /* its client (<client id>-out); 0 or -1 logged */
+void worker_pubconn_free(worker *w);
+struct mosquitto *worker_pubconn_mosq(worker *w); /* what worker_out.c publishes on */
+int worker_pubconn_connected(const worker *w);
+void worker_pubconn_tick(worker *w, int64_t now); /* connects, reconnects with backoff, keepalive */
+void worker_pubconn_update(worker *w);            /* its epoll registration */
+int worker_pubconn_event(worker *w, int fd, uint32_t events); /* 1 when fd was its socket */
+void worker_pubconn_flush(worker *w);             /* writes what is queued */
+/* Writes what is queued and reads the acknowledgements already there:
+ * called between incoming packets, so the broker's in-flight window for
+ * our publishes (its Receive Maximum, 20 with mosquitto) keeps moving. */
+void worker_pubconn_service(worker *w);
+void worker_pubconn_disconnect(worker *w);        /* DISCONNECT (ending the session when retiring) */
+int worker_pubconn_idle(worker *w);               /* nothing left to write, or no connection */
+int64_t worker_pubconn_deadline(worker *w);       /* its next connect attempt, INT64_MAX: none */
 
 /* worker_out.c */
 int worker_out_setup(worker *w);

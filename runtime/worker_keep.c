@@ -1,35 +1,23 @@
-/* Where a taken message is kept until it is finished: a record in the slot's
- * shared memory and its bytes in the slot's arena, or in a file of its own in
- * /dev/shm when it is large (or the arena has no room), so that a replacement
- * worker finds every message this one had not finished, whatever its size.
- * The allocation state (which records and arena chunks are free) is the
- * process's own and is rebuilt from the records when a worker starts. */
+/* Where a taken message is kept until it is finished: a record in the
+ * slot's keep file (keep_file.h, under the run directory) and its bytes in
+ * the file's arena, so that a replacement worker, or the next start of the
+ * instance, finds every message this one had not finished. The file's space
+ * is reserved when the worker starts; reading incoming messages stops while
+ * a record or room for the largest message is missing (worker_keep_has_room),
+ * so nothing is acknowledged that cannot be kept. The allocation state
+ * (which records and arena chunks are free) is the process's own and is
+ * rebuilt from the records when a worker starts. */
 #include "worker_internal.h"
 #include "log.h"
+#include "hash.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
-#define WORDS (SHM_ARENA_CHUNKS / 64)
-
-/* Adoption workers have a shared area of their own, with its own sequence:
- * their files are named apart from the slot's (SHM_ADOPT_SLOT_BASE). */
-static void external_name(const worker *w, uint64_t seq, char *out, size_t n)
-{
-    int slot = w->args->adopt_client_id ? SHM_ADOPT_SLOT_BASE + w->args->slot : w->args->slot;
-    shm_keep_file_name(out, n, (int)w->args->master_pid, slot, seq);
-}
-
-static int chunk_used(const worker_keep_state *k, uint32_t c)
-{
-    return (int)((k->bits[c / 64] >> (c % 64)) & 1);
-}
+#define PROPS_ROOM (64 * 1024)   /* packed properties kept with a message, at most (worker_dispatch.c) */
+#define MQTT_MAX_PACKET 268435460u
 
 static void mark_chunks(worker_keep_state *k, uint32_t first, uint32_t n, int used)
 {
@@ -38,136 +26,155 @@ static void mark_chunks(worker_keep_state *k, uint32_t first, uint32_t n, int us
         else k->bits[c / 64] &= ~(1ULL << (c % 64));
     }
     if (!used && first / 64 < k->first_free_word) k->first_free_word = first / 64;
+    k->room = -1;
 }
 
 /* First fit: n free chunks in a row, lowest first, so that the same few
- * pages serve a steady flow and the rest of the arena is never touched;
- * -1 when there is no such run. */
+ * pages serve a steady flow; -1 when there is no such run. Whole used or
+ * free words are stepped over at once. */
 static int64_t find_chunks(worker_keep_state *k, uint32_t n)
 {
-    while (k->first_free_word < SHM_ARENA_CHUNKS / 64 && k->bits[k->first_free_word] == ~0ULL) k->first_free_word++;
+    uint32_t words = k->nchunks / 64;
+    while (k->first_free_word < words && k->bits[k->first_free_word] == ~0ULL) k->first_free_word++;
     uint32_t run = 0;
-    for (uint32_t c = k->first_free_word * 64; c < SHM_ARENA_CHUNKS; c++) {
-        if (!(c % 64) && k->bits[c / 64] == ~0ULL) { run = 0; c += 63; continue; }
-        if (chunk_used(k, c)) { run = 0; continue; }
-        if (++run == n) return c + 1 - n;
+    for (uint32_t c = k->first_free_word * 64; c < k->nchunks;) {
+        uint64_t word = k->bits[c / 64];
+        if (c % 64 == 0 && word == ~0ULL) { run = 0; c += 64; continue; }
+        if (c % 64 == 0 && word == 0 && run + 64 < n) { run += 64; c += 64; continue; }
+        if ((word >> (c % 64)) & 1) run = 0;
+        else if (++run == n) return (int64_t)c + 1 - n;
+        c++;
     }
     return -1;
 }
 
 static int by_seq(const void *a, const void *b, void *keep)
 {
-    const shm_keep *sk = keep;
-    uint64_t x = sk->rec[*(const int *)a].seq, y = sk->rec[*(const int *)b].seq;
+    const shm_rec *rec = keep;
+    uint64_t x = rec[*(const int *)a].seq, y = rec[*(const int *)b].seq;
     return (x > y) - (x < y);
+}
+
+uint32_t worker_keep_max_message(const worker *w)
+{
+    uint64_t m = (uint64_t)w->keep.nchunks * SHM_CHUNK / 4;
+    return m > MQTT_MAX_PACKET ? MQTT_MAX_PACKET : (uint32_t)m;
 }
 
 int worker_keep_setup(worker *w)
 {
-    w->keep.free_stack = calloc(SHM_RECS, sizeof *w->keep.free_stack);
-    w->recs = calloc(SHM_RECS, sizeof *w->recs);
-    w->queue.ids = calloc(SHM_RECS + 1, sizeof *w->queue.ids);
-    if (w->keep.free_stack && w->recs && w->queue.ids) return 0;
+    worker_keep_state *k = &w->keep;
+    char path[4200], err[4600];
+    uint32_t other = 0;
+    keep_file_path(path, sizeof path, w->cfg->run_dir, w->args->slot, w->args->adopt_client_id);
+    if (keep_file_open_reserved(&k->km, path, (uint32_t)w->cfg->max_kept, (uint64_t)w->cfg->max_kept_mb << 20, &other,
+                                err, sizeof err)) {
+        log_error("%s; the worker does not start without room for its keep (WORKER_MAX_KEPT=%ld, "
+                  "WORKER_MAX_KEPT_MB=%ld: free some space or lower them)", err, w->cfg->max_kept, w->cfg->max_kept_mb);
+        return -1;
+    }
+    if (other)
+        log_warn("the keep %s still holds messages kept with WORKER_MAX_KEPT=%u and WORKER_MAX_KEPT_MB=%llu; it keeps "
+                 "that size until a start finds it empty", path, k->km.h->max_recs,
+                 (unsigned long long)(k->km.h->arena_bytes >> 20));
+    k->max_recs = k->km.h->max_recs;
+    k->nchunks = (uint32_t)(k->km.h->arena_bytes / SHM_CHUNK / 64 * 64);
+    k->bits = calloc(k->nchunks / 64 + 1, sizeof *k->bits);
+    k->free_stack = calloc(k->max_recs, sizeof *k->free_stack);
+    w->recs = calloc(k->max_recs, sizeof *w->recs);
+    w->queue.cap = (int)k->max_recs + 1;
+    w->queue.ids = calloc((size_t)w->queue.cap, sizeof *w->queue.ids);
+    uint64_t room = (uint64_t)worker_keep_max_message(w) + PROPS_ROOM;
+    k->room_chunks = (uint32_t)((room + SHM_CHUNK - 1) / SHM_CHUNK);
+    if (k->room_chunks > k->nchunks) k->room_chunks = k->nchunks;
+    k->room = -1;
+    if (k->bits && k->free_stack && w->recs && w->queue.ids) return 0;
     log_error("out of memory");
     return -1;
 }
 
 void worker_keep_free(worker *w)
 {
+    keep_file_unmap(&w->keep.km);
+    free(w->keep.bits);
     free(w->keep.free_stack);
     free(w->recs);
     free(w->queue.ids);
+    w->keep.bits = NULL;
     w->keep.free_stack = NULL;
     w->recs = NULL;
     w->queue.ids = NULL;
 }
 
+shm_rec *worker_keep_rec(worker *w, int id)
+{
+    return &w->keep.km.rec[id];
+}
+
 int worker_keep_init(worker *w, int *ids, int max)
 {
     worker_keep_state *k = &w->keep;
-    shm_keep *sk = &w->shm->keep;
-    memset(k->bits, 0, sizeof k->bits);
+    keep_hdr *h = k->km.h;
+    memset(k->bits, 0, (k->nchunks / 64 + 1) * sizeof *k->bits);
     k->first_free_word = 0;
     k->nfree = 0;
+    k->room = -1;
     int n = 0;
-    uint32_t used = atomic_load(&sk->used);
-    k->fresh = used > SHM_RECS ? SHM_RECS : used;
+    uint32_t used = atomic_load(&h->used);
+    k->fresh = used > k->max_recs ? k->max_recs : used;
     for (int i = (int)k->fresh - 1; i >= 0; i--) {
-        shm_rec *r = &sk->rec[i];
-        if (atomic_load_explicit(&r->state, memory_order_acquire) == REC_FREE) {
+        shm_rec *r = &k->km.rec[i];
+        if (atomic_load_explicit(&r->state, memory_order_acquire) == REC_FREE ||
+            (uint64_t)r->chunk + r->nchunks > k->nchunks) {
+            atomic_store(&r->state, REC_FREE);
             k->free_stack[k->nfree++] = (uint32_t)i;
             continue;
         }
-        if (!r->external) mark_chunks(k, r->chunk, r->nchunks, 1);
+        mark_chunks(k, r->chunk, r->nchunks, 1);
         if (n < max) ids[n++] = i;
     }
     /* Arrival order: what the previous worker took first is handled first
      * (a flood can leave hundreds of thousands: no quadratic sort). */
-    qsort_r(ids, (size_t)n, sizeof *ids, by_seq, sk);
+    qsort_r(ids, (size_t)n, sizeof *ids, by_seq, k->km.rec);
     atomic_store(&w->shm->kept, (uint32_t)n);
     return n;
 }
 
-int worker_keep_full(const worker *w)
+int worker_keep_has_room(worker *w)
 {
-    return w->keep.nfree == 0 && w->keep.fresh >= SHM_RECS;
+    worker_keep_state *k = &w->keep;
+    if (k->room < 0) k->room = (k->nfree > 0 || k->fresh < k->max_recs) && find_chunks(k, k->room_chunks) >= 0;
+    return k->room;
 }
 
-static int write_external(worker *w, shm_rec *r, const worker_msg *m)
+void worker_keep_count_lost(worker *w, const char *reason)
 {
-    char name[96];
-    size_t len = m->tlen + m->plen + m->props_len;
-    external_name(w, r->seq, name, sizeof name);
-    int fd = shm_open(name, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0) return -1;
-    int rc = -1;
-    if (len == 0 || ftruncate(fd, (off_t)len) == 0) {
-        char *p = len ? mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0) : NULL;
-        if (!len || p != MAP_FAILED) {
-            if (len) {
-                memcpy(p, m->topic, m->tlen);
-                if (m->plen) memcpy(p + m->tlen, m->payload, m->plen);
-                if (m->props_len) memcpy(p + m->tlen + m->plen, m->props, m->props_len);
-                munmap(p, len);
-            }
-            rc = 0;
-        }
-    }
-    close(fd);
-    if (rc) shm_unlink(name);
-    return rc;
+    (void)reason;  /* one reason so far: too_large */
+    atomic_fetch_add_explicit(&w->shm->lost_too_large, 1, memory_order_relaxed);
 }
 
 int worker_keep_add(worker *w, const worker_msg *m)
 {
     worker_keep_state *k = &w->keep;
-    shm_keep *sk = &w->shm->keep;
+    keep_hdr *h = k->km.h;
     int id;
     if (k->nfree) id = (int)k->free_stack[k->nfree - 1];
-    else if (k->fresh < SHM_RECS) id = (int)k->fresh;
+    else if (k->fresh < k->max_recs) id = (int)k->fresh;
     else return -1;
-    shm_rec *r = &sk->rec[id];
     size_t len = m->tlen + m->plen + m->props_len;
     uint32_t need = (uint32_t)((len + SHM_CHUNK - 1) / SHM_CHUNK);
-    r->seq = atomic_fetch_add_explicit(&sk->next_seq, 1, memory_order_relaxed) + 1;
-    r->external = 0;
-    int64_t first = len <= SHM_ARENA_MAX ? find_chunks(k, need ? need : 1) : -1;
-    if (first >= 0) {
-        r->chunk = (uint32_t)first;
-        r->nchunks = need ? need : 1;
-        mark_chunks(k, r->chunk, r->nchunks, 1);
-        char *p = sk->arena + (size_t)r->chunk * SHM_CHUNK;
-        memcpy(p, m->topic, m->tlen);
-        if (m->plen) memcpy(p + m->tlen, m->payload, m->plen);
-        if (m->props_len) memcpy(p + m->tlen + m->plen, m->props, m->props_len);
-    } else {
-        if (write_external(w, r, m)) {
-            log_error("cannot keep a message of %zu bytes in /dev/shm: %s", len, strerror(errno));
-            return -1;
-        }
-        r->external = 1;
-        r->chunk = r->nchunks = 0;
-    }
+    if (!need) need = 1;
+    int64_t first = len <= (uint64_t)k->nchunks * SHM_CHUNK ? find_chunks(k, need) : -1;
+    if (first < 0) return -1;
+    shm_rec *r = &k->km.rec[id];
+    r->seq = atomic_fetch_add_explicit(&h->next_seq, 1, memory_order_relaxed) + 1;
+    r->chunk = (uint32_t)first;
+    r->nchunks = need;
+    mark_chunks(k, r->chunk, r->nchunks, 1);
+    char *p = k->km.arena + (size_t)r->chunk * SHM_CHUNK;
+    memcpy(p, m->topic, m->tlen);
+    if (m->plen) memcpy(p + m->tlen, m->payload, m->plen);
+    if (m->props_len) memcpy(p + m->tlen + m->plen, m->props, m->props_len);
     r->topic_len = (uint32_t)m->tlen;
     r->payload_len = (uint32_t)m->plen;
     r->props_len = (uint32_t)m->props_len;
@@ -178,37 +185,24 @@ int worker_keep_add(worker *w, const worker_msg *m)
     r->attempts = 0;
     r->stop_kills = 0;
     r->started = 0;
+    r->earlier_run = 0;
     r->dlq = 0;
     r->started_ns = 0;
     r->reason[0] = 0;
     if (k->nfree) k->nfree--;
-    else atomic_store(&sk->used, ++k->fresh);
+    else atomic_store(&h->used, ++k->fresh);
+    k->room = -1;
     /* Published last: a record the master or a replacement sees is complete. */
     atomic_store_explicit(&r->state, REC_QUEUED, memory_order_release);
     atomic_fetch_add_explicit(&w->shm->kept, 1, memory_order_relaxed);
     return id;
 }
 
-int worker_keep_open(worker *w, int id, worker_kept *out)
+void worker_keep_open(worker *w, int id, worker_kept *out)
 {
-    shm_rec *r = &w->shm->keep.rec[id];
-    size_t len = (size_t)r->topic_len + r->payload_len + r->props_len;
+    shm_rec *r = &w->keep.km.rec[id];
     memset(out, 0, sizeof *out);
-    if (!r->external) {
-        out->bytes = w->shm->keep.arena + (size_t)r->chunk * SHM_CHUNK;
-    } else if (len) {
-        char name[96];
-        external_name(w, r->seq, name, sizeof name);
-        int fd = shm_open(name, O_RDONLY | O_CLOEXEC, 0);
-        if (fd < 0) return -1;
-        void *p = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0);
-        close(fd);
-        if (p == MAP_FAILED) return -1;
-        out->bytes = p;
-        out->map_len = len;
-    } else {
-        out->bytes = "";
-    }
+    out->bytes = w->keep.km.arena + (size_t)r->chunk * SHM_CHUNK;
     out->msg.topic = out->bytes;
     out->msg.tlen = r->topic_len;
     out->msg.payload = out->bytes + r->topic_len;
@@ -218,28 +212,16 @@ int worker_keep_open(worker *w, int id, worker_kept *out)
     out->msg.qos = r->qos;
     out->msg.retain = r->retain;
     out->msg.rid = r->route_index;
-    return 0;
-}
-
-void worker_keep_close(worker_kept *k)
-{
-    if (k->map_len) munmap((void *)k->bytes, k->map_len);
-    memset(k, 0, sizeof *k);
 }
 
 void worker_keep_release(worker *w, int id)
 {
     worker_keep_state *k = &w->keep;
-    shm_rec *r = &w->shm->keep.rec[id];
+    shm_rec *r = &k->km.rec[id];
     if (atomic_load_explicit(&r->state, memory_order_relaxed) == REC_FREE) return;
     atomic_store_explicit(&r->state, REC_FREE, memory_order_release);
-    if (r->external) {
-        char name[96];
-        external_name(w, r->seq, name, sizeof name);
-        shm_unlink(name);
-    } else {
-        mark_chunks(k, r->chunk, r->nchunks, 0);
-    }
+    mark_chunks(k, r->chunk, r->nchunks, 0);
     k->free_stack[k->nfree++] = (uint32_t)id;
+    k->room = -1;
     atomic_fetch_sub_explicit(&w->shm->kept, 1, memory_order_relaxed);
 }

@@ -69,8 +69,8 @@ static int l_publish(lua_State *L)
     int rec = lua_isnumber(L, 6) ? (int)lua_tointeger(L, 6) : -1;
     /* A token of a message already finished (a coroutine that outlived its
      * handler) ties the publish to nothing. */
-    if (rec < 0 || rec >= SHM_RECS || w->recs[rec].done ||
-        atomic_load_explicit(&w->shm->keep.rec[rec].state, memory_order_relaxed) != REC_RUNNING)
+    if (rec < 0 || rec >= (int)w->keep.max_recs || w->recs[rec].done ||
+        atomic_load_explicit(&worker_keep_rec(w, rec)->state, memory_order_relaxed) != REC_RUNNING)
         rec = -1;
     mosquitto_property *props = NULL;
     const char *err = NULL;
@@ -125,8 +125,8 @@ static int l_done(lua_State *L)
     worker *w = upworker(L);
     if (!lua_isnumber(L, 1)) return 0;  /* not a message of ours */
     int id = (int)lua_tointeger(L, 1);
-    if (id < 0 || id >= SHM_RECS || w->recs[id].done ||
-        atomic_load_explicit(&w->shm->keep.rec[id].state, memory_order_relaxed) != REC_RUNNING)
+    if (id < 0 || id >= (int)w->keep.max_recs || w->recs[id].done ||
+        atomic_load_explicit(&worker_keep_rec(w, id)->state, memory_order_relaxed) != REC_RUNNING)
         return 0;
     int ok = lua_toboolean(L, 2);
     const char *err = ok ? NULL : (lua_tostring(L, 3) ? lua_tostring(L, 3) : "(no message)");

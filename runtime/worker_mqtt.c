@@ -272,7 +272,6 @@ static void on_disconnect(struct mosquitto *m, void *ud, int rc, const mosquitto
     w->conn.connected = 0;
     w->conn.subs_pending = 0;
     atomic_store(&w->shm->connected, 0);
-    worker_out_connection_lost(w);
     /* A stop leaves at once, unless publishes still wait for the broker or
      * it drains a retiring session (the drain goes on after a reconnect). */
     if (w->stop.disconnect_sent || (w->stop.kind && w->stop.kind != STOP_RETIRE && !w->out.count)) {
@@ -300,9 +299,12 @@ static void on_disconnect(struct mosquitto *m, void *ud, int rc, const mosquitto
  * port stores them without connecting (libmosquitto 2.0, lib/connect.c). */
 static int set_connect_properties(worker *w)
 {
-    if (w->cfg->protocol != 5 || !w->conn.persistent) return 0;
+    if (w->cfg->protocol != 5) return 0;
     mosquitto_property *props = NULL;
-    mosquitto_property_add_int32(&props, MQTT_PROP_SESSION_EXPIRY_INTERVAL, (uint32_t)w->cfg->session_expiry);
+    if (w->conn.persistent)
+        mosquitto_property_add_int32(&props, MQTT_PROP_SESSION_EXPIRY_INTERVAL, (uint32_t)w->cfg->session_expiry);
+    /* The broker does not send us what the keep could not hold (worker_keep.c). */
+    mosquitto_property_add_int32(&props, MQTT_PROP_MAXIMUM_PACKET_SIZE, worker_keep_max_message(w));
     int rc = mosquitto_connect_bind_v5(w->conn.mosq, w->cfg->broker, -1, w->cfg->keepalive, NULL, props);
     mosquitto_property_free_all(&props);
     if (rc != MOSQ_ERR_INVAL) {
@@ -393,6 +395,7 @@ void worker_mqtt_disconnect(worker *w)
     mosquitto_property_free_all(&props);
     w->stop.disconnect_sent = rc == MOSQ_ERR_SUCCESS;
     w->stop.session_ended = end && w->stop.disconnect_sent;
+    worker_pubconn_disconnect(w);
 }
 
 /* The drain marker's topic: $-topics match no application filter ("#"

@@ -90,7 +90,7 @@ int worker_out_publish(worker *w, int rec, const char *topic, const void *payloa
                "(a C function between it and its coroutine)";
         return -1;
     }
-    int rc = mosquitto_publish_v5(w->conn.mosq, &mid, topic, (int)plen, payload, qos, retain, props);
+    int rc = mosquitto_publish_v5(worker_pubconn_mosq(w), &mid, topic, (int)plen, payload, qos, retain, props);
     if (rc != MOSQ_ERR_SUCCESS) {
         *err = rc == MOSQ_ERR_NO_CONN ? "not connected to the broker (QoS 0 publishes are not queued)"
                                       : mosquitto_strerror(rc);
