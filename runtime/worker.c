@@ -161,6 +161,10 @@ static int wants_read(worker *w)
      * it is up would only fill the keep. (Before the CONNACK, reading is
      * what brings it.) */
     if (w->conn.connected && !worker_pubconn_connected(w)) return 0;
+    /* The CONNACK, and the end of a connection the broker closed, are read
+     * whatever the handlers do: else a worker at WORKER_CONCURRENCY notices
+     * a broker restart only at its next keepalive. */
+    if (!w->stop.kind && (!w->conn.connected || w->conn.peer_closed)) return 1;
     /* WORKER_CONCURRENCY handlers in progress and as many waiting: leave the
      * rest with the broker until one finishes; but not over the outgoing
      * bound, where handlers wait for the acknowledgements that come on this
@@ -211,7 +215,9 @@ static void on_signals(worker *w)
 static void update_socket(worker *w)
 {
     int fd = w->conn.mosq ? mosquitto_socket(w->conn.mosq) : -1;
-    int events = (wants_read(w) ? EPOLLIN : 0) | (fd >= 0 && mosquitto_want_write(w->conn.mosq) ? EPOLLOUT : 0);
+    if (fd != w->conn.sock) w->conn.peer_closed = 0;
+    int events = (wants_read(w) ? EPOLLIN : 0) | (fd >= 0 && mosquitto_want_write(w->conn.mosq) ? EPOLLOUT : 0) |
+                 (fd >= 0 && !w->conn.peer_closed ? EPOLLRDHUP : 0);
     if (fd != w->conn.sock) {
         if (w->conn.sock >= 0) epoll_ctl(w->epfd, EPOLL_CTL_DEL, w->conn.sock, NULL);  /* may be closed already */
         w->conn.sock = -1;
@@ -361,7 +367,9 @@ static int run_loop(worker *w)
             if (evs[i].data.fd != w->conn.sock || mosquitto_socket(w->conn.mosq) != w->conn.sock) continue;
             if (evs[i].events & EPOLLIN) w->conn.last_in_ns = now;
             if (evs[i].events & EPOLLOUT) flush_writes(w);
-            if (evs[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)) read_socket(w);
+            if (evs[i].events & EPOLLRDHUP) w->conn.peer_closed = 1;
+            if (evs[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP) || (evs[i].events & EPOLLRDHUP && wants_read(w)))
+                read_socket(w);
         }
         /* Waiting handlers and timers whose socket or timer is ready (a
          * handler that starts waiting makes the controller's descriptor

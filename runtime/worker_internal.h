@@ -141,6 +141,7 @@ typedef struct worker_conn {
     int64_t last_in_ns;          /* when the socket last had something to read */
     int64_t last_tick_ns;        /* the loop's previous worker_connect_tick */
     int disconnect_noted;        /* the end of this connection was logged already */
+    int peer_closed;             /* the broker closed its side (EPOLLRDHUP): read to the end, even at WORKER_CONCURRENCY */
     int taken_over;              /* the broker gave our client id to another connection */
     int adopt_attempts;          /* adoption: connect attempts that failed */
     int short_connections;       /* connections in a row the broker closed soon after CONNACK */

@@ -91,6 +91,9 @@ int worker_out_publish(worker *w, int rec, const char *topic, const void *payloa
         return -1;
     }
     int rc = mosquitto_publish_v5(worker_pubconn_mosq(w), &mid, topic, (int)plen, payload, qos, retain, props);
+    /* Disconnected, libmosquitto still queues a QoS 1/2 publish (it has a
+     * packet id) and sends it after the reconnect: it is tracked like any. */
+    if (rc == MOSQ_ERR_NO_CONN && qos > 0 && mid > 0) rc = MOSQ_ERR_SUCCESS;
     if (rc != MOSQ_ERR_SUCCESS) {
         *err = rc == MOSQ_ERR_NO_CONN ? "not connected to the broker (QoS 0 publishes are not queued)"
                                       : mosquitto_strerror(rc);
