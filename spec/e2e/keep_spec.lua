@@ -199,7 +199,7 @@ describe("the keep", function()
     e2e.defer(function() b.stop() end)
     local env = identity({ WORKER_MAX_KEPT_MB = 16 })
     -- A run directory on a tmpfs too small for the keep.
-    assert(os.execute("mkdir -p " .. env.ROUTEMQ_RUN_DIR .. " && mount -t tmpfs -o size=4m tmpfs " ..
+    assert(os.execute("mkdir -p " .. env.ROUTEMQ_RUN_DIR .. " && mount -t tmpfs -o size=4m,mode=0700 tmpfs " ..
       env.ROUTEMQ_RUN_DIR))
     e2e.defer(function() os.execute("umount -l " .. env.ROUTEMQ_RUN_DIR) end)
     local r = e2e.routemq(b, APP, "run", env)
