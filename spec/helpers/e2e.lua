@@ -274,7 +274,7 @@ function M.routemq(b, app_dir, args, env)
   function r.workers()
     local pids = {}
     for pid in sh("pgrep -P " .. r.pid .. " 2>/dev/null"):gmatch("%d+") do
-      local title = M.read("/proc/" .. pid .. "/cmdline")
+      local title = M.read("/proc/" .. pid .. "/cmdline") or ""  -- it may have exited since pgrep
       if title:match("worker") then pids[#pids + 1] = tonumber(pid) end
     end
     return pids
@@ -282,7 +282,7 @@ function M.routemq(b, app_dir, args, env)
   function r.slots()
     local slots = {}
     for pid in sh("pgrep -P " .. r.pid .. " 2>/dev/null"):gmatch("%d+") do
-      local slot, gen = M.read("/proc/" .. pid .. "/cmdline"):match("routemq: worker (%d+) gen (%d+)")
+      local slot, gen = (M.read("/proc/" .. pid .. "/cmdline") or ""):match("routemq: worker (%d+) gen (%d+)")
       if slot then slots[tonumber(slot)] = { pid = tonumber(pid), gen = tonumber(gen) } end
     end
     return slots
