@@ -162,8 +162,9 @@ describe("what handlers publish", function()
     assert.equal(200 * 1000, got)
     -- The bound is WORKER_MAX_OUTGOING (1,000): a handler's publishes wait there.
     assert.is_true(peak_out > 0 and peak_out <= 1000, "outgoing peak " .. peak_out)
-    -- The sanitizers' shadow memory and quarantine add tens of MB.
-    local bound = os.getenv("ASAN_OPTIONS") and 96 or 48
+    -- The sanitizers' shadow memory and quarantine add tens of MB (measured
+    -- under ASan: 100.4 MB VmHWM where the plain build peaks at 8.6 MB).
+    local bound = os.getenv("ASAN_OPTIONS") and 160 or 48
     assert.is_true(peak < bound * 1024, "RSS peak " .. peak .. " kB")
   end)
 end)
