@@ -365,17 +365,22 @@ function M.settle(dirs, n, quiet)
   end
 end
 
+-- Kills one random worker of routemq handle r with -9, after `every`
+-- seconds (default 0.5); true when there was one to kill.
+local function kill_one(r, every)
+  M.sleep(every or 0.5)
+  local pids = r.workers()
+  if #pids == 0 then return false end
+  M.kill(pids[math.random(#pids)], "KILL")
+  return true
+end
+
 --- Kills a random worker of routemq handle r with -9 every `every` seconds
 -- (default 0.5) for `seconds`; returns how many were killed.
 function M.kill_workers(r, seconds, every)
   local kills, t0 = 0, M.now()
   while M.now() - t0 < seconds do
-    M.sleep(every or 0.5)
-    local pids = r.workers()
-    if #pids > 0 then
-      M.kill(pids[math.random(#pids)], "KILL")
-      kills = kills + 1
-    end
+    if kill_one(r, every) then kills = kills + 1 end
   end
   return kills
 end
@@ -385,12 +390,7 @@ end
 function M.kill_workers_n(r, n, every)
   local kills = 0
   while kills < n do
-    M.sleep(every or 0.5)
-    local pids = r.workers()
-    if #pids > 0 then
-      M.kill(pids[math.random(#pids)], "KILL")
-      kills = kills + 1
-    end
+    if kill_one(r, every) then kills = kills + 1 end
   end
   return kills
 end
