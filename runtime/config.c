@@ -466,9 +466,31 @@ static int load_values(config *c, char *err, size_t errlen)
     if (get_long("ROUTEMQ_POISON_ATTEMPTS", 3, 1, 1000, &l, err, errlen)) return -1;
     c->poison_attempts = (int)l;
     c->dlq_topic = dup_or("ROUTEMQ_DLQ_TOPIC", NULL);
+    if (c->dlq_topic && !strcmp(c->dlq_topic, "off")) {
+        c->dlq_topic_off = 1;
+        free(c->dlq_topic);
+        c->dlq_topic = NULL;
+    }
     if (c->dlq_topic && strpbrk(c->dlq_topic, "+#")) {
         snprintf(err, errlen, "ROUTEMQ_DLQ_TOPIC: '%s' must not contain '+' or '#'", c->dlq_topic);
         return -1;
+    }
+    c->dlq_store = dup_or("ROUTEMQ_DLQ_STORE", NULL);
+    if (!c->dlq_store && c->run_dir && asprintf(&c->dlq_store, "%s/dead-letters.db", c->run_dir) < 0) c->dlq_store = NULL;
+    if (get_long("ROUTEMQ_DLQ_MAX", 100000, 1, 100000000, &c->dlq_max, err, errlen)) return -1;
+    if (get_int("ROUTEMQ_RETRY_ATTEMPTS", 1, 1, 1000, &c->msg_retry_attempts, err, errlen)) return -1;
+    if (get_double("ROUTEMQ_RETRY_DELAY", 1, 0, &c->msg_retry_delay, err, errlen)) return -1;
+    if (get_double("ROUTEMQ_RETRY_MAX_DELAY", 300, 0, &c->msg_retry_max_delay, err, errlen)) return -1;
+    v = cfg_get("ROUTEMQ_RETRY_BACKOFF");
+    if (v && *v) {
+        char *end;
+        c->msg_retry_backoff = strtod(v, &end);
+        if (*end || end == v || !(c->msg_retry_backoff >= 1) || c->msg_retry_backoff > 1000) {
+            snprintf(err, errlen, "ROUTEMQ_RETRY_BACKOFF: '%s' is not a factor from 1 to 1000", v);
+            return -1;
+        }
+    } else {
+        c->msg_retry_backoff = 2;
     }
     v = cfg_get("ROUTEMQ_STOP_SESSIONS");
     if (!v || !*v || !strcmp(v, "auto")) c->stop_sessions = STOP_SESSIONS_AUTO;
@@ -575,7 +597,7 @@ void config_free(config *c)
     if (c->http_token) explicit_bzero(c->http_token, strlen(c->http_token));
     char **strs[] = { &c->app_dir, &c->broker, &c->username, &c->password, &c->client_id,
                       &c->group_name, &c->tls_ca_certs, &c->tls_certfile, &c->tls_keyfile,
-                      &c->http, &c->instance, &c->run_dir, &c->dlq_topic, &c->cluster_key,
+                      &c->http, &c->instance, &c->run_dir, &c->dlq_topic, &c->dlq_store, &c->cluster_key,
                       &c->cluster_key_previous, &c->http_token, &c->http_tls_cert, &c->http_tls_key };
     for (size_t i = 0; i < sizeof strs / sizeof *strs; i++) { free(*strs[i]); *strs[i] = NULL; }
 }

@@ -46,6 +46,13 @@ typedef struct config {
     char *run_dir;
     int poison_attempts;
     char *dlq_topic;        /* prefix; NULL means routemq/dlq/<topic> */
+    int dlq_topic_off;      /* ROUTEMQ_DLQ_TOPIC=off: dead letters are only stored */
+    char *dlq_store;        /* ROUTEMQ_DLQ_STORE: the SQLite dead-letter store (<run dir>/dead-letters.db) */
+    long dlq_max;           /* ROUTEMQ_DLQ_MAX: records kept in it; the oldest go first */
+    int msg_retry_attempts;     /* ROUTEMQ_RETRY_ATTEMPTS: runs of a failing message, the first included (1: no retry) */
+    double msg_retry_delay; /* ROUTEMQ_RETRY_DELAY: seconds before the second run */
+    double msg_retry_backoff;   /* ROUTEMQ_RETRY_BACKOFF: factor between one delay and the next (>= 1) */
+    double msg_retry_max_delay; /* ROUTEMQ_RETRY_MAX_DELAY: the delays' cap, seconds */
     int log_level;
     int log_json;
     int broker_from_env;    /* MQTT_BROKER was set (env or .env) */

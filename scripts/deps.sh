@@ -2,7 +2,7 @@
 # Installs the Debian packages routemq needs to build, run and test, when missing.
 # As root it runs apt-get; otherwise it prints the exact command to run.
 set -eu
-PKGS="build-essential cmake pkg-config luajit libluajit-5.1-dev libmosquitto-dev mosquitto
+PKGS="build-essential cmake pkg-config luajit libluajit-5.1-dev libmosquitto-dev libsqlite3-dev mosquitto
 mosquitto-clients lua-cjson lua-busted lua-check luarocks libbsd-dev libmicrohttpd-dev libssl-dev openssl
 lua-cqueues lua-http redis-server iproute2 curl python3 python3-paho-mqtt socat
 clang valgrind"
