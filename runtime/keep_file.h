@@ -14,7 +14,7 @@
 #include <stdint.h>
 
 #define KEEP_MAGIC   0x31504545514d5452ULL  /* "RTMQKEEP1" of sorts */
-#define KEEP_VERSION 1
+#define KEEP_VERSION 2   /* 2: retries and replays (failures, due_ms, dlq_id) */
 
 typedef struct keep_hdr {
     uint64_t magic;

@@ -51,6 +51,7 @@ enum rec_state {
     REC_QUEUED,      /* taken, its handler not started yet */
     REC_RUNNING,     /* its handler runs (or waits) */
     REC_ACKS,        /* handler done; waiting for the broker to acknowledge its publishes */
+    REC_RETRY,       /* a failed attempt: waits for its next one at due_ms */
 };
 
 typedef struct shm_rec {
@@ -66,6 +67,10 @@ typedef struct shm_rec {
     uint8_t earlier_run;            /* left kept by an earlier run of the instance: handled as redelivered */
     uint8_t dlq;                    /* a dead-letter publish is what it waits for */
     uint8_t started;                /* its handler has run, at least in part */
+    uint8_t replayed;               /* taken from the dead-letter store (dlq_id): ctx.replayed */
+    uint32_t failures;              /* failed attempts so far (errors, timeouts, ctx:retry); ctx.attempt - 1 */
+    int64_t due_ms;                 /* REC_RETRY: wall clock of its next attempt, ms since the epoch */
+    int64_t dlq_id;                 /* the dead-letter record it replays; 0: none */
     uint32_t topic_len, payload_len, props_len;
     uint32_t chunk, nchunks;        /* its place in the arena */
 } shm_rec;
