@@ -151,6 +151,7 @@ int keep_file_open_reserved(keep_map *km, const char *path, uint32_t max_recs, u
     memset(km, 0, sizeof *km);
     err[0] = 0;
     *kept_geometry = 0;
+    if (keep_file_upgrade(path, err, errlen) < 0) return -1;
     int fd = open(path, O_RDWR | O_CLOEXEC);
     if (fd >= 0 && map_existing(km, fd) == 0) {
         int same = km->h->max_recs == max_recs && km->h->arena_bytes == arena_bytes;

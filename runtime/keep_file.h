@@ -48,6 +48,9 @@ int keep_file_open_reserved(keep_map *km, const char *path, uint32_t max_recs, u
  * there is none or it is not a keep. */
 int keep_file_map(keep_map *km, const char *path);
 void keep_file_unmap(keep_map *km);
+/* Rewrites a keep of an earlier layout at path in the current one
+ * (keep_file_upgrade.c): 1 done, 0 nothing to do, -1 with the reason in err. */
+int keep_file_upgrade(const char *path, char *err, size_t errlen);
 /* Records in use in a mapped keep. */
 uint32_t keep_file_count(const keep_map *km);
 
