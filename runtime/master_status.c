@@ -21,6 +21,7 @@ typedef struct slot_view {
     const char *inflight_route;  /* NULL: no handler running */
     double inflight_s;
     uint32_t in_progress, kept, outgoing;  /* handlers running; messages not finished; publishes unacknowledged */
+    uint32_t retry_waiting;                /* kept messages waiting for their next attempt */
     uint64_t outgoing_bytes, publishes_dropped;
     uint32_t refused;            /* subscriptions the broker refused; the first: */
     const char *refused_route, *refused_sub, *refused_reason;
@@ -76,6 +77,7 @@ static void view_slot(const master *m, int i, int64_t now, slot_view *v)
     v->dead_lettered = atomic_load(&sh->dead_lettered);
     v->publishes_dropped = atomic_load(&sh->publishes_dropped);
     v->kept = atomic_load(&sh->kept);
+    v->retry_waiting = atomic_load(&sh->retry_waiting);
     if (s->last_restart_ns) {
         v->last_restart = s->last_restart;
         v->last_restart_reason = master_restart_reason_name(s->last_restart_reason);
@@ -191,8 +193,9 @@ static void json_slot(strbuf *b, const slot_view *v)
     } else {
         sb_puts(b, "\"last_restart\":null,");
     }
-    sb_printf(b, "\"in_progress\":%u,\"kept\":%u,\"outgoing\":%u,\"outgoing_bytes\":%llu,\"publishes_dropped\":%llu,",
-              v->in_progress, v->kept, v->outgoing, (unsigned long long)v->outgoing_bytes,
+    sb_printf(b, "\"in_progress\":%u,\"kept\":%u,\"retry_waiting\":%u,\"outgoing\":%u,\"outgoing_bytes\":%llu,"
+              "\"publishes_dropped\":%llu,",
+              v->in_progress, v->kept, v->retry_waiting, v->outgoing, (unsigned long long)v->outgoing_bytes,
               (unsigned long long)v->publishes_dropped);
     sb_puts(b, "\"refused\":");
     if (v->refused) {

@@ -58,6 +58,8 @@ typedef struct worker_keep_state {
 typedef struct worker_rec_local {
     uint32_t pending;
     uint8_t done;
+    uint8_t ok;              /* its handler succeeded (a replay then leaves the dead-letter store) */
+    uint8_t redelivered;     /* the run in progress got ctx.redelivered = true */
 } worker_rec_local;
 
 /* Messages kept but not started, in arrival order (a ring of record ids). */
@@ -66,6 +68,22 @@ typedef struct worker_queue {
     int cap;                 /* records in the keep + 1 */
     int head, tail;          /* head == tail: empty */
 } worker_queue;
+
+/* Kept records waiting for their next attempt (REC_RETRY): a binary
+ * min-heap of record ids ordered by the records' due_ms (worker_retry.c). */
+typedef struct worker_retry {
+    int *ids;                /* cap entries */
+    int n, cap;              /* cap: records in the keep */
+} worker_retry;
+
+/* How one run of a handler ended, as routemq.dispatch reports it (the
+ * coroutine's yield of "fail", or io.done). */
+typedef struct worker_outcome {
+    int ok;
+    const char *err, *tb;    /* a failed run: the error and its traceback (may be NULL) */
+    const char *reason;      /* "error" | "timeout" | "failed" (ctx:fail) | "retry" (ctx:retry); NULL: "error" */
+    double delay;            /* >= 0: run it again after that many seconds; < 0: final (the dead-letter store) */
+} worker_outcome;
 
 /* Publishes the broker has not acknowledged yet (QoS 0: not written yet),
  * by packet id: whose message they belong to and their size. */
@@ -189,6 +207,7 @@ typedef struct worker {
     worker_keep_state keep;
     worker_rec_local *recs;  /* one per record of the keep, by record id */
     worker_queue queue;
+    worker_retry retry;
     worker_out out;
     char *props_buf;         /* packing area for a message's properties */
     int64_t unkept_logged_ns;  /* rate limit of the "cannot keep" error */
@@ -230,9 +249,21 @@ void worker_forget_seen(worker *w);               /* the broker has no session f
 void worker_pump(worker *w);
 /* 1 when a new handler may start now (connected, not stopping, below the bounds). */
 int worker_can_start(const worker *w);
-/* The handler of record id has returned (rc 0) or failed (err, tb): account
- * for it; the record is released once its publishes are acknowledged too. */
+/* The handler of record id has returned (rc 0) or failed for good (err,
+ * tb: reason "error", no retry): worker_handler_end with that outcome. */
 void worker_handler_done(worker *w, int id, int rc, const char *err, const char *tb);
+/* One run of record id's handler ended with o: counted and logged; the
+ * record is finished once its publishes are acknowledged too (success),
+ * waits for its next attempt (o->delay >= 0), or goes to the dead-letter
+ * store (worker_dlq_put). */
+void worker_handler_end(worker *w, int id, const worker_outcome *o);
+/* 1 when a handler may start now (worker_can_start), but for
+ * WORKER_CONCURRENCY when over_concurrency is set. */
+int worker_can_start_over(const worker *w, int over_concurrency);
+/* Starts kept record id now: the path of a queued message (matched by topic). */
+void worker_start_kept(worker *w, int id);
+/* Queues kept record id behind the messages taken before. */
+void worker_enqueue(worker *w, int id);
 /* One of record id's publishes was acknowledged (or given up on). */
 void worker_rec_publish_done(worker *w, int id);
 int worker_queue_len(const worker *w);
@@ -266,6 +297,28 @@ void worker_replay_load(worker *w);
  * worker ROUTEMQ_POISON_ATTEMPTS times); released once the broker has it. */
 void worker_dead_letter(worker *w, int id, const worker_msg *m);
 
+/* worker_retry.c */
+int worker_retry_setup(worker *w);                /* the heap, one entry per record; 0 or -1 logged */
+void worker_retry_free(worker *w);
+/* Record id (its failures, due_ms set) waits for its next attempt: REC_RETRY,
+ * counted in routemq_retry_waiting until it starts. */
+void worker_retry_add(worker *w, int id);
+/* Starts, or queues, the records whose attempt is due (the loop's turn). */
+void worker_retry_pump(worker *w);
+/* Milliseconds until the earliest waiting record is due; -1: none waits. */
+int64_t worker_retry_wait_ms(const worker *w);
+/* Wall clock, ms since the epoch: what due_ms is measured in (it outlives the process). */
+int64_t worker_wall_ms(void);
+
+/* worker_dlq.c (the dead-letter store's worker side) */
+/* Stores kept record id as a dead letter (or, when it replays one, marks
+ * that one failed again), publishes it to ROUTEMQ_DLQ_TOPIC unless off, and
+ * finishes the record; -1 when the store cannot be written now: it stays
+ * kept and is tried again. */
+int worker_dlq_put(worker *w, int id, const char *reason, const char *err, const char *tb);
+/* A replay of dead letter dlq_id succeeded: it leaves the store. */
+void worker_dlq_replay_done(worker *w, int64_t dlq_id);
+
 /* worker_pubconn.c: the second connection, for publishing only. Incoming
  * messages come on w->conn; the acknowledgements of what handlers publish
  * come on this one, so reading incoming messages can stop at the keep's
@@ -295,6 +348,9 @@ int worker_out_publish(worker *w, int rec, const char *topic, const void *payloa
                        int retain, const mosquitto_property *props, const char **err);
 void worker_out_on_publish(struct mosquitto *m, void *ud, int mid, int reason, const mosquitto_property *props);
 void worker_out_connection_lost(worker *w);       /* QoS 0 publishes not written are gone */
+/* The publishes of record rec go on without it: it is finished without
+ * waiting for them (a message that goes to the dead-letter store). */
+void worker_out_detach(worker *w, int rec);
 /* Gives up on every publish not acknowledged (leaving for good); returns how many. */
 uint32_t worker_out_abandon(worker *w);
 

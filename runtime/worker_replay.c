@@ -31,7 +31,7 @@ void worker_replay_load(worker *w)
     int n = worker_keep_init(w, w->queue.ids, w->queue.cap - 1);
     int earlier_run = atomic_load(&h->master_pid) != (int32_t)w->args->master_pid;
     uint64_t app = routes_hash(w);
-    int qos0 = 0, k = 0;
+    int qos0 = 0, k = 0, waiting = 0;
     for (int i = 0; i < n; i++) {
         int id = w->queue.ids[i];
         shm_rec *r = worker_keep_rec(w, id);
@@ -40,6 +40,13 @@ void worker_replay_load(worker *w)
              * keep only as the worker's queue and is never handled again. */
             worker_keep_release(w, id);
             qos0++;
+            continue;
+        }
+        if (atomic_load_explicit(&r->state, memory_order_acquire) == REC_RETRY) {
+            /* A failed attempt waiting for its next: it waits on here, until
+             * its due time (not at once), and keeps its ctx.redelivered. */
+            worker_retry_add(w, id);
+            waiting++;
             continue;
         }
         w->queue.ids[k++] = id;
@@ -61,7 +68,10 @@ void worker_replay_load(worker *w)
     else if (n)
         log_info("%d message%s a previous worker of this slot did not finish will be handled first", n,
                  n == 1 ? "" : "s");
-    if (n && h->app_hash && h->app_hash != app)
+    if (waiting)
+        log_info("%d message%s kept by a previous worker wait%s for %s next attempt", waiting, waiting == 1 ? "" : "s",
+                 waiting == 1 ? "s" : "", waiting == 1 ? "its" : "their");
+    if ((n || waiting) && h->app_hash && h->app_hash != app)
         log_info("the kept messages were taken by a different version of the application (other routes); they are "
                  "handled with this one's routes, matched by topic");
     atomic_store(&h->master_pid, (int32_t)w->args->master_pid);
