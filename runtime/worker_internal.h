@@ -310,15 +310,6 @@ int64_t worker_retry_wait_ms(const worker *w);
 /* Wall clock, ms since the epoch: what due_ms is measured in (it outlives the process). */
 int64_t worker_wall_ms(void);
 
-/* worker_dlq.c (the dead-letter store's worker side) */
-/* Stores kept record id as a dead letter (or, when it replays one, marks
- * that one failed again), publishes it to ROUTEMQ_DLQ_TOPIC unless off, and
- * finishes the record; -1 when the store cannot be written now: it stays
- * kept and is tried again. */
-int worker_dlq_put(worker *w, int id, const char *reason, const char *err, const char *tb);
-/* A replay of dead letter dlq_id succeeded: it leaves the store. */
-void worker_dlq_replay_done(worker *w, int64_t dlq_id);
-
 /* worker_pubconn.c: the second connection, for publishing only. Incoming
  * messages come on w->conn; the acknowledgements of what handlers publish
  * come on this one, so reading incoming messages can stop at the keep's
