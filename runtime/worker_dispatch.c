@@ -213,6 +213,12 @@ static void finish(worker *w, int id)
     worker_keep_release(w, id);
 }
 
+void worker_rec_done(worker *w, int id)
+{
+    w->recs[id].done = 1;
+    if (w->recs[id].pending == 0) finish(w, id);
+}
+
 void worker_rec_publish_done(worker *w, int id)
 {
     worker_rec_local *l = &w->recs[id];
@@ -509,7 +515,8 @@ static void start(worker *w, int id)
     worker_kept k;
     worker_keep_open(w, id, &k);
     int redelivered = rec->started || rec->earlier_run;
-    if (rec->attempts >= (uint32_t)w->cfg->poison_attempts) {
+    /* rec->dlq: stored by a worker that died before finishing it. */
+    if (rec->dlq || rec->attempts >= (uint32_t)w->cfg->poison_attempts) {
         worker_dead_letter(w, id, &k.msg);
         return;
     }
