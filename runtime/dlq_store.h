@@ -81,7 +81,9 @@ int dlq_store_delete(dlq_store *s, const int64_t *ids, int n, int all, const dlq
 int dlq_store_ask_replay(dlq_store *s, const int64_t *ids, int n, int all, const dlq_filter *f, long *done);
 
 /* A worker takes up to limit records asked for replay (-> DLQ_REPLAYING,
- * owner) in one transaction and gets each through fn, oldest first. 0; -1. */
+ * owner) in one transaction and gets each through fn, oldest first. When fn
+ * returns nonzero (it cannot take that one now), that record and the rest
+ * stay DLQ_REPLAY_ASKED and the walk ends. 0; -1. */
 int dlq_store_claim(dlq_store *s, const char *owner, long limit, dlq_each_fn fn, void *arg);
 /* Gives back what owner took and did not keep (DLQ_REPLAYING -> DLQ_REPLAY_ASKED),
  * except the n ids in keep (still in the worker's keep). 0; -1. */

@@ -311,6 +311,7 @@ static void periodic(worker *w, int64_t now)
         alarm(1);
         worker_begin_stop(w, STOP_KEEP);
     }
+    worker_dlq_retry_due(w);
     if (w->errlog.suppressed && now - w->errlog.window_ns > 10000000000LL) {
         log_warn("%d handler errors were not logged (rate limit: 10 per 10 s)", w->errlog.suppressed);
         w->errlog.suppressed = 0;
@@ -452,6 +453,7 @@ out:
     atomic_store(&w.shm->connected, 0);
     worker_pubconn_free(&w);
     worker_mqtt_free(&w);
+    worker_dlq_free(&w);
     worker_out_free(&w);
     worker_retry_free(&w);
     worker_keep_free(&w);

@@ -223,6 +223,12 @@ static void finish(worker *w, int id)
     if (replay > 0) worker_dlq_replay_done(w, replay);
 }
 
+void worker_rec_done(worker *w, int id)
+{
+    w->recs[id].done = 1;
+    if (w->recs[id].pending == 0) finish(w, id);
+}
+
 void worker_rec_publish_done(worker *w, int id)
 {
     worker_rec_local *l = &w->recs[id];
@@ -310,11 +316,8 @@ void worker_handler_end(worker *w, int id, const worker_outcome *o)
         schedule_retry(w, id, o->delay, redelivered);
         return;
     }
-    /* Final: the dead-letter store takes it (and finishes the record once
-     * stored). Its publishes of this run are not waited for: the record
-     * is what matters now. */
-    atomic_store_explicit(&r->state, REC_ACKS, memory_order_release);
-    worker_out_detach(w, id);
+    /* Final: the dead-letter store takes it, and the record is finished
+     * once stored and its publishes are acknowledged. */
     if (worker_dlq_put(w, id, reason, o->err, o->tb) < 0)
         log_with(LOGL_WARN, &(log_fields){ .route = route_name(w, r->route_index), .topic = t },
                  "the dead-letter store cannot take the message now; it stays kept and is tried again");
@@ -607,7 +610,8 @@ void worker_start_kept(worker *w, int id)
     worker_kept k;
     worker_keep_open(w, id, &k);
     int redelivered = rec->started || rec->earlier_run || rec->redelivered;
-    if (rec->attempts >= (uint32_t)w->cfg->poison_attempts) {
+    /* rec->dlq: stored by a worker that died before finishing it. */
+    if (rec->dlq || rec->attempts >= (uint32_t)w->cfg->poison_attempts) {
         worker_dead_letter(w, id, &k.msg);
         return;
     }
@@ -620,7 +624,6 @@ void worker_start_kept(worker *w, int id)
         if (rec->failures || rec->dlq_id > 0) {
             /* A failing message is never dropped: the store keeps it. */
             snprintf(why, sizeof why, "no route matches %s any more", t);
-            atomic_store_explicit(&rec->state, REC_ACKS, memory_order_release);
             if (worker_dlq_put(w, id, rec->failures ? "error" : "failed", why, NULL) < 0)
                 log_warn("the dead-letter store cannot take the message on %s now; it stays kept", t);
             return;

@@ -212,6 +212,7 @@ typedef struct worker {
     char *props_buf;         /* packing area for a message's properties */
     int64_t unkept_logged_ns;  /* rate limit of the "cannot keep" error */
     struct worker_pubconn *pub; /* the connection handlers publish on (worker_pubconn.c) */
+    struct worker_dlq *dlq;  /* the dead-letter store's handle and what waits for it (worker_dlq.c) */
     int unknown_sub_id_noted;  /* a copy with an identifier of no route was logged */
 
     uint64_t handled;        /* messages handled by this process */
@@ -266,6 +267,9 @@ void worker_start_kept(worker *w, int id);
 void worker_enqueue(worker *w, int id);
 /* One of record id's publishes was acknowledged (or given up on). */
 void worker_rec_publish_done(worker *w, int id);
+/* Record id's handling is over: it is finished (released) once its
+ * publishes are acknowledged, at once when none waits. */
+void worker_rec_done(worker *w, int id);
 int worker_queue_len(const worker *w);
 
 /* worker_keep.c */
@@ -293,8 +297,8 @@ void worker_keep_count_lost(worker *w, const char *reason);
 /* worker_replay.c */
 /* Queues what a previous worker of the slot left unfinished (at start). */
 void worker_replay_load(worker *w);
-/* Publishes record id to the dead-letter topic (its handler killed the
- * worker ROUTEMQ_POISON_ATTEMPTS times); released once the broker has it. */
+/* Record id's handler killed the worker ROUTEMQ_POISON_ATTEMPTS times (or
+ * it was stored already): into the dead-letter store (worker_dlq_put). */
 void worker_dead_letter(worker *w, int id, const worker_msg *m);
 
 /* worker_retry.c */
@@ -309,6 +313,27 @@ void worker_retry_pump(worker *w);
 int64_t worker_retry_wait_ms(const worker *w);
 /* Wall clock, ms since the epoch: what due_ms is measured in (it outlives the process). */
 int64_t worker_wall_ms(void);
+
+/* worker_dlq.c: the dead-letter store, from the worker's side */
+struct dlq_store;
+/* Stores kept message id as a dead letter (reason "error" | "timeout" |
+ * "failed" | "crash", err and tb may be NULL), or, when it replays record
+ * r->dlq_id, stores that record again (dlq_store_replay_failed); then
+ * publishes it to ROUTEMQ_DLQ_TOPIC unless off and finishes it (counted
+ * as dead_lettered). attempts recorded: r->attempts + r->failures, + 1 for
+ * the run that just failed unless reason is "crash" (the deaths count it).
+ * A record already stored (r->dlq set, e.g. by a worker killed before its
+ * publish) is not stored twice. 0; -1 when the store cannot be written now:
+ * the message stays kept (REC_ACKS) and worker_dlq_retry_due stores it later. */
+int worker_dlq_put(worker *w, int id, const char *reason, const char *err, const char *tb);
+/* Stores the dead letters that waited for the store (the loop, every second). */
+void worker_dlq_retry_due(worker *w);
+/* A replay of record dlq_id succeeded: it leaves the store. 0; -1 logged. */
+int worker_dlq_replay_done(worker *w, int64_t dlq_id);
+/* The worker's store handle, opened (created) on first use; NULL logged. */
+struct dlq_store *worker_dlq_store(worker *w);
+/* Closes the store (the worker's exit). */
+void worker_dlq_free(worker *w);
 
 /* worker_pubconn.c: the second connection, for publishing only. Incoming
  * messages come on w->conn; the acknowledgements of what handlers publish
@@ -339,9 +364,6 @@ int worker_out_publish(worker *w, int rec, const char *topic, const void *payloa
                        int retain, const mosquitto_property *props, const char **err);
 void worker_out_on_publish(struct mosquitto *m, void *ud, int mid, int reason, const mosquitto_property *props);
 void worker_out_connection_lost(worker *w);       /* QoS 0 publishes not written are gone */
-/* The publishes of record rec go on without it: it is finished without
- * waiting for them (a message that goes to the dead-letter store). */
-void worker_out_detach(worker *w, int rec);
 /* Gives up on every publish not acknowledged (leaving for good); returns how many. */
 uint32_t worker_out_abandon(worker *w);
 

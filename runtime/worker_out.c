@@ -166,14 +166,3 @@ uint32_t worker_out_abandon(worker *w)
     return n;
 }
 
-void worker_out_detach(worker *w, int rec)
-{
-    if (!w->recs[rec].pending) return;
-    for (int mid = 0; mid < MIDS && w->recs[rec].pending; mid++) {
-        worker_out_entry *e = &w->out.by_mid[mid];
-        if (!e->used || e->rec != rec) continue;
-        e->rec = -1;
-        w->recs[rec].pending--;
-    }
-    w->recs[rec].pending = 0;
-}
