@@ -165,4 +165,3 @@ uint32_t worker_out_abandon(worker *w)
     update_over(w);
     return n;
 }
-
