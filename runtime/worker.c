@@ -312,6 +312,7 @@ static void periodic(worker *w, int64_t now)
         worker_begin_stop(w, STOP_KEEP);
     }
     worker_dlq_retry_due(w);
+    worker_dlq_replay_tick(w, now);
     if (w->errlog.suppressed && now - w->errlog.window_ns > 10000000000LL) {
         log_warn("%d handler errors were not logged (rate limit: 10 per 10 s)", w->errlog.suppressed);
         w->errlog.suppressed = 0;
@@ -440,6 +441,7 @@ int worker_main(const worker_args *a)
         worker_mqtt_setup(&w) || worker_pubconn_setup(&w))
         goto out;
     worker_replay_load(&w);
+    worker_dlq_replay_start(&w);
     if (worker_run_init(&w)) { rc = WORKER_EXIT_APP; goto out; }
     worker_jobs(&w, 1);
     if (a->cfg->max_messages > 0) {

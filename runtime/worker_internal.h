@@ -213,6 +213,7 @@ typedef struct worker {
     int64_t unkept_logged_ns;  /* rate limit of the "cannot keep" error */
     struct worker_pubconn *pub; /* the connection handlers publish on (worker_pubconn.c) */
     struct worker_dlq *dlq;  /* the dead-letter store's handle and what waits for it (worker_dlq.c) */
+    int64_t replay_next_ns;  /* when to look for dead letters asked for replay next (worker_dlq_replay.c) */
     int unknown_sub_id_noted;  /* a copy with an identifier of no route was logged */
 
     uint64_t handled;        /* messages handled by this process */
@@ -334,6 +335,14 @@ int worker_dlq_replay_done(worker *w, int64_t dlq_id);
 struct dlq_store *worker_dlq_store(worker *w);
 /* Closes the store (the worker's exit). */
 void worker_dlq_free(worker *w);
+
+/* worker_dlq_replay.c */
+/* At start: gives back to the store what a previous worker of the slot took
+ * for replay and never kept. */
+void worker_dlq_replay_start(worker *w);
+/* About once a second: takes a few dead letters asked for replay into the
+ * keep, as new messages, while there is room and the queue is short. */
+void worker_dlq_replay_tick(worker *w, int64_t now);
 
 /* worker_pubconn.c: the second connection, for publishing only. Incoming
  * messages come on w->conn; the acknowledgements of what handlers publish
