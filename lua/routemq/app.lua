@@ -167,7 +167,8 @@ end
 -- load(root, { group_name =, handler_timeout =, files = }) -> app | nil, err, traceback
 -- files: { ["app/routers/x.lua"] = source, ... }, the generation's snapshot
 -- the runtime read once; without it the files are read from disk.
--- app = { root =, routes = { route records }, middleware = { global mw }, files = }
+-- app = { root =, routes = { route records }, middleware = { global mw }, files =,
+--         timers =, inits =, health =, on_error = { { fn =, source = } } }
 function M.load(root, opts)
   root = root or "."
   if type(root) ~= "string" or root == "" then
@@ -234,6 +235,7 @@ function M.load(root, opts)
     timers = jobs.timers,
     inits = jobs.inits,
     health = jobs.health,
+    on_error = jobs.on_error,
     jobs_text = M.describe_jobs(jobs),
   }
 end
