@@ -55,3 +55,13 @@ router.on("retry/replay/{n}", function(ctx)
   end
   record("replay", ctx)
 end, { qos = 1 })
+
+-- An ordered route: the first message of each topic ("first") fails its
+-- first attempt; the later ones must wait behind it, also at
+-- WORKER_CONCURRENCY=1 (they hold the only slot while the first waits).
+router.on("retry/ordered/{n}", function(ctx)
+  if ctx.payload == "first" and ctx.attempt == 1 then
+    error("first fails once")
+  end
+  record("ordered", ctx)
+end, { qos = 1, ordered = true, retry = { attempts = 2, delay = 0.5 } })
