@@ -300,8 +300,10 @@ unsigned master_dlq_action(const master *m, const char *path, const char *body, 
         }
         dlq_store_close(s);
     }
-    log_info("admin endpoint: %ld dead letter%s %s", done, done == 1 ? "" : "s", del ? "deleted" : "asked for replay");
-    sb_printf(out, "{\"ok\":true,\"done\":%ld}\n", done);
+    const char *what = del ? "deleted" : "asked for replay";
+    log_info("admin endpoint: %ld dead letter%s %s", done, done == 1 ? "" : "s", what);
+    sb_printf(out, "{\"ok\":true,\"done\":%ld,\"message\":\"%ld dead letter%s %s\"}\n", done, done,
+              done == 1 ? "" : "s", what);
 out:
     free(b);
     return status;
