@@ -3,6 +3,7 @@
  * keep counting across worker restarts and reloads, and a route removed by a
  * reload keeps its final values (a counter never goes back). */
 #include "master.h"
+#include "master_dlq.h"
 #include "master_presence.h"
 #include "version.h"
 #include "route_stats.h"
@@ -316,4 +317,5 @@ void master_metrics(const master *m, strbuf *b)
     delivery(b, m);
     timers(b, m);
     master_counters(b, m, duplicates);
+    master_dlq_metrics(m, b);
 }

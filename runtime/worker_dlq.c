@@ -150,7 +150,6 @@ static int store_one(worker *w, int id, const char *reason, const char *err, con
             return -1;
         }
         r->dlq = 1;
-        r->dlq_id = dlq_id;
         log_with(LOGL_ERROR, &(log_fields){ .route = route, .topic = t, .error = err },
                  "message stored as dead letter %lld (%s after %d attempt%s)", (long long)dlq_id, reason, attempts,
                  attempts == 1 ? "" : "s");
