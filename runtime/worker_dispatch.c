@@ -99,16 +99,24 @@ fail:
     return -1;
 }
 
-static void log_handler_error(worker *w, const route_info *r, const char *topic, const char *err, const char *tb)
+/* 1 when a handler error line may be logged now: at most 10 per 10 s,
+ * the rest counted (and summed up by worker.c's periodic). */
+static int errlog_allow(worker *w)
 {
-    /* Every error reaches /errors, also those the log's rate limit drops. */
-    shm_errors_record(w->shm, r ? r->pattern : "?", topic, err, tb);
     int64_t now = shm_now_ns();
     if (now - w->errlog.window_ns > 10000000000LL) {
         w->errlog.window_ns = now;
         w->errlog.count = 0;
     }
-    if (++w->errlog.count > 10) { w->errlog.suppressed++; return; }
+    if (++w->errlog.count > 10) { w->errlog.suppressed++; return 0; }
+    return 1;
+}
+
+static void log_handler_error(worker *w, const route_info *r, const char *topic, const char *err, const char *tb)
+{
+    /* Every error reaches /errors, also those the log's rate limit drops. */
+    shm_errors_record(w->shm, r ? r->pattern : "?", topic, err, tb);
+    if (!errlog_allow(w)) return;
     log_with(LOGL_ERROR, &(log_fields){ .route = r ? r->pattern : "?", .topic = topic, .error = err, .traceback = tb },
              "handler error");
 }
@@ -306,7 +314,7 @@ void worker_handler_end(worker *w, int id, const worker_outcome *o)
      * ctx:retry or ctx:fail is no error of the handler's. */
     account(w, r->route_index, r->stat_index, took, error, error, k.msg.topic, k.msg.tlen,
             o->err ? o->err : "(no message)", o->tb);
-    if (!strcmp(reason, "failed"))
+    if (!strcmp(reason, "failed") && errlog_allow(w))
         log_with(LOGL_WARN, &(log_fields){ .route = route_name(w, r->route_index), .topic = t, .error = o->err },
                  "the handler gave the message up (ctx:fail); it goes to the dead-letter store");
     worker_after_message(w);

@@ -150,7 +150,11 @@ static int store_one(worker *w, int id, const char *reason, const char *err, con
             return -1;
         }
         r->dlq = 1;
-        log_with(LOGL_ERROR, &(log_fields){ .route = route, .topic = t, .error = err },
+        /* A handler's error or timeout was logged already, under the
+         * handler errors' rate limit: a line per message here would undo
+         * it when every message fails. A crash has only this line. */
+        log_with(strcmp(reason, "crash") ? LOGL_DEBUG : LOGL_ERROR,
+                 &(log_fields){ .route = route, .topic = t, .error = err },
                  "message stored as dead letter %lld (%s after %d attempt%s)", (long long)dlq_id, reason, attempts,
                  attempts == 1 ? "" : "s");
         if (dropped)
