@@ -24,6 +24,9 @@
  * by the first dead letter, not by every worker looking for replays). */
 static dlq_store *replay_store(worker *w)
 {
+    /* An adoption worker drains another instance's session and leaves: the
+     * instance's own workers take the replays. */
+    if (w->args->adopt_client_id) return NULL;
     if (!w->cfg->dlq_store || access(w->cfg->dlq_store, F_OK)) return NULL;
     return worker_dlq_store(w);
 }
