@@ -325,10 +325,9 @@ void worker_handler_end(worker *w, int id, const worker_outcome *o)
         return;
     }
     /* Final: the dead-letter store takes it, and the record is finished
-     * once stored and its publishes are acknowledged. */
-    if (worker_dlq_put(w, id, reason, o->err, o->tb) < 0)
-        log_with(LOGL_WARN, &(log_fields){ .route = route_name(w, r->route_index), .topic = t },
-                 "the dead-letter store cannot take the message now; it stays kept and is tried again");
+     * once stored and its publishes are acknowledged. A store that cannot
+     * be written now keeps it waiting (worker_dlq.c logs that, rate-limited). */
+    worker_dlq_put(w, id, reason, o->err, o->tb);
 }
 
 void worker_handler_done(worker *w, int id, int rc, const char *err, const char *tb)
@@ -632,8 +631,7 @@ void worker_start_kept(worker *w, int id)
         if (rec->failures || rec->dlq_id > 0) {
             /* A failing message is never dropped: the store keeps it. */
             snprintf(why, sizeof why, "no route matches %s any more", t);
-            if (worker_dlq_put(w, id, rec->failures ? "error" : "failed", why, NULL) < 0)
-                log_warn("the dead-letter store cannot take the message on %s now; it stays kept", t);
+            worker_dlq_put(w, id, rec->failures ? "error" : "failed", why, NULL);
             return;
         }
         log_warn("the kept message on %s matches no route any more; dropped", t);
