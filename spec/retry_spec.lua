@@ -168,6 +168,16 @@ describe("dispatch of failed attempts", function()
       { rec.done[1].ok, rec.done[1].reason, rec.done[1].err })
   end)
 
+  it("reports a real error raised after a swallowed ctx:retry as the error", function()
+    local rec = setup({ route("t", function(ctx)
+      pcall(ctx.retry, ctx, 1)
+      error("real trouble")
+    end, { retry = NO_JITTER }) })
+    rec.call(msg("t", 1, 1))
+    assert.same({ "error", 1 }, { rec.done[1].reason, rec.done[1].delay })
+    assert.matches("real trouble$", rec.done[1].err)
+  end)
+
   it("checks the arguments of ctx:retry and ctx:fail", function()
     local errs = {}
     local rec = setup({ route("t", function(ctx)

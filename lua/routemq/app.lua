@@ -128,7 +128,7 @@ local function check_options(opts)
   return group, timeout
 end
 
--- describe_jobs({ timers =, inits =, health = }) -> lines for `routemq
+-- describe_jobs({ timers =, inits =, health =, on_error = }) -> lines for `routemq
 -- routes` (empty string when the app has none).
 function M.describe_jobs(jobs)
   local lines = {}
@@ -138,6 +138,9 @@ function M.describe_jobs(jobs)
   end
   for _, i in ipairs(jobs.inits) do
     lines[#lines + 1] = "init  " .. tostring(i.source)
+  end
+  for _, hook in ipairs(jobs.on_error or {}) do
+    lines[#lines + 1] = "on_error  " .. tostring(hook.source)
   end
   local h = jobs.health
   if h then

@@ -269,7 +269,12 @@ function M.new(app, io, worker_slot, runner)
 
   -- failed_here(index, ctx, ok, e, tb) -> outcome of an attempt whose
   -- handler raised (or ctx:retry / ctx:fail), its hooks run in this coroutine.
-  local function failed_here(index, ctx, e, tb)
+  -- A real error raised after a ctx:retry / ctx:fail that middleware
+  -- swallowed is what ended the attempt: it wins.
+  local function failed_here(index, ctx, ok, e, tb)
+    if not ok and e ~= RETRY and e ~= FAIL then
+      ctx._signal = nil
+    end
     local outcome = decide(index, ctx, e, tb, "error")
     if outcome[5] and #hooks > 0 then
       run_hooks(ctx, outcome[1], hook_info(index, ctx, outcome))
@@ -287,7 +292,7 @@ function M.new(app, io, worker_slot, runner)
       if not ok or ctx._signal ~= nil then
         local tb = last_tb
         last_tb = nil
-        failed_here(i, ctx, e, tb)
+        failed_here(i, ctx, ok, e, tb)
       end
     end
   end
@@ -499,7 +504,7 @@ function M.new(app, io, worker_slot, runner)
         else
           local tb = last_tb
           last_tb = nil
-          local o = failed_here(index, ctx, e, tb)
+          local o = failed_here(index, ctx, ok, e, tb)
           index, topic, payload, qos, retain, dup, props, redelivered, params, token, attempt,
             replayed = yield("fail", o[1], o[2], o[3], o[4])
         end

@@ -259,7 +259,8 @@ end
 -- common case: no wait; done is not called); else false, and done(token,
 -- ok, err, traceback) is called once it returns, raises (err = message,
 -- traceback = Lua traceback) or is still waiting `seconds` after it first
--- waited (err = "timeout after N s"). tag is handed to r.on_resume.
+-- waited (err = "timeout after N s", then a 5th argument "timeout"). tag is
+-- handed to r.on_resume.
 function Runner:run(fn, arg, seconds, done, token, tag)
   local co
   local n = self.pooled
@@ -313,7 +314,9 @@ end
 
 -- r:adopt(co, done, token, tag, seconds, POLL, ...) hands a coroutine of
 -- the C worker (r:own) that has just yielded a cqueues poll request to the
--- controller; done(token, ok, err, traceback) reports its end.
+-- controller; done(token, ok, err, traceback[, reason, delay]) reports its
+-- end: a yield of "fail", err, traceback, reason, delay (a failed attempt,
+-- routemq.dispatch) gives done(token, false, err, traceback, reason, delay).
 function Runner:adopt(co, done, token, tag, seconds, ...)
   local ok, err = self.cq:wrap(forward, self, co, done, token, tag, seconds, monotime() + seconds, true,
     select(2, ...))
