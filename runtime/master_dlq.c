@@ -329,3 +329,15 @@ void master_dlq_metrics(const master *m, strbuf *out)
     if (dlq_store_count_routes(s, gauge_row, out)) log_error("routemq_dead_letters: %s", dlq_store_error(s));
     dlq_store_close(s);
 }
+
+int master_dlq_summary(const master *m, long *count, int64_t *oldest_ms)
+{
+    *count = 0;
+    *oldest_ms = 0;
+    dlq_store *s = NULL;
+    char err[600];
+    if (dlq_store_open(m->cfg->dlq_store, 0, &s, err, sizeof err)) return errno == ENOENT ? 0 : -1;
+    int rc = dlq_store_count(s, NULL, count) || dlq_store_oldest(s, oldest_ms) ? -1 : 1;
+    dlq_store_close(s);
+    return rc;
+}

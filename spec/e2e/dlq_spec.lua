@@ -217,6 +217,13 @@ describe("the dead-letter store", function()
     assert.equal(3, #list)
     assert.same({ "m5", "m4", "m3" }, { list[1].payload, list[2].payload, list[3].payload })
     assert.matches("ROUTEMQ_DLQ_MAX=3%): the 1 oldest record was deleted", e2e.read(r.log))
+    -- status: the store's count and its oldest record's age.
+    local s = e2e.status(r, APP)
+    assert.equal(3, s.dead_letters.count)
+    assert.is_true(s.dead_letters.oldest_seconds >= 0)
+    local out = e2e.sh(string.format("cd %s; ROUTEMQ_RUN_DIR=%s %s status --app %s", e2e.root, r.dir .. "/run",
+      e2e.bin, APP))
+    assert.matches("\ndead letters  3 in the store, the oldest %d+s old %(routemq dlq list%)\n", out)
   end)
 
   it("names what is wrong: a missing id, an unknown command, a store not made yet", function()
