@@ -321,6 +321,11 @@ static int gauge_row(const char *route, long count, void *arg)
 
 void master_dlq_metrics(const master *m, strbuf *out)
 {
+    uint64_t trimmed = 0;
+    for (int i = 0; i < m->nslots; i++) trimmed += atomic_load(&m->shm->slots[i].dlq_trimmed);
+    sb_printf(out, "# HELP routemq_dead_letters_trimmed_total Oldest dead-letter records deleted to stay within "
+                   "ROUTEMQ_DLQ_MAX.\n# TYPE routemq_dead_letters_trimmed_total counter\n"
+                   "routemq_dead_letters_trimmed_total %llu\n", (unsigned long long)trimmed);
     sb_puts(out, "# HELP routemq_dead_letters Records in the dead-letter store, per route.\n"
                  "# TYPE routemq_dead_letters gauge\n");
     dlq_store *s = NULL;

@@ -153,6 +153,7 @@ static int store_one(worker *w, int id, const char *reason, const char *err, con
         log_with(LOGL_ERROR, &(log_fields){ .route = route, .topic = t, .error = err },
                  "message stored as dead letter %lld (%s after %d attempt%s)", (long long)dlq_id, reason, attempts,
                  attempts == 1 ? "" : "s");
+        if (dropped) atomic_fetch_add(&w->shm->dlq_trimmed, (uint64_t)dropped);
         if (dropped)
             log_warn("the dead-letter store is full (ROUTEMQ_DLQ_MAX=%ld): the %ld oldest record%s deleted",
                      w->cfg->dlq_max, dropped, dropped == 1 ? " was" : "s were");
