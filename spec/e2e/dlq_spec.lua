@@ -246,7 +246,7 @@ describe("the dead-letter store", function()
     assert.truthy(e2e.wait_for(function()
       local st = e2e.status(r, APP)
       return st and st.totals.dead_lettered == 1
-    end, 10), e2e.read(r.log))
+    end, 40), e2e.read(r.log))  -- tries back off from 1 s to at most 30 s
     assert.equal(0, e2e.status(r, APP).slots[1].kept)
     assert.matches("1 dead letter stored after waiting for the store", e2e.read(r.log))
     local code, out = dlq(r, "list --json", "ROUTEMQ_DLQ_STORE=" .. store)
