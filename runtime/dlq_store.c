@@ -56,7 +56,7 @@ static const char SCHEMA[] =
 enum {
     ST_INSERT, ST_COUNT_ALL, ST_TRIM, ST_GET, ST_LIST, ST_COUNT, ST_ROUTES, ST_DEL_ID, ST_DEL_ALL,
     ST_ASK_ID, ST_ASK_ALL, ST_CLAIM_IDS, ST_CLAIM_SET, ST_CLAIM_BACK, ST_OWNED, ST_UNCLAIM, ST_FAILED,
-    ST_BEGIN, ST_COMMIT, ST_ROLLBACK, ST_COUNT_
+    ST_OLDEST, ST_BEGIN, ST_COMMIT, ST_ROLLBACK, ST_COUNT_
 };
 
 static const char *const SQL[ST_COUNT_] = {
@@ -81,6 +81,7 @@ static const char *const SQL[ST_COUNT_] = {
     [ST_UNCLAIM] = "UPDATE dead_letters SET state = 1, owner = NULL WHERE id = ?1 AND state = 2",
     [ST_FAILED] = "UPDATE dead_letters SET time_ms = ?2, attempts = ?3, reason = ?4, error = ?5, traceback = ?6,"
                   " replays = replays + 1, state = 0, owner = NULL WHERE id = ?1",
+    [ST_OLDEST] = "SELECT time_ms FROM dead_letters ORDER BY id LIMIT 1",
     [ST_BEGIN] = "BEGIN IMMEDIATE",
     [ST_COMMIT] = "COMMIT",
     [ST_ROLLBACK] = "ROLLBACK",
@@ -415,6 +416,18 @@ int dlq_store_count(dlq_store *s, const dlq_filter *f, long *count)
     /* The count ignores the limit in SQL (an aggregate has one row). */
     *count = f->limit > 0 && n > f->limit ? f->limit : n;
     return 0;
+}
+
+int dlq_store_oldest(dlq_store *s, int64_t *time_ms)
+{
+    sqlite3_stmt *q = stmt(s, ST_OLDEST);
+    if (!q) return -1;
+    int rc = sqlite3_step(q);
+    *time_ms = rc == SQLITE_ROW ? sqlite3_column_int64(q, 0) : 0;
+    sqlite3_reset(q);
+    if (rc == SQLITE_ROW || rc == SQLITE_DONE) return 0;
+    set_err(s, "reading the oldest record");
+    return -1;
 }
 
 int dlq_store_count_routes(dlq_store *s, int (*fn)(const char *route, long count, void *arg), void *arg)

@@ -70,6 +70,9 @@ int dlq_store_list(dlq_store *s, const dlq_filter *f, dlq_each_fn fn, void *arg)
 int dlq_store_get(dlq_store *s, int64_t id, dlq_each_fn fn, void *arg);
 /* Records in the store, and how many of them f selects (f may be NULL). */
 int dlq_store_count(dlq_store *s, const dlq_filter *f, long *count);
+/* The time of the first record stored (the lowest id) in *time_ms, 0 when
+ * the store is empty. 0; -1 on error. */
+int dlq_store_oldest(dlq_store *s, int64_t *time_ms);
 /* Calls fn(route, count) for each route with records. 0; -1 on error. */
 int dlq_store_count_routes(dlq_store *s, int (*fn)(const char *route, long count, void *arg), void *arg);
 

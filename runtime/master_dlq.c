@@ -321,6 +321,11 @@ static int gauge_row(const char *route, long count, void *arg)
 
 void master_dlq_metrics(const master *m, strbuf *out)
 {
+    uint64_t trimmed = 0;
+    for (int i = 0; i < m->nslots; i++) trimmed += atomic_load(&m->shm->slots[i].dlq_trimmed);
+    sb_printf(out, "# HELP routemq_dead_letters_trimmed_total Oldest dead-letter records deleted to stay within "
+                   "ROUTEMQ_DLQ_MAX.\n# TYPE routemq_dead_letters_trimmed_total counter\n"
+                   "routemq_dead_letters_trimmed_total %llu\n", (unsigned long long)trimmed);
     sb_puts(out, "# HELP routemq_dead_letters Records in the dead-letter store, per route.\n"
                  "# TYPE routemq_dead_letters gauge\n");
     dlq_store *s = NULL;
@@ -328,4 +333,16 @@ void master_dlq_metrics(const master *m, strbuf *out)
     if (dlq_store_open(m->cfg->dlq_store, 0, &s, err, sizeof err)) return;
     if (dlq_store_count_routes(s, gauge_row, out)) log_error("routemq_dead_letters: %s", dlq_store_error(s));
     dlq_store_close(s);
+}
+
+int master_dlq_summary(const master *m, long *count, int64_t *oldest_ms)
+{
+    *count = 0;
+    *oldest_ms = 0;
+    dlq_store *s = NULL;
+    char err[600];
+    if (dlq_store_open(m->cfg->dlq_store, 0, &s, err, sizeof err)) return errno == ENOENT ? 0 : -1;
+    int rc = dlq_store_count(s, NULL, count) || dlq_store_oldest(s, oldest_ms) ? -1 : 1;
+    dlq_store_close(s);
+    return rc;
 }

@@ -5,6 +5,7 @@
 #define ROUTEMQ_MASTER_DLQ_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "master.h"
 #include "strbuf.h"
@@ -19,5 +20,9 @@ unsigned master_dlq_show(const master *m, const char *id, strbuf *out);
 unsigned master_dlq_action(const master *m, const char *path, const char *body, size_t len, strbuf *out);
 /* routemq_dead_letters{route}: records in the store per route (one query per scrape). */
 void master_dlq_metrics(const master *m, strbuf *out);
+
+/* For status: records in the store and the first one's time (ms since the
+ * epoch, 0: none). 1; 0 when the store does not exist yet; -1 on error. */
+int master_dlq_summary(const master *m, long *count, int64_t *oldest_ms);
 
 #endif

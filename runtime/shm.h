@@ -143,6 +143,7 @@ typedef struct shm_slot {
     _Atomic uint64_t errors;            /* handler errors */
     _Atomic uint64_t unmatched;
     _Atomic uint64_t dead_lettered;
+    _Atomic uint64_t dlq_trimmed;       /* oldest dead-letter records deleted at ROUTEMQ_DLQ_MAX by this slot's puts */
     _Atomic uint64_t busy_ns;           /* total time spent in handlers */
     _Atomic uint64_t rss_kb;            /* sampled about once a second */
     _Atomic uint64_t duplicates;        /* broker redeliveries skipped */

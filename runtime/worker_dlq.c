@@ -3,7 +3,8 @@
  * the release gives a second record at worst, never none. Then it is
  * published to ROUTEMQ_DLQ_TOPIC (unless off) and finished. A store that
  * cannot be written now (disk full, locked past the busy timeout) leaves the
- * message kept; the loop tries again every second. */
+ * message kept; the loop tries again after 1 s, then less often (up to
+ * every 30 s) while it keeps failing. */
 #include "worker_internal.h"
 #include "dlq_store.h"
 #include "log.h"
@@ -25,7 +26,12 @@ struct worker_dlq {
     dlq_pending *pending;
     int npending, cap;
     int64_t err_logged_ns;     /* the "cannot store" error: at most every 10 s */
+    int64_t next_try_ns;       /* when worker_dlq_retry_due tries the store again */
+    int64_t backoff_ns;        /* doubles while it fails (a locked store may block each try for its busy timeout) */
 };
+
+#define DLQ_RETRY_MIN_NS 1000000000LL
+#define DLQ_RETRY_MAX_NS 30000000000LL
 
 static int64_t wall_ms(void)
 {
@@ -157,6 +163,7 @@ static int store_one(worker *w, int id, const char *reason, const char *err, con
                  &(log_fields){ .route = route, .topic = t, .error = err },
                  "message stored as dead letter %lld (%s after %d attempt%s)", (long long)dlq_id, reason, attempts,
                  attempts == 1 ? "" : "s");
+        if (dropped) atomic_fetch_add(&w->shm->dlq_trimmed, (uint64_t)dropped);
         if (dropped)
             log_warn("the dead-letter store is full (ROUTEMQ_DLQ_MAX=%ld): the %ld oldest record%s deleted",
                      w->cfg->dlq_max, dropped, dropped == 1 ? " was" : "s were");
@@ -185,9 +192,15 @@ int worker_dlq_put(worker *w, int id, const char *reason, const char *err, const
 {
     /* Not started again, not released: it waits for the store. */
     atomic_store_explicit(&worker_keep_rec(w, id)->state, REC_ACKS, memory_order_release);
-    if (store_one(w, id, reason, err, tb) == 0) return 0;
     struct worker_dlq *d = state(w);
+    /* While earlier ones wait, the store is known to fail: this one queues
+     * behind them rather than block the loop on another try. */
+    if ((!d || !d->npending) && store_one(w, id, reason, err, tb) == 0) return 0;
     if (!d) return -1;
+    if (!d->npending) {
+        d->backoff_ns = DLQ_RETRY_MIN_NS;
+        d->next_try_ns = shm_now_ns() + d->backoff_ns;
+    }
     if (d->npending == d->cap) {
         int ncap = d->cap ? d->cap * 2 : 16;
         dlq_pending *g = realloc(d->pending, (size_t)ncap * sizeof *g);
@@ -216,6 +229,8 @@ void worker_dlq_retry_due(worker *w)
 {
     struct worker_dlq *d = w->dlq;
     if (!d || !d->npending) return;
+    int64_t now = shm_now_ns();
+    if (now < d->next_try_ns) return;
     int k = 0;
     for (int i = 0; i < d->npending; i++) {
         dlq_pending *p = &d->pending[i];
@@ -229,6 +244,10 @@ void worker_dlq_retry_due(worker *w)
     if (k < d->npending) log_info("%d dead letter%s stored after waiting for the store", d->npending - k,
                                   d->npending - k == 1 ? "" : "s");
     d->npending = k;
+    if (k) {
+        d->backoff_ns = d->backoff_ns * 2 > DLQ_RETRY_MAX_NS ? DLQ_RETRY_MAX_NS : d->backoff_ns * 2;
+        d->next_try_ns = shm_now_ns() + d->backoff_ns;
+    }
 }
 
 int worker_dlq_replay_done(worker *w, int64_t dlq_id)

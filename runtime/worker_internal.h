@@ -327,7 +327,8 @@ struct dlq_store;
  * publish) is not stored twice. 0; -1 when the store cannot be written now:
  * the message stays kept (REC_ACKS) and worker_dlq_retry_due stores it later. */
 int worker_dlq_put(worker *w, int id, const char *reason, const char *err, const char *tb);
-/* Stores the dead letters that waited for the store (the loop, every second). */
+/* Stores the dead letters that waited for the store (the loop calls it
+ * every second; it tries after 1 s, then with a backoff up to 30 s). */
 void worker_dlq_retry_due(worker *w);
 /* A replay of record dlq_id succeeded: it leaves the store. 0; -1 logged. */
 int worker_dlq_replay_done(worker *w, int64_t dlq_id);

@@ -214,6 +214,8 @@ int main(void)
     memset(&s, 0, sizeof s);
     CHECK(dlq_store_list(st, NULL, collect, &s) == 0 && s.n == 3 && s.ids[0] == last[4] && s.ids[2] == last[2],
           "the newest 3 stay");
+    int64_t oldest = 0;
+    CHECK(dlq_store_oldest(st, &oldest) == 0 && oldest == 5002, "the oldest's time: %lld", (long long)oldest);
     dlq_store_close(st);
 
     /* Ids are not reused after deletes, and records survive a reopen. */
