@@ -104,6 +104,22 @@ describe("retries", function()
       assert.is_false(rec.redelivered)
       assert.is_false(rec.replayed)
     end
+    -- No attempt ran before it was due: 0.2 s, then 0.4 s (backoff 2), each
+    -- less the 10 % jitter at most.
+    local at = {}
+    for f in e2e.sh("ls " .. dir .. "/*.att"):gmatch("[^\n]+") do
+      for line in e2e.read(f):gmatch("[^\n]+") do
+        local payload, attempt, t = line:match("^(.-)\t(%d+)\t([%d.]+)$")
+        at[payload] = at[payload] or {}
+        at[payload][tonumber(attempt)] = tonumber(t)
+      end
+    end
+    for i = 1, n do
+      local a = at[tostring(i)]
+      assert.truthy(a and a[1] and a[2] and a[3], "attempts of " .. i)
+      assert.truthy(a[2] - a[1] >= 0.18 - 0.002, string.format("%d: second attempt after %.3f s", i, a[2] - a[1]))
+      assert.truthy(a[3] - a[2] >= 0.36 - 0.002, string.format("%d: third attempt after %.3f s", i, a[3] - a[2]))
+    end
     local m = http_metrics(port)
     assert.equal(2 * n, m:value("routemq_retries_total", { route = "retry/flaky/{n}" }))
     assert.equal(n, m:value("routemq_messages_total", { route = "retry/flaky/{n}", result = "ok" }))
@@ -134,6 +150,16 @@ describe("retries", function()
     end
     for i = 1, n do assert.truthy(seen[tostring(i)], "message " .. i .. " not in the store") end
     assert.equal(0, retry_waiting(env))
+  end)
+
+  it("follow ROUTEMQ_RETRY_* on a route without its own retry option", function()
+    local env = identity({ ROUTEMQ_RETRY_ATTEMPTS = 3, ROUTEMQ_RETRY_DELAY = 0.1 })
+    local r = start(broker, env)
+    assert.truthy(e2e.publish(broker.port, "retry/replay/1", "x", "-q 1"))
+    assert.truthy(e2e.wait_for(function() return #store_rows(env.ROUTEMQ_RUN_DIR) == 1 end, 20), e2e.read(r.log))
+    local row = store_rows(env.ROUTEMQ_RUN_DIR)[1]
+    assert.equal(3, row.attempts)
+    assert.equal("error", row.reason)
   end)
 
   it("wait kept through a kill -9 of their worker: all handled after it, none lost, no crash counted", function()

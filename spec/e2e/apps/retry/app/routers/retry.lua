@@ -4,7 +4,11 @@
 -- $E2E_OUT/failed-<payload> first (so a test knows it failed).
 local router = require("routemq.router")
 local ffi = require("ffi")
-ffi.cdef("int getpid(void);")
+ffi.cdef([[
+int getpid(void);
+struct retry_timespec { long tv_sec; long tv_nsec; };
+int clock_gettime(int clk, struct retry_timespec *ts);
+]])
 
 local out_dir = os.getenv("E2E_OUT") or "/tmp"
 local wait_delay = tonumber(os.getenv("E2E_DELAY") or "5")
@@ -19,6 +23,20 @@ local function record(route, ctx)
     "\t", tostring(ctx.replayed), "\n")
 end
 
+-- Each attempt of retry/flaky leaves "payload<TAB>attempt<TAB>wall clock
+-- seconds" in $E2E_OUT/<pid>.att.
+local att
+local ts = ffi.new("struct retry_timespec")
+local function attempt_line(ctx)
+  if not att then
+    att = assert(io.open(out_dir .. "/" .. ffi.C.getpid() .. ".att", "a"))
+    att:setvbuf("no")
+  end
+  ffi.C.clock_gettime(0, ts)
+  local now = tonumber(ts.tv_sec) + tonumber(ts.tv_nsec) / 1e9
+  att:write(ctx.payload, "\t", ctx.attempt, "\t", string.format("%.6f", now), "\n")
+end
+
 local function exists(path)
   local f = io.open(path)
   if f then f:close() end
@@ -27,6 +45,7 @@ end
 
 -- Fails its first two attempts, succeeds on the third.
 router.on("retry/flaky/{n}", function(ctx)
+  attempt_line(ctx)
   if ctx.attempt < 3 then
     error("flaky " .. ctx.payload .. " attempt " .. ctx.attempt)
   end
