@@ -312,6 +312,11 @@ void worker_retry_add(worker *w, int id);
 void worker_retry_pump(worker *w);
 /* Milliseconds until the earliest waiting record is due; -1: none waits. */
 int64_t worker_retry_wait_ms(const worker *w);
+/* At start: the kept messages among ids[0..n) that arrived after a waiting
+ * message of the same topic on an ordered route wait with it (they are
+ * moved to the heap, due with it, and run right behind it); returns how
+ * many ids are left, in order. */
+int worker_retry_hold_ordered(worker *w, int *ids, int n);
 /* Wall clock, ms since the epoch: what due_ms is measured in (it outlives the process). */
 int64_t worker_wall_ms(void);
 

@@ -57,7 +57,7 @@ void worker_replay_load(worker *w)
         /* Whatever state the previous worker left it in, it starts over here. */
         atomic_store_explicit(&r->state, REC_QUEUED, memory_order_release);
     }
-    n = k;
+    n = worker_retry_hold_ordered(w, w->queue.ids, k);
     w->queue.head = 0;
     w->queue.tail = n;
     if (qos0)

@@ -10,6 +10,7 @@
 #include "log.h"
 
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 int64_t worker_wall_ms(void)
@@ -110,4 +111,76 @@ void worker_retry_pump(worker *w)
         if (ordered_route(w, id)) worker_start_kept(w, id);
         else worker_enqueue(w, id);
     }
+}
+
+/* A waiting message of an ordered route, at start: its topic's later kept
+ * messages must not run before it. */
+typedef struct ordered_head {
+    const char *topic;
+    uint32_t tlen;
+    uint64_t seq;
+    int64_t due_ms;
+} ordered_head;
+
+static int head_cmp(const void *a, const void *b)
+{
+    const ordered_head *x = a, *y = b;
+    uint32_t n = x->tlen < y->tlen ? x->tlen : y->tlen;
+    int c = memcmp(x->topic, y->topic, n);
+    if (c) return c;
+    if (x->tlen != y->tlen) return x->tlen < y->tlen ? -1 : 1;
+    return (x->seq > y->seq) - (x->seq < y->seq);
+}
+
+int worker_retry_hold_ordered(worker *w, int *ids, int n)
+{
+    worker_retry *h = &w->retry;
+    ordered_head *heads = NULL;
+    int nheads = 0;
+    for (int i = 0; i < h->n; i++) {
+        int id = h->ids[i];
+        if (!ordered_route(w, id)) continue;
+        if (!heads && !(heads = malloc((size_t)h->n * sizeof *heads))) {
+            log_error("out of memory: the kept messages of ordered routes may run before a retry of their topic");
+            return n;
+        }
+        worker_kept k;
+        worker_keep_open(w, id, &k);
+        const shm_rec *r = worker_keep_rec(w, id);
+        heads[nheads++] = (ordered_head){ k.msg.topic, (uint32_t)k.msg.tlen, r->seq, r->due_ms };
+    }
+    if (!nheads) return n;
+    /* By topic, then arrival: the earliest waiting message of a topic first. */
+    qsort(heads, (size_t)nheads, sizeof *heads, head_cmp);
+    int kept = 0, held = 0;
+    for (int i = 0; i < n; i++) {
+        int id = ids[i];
+        worker_kept k;
+        worker_keep_open(w, id, &k);
+        ordered_head key = { k.msg.topic, (uint32_t)k.msg.tlen, 0, 0 };
+        /* The first head of this topic (seq 0 sorts before all of them). */
+        int lo = 0, hi = nheads;
+        while (lo < hi) {
+            int mid = (lo + hi) / 2;
+            if (head_cmp(&heads[mid], &key) < 0) lo = mid + 1;
+            else hi = mid;
+        }
+        shm_rec *r = worker_keep_rec(w, id);
+        if (lo < nheads && heads[lo].tlen == key.tlen && !memcmp(heads[lo].topic, key.topic, key.tlen) &&
+            heads[lo].seq < r->seq && ordered_route(w, id)) {
+            /* Due with the message it arrived after: the heap's tie-break
+             * (arrival order) then starts it right behind that one, and the
+             * dispatcher queues it behind the topic it holds. */
+            r->due_ms = heads[lo].due_ms;
+            worker_retry_add(w, id);
+            held++;
+            continue;
+        }
+        ids[kept++] = id;
+    }
+    free(heads);
+    if (held)
+        log_info("%d kept message%s of ordered routes wait%s behind an earlier message of %s topic waiting for its "
+                 "next attempt", held, held == 1 ? "" : "s", held == 1 ? "s" : "", held == 1 ? "its" : "their");
+    return kept;
 }

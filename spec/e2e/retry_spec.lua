@@ -257,6 +257,25 @@ describe("retries on an ordered route", function()
     assert.same({ "first", "second", "third" }, { list[1].payload, list[2].payload, list[3].payload })
     assert.same({ 2, 1, 1 }, { list[1].attempt, list[2].attempt, list[3].attempt })
   end)
+
+  it("keep them behind it through a kill -9 of the worker", function()
+    local env, dir = identity({ WORKER_CONCURRENCY = 4, E2E_ORDERED_DELAY = 5 })
+    local r = start(broker, env)
+    assert.truthy(e2e.publish_lines(broker.port, "retry/ordered/2", { "first", "second", "third" }, 1):match("rc=0"))
+    -- The first waits for its retry, the two others wait behind it in the worker.
+    assert.truthy(e2e.wait_for(function()
+      local s = status(env)
+      local w = s and s.slots and s.slots[1]
+      return w and w.retry_waiting == 1 and w.in_progress == 2
+    end, 20), e2e.read(r.log))
+    local pids = r.workers()
+    e2e.kill(pids[1], "KILL")
+    assert.truthy(e2e.wait_for(function() return #records(dir) >= 3 end, 30), e2e.read(r.log))
+    local list = records(dir)
+    assert.same({ "first", "second", "third" }, { list[1].payload, list[2].payload, list[3].payload })
+    assert.equal(2, list[1].attempt)
+    assert.truthy(e2e.read(r.log):find("2 kept messages of ordered routes wait behind", 1, true), e2e.read(r.log))
+  end)
 end)
 
 describe("waiting retries and the keep's bound", function()

@@ -83,4 +83,4 @@ router.on("retry/ordered/{n}", function(ctx)
     error("first fails once")
   end
   record("ordered", ctx)
-end, { qos = 1, ordered = true, retry = { attempts = 2, delay = 0.5 } })
+end, { qos = 1, ordered = true, retry = { attempts = 2, delay = tonumber(os.getenv("E2E_ORDERED_DELAY") or "0.5") } })
