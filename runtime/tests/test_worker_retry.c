@@ -110,5 +110,37 @@ int main(void)
     worker_retry_free(&w);
     topic_trie_free(w.trie);
     free(w.shm);
+
+    /* At start: the kept messages of an ordered topic that arrived after
+     * its waiting message wait with it; earlier ones, other topics and
+     * unordered routes do not. */
+    setup(&w, routes);
+    add(&w, 160, "ord/1", now + 7000, 5);
+    add(&w, 161, "plain/1", now + 9000, 4);
+    int64_t due = recs[160].due_ms;
+    const char *t[] = { "ord/1", "ord/1", "plain/1", "ord/2", "ord/1", "plain/1" };
+    uint64_t seq[] = { 3, 7, 8, 9, 10, 11 };
+    int ids[6];
+    for (int i = 0; i < 6; i++) {
+        ids[i] = 170 + i;
+        snprintf(topics[ids[i]], sizeof topics[ids[i]], "%s", t[i]);
+        recs[ids[i]].seq = seq[i];
+        recs[ids[i]].due_ms = 0;
+        recs[ids[i]].state = REC_QUEUED;
+    }
+    int left = worker_retry_hold_ordered(&w, ids, 6);
+    CHECK(left == 4 && ids[0] == 170 && ids[1] == 172 && ids[2] == 173 && ids[3] == 175,
+          "left: %d (%d %d %d %d)", left, ids[0], ids[1], ids[2], ids[3]);
+    CHECK(recs[171].state == REC_RETRY && recs[171].due_ms == due && recs[174].state == REC_RETRY &&
+          recs[174].due_ms == due, "the later ones of ord/1 wait, due with it");
+    CHECK(w.retry.n == 4 && w.retry.ids[0] == 160, "the head first: %d", w.retry.ids[0]);
+    nqueued = nstarted = 0;
+    recs[160].due_ms = recs[171].due_ms = recs[174].due_ms = now - 1;  /* all three due: still the smallest */
+    worker_retry_pump(&w);
+    CHECK(nstarted == 3 && started[0] == 160 && started[1] == 171 && started[2] == 174,
+          "started in arrival order: %d (%d %d %d)", nstarted, started[0], started[1], started[2]);
+    worker_retry_free(&w);
+    topic_trie_free(w.trie);
+    free(w.shm);
     return TEST_SUMMARY("test_worker_retry");
 }
