@@ -42,6 +42,8 @@ static const char *owner(const worker *w)
  * transaction, with that error. */
 typedef struct unmatched {
     int64_t id;
+    int attempts;
+    char reason[16];
     char why[LOG_TOPIC_BUF + 64];
 } unmatched;
 
@@ -61,11 +63,12 @@ static int take(const dlq_entry *e, void *arg)
     int ncaps = 0;
     int rid = topic_trie_match(w->trie, e->topic, e->topic_len, caps, TOPIC_MAX_WILDCARDS, &ncaps);
     if (rid <= 0) {
-        if (c->nnone < REPLAY_BATCH) {
-            unmatched *u = &c->none[c->nnone++];
-            u->id = e->id;
-            snprintf(u->why, sizeof u->why, "no route matches %s any more", log_topic(t, sizeof t, e->topic, e->topic_len));
-        }
+        if (c->nnone >= REPLAY_BATCH) return 1;  /* given back: cannot happen, the claim takes at most as many */
+        unmatched *u = &c->none[c->nnone++];
+        u->id = e->id;
+        u->attempts = e->attempts;
+        snprintf(u->reason, sizeof u->reason, "%s", e->reason ? e->reason : "error");
+        snprintf(u->why, sizeof u->why, "no route matches %s any more", log_topic(t, sizeof t, e->topic, e->topic_len));
         return 0;
     }
     worker_msg m = { .topic = e->topic, .tlen = e->topic_len, .payload = e->payload, .plen = e->payload_len,
@@ -107,7 +110,9 @@ void worker_dlq_replay_tick(worker *w, int64_t now)
         return;
     }
     for (int i = 0; i < c.nnone; i++) {
-        dlq_entry e = { .time_ms = worker_wall_ms(), .attempts = 0, .reason = "failed", .error = c.none[i].why };
+        /* Its runs and reason stay; the error says why it was not run. */
+        dlq_entry e = { .time_ms = worker_wall_ms(), .attempts = c.none[i].attempts, .reason = c.none[i].reason,
+                        .error = c.none[i].why };
         if (dlq_store_replay_failed(s, c.none[i].id, &e))
             log_error("dead-letter store: %s", dlq_store_error(s));
         else

@@ -343,4 +343,25 @@ describe("a replay from the dead-letter store", function()
       assert.equal(1, list[1].attempt)
       assert.equal(rows[2].id, store_rows(env.ROUTEMQ_RUN_DIR)[1].id)
     end)
+
+  it("whose topic no route matches any more stays in the store, saying so", function()
+    local env = identity()
+    local r = start(broker, env)
+    assert.truthy(e2e.publish(broker.port, "retry/gone/1", "old", "-q 1"))
+    assert.truthy(e2e.wait_for(function() return #store_rows(env.ROUTEMQ_RUN_DIR) == 1 end, 20), e2e.read(r.log))
+    assert.equal(0, r.stop())
+    env.E2E_GONE = "1"
+    local r2 = start(broker, env)
+    local id = store_rows(env.ROUTEMQ_RUN_DIR)[1].id
+    ask_replay(env, id)
+    assert.truthy(e2e.wait_for(function()
+      local row = store_rows(env.ROUTEMQ_RUN_DIR)[1]
+      return row and row.replays == 1 and row.state == "stored"
+    end, 20), e2e.read(r2.log))
+    local row = store_rows(env.ROUTEMQ_RUN_DIR)[1]
+    assert.equal(id, row.id)
+    assert.equal("no route matches retry/gone/1 any more", row.error)
+    assert.equal("error", row.reason)
+    assert.equal(1, row.attempts)
+  end)
 end)

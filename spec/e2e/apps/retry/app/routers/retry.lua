@@ -84,3 +84,10 @@ router.on("retry/ordered/{n}", function(ctx)
   end
   record("ordered", ctx)
 end, { qos = 1, ordered = true, retry = { attempts = 2, delay = tonumber(os.getenv("E2E_ORDERED_DELAY") or "0.5") } })
+
+-- A route the next deploy removes (E2E_GONE=1): its dead letters match no route.
+if os.getenv("E2E_GONE") ~= "1" then
+  router.on("retry/gone/{n}", function(ctx)
+    error("gone soon: " .. ctx.payload)
+  end, { qos = 1 })
+end
