@@ -49,13 +49,16 @@ static const char SCHEMA[] =
 
 #define COLS "id, time_ms, topic, route, payload, qos, retain, props, attempts, reason, error, traceback, " \
              "replays, state, owner"
-/* The records a filter selects: ?1 route (NULL: any), ?2 since, ?3 before id
- * (0: none), ?4 state (-1: any). */
-#define FILTER "(?1 IS NULL OR route = ?1) AND time_ms >= ?2 AND (?3 = 0 OR id < ?3) AND (?4 < 0 OR state = ?4)"
+/* The records a filter selects: ?1 route (unused: any), ?2 since, ?3 before
+ * id (0: none), ?4 state (-1: any). With a route, `route = ?1` lets SQLite
+ * use the route index (an `?1 IS NULL OR` would make it scan the table). */
+#define FILTER_REST "time_ms >= ?2 AND (?3 = 0 OR id < ?3) AND (?4 < 0 OR state = ?4)"
+#define FILTER FILTER_REST
+#define FILTER_R "route = ?1 AND " FILTER_REST
 
 enum {
     ST_INSERT, ST_COUNT_ALL, ST_TRIM, ST_GET, ST_LIST, ST_COUNT, ST_ROUTES, ST_DEL_ID, ST_DEL_ALL,
-    ST_ASK_ID, ST_ASK_ALL, ST_CLAIM_IDS, ST_CLAIM_SET, ST_CLAIM_BACK, ST_OWNED, ST_UNCLAIM, ST_FAILED,
+    ST_ASK_ID, ST_ASK_ALL, ST_LIST_R, ST_COUNT_R, ST_DEL_ALL_R, ST_ASK_ALL_R, ST_CLAIM_IDS, ST_CLAIM_SET, ST_CLAIM_BACK, ST_OWNED, ST_UNCLAIM, ST_FAILED,
     ST_OLDEST, ST_BEGIN, ST_COMMIT, ST_ROLLBACK, ST_COUNT_
 };
 
@@ -74,6 +77,12 @@ static const char *const SQL[ST_COUNT_] = {
     [ST_ASK_ID] = "UPDATE dead_letters SET state = 1 WHERE id = ?1 AND state = 0",
     [ST_ASK_ALL] = "UPDATE dead_letters SET state = 1 WHERE id IN (SELECT id FROM dead_letters WHERE " FILTER
                    " ORDER BY id DESC LIMIT ?5)",
+    [ST_LIST_R] = "SELECT " COLS " FROM dead_letters WHERE " FILTER_R " ORDER BY id DESC LIMIT ?5",
+    [ST_COUNT_R] = "SELECT count(*) FROM dead_letters WHERE " FILTER_R,
+    [ST_DEL_ALL_R] = "DELETE FROM dead_letters WHERE id IN (SELECT id FROM dead_letters WHERE " FILTER_R
+                     " ORDER BY id DESC LIMIT ?5)",
+    [ST_ASK_ALL_R] = "UPDATE dead_letters SET state = 1 WHERE id IN (SELECT id FROM dead_letters WHERE " FILTER_R
+                     " ORDER BY id DESC LIMIT ?5)",
     [ST_CLAIM_IDS] = "SELECT id FROM dead_letters WHERE state = 1 ORDER BY id LIMIT ?1",
     [ST_CLAIM_SET] = "UPDATE dead_letters SET state = 2, owner = ?2 WHERE id = ?1 AND state = 1",
     [ST_CLAIM_BACK] = "UPDATE dead_letters SET state = 1, owner = NULL WHERE id = ?1",
@@ -382,9 +391,15 @@ static void bind_filter(sqlite3_stmt *q, const dlq_filter *f, int state)
     sqlite3_bind_int64(q, 5, f && f->limit > 0 ? f->limit : -1);
 }
 
+/* The statement k, or its by-route variant kr when f names a route. */
+static int pick(const dlq_filter *f, int k, int kr)
+{
+    return f && f->route ? kr : k;
+}
+
 int dlq_store_list(dlq_store *s, const dlq_filter *f, dlq_each_fn fn, void *arg)
 {
-    sqlite3_stmt *q = stmt(s, ST_LIST);
+    sqlite3_stmt *q = stmt(s, pick(f, ST_LIST, ST_LIST_R));
     if (!q) return -1;
     bind_filter(q, f, -1);
     return walk(s, q, fn, arg, NULL);
@@ -403,7 +418,7 @@ int dlq_store_get(dlq_store *s, int64_t id, dlq_each_fn fn, void *arg)
 int dlq_store_count(dlq_store *s, const dlq_filter *f, long *count)
 {
     if (!f) return count_all(s, count);
-    sqlite3_stmt *q = stmt(s, ST_COUNT);
+    sqlite3_stmt *q = stmt(s, pick(f, ST_COUNT, ST_COUNT_R));
     if (!q) return -1;
     bind_filter(q, f, -1);
     int rc = sqlite3_step(q);
@@ -455,7 +470,7 @@ static int change(dlq_store *s, int by_id, int by_all, int state, const int64_t 
     long changed = 0;
     if (begin(s)) return -1;
     if (all) {
-        sqlite3_stmt *q = stmt(s, by_all);
+        sqlite3_stmt *q = stmt(s, pick(f, by_all, by_all == ST_DEL_ALL ? ST_DEL_ALL_R : ST_ASK_ALL_R));
         if (!q) goto fail;
         bind_filter(q, f, state);
         if (run(s, q, what)) goto fail;

@@ -115,8 +115,10 @@ unsigned master_dlq_list(const master *m, const char *route, const char *since, 
         dlq_filter all = f;
         all.limit = 0;
         all.before_id = 0;
+        /* Without a route or time the total is the selection: no second count. */
+        int whole = !all.route && !all.since_ms;
         if (dlq_store_list(s, &f, page_row, &p) || dlq_store_count(s, NULL, &total) ||
-            dlq_store_count(s, &all, &selected)) {
+            (whole ? (selected = total, 0) : dlq_store_count(s, &all, &selected))) {
             char err[600];
             snprintf(err, sizeof err, "%s", dlq_store_error(s));
             dlq_store_close(s);

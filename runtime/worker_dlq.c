@@ -28,7 +28,37 @@ struct worker_dlq {
     int64_t err_logged_ns;     /* the "cannot store" error: at most every 10 s */
     int64_t next_try_ns;       /* when worker_dlq_retry_due tries the store again */
     int64_t backoff_ns;        /* doubles while it fails (a locked store may block each try for its busy timeout) */
+    int64_t log_window_ns;     /* "stored as dead letter" lines: at most 10 per 10 s, then a count */
+    int logged, unlogged;
 };
+
+#define DLQ_LOG_WINDOW_NS 10000000000LL
+#define DLQ_LOG_PER_WINDOW 10
+
+/* The count of dead letters not logged, once their window is over. */
+static void log_unlogged(struct worker_dlq *d, int64_t now)
+{
+    if (now - d->log_window_ns < DLQ_LOG_WINDOW_NS) return;
+    if (d->unlogged)
+        log_warn("%d more message%s stored as dead letters (logged: at most %d per 10 s; routemq dlq list shows them)",
+                 d->unlogged, d->unlogged == 1 ? "" : "s", DLQ_LOG_PER_WINDOW);
+    d->log_window_ns = now;
+    d->logged = d->unlogged = 0;
+}
+
+/* 1 when this dead letter gets its own log line. */
+static int log_allowed(worker *w)
+{
+    struct worker_dlq *d = w->dlq;
+    if (!d) return 1;
+    log_unlogged(d, shm_now_ns());
+    if (d->logged < DLQ_LOG_PER_WINDOW) {
+        d->logged++;
+        return 1;
+    }
+    d->unlogged++;
+    return 0;
+}
 
 #define DLQ_RETRY_MIN_NS 1000000000LL
 #define DLQ_RETRY_MAX_NS 30000000000LL
@@ -156,13 +186,18 @@ static int store_one(worker *w, int id, const char *reason, const char *err, con
             return -1;
         }
         r->dlq = 1;
-        /* A handler's error or timeout was logged already, under the
-         * handler errors' rate limit: a line per message here would undo
-         * it when every message fails. A crash has only this line. */
-        log_with(strcmp(reason, "crash") ? LOGL_DEBUG : LOGL_ERROR,
-                 &(log_fields){ .route = route, .topic = t, .error = err },
-                 "message stored as dead letter %lld (%s after %d attempt%s)", (long long)dlq_id, reason, attempts,
-                 attempts == 1 ? "" : "s");
+        /* A handler's error, timeout or ctx:fail was logged already by
+         * the dispatcher, under the handler errors' rate limit (a second
+         * line per message would undo it when every message fails): debug
+         * here. A crash has only this line, at most 10 per 10 s. */
+        if (!strcmp(reason, "error") || !strcmp(reason, "timeout") || !strcmp(reason, "failed"))
+            log_with(LOGL_DEBUG, &(log_fields){ .route = route, .topic = t, .error = err },
+                     "message stored as dead letter %lld (%s after %d attempt%s)", (long long)dlq_id, reason,
+                     attempts, attempts == 1 ? "" : "s");
+        else if (log_allowed(w))
+            log_with(LOGL_ERROR, &(log_fields){ .route = route, .topic = t, .error = err },
+                     "message stored as dead letter %lld (%s after %d attempt%s)", (long long)dlq_id, reason,
+                     attempts, attempts == 1 ? "" : "s");
         if (dropped) atomic_fetch_add(&w->shm->dlq_trimmed, (uint64_t)dropped);
         if (dropped)
             log_warn("the dead-letter store is full (ROUTEMQ_DLQ_MAX=%ld): the %ld oldest record%s deleted",
@@ -228,6 +263,7 @@ int worker_dlq_put(worker *w, int id, const char *reason, const char *err, const
 void worker_dlq_retry_due(worker *w)
 {
     struct worker_dlq *d = w->dlq;
+    if (d && d->unlogged) log_unlogged(d, shm_now_ns());
     if (!d || !d->npending) return;
     int64_t now = shm_now_ns();
     if (now < d->next_try_ns) return;
@@ -270,6 +306,7 @@ void worker_dlq_free(worker *w)
 {
     struct worker_dlq *d = w->dlq;
     if (!d) return;
+    log_unlogged(d, INT64_MAX);
     if (d->npending)
         log_warn("%d dead letter%s could not be stored; %s kept for the next worker of the slot", d->npending,
                  d->npending == 1 ? "" : "s", d->npending == 1 ? "it stays" : "they stay");
