@@ -46,6 +46,7 @@ static int read_route(lua_State *L, int t, route_info *r)
     r->shared = field_bool(L, t, "shared");
     r->worker_count = (int)field_num(L, t, "worker_count", 1);
     r->timeout = field_num(L, t, "timeout", 30);
+    r->ordered = field_bool(L, t, "ordered");
     char *retained = field_str(L, t, "retained");
     r->retain_handling = !retained || !strcmp(retained, "new") ? 1 : !strcmp(retained, "always") ? 0 : 2;
     free(retained);

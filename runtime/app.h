@@ -24,6 +24,7 @@ typedef struct route_info {
     int retain_handling;    /* MQTT 5 subscription option: 0 always, 1 new subscriptions only, 2 never */
     uint32_t sub_id;        /* MQTT 5 subscription identifier */
     double timeout;
+    int ordered;            /* ordered = true: a topic's messages one after the other (also across retries) */
     int nwild;
     char **names;           /* per wildcard level, NULL for a raw + or # */
 } route_info;

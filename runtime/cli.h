@@ -25,5 +25,7 @@ int cli_run(cli_opts *o, int dev);
 int cli_control(cli_opts *o, const char *cmd);
 int cli_new(const char *dir);
 int cli_console(cli_opts *o);
+/* routemq dlq <command> ...: argv after "dlq". */
+int cli_dlq(int argc, char **argv);
 
 #endif

@@ -70,6 +70,9 @@ int dlq_store_list(dlq_store *s, const dlq_filter *f, dlq_each_fn fn, void *arg)
 int dlq_store_get(dlq_store *s, int64_t id, dlq_each_fn fn, void *arg);
 /* Records in the store, and how many of them f selects (f may be NULL). */
 int dlq_store_count(dlq_store *s, const dlq_filter *f, long *count);
+/* The time of the first record stored (the lowest id) in *time_ms, 0 when
+ * the store is empty. 0; -1 on error. */
+int dlq_store_oldest(dlq_store *s, int64_t *time_ms);
 /* Calls fn(route, count) for each route with records. 0; -1 on error. */
 int dlq_store_count_routes(dlq_store *s, int (*fn)(const char *route, long count, void *arg), void *arg);
 
@@ -81,7 +84,9 @@ int dlq_store_delete(dlq_store *s, const int64_t *ids, int n, int all, const dlq
 int dlq_store_ask_replay(dlq_store *s, const int64_t *ids, int n, int all, const dlq_filter *f, long *done);
 
 /* A worker takes up to limit records asked for replay (-> DLQ_REPLAYING,
- * owner) in one transaction and gets each through fn, oldest first. 0; -1. */
+ * owner) in one transaction and gets each through fn, oldest first. When fn
+ * returns nonzero (it cannot take that one now), that record and the rest
+ * stay DLQ_REPLAY_ASKED and the walk ends. 0; -1. */
 int dlq_store_claim(dlq_store *s, const char *owner, long limit, dlq_each_fn fn, void *arg);
 /* Gives back what owner took and did not keep (DLQ_REPLAYING -> DLQ_REPLAY_ASKED),
  * except the n ids in keep (still in the worker's keep). 0; -1. */

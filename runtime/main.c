@@ -22,6 +22,7 @@ static void usage(FILE *out)
           "  test    [--app DIR] [busted options] run the application's busted specs\n"
           "  new     DIR                         create an application (routers, controllers, spec)\n"
           "  console [--app DIR]                 LuaJIT prompt with the application loaded\n"
+          "  dlq     list|show|replay|delete ... the dead-letter store (routemq dlq --help)\n"
           "  version                             print the version\n", out);
 }
 
@@ -56,6 +57,7 @@ int main(int argc, char **argv, char **envp)
         }
         return cli_new(argv[2]);
     }
+    if (!strcmp(cmd, "dlq")) return cli_dlq(argc - 2, argv + 2);
     cli_opts o = { .app = ".", .envp = envp, .orig_argc = argc, .orig_argv = argv };
     int is_test = !strcmp(cmd, "test");
     char **rest = calloc(argc + 1, sizeof *rest);

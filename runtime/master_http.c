@@ -1,6 +1,6 @@
 /* The admin HTTP endpoint (ROUTEMQ_HTTP=host:port): /health, /ready,
  * /status, /metrics, /stats, /errors, the console (GET /) and the actions
- * (POST /reload, /scale); who may do what is master_auth.c. libmicrohttpd runs in external-polling epoll mode: its
+ * (POST /reload, /scale), the dead-letter store (/dlq, master_dlq.c); who may do what is master_auth.c. libmicrohttpd runs in external-polling epoll mode: its
  * epoll fd sits in the master's epoll and MHD_run is called from the
  * master's loop, so the master stays single-threaded (it forks workers, and
  * a fork with a second thread running could copy a held lock). Requests are
@@ -10,6 +10,7 @@
 #include "master_presence.h"
 #include "master_auth.h"
 #include "master_console.h"
+#include "master_dlq.h"
 #include "log.h"
 
 #include <dlfcn.h>
@@ -306,7 +307,9 @@ static enum MHD_Result on_post(master *m, struct MHD_Connection *c, const char *
     if (p->too_big) return respond_error(c, MHD_HTTP_CONTENT_TOO_LARGE, "the JSON body is over 4096 bytes");
     strbuf b;
     sb_init(&b);
-    unsigned status = master_console_action(m, url, p->body.p ? p->body.p : "", p->body.len, &b);
+    unsigned status = !strncmp(url, "/dlq/", 5)
+                          ? master_dlq_action(m, url, p->body.p ? p->body.p : "", p->body.len, &b)
+                          : master_console_action(m, url, p->body.p ? p->body.p : "", p->body.len, &b);
     return respond(c, status, "application/json", &b);
 }
 
@@ -369,9 +372,17 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         master_errors_json(m, &b);
         return respond(c, MHD_HTTP_OK, "application/json", &b);
     }
+    if (!strcmp(url, "/dlq")) {
+        unsigned st = master_dlq_list(m, MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "route"),
+                                      MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "since"),
+                                      MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "limit"),
+                                      MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "before"), &b);
+        return respond(c, st, "application/json", &b);
+    }
+    if (!strncmp(url, "/dlq/", 5)) return respond(c, master_dlq_show(m, url + 5, &b), "application/json", &b);
     const console_file *f = master_console_file(url);
     if (f) return respond_static(c, f);
-    sb_puts(&b, "not found; try /, /health, /ready, /status, /stats, /errors or /metrics\n");
+    sb_puts(&b, "not found; try /, /health, /ready, /status, /stats, /errors, /dlq or /metrics\n");
     return respond(c, MHD_HTTP_NOT_FOUND, "text/plain; charset=utf-8", &b);
 }
 

@@ -3,6 +3,7 @@
  * keep counting across worker restarts and reloads, and a route removed by a
  * reload keeps its final values (a counter never goes back). */
 #include "master.h"
+#include "master_dlq.h"
 #include "master_presence.h"
 #include "version.h"
 #include "route_stats.h"
@@ -13,7 +14,7 @@
 
 typedef struct route_total {
     const char *pattern;
-    uint64_t ok, errors, dead_lettered, sum_ns;
+    uint64_t ok, errors, dead_lettered, retries, sum_ns;
     uint64_t bucket[SHM_DURATION_BUCKETS + 1];
 } route_total;
 
@@ -71,7 +72,8 @@ static int has_traffic(const shm_route_stats *e)
 {
     return atomic_load_explicit(&e->ok, memory_order_relaxed) ||
            atomic_load_explicit(&e->errors, memory_order_relaxed) ||
-           atomic_load_explicit(&e->dead_lettered, memory_order_relaxed);
+           atomic_load_explicit(&e->dead_lettered, memory_order_relaxed) ||
+           atomic_load_explicit(&e->retries, memory_order_relaxed);
 }
 
 static void add_entry(route_total *t, const shm_route_stats *e)
@@ -79,6 +81,7 @@ static void add_entry(route_total *t, const shm_route_stats *e)
     t->ok += atomic_load_explicit(&e->ok, memory_order_relaxed);
     t->errors += atomic_load_explicit(&e->errors, memory_order_relaxed);
     t->dead_lettered += atomic_load_explicit(&e->dead_lettered, memory_order_relaxed);
+    t->retries += atomic_load_explicit(&e->retries, memory_order_relaxed);
     t->sum_ns += atomic_load_explicit(&e->duration_sum_ns, memory_order_relaxed);
     for (int k = 0; k <= SHM_DURATION_BUCKETS; k++)
         t->bucket[k] += atomic_load_explicit(&e->duration[k], memory_order_relaxed);
@@ -134,6 +137,17 @@ static void messages(strbuf *b, const route_total *t, int n, uint64_t unmatched)
     sb_printf(b, "routemq_messages_total{route=\"\",result=\"unmatched\"} %llu\n", (unsigned long long)unmatched);
 }
 
+static void retries(strbuf *b, const route_total *t, int n)
+{
+    family(b, "routemq_retries_total", "counter",
+           "Failed attempts (errors, timeouts, ctx:retry) given another attempt, by route pattern.");
+    for (int i = 0; i < n; i++) {
+        sb_puts(b, "routemq_retries_total{route=");
+        label_value(b, t[i].pattern);
+        sb_printf(b, "} %llu\n", (unsigned long long)t[i].retries);
+    }
+}
+
 static void histogram(strbuf *b, const route_total *t, int n)
 {
     family(b, "routemq_handler_duration_seconds", "histogram",
@@ -187,9 +201,10 @@ static void delivery(strbuf *b, const master *m)
         { "routemq_kept_messages", "Messages a slot has taken and not finished (kept for replay)." },
         { "routemq_outgoing", "Publishes of a slot the broker has not acknowledged yet." },
         { "routemq_outgoing_bytes", "Bytes of those publishes." },
+        { "routemq_retry_waiting", "Messages a slot keeps waiting for their next attempt after a failed one." },
     };
     uint64_t dropped = 0;
-    for (int k = 0; k < 4; k++) {
+    for (int k = 0; k < 5; k++) {
         family(b, g[k].name, "gauge", g[k].help);
         for (int i = 0; i < m->nslots; i++) {
             const shm_slot *sh = &m->shm->slots[i];
@@ -198,7 +213,8 @@ static void delivery(strbuf *b, const master *m)
             uint64_t v = k == 0 ? (up ? atomic_load(&sh->in_progress) : 0)
                        : k == 1 ? atomic_load(&sh->kept)
                        : k == 2 ? (up ? atomic_load(&sh->outgoing) : 0)
-                                : (up ? atomic_load(&sh->outgoing_bytes) : 0);
+                       : k == 3 ? (up ? atomic_load(&sh->outgoing_bytes) : 0)
+                                : atomic_load(&sh->retry_waiting);
             sb_printf(b, "%s{slot=\"%d\"} %llu\n", g[k].name, i, (unsigned long long)v);
         }
     }
@@ -294,10 +310,12 @@ void master_metrics(const master *m, strbuf *b)
     route_total *t = collect(m, &n);
     if (!t) { b->oom = 1; return; }
     messages(b, t, n, unmatched);
+    retries(b, t, n);
     histogram(b, t, n);
     free(t);
     workers(b, m);
     delivery(b, m);
     timers(b, m);
     master_counters(b, m, duplicates);
+    master_dlq_metrics(m, b);
 }

@@ -3,11 +3,13 @@
  * each slot feeds both renderings, so the table and the JSON never disagree.
  * Nothing here reads the configuration's credentials. */
 #include "master.h"
+#include "master_dlq.h"
 #include "keep_file.h"
 #include "version.h"
 
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 
 typedef struct slot_view {
@@ -21,6 +23,7 @@ typedef struct slot_view {
     const char *inflight_route;  /* NULL: no handler running */
     double inflight_s;
     uint32_t in_progress, kept, outgoing;  /* handlers running; messages not finished; publishes unacknowledged */
+    uint32_t retry_waiting;                /* kept messages waiting for their next attempt */
     uint64_t outgoing_bytes, publishes_dropped;
     uint32_t refused;            /* subscriptions the broker refused; the first: */
     const char *refused_route, *refused_sub, *refused_reason;
@@ -61,6 +64,13 @@ static const route_info *refused_route(const master *m, int i)
     return &s->app->def.routes[rid - 1];
 }
 
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 static void view_slot(const master *m, int i, int64_t now, slot_view *v)
 {
     const master_slot *s = &m->slots[i];
@@ -76,6 +86,7 @@ static void view_slot(const master *m, int i, int64_t now, slot_view *v)
     v->dead_lettered = atomic_load(&sh->dead_lettered);
     v->publishes_dropped = atomic_load(&sh->publishes_dropped);
     v->kept = atomic_load(&sh->kept);
+    v->retry_waiting = atomic_load(&sh->retry_waiting);
     if (s->last_restart_ns) {
         v->last_restart = s->last_restart;
         v->last_restart_reason = master_restart_reason_name(s->last_restart_reason);
@@ -191,8 +202,9 @@ static void json_slot(strbuf *b, const slot_view *v)
     } else {
         sb_puts(b, "\"last_restart\":null,");
     }
-    sb_printf(b, "\"in_progress\":%u,\"kept\":%u,\"outgoing\":%u,\"outgoing_bytes\":%llu,\"publishes_dropped\":%llu,",
-              v->in_progress, v->kept, v->outgoing, (unsigned long long)v->outgoing_bytes,
+    sb_printf(b, "\"in_progress\":%u,\"kept\":%u,\"retry_waiting\":%u,\"outgoing\":%u,\"outgoing_bytes\":%llu,"
+              "\"publishes_dropped\":%llu,",
+              v->in_progress, v->kept, v->retry_waiting, v->outgoing, (unsigned long long)v->outgoing_bytes,
               (unsigned long long)v->publishes_dropped);
     sb_puts(b, "\"refused\":");
     if (v->refused) {
@@ -237,6 +249,13 @@ void master_status_json(const master *m, strbuf *b)
               "\"duplicates\":%llu,\"restarts\":%llu,\"publishes_dropped\":%llu},", (unsigned long long)t.messages,
               (unsigned long long)t.errors, (unsigned long long)t.unmatched, (unsigned long long)t.dead_lettered,
               (unsigned long long)t.duplicates, (unsigned long long)t.restarts, (unsigned long long)t.publishes_dropped);
+    long dlq_n;
+    int64_t dlq_oldest;
+    if (master_dlq_summary(m, &dlq_n, &dlq_oldest) < 0) sb_puts(b, "\"dead_letters\":null,");
+    else if (dlq_oldest)
+        sb_printf(b, "\"dead_letters\":{\"count\":%ld,\"oldest_seconds\":%.0f},", dlq_n,
+                  (double)(wall_ms() - dlq_oldest) / 1000);
+    else sb_printf(b, "\"dead_letters\":{\"count\":%ld,\"oldest_seconds\":null},", dlq_n);
     sb_puts(b, "\"restarts_by_reason\":{");
     for (int r = 0; r < RESTART_NREASONS; r++)
         sb_printf(b, "%s\"%s\":%llu", r ? "," : "", master_restart_reason_name((restart_reason)r),
@@ -306,10 +325,18 @@ void master_status_table(const master *m, strbuf *b)
     }
     if (any) sb_puts(b, "\n");
     sb_printf(b, "totals   messages %llu  errors %llu  unmatched %llu  dead-lettered %llu  restarts %llu  "
-              "reloads %llu ok, %llu failed  publishes dropped %llu\n\n", (unsigned long long)t.messages,
+              "reloads %llu ok, %llu failed  publishes dropped %llu\n", (unsigned long long)t.messages,
               (unsigned long long)t.errors, (unsigned long long)t.unmatched, (unsigned long long)t.dead_lettered,
               (unsigned long long)t.restarts, (unsigned long long)m->reloads_ok, (unsigned long long)m->reloads_failed,
               (unsigned long long)t.publishes_dropped);
+    long dlq_n;
+    int64_t dlq_oldest;
+    int dlq = master_dlq_summary(m, &dlq_n, &dlq_oldest);
+    if (dlq < 0) sb_printf(b, "dead letters: the store %s cannot be read\n", m->cfg->dlq_store);
+    else if (dlq_n)
+        sb_printf(b, "dead letters  %ld in the store, the oldest %s old (routemq dlq list)\n", dlq_n,
+                  duration((double)(wall_ms() - dlq_oldest) / 1000, up, sizeof up));
+    sb_puts(b, "\n");
     sb_printf(b, "%4s  %-8s %4s  %-10s %-8s %10s %8s  %-26s %6s %6s %8s  %s\n", "SLOT", "PID", "GEN", "STATE", "UP",
               "MESSAGES", "ERRORS", "IN-FLIGHT", "KEPT", "OUT", "RESTARTS", "RSS");
     for (int i = 0; i < m->nslots; i++) {

@@ -68,6 +68,7 @@ typedef struct shm_rec {
     uint8_t dlq;                    /* a dead-letter publish is what it waits for */
     uint8_t started;                /* its handler has run, at least in part */
     uint8_t replayed;               /* taken from the dead-letter store (dlq_id): ctx.replayed */
+    uint8_t redelivered;            /* REC_RETRY: ctx.redelivered of its first attempt, which its retries keep */
     uint32_t failures;              /* failed attempts so far (errors, timeouts, ctx:retry); ctx.attempt - 1 */
     int64_t due_ms;                 /* REC_RETRY: wall clock of its next attempt, ms since the epoch */
     int64_t dlq_id;                 /* the dead-letter record it replays; 0: none */
@@ -91,6 +92,7 @@ typedef struct shm_seen {
 typedef struct shm_route_stats {
     char pattern[SHM_PATTERN_MAX];      /* written before the entry is published, never changed */
     _Atomic uint64_t ok, errors, dead_lettered;
+    _Atomic uint64_t retries;           /* failed attempts given another one (routemq_retries_total) */
     _Atomic uint64_t duration_sum_ns;   /* handler time of ok + errors */
     _Atomic uint64_t duration[SHM_DURATION_BUCKETS + 1]; /* per bucket, not cumulative; the last is +Inf */
 } shm_route_stats;
@@ -141,6 +143,7 @@ typedef struct shm_slot {
     _Atomic uint64_t errors;            /* handler errors */
     _Atomic uint64_t unmatched;
     _Atomic uint64_t dead_lettered;
+    _Atomic uint64_t dlq_trimmed;       /* oldest dead-letter records deleted at ROUTEMQ_DLQ_MAX by this slot's puts */
     _Atomic uint64_t busy_ns;           /* total time spent in handlers */
     _Atomic uint64_t rss_kb;            /* sampled about once a second */
     _Atomic uint64_t duplicates;        /* broker redeliveries skipped */
@@ -148,6 +151,7 @@ typedef struct shm_slot {
     _Atomic uint64_t sub_hash;          /* fingerprint of the slot's subscriptions at the broker */
     _Atomic uint32_t kept;              /* records in use */
     _Atomic uint32_t in_progress;       /* handlers started and not done */
+    _Atomic uint32_t retry_waiting;     /* kept records waiting for their next attempt (REC_RETRY) */
     _Atomic uint32_t outgoing;          /* publishes not yet acknowledged (or written, QoS 0) */
     _Atomic uint64_t outgoing_bytes;
     _Atomic uint64_t publishes_dropped; /* publishes given up on, each logged */

@@ -60,11 +60,13 @@ void sb_printf(strbuf *b, const char *fmt, ...)
     b->len += (size_t)n;
 }
 
-void sb_json_str(strbuf *b, const char *s)
+void sb_json_str(strbuf *b, const char *s) { sb_json_strn(b, s, strlen(s)); }
+
+void sb_json_strn(strbuf *b, const char *s, size_t len)
 {
     sb_put(b, "\"", 1);
-    size_t left = strlen(s);
-    for (const unsigned char *c = (const unsigned char *)s; *c; c++, left--) {
+    size_t left = len;
+    for (const unsigned char *c = (const unsigned char *)s; left; c++, left--) {
         if (*c == '"' || *c == '\\') { char e[2] = { '\\', (char)*c }; sb_put(b, e, 2); }
         else if (*c == '\n') sb_put(b, "\\n", 2);
         else if (*c == '\t') sb_put(b, "\\t", 2);

@@ -22,5 +22,7 @@ void sb_printf(strbuf *b, const char *fmt, ...) __attribute__((format(printf, 2,
 /* A JSON string literal: quotes, escapes, control bytes as \u00XX, bytes
  * that are not UTF-8 as \ufffd. */
 void sb_json_str(strbuf *b, const char *s);
+/* The same for len bytes that may hold NULs (\u0000). */
+void sb_json_strn(strbuf *b, const char *s, size_t len);
 
 #endif

@@ -311,6 +311,8 @@ static void periodic(worker *w, int64_t now)
         alarm(1);
         worker_begin_stop(w, STOP_KEEP);
     }
+    worker_dlq_retry_due(w);
+    worker_dlq_replay_tick(w, now);
     if (w->errlog.suppressed && now - w->errlog.window_ns > 10000000000LL) {
         log_warn("%d handler errors were not logged (rate limit: 10 per 10 s)", w->errlog.suppressed);
         w->errlog.suppressed = 0;
@@ -325,6 +327,8 @@ static int timeout_ms(worker *w, int64_t now)
     if (worker_connect_deadline(w) < next) next = worker_connect_deadline(w);
     if (worker_pubconn_deadline(w) < next) next = worker_pubconn_deadline(w);
     int64_t ms = (next - now) / 1000000;
+    int64_t retry_ms = worker_retry_wait_ms(w);
+    if (retry_ms >= 0 && retry_ms < ms && worker_can_start_over(w, 1)) ms = retry_ms;
     if (worker_queue_len(w) && worker_can_start(w)) ms = 0;  /* worker_pump left some for the next turn */
     int step_ms = worker_step_timeout_ms(w);
     w->lua.step_due_ns = step_ms >= 0 ? now + (int64_t)step_ms * 1000000 : INT64_MAX;
@@ -353,6 +357,7 @@ static int run_loop(worker *w)
         worker_pubconn_tick(w, now);
         if (w->conn.reconnect_pending && now >= w->conn.next_connect_ns && (!w->stop.kind || !w->stop.gave_up))
             worker_mqtt_connect(w);
+        worker_retry_pump(w);
         worker_pump(w);
         if (worker_watch_controller(w)) return WORKER_EXIT_INIT;
         update_socket(w);
@@ -432,10 +437,11 @@ int worker_main(const worker_args *a)
     int rc = WORKER_EXIT_INIT;
     if (setup_signals(&w)) { log_error("cannot set up signals: %s", strerror(errno)); goto out; }
     if (load_app(&w)) { rc = WORKER_EXIT_APP; goto out; }
-    if (worker_keep_setup(&w) || worker_dispatch_setup(&w) || worker_out_setup(&w) || worker_mqtt_setup(&w) ||
-        worker_pubconn_setup(&w))
+    if (worker_keep_setup(&w) || worker_retry_setup(&w) || worker_dispatch_setup(&w) || worker_out_setup(&w) ||
+        worker_mqtt_setup(&w) || worker_pubconn_setup(&w))
         goto out;
     worker_replay_load(&w);
+    worker_dlq_replay_start(&w);
     if (worker_run_init(&w)) { rc = WORKER_EXIT_APP; goto out; }
     worker_jobs(&w, 1);
     if (a->cfg->max_messages > 0) {
@@ -449,7 +455,9 @@ out:
     atomic_store(&w.shm->connected, 0);
     worker_pubconn_free(&w);
     worker_mqtt_free(&w);
+    worker_dlq_free(&w);
     worker_out_free(&w);
+    worker_retry_free(&w);
     worker_keep_free(&w);
     free(w.props_buf);
     if (w.lua.L) lua_close(w.lua.L);

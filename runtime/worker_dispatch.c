@@ -99,16 +99,24 @@ fail:
     return -1;
 }
 
-static void log_handler_error(worker *w, const route_info *r, const char *topic, const char *err, const char *tb)
+/* 1 when a handler error line may be logged now: at most 10 per 10 s,
+ * the rest counted (and summed up by worker.c's periodic). */
+static int errlog_allow(worker *w)
 {
-    /* Every error reaches /errors, also those the log's rate limit drops. */
-    shm_errors_record(w->shm, r ? r->pattern : "?", topic, err, tb);
     int64_t now = shm_now_ns();
     if (now - w->errlog.window_ns > 10000000000LL) {
         w->errlog.window_ns = now;
         w->errlog.count = 0;
     }
-    if (++w->errlog.count > 10) { w->errlog.suppressed++; return; }
+    if (++w->errlog.count > 10) { w->errlog.suppressed++; return 0; }
+    return 1;
+}
+
+static void log_handler_error(worker *w, const route_info *r, const char *topic, const char *err, const char *tb)
+{
+    /* Every error reaches /errors, also those the log's rate limit drops. */
+    shm_errors_record(w->shm, r ? r->pattern : "?", topic, err, tb);
+    if (!errlog_allow(w)) return;
     log_with(LOGL_ERROR, &(log_fields){ .route = r ? r->pattern : "?", .topic = topic, .error = err, .traceback = tb },
              "handler error");
 }
@@ -161,7 +169,7 @@ void worker_forget_seen(worker *w)
 }
 
 /* A message taken and not started yet waits here, in arrival order. */
-static void enqueue(worker *w, int id)
+void worker_enqueue(worker *w, int id)
 {
     worker_queue *q = &w->queue;
     q->ids[q->tail] = id;
@@ -185,8 +193,14 @@ int worker_queue_len(const worker *w)
 
 int worker_can_start(const worker *w)
 {
+    return worker_can_start_over(w, 0);
+}
+
+int worker_can_start_over(const worker *w, int over_concurrency)
+{
     if (!w->conn.connected || !worker_pubconn_connected(w) || w->out.over ||
-        atomic_load_explicit(&w->shm->in_progress, memory_order_relaxed) >= (uint32_t)w->cfg->concurrency)
+        (!over_concurrency &&
+         atomic_load_explicit(&w->shm->in_progress, memory_order_relaxed) >= (uint32_t)w->cfg->concurrency))
         return 0;
     switch (w->stop.kind) {
     case STOP_NONE: return 1;
@@ -209,8 +223,18 @@ static void finish(worker *w, int id)
         if (r->stat_index >= 0 && r->stat_index < SHM_ROUTE_TABLE)
             atomic_fetch_add(&w->shm->route_stats[r->stat_index].dead_lettered, 1);
     }
+    int64_t replay = w->recs[id].ok ? r->dlq_id : 0;
     memset(&w->recs[id], 0, sizeof w->recs[id]);
     worker_keep_release(w, id);
+    /* After the release: a death in between replays it once more (the
+     * store still has it), never drops it from the store unhandled. */
+    if (replay > 0) worker_dlq_replay_done(w, replay);
+}
+
+void worker_rec_done(worker *w, int id)
+{
+    w->recs[id].done = 1;
+    if (w->recs[id].pending == 0) finish(w, id);
 }
 
 void worker_rec_publish_done(worker *w, int id)
@@ -220,40 +244,96 @@ void worker_rec_publish_done(worker *w, int id)
     if (l->done && l->pending == 0) finish(w, id);
 }
 
-/* Counts a handler run of `took` ns on route rid and logs its error. */
-static void account(worker *w, int rid, int stat, int64_t took, int rc, const char *topic, size_t tlen,
-                    const char *err, const char *tb)
+/* Counts a handler run of `took` ns on route rid; `error`: an error or a
+ * timeout (routemq_messages_total{result="error"}, logged), else a
+ * success (result="ok") or neither (a failed attempt that is not an error:
+ * ctx:retry, ctx:fail). */
+static void account(worker *w, int rid, int stat, int64_t took, int error, int counted, const char *topic,
+                    size_t tlen, const char *err, const char *tb)
 {
     const route_info *route = rid >= 1 && rid <= w->app.nroutes ? &w->app.routes[rid - 1] : NULL;
     w->last_msg_ns = shm_now_ns();
     atomic_fetch_add_explicit(&w->shm->messages, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&w->shm->busy_ns, (uint64_t)took, memory_order_relaxed);
-    if (stat >= 0) route_stats_observe(&w->shm->route_stats[stat], took, rc == 0);
-    if (stat >= 0) route_stats_touch(w->shm, stat);
-    if (rc) {
+    if (stat >= 0 && counted) route_stats_observe(&w->shm->route_stats[stat], took, !error);
+    if (stat >= 0 && counted) route_stats_touch(w->shm, stat);
+    if (error) {
         atomic_fetch_add_explicit(&w->shm->errors, 1, memory_order_relaxed);
         char t[LOG_TOPIC_BUF];
         log_handler_error(w, route, log_topic(t, sizeof t, topic, tlen), err, tb);
     }
 }
 
-void worker_handler_done(worker *w, int id, int rc, const char *err, const char *tb)
+static const char *route_name(const worker *w, int rid)
+{
+    return rid >= 1 && rid <= w->app.nroutes ? w->app.routes[rid - 1].pattern : "?";
+}
+
+/* A failed attempt gets another one after delay seconds: the record stays
+ * kept, its concurrency slot is free (the caller gave it back), and it
+ * waits in the retry heap (worker_retry.c). */
+static void schedule_retry(worker *w, int id, double delay, int redelivered)
+{
+    shm_rec *r = worker_keep_rec(w, id);
+    if (delay > 86400.0 * 365) delay = 86400.0 * 365;
+    r->failures++;
+    r->due_ms = worker_wall_ms() + (int64_t)(delay * 1000.0 + 0.5);
+    r->redelivered = (uint8_t)redelivered;
+    /* Its next run is a retry, not the redelivery of an unfinished one. */
+    r->started = 0;
+    if (r->stat_index >= 0 && r->stat_index < SHM_ROUTE_TABLE) {
+        atomic_fetch_add_explicit(&w->shm->route_stats[r->stat_index].retries, 1, memory_order_relaxed);
+        route_stats_touch(w->shm, r->stat_index);
+    }
+    worker_retry_add(w, id);
+}
+
+void worker_handler_end(worker *w, int id, const worker_outcome *o)
 {
     shm_rec *r = worker_keep_rec(w, id);
     int64_t took = shm_now_ns() - r->started_ns;
+    int redelivered = w->recs[id].redelivered;
     atomic_fetch_sub_explicit(&w->shm->in_progress, 1, memory_order_relaxed);
-    if (rc) {
-        worker_kept k;
-        worker_keep_open(w, id, &k);
-        account(w, r->route_index, r->stat_index, took, rc, k.msg.topic, k.msg.tlen, err, tb);
-    } else {
-        account(w, r->route_index, r->stat_index, took, 0, NULL, 0, NULL, NULL);
-    }
     worker_rec_local *l = &w->recs[id];
-    l->done = 1;
-    if (l->pending == 0) finish(w, id);
-    else atomic_store_explicit(&r->state, REC_ACKS, memory_order_release);
+    if (o->ok) {
+        account(w, r->route_index, r->stat_index, took, 0, 1, NULL, 0, NULL, NULL);
+        l->done = 1;
+        l->ok = 1;
+        if (l->pending == 0) finish(w, id);
+        else atomic_store_explicit(&r->state, REC_ACKS, memory_order_release);
+        worker_after_message(w);
+        return;
+    }
+    const char *reason = o->reason ? o->reason : "error";
+    int error = !strcmp(reason, "error") || !strcmp(reason, "timeout");
+    worker_kept k;
+    worker_keep_open(w, id, &k);
+    char t[LOG_TOPIC_BUF];
+    log_topic(t, sizeof t, k.msg.topic, k.msg.tlen);
+    /* Each failed run of an error counts as today (result="error"); a
+     * ctx:retry or ctx:fail is no error of the handler's. */
+    account(w, r->route_index, r->stat_index, took, error, error, k.msg.topic, k.msg.tlen,
+            o->err ? o->err : "(no message)", o->tb);
+    if (!strcmp(reason, "failed") && errlog_allow(w))
+        log_with(LOGL_WARN, &(log_fields){ .route = route_name(w, r->route_index), .topic = t, .error = o->err },
+                 "the handler gave the message up (ctx:fail); it goes to the dead-letter store");
     worker_after_message(w);
+    if (o->delay >= 0) {
+        log_with(LOGL_DEBUG, &(log_fields){ .route = route_name(w, r->route_index), .topic = t },
+                 "attempt %u failed (%s); the next one in %.3g s", r->failures + 1, reason, o->delay);
+        schedule_retry(w, id, o->delay, redelivered);
+        return;
+    }
+    /* Final: the dead-letter store takes it, and the record is finished
+     * once stored and its publishes are acknowledged. A store that cannot
+     * be written now keeps it waiting (worker_dlq.c logs that, rate-limited). */
+    worker_dlq_put(w, id, reason, o->err, o->tb);
+}
+
+void worker_handler_done(worker *w, int id, int rc, const char *err, const char *tb)
+{
+    worker_outcome o = { .ok = rc == 0, .err = err, .tb = tb, .reason = "error", .delay = -1 };
+    worker_handler_end(w, id, &o);
 }
 
 /* An idle handler coroutine (dispatch's d.new_thread), or a new one; its
@@ -285,29 +365,45 @@ static void thread_put(worker *w, lua_State *T, int ref)
     }
 }
 
-/* Runs d.call's 10 arguments (on top of w->lua.L) in a handler coroutine
- * resumed from here: no Lua-level resume for a handler that does not
- * wait. It ends in a yield of true (returned), false (queued behind its
- * topic: io.done later), a cqueues poll request (it waits: d.adopt hands
- * it to the controller, io.done later) or an error (the handler's). */
+#define CALL_ARGS 12  /* index, topic, payload, qos, retain, dup, props, redelivered, params, token, attempt, replayed */
+
+/* Reads a failed run's outcome from values at i.. of L: err, traceback,
+ * reason, delay (nil: final). The strings stay on L's stack. */
+static void read_failure(lua_State *L, int i, worker_outcome *o)
+{
+    o->ok = 0;
+    o->err = lua_tostring(L, i) ? lua_tostring(L, i) : "(no message)";
+    o->tb = lua_tostring(L, i + 1);
+    if (o->tb && !o->tb[0]) o->tb = NULL;
+    o->reason = lua_type(L, i + 2) == LUA_TSTRING ? lua_tostring(L, i + 2) : "error";
+    o->delay = lua_isnumber(L, i + 3) && lua_tonumber(L, i + 3) >= 0 ? lua_tonumber(L, i + 3) : -1;
+}
+
+/* Runs d.call's CALL_ARGS arguments (on top of w->lua.L) in a handler
+ * coroutine resumed from here: no Lua-level resume for a handler that does
+ * not wait. It ends in a yield of true (returned), "fail" with err,
+ * traceback, reason, delay (the handler failed: dispatch caught it), false
+ * (queued behind its topic: io.done later), a cqueues poll request (it
+ * waits: d.adopt hands it to the controller, io.done later) or an error
+ * (of the dispatcher itself: the coroutine is dead). */
 static void run_in_thread(worker *w, int id)
 {
     lua_State *L = w->lua.L;
     int ref;
     lua_State *T = thread_get(w, &ref);
     if (!T) {
-        lua_pop(L, 10);
+        lua_pop(L, CALL_ARGS);
         worker_handler_done(w, id, -1, "out of memory for a handler coroutine", NULL);
         return;
     }
-    if (!lua_checkstack(T, 12)) {
-        lua_pop(L, 10);
+    if (!lua_checkstack(T, CALL_ARGS + 2)) {
+        lua_pop(L, CALL_ARGS);
         luaL_unref(L, LUA_REGISTRYINDEX, ref);
         worker_handler_done(w, id, -1, "out of memory for a handler coroutine's stack", NULL);
         return;
     }
-    lua_xmove(L, T, 10);
-    int st = lua_resume(T, 10);
+    lua_xmove(L, T, CALL_ARGS);
+    int st = lua_resume(T, CALL_ARGS);
     if (st == LUA_YIELD) {
         int n = lua_gettop(T);
         if (n >= 1 && lua_type(T, 1) == LUA_TBOOLEAN) {
@@ -315,6 +411,16 @@ static void run_in_thread(worker *w, int id)
             lua_settop(T, 0);
             thread_put(w, T, ref);
             if (finished) worker_handler_done(w, id, 0, NULL, NULL);
+            return;
+        }
+        if (n >= 1 && lua_type(T, 1) == LUA_TSTRING && !strcmp(lua_tostring(T, 1), "fail")) {
+            worker_outcome o;
+            lua_settop(T, 5);
+            read_failure(T, 2, &o);
+            /* The strings live on T's stack until it is cleared. */
+            worker_handler_end(w, id, &o);
+            lua_settop(T, 0);
+            thread_put(w, T, ref);
             return;
         }
         char err[1024];
@@ -336,7 +442,7 @@ static void run_in_thread(worker *w, int id)
         lua_pop(L, 2);
         return;
     }
-    /* The handler raised (or the coroutine ended): it is dead, drop it. */
+    /* The dispatcher raised (or the coroutine ended): it is dead, drop it. */
     const char *msg = lua_tostring(T, -1);
     if (!msg) msg = lua_isnil(T, -1) && st == 0 ? "handler coroutine ended" : "(error object is not a string)";
     luaL_traceback(L, T, msg, 0);
@@ -360,6 +466,7 @@ static void call_handler(worker *w, int id, const worker_msg *m, int rid, const 
     rec->route_index = rid;
     if (rec->stat_index < 0) rec->stat_index = stat_of(rid);
     rec->started = 1;
+    w->recs[id].redelivered = (uint8_t)redelivered;
     rec->started_ns = shm_now_ns();
     atomic_store_explicit(&rec->state, REC_RUNNING, memory_order_release);
     atomic_fetch_add_explicit(&w->shm->in_progress, 1, memory_order_relaxed);
@@ -377,26 +484,27 @@ static void call_handler(worker *w, int id, const worker_msg *m, int rid, const 
     lua_pushboolean(L, redelivered);
     push_params(w, r, caps, ncaps);
     lua_pushinteger(L, id);
+    lua_pushinteger(L, (lua_Integer)rec->failures + 1);
+    lua_pushboolean(L, rec->replayed);
     atomic_store_explicit(&w->shm->handler_rec, id, memory_order_relaxed);
     if (w->lua.new_thread_ref != LUA_NOREF) {
         run_in_thread(w, id);
     } else {
         char err[2048], tb[8192];
-        /* d.call runs the handler until it ends -> true, ok, err, traceback;
-         * or until it first waits -> false, and io.done (worker_lua.c)
-         * reports its end later. An error here is d.call's own (the
-         * handler's are caught inside). */
-        int rc = luavm_pcall(L, 10, 4, err, sizeof err, tb, sizeof tb);
+        /* d.call runs the handler until it ends -> true, ok, err,
+         * traceback, reason, delay; or until it first waits -> false, and
+         * io.done (worker_lua.c) reports its end later. An error here is
+         * d.call's own (the handler's are caught inside). */
+        int rc = luavm_pcall(L, CALL_ARGS, 6, err, sizeof err, tb, sizeof tb);
         if (rc) {
             if (!w->recs[id].done && atomic_load(&rec->state) == REC_RUNNING) worker_handler_done(w, id, rc, err, tb);
         } else {
-            if (lua_toboolean(L, -4)) {
-                int ok = lua_toboolean(L, -3);
-                const char *e = ok ? NULL : (lua_tostring(L, -2) ? lua_tostring(L, -2) : "(no message)");
-                const char *t = ok ? NULL : lua_tostring(L, -1);
-                worker_handler_done(w, id, ok ? 0 : -1, e, t && t[0] ? t : NULL);
+            if (lua_toboolean(L, -6)) {
+                worker_outcome o = { .ok = 1 };
+                if (!lua_toboolean(L, -5)) read_failure(L, lua_gettop(L) - 3, &o);
+                worker_handler_end(w, id, &o);
             }
-            lua_pop(L, 4);
+            lua_pop(L, 6);
         }
     }
     atomic_store_explicit(&w->shm->handler_start_ns, 0, memory_order_release);
@@ -503,13 +611,14 @@ static void run_unkept(worker *w, const worker_msg *m, int rid)
 }
 
 /* Starts the handler of kept message id (or dead-letters it). */
-static void start(worker *w, int id)
+void worker_start_kept(worker *w, int id)
 {
     shm_rec *rec = worker_keep_rec(w, id);
     worker_kept k;
     worker_keep_open(w, id, &k);
-    int redelivered = rec->started || rec->earlier_run;
-    if (rec->attempts >= (uint32_t)w->cfg->poison_attempts) {
+    int redelivered = rec->started || rec->earlier_run || rec->redelivered;
+    /* rec->dlq: stored by a worker that died before finishing it. */
+    if (rec->dlq || rec->attempts >= (uint32_t)w->cfg->poison_attempts) {
         worker_dead_letter(w, id, &k.msg);
         return;
     }
@@ -517,9 +626,15 @@ static void start(worker *w, int id)
     int ncaps = 0;
     int rid = topic_trie_match(w->trie, k.msg.topic, k.msg.tlen, caps, TOPIC_MAX_WILDCARDS, &ncaps);
     if (rid <= 0) {
-        char t[LOG_TOPIC_BUF];
-        log_warn("the kept message on %s matches no route any more; dropped",
-                 log_topic(t, sizeof t, k.msg.topic, k.msg.tlen));
+        char t[LOG_TOPIC_BUF], why[LOG_TOPIC_BUF + 64];
+        log_topic(t, sizeof t, k.msg.topic, k.msg.tlen);
+        if (rec->failures || rec->dlq_id > 0) {
+            /* A failing message is never dropped: the store keeps it. */
+            snprintf(why, sizeof why, "no route matches %s any more", t);
+            worker_dlq_put(w, id, rec->failures ? "error" : "failed", why, NULL);
+            return;
+        }
+        log_warn("the kept message on %s matches no route any more; dropped", t);
         finish(w, id);
         return;
     }
@@ -540,7 +655,7 @@ void worker_pump(worker *w)
         if ((i & 15) == 15 && shm_now_ns() > until) return;
         int id = dequeue(w);
         if (id < 0) return;
-        start(w, id);
+        worker_start_kept(w, id);
     }
 }
 
@@ -631,7 +746,7 @@ static void take_message(struct mosquitto *m, void *ud, const struct mosquitto_m
     }
     worker_keep_rec(w, id)->stat_index = stat_of(rid);
     seen_remember(w, mid, hash);
-    enqueue(w, id);
+    worker_enqueue(w, id);
     worker_pump(w);
 }
 

@@ -58,6 +58,8 @@ typedef struct worker_keep_state {
 typedef struct worker_rec_local {
     uint32_t pending;
     uint8_t done;
+    uint8_t ok;              /* its handler succeeded (a replay then leaves the dead-letter store) */
+    uint8_t redelivered;     /* the run in progress got ctx.redelivered = true */
 } worker_rec_local;
 
 /* Messages kept but not started, in arrival order (a ring of record ids). */
@@ -66,6 +68,22 @@ typedef struct worker_queue {
     int cap;                 /* records in the keep + 1 */
     int head, tail;          /* head == tail: empty */
 } worker_queue;
+
+/* Kept records waiting for their next attempt (REC_RETRY): a binary
+ * min-heap of record ids ordered by the records' due_ms (worker_retry.c). */
+typedef struct worker_retry {
+    int *ids;                /* cap entries */
+    int n, cap;              /* cap: records in the keep */
+} worker_retry;
+
+/* How one run of a handler ended, as routemq.dispatch reports it (the
+ * coroutine's yield of "fail", or io.done). */
+typedef struct worker_outcome {
+    int ok;
+    const char *err, *tb;    /* a failed run: the error and its traceback (may be NULL) */
+    const char *reason;      /* "error" | "timeout" | "failed" (ctx:fail) | "retry" (ctx:retry); NULL: "error" */
+    double delay;            /* >= 0: run it again after that many seconds; < 0: final (the dead-letter store) */
+} worker_outcome;
 
 /* Publishes the broker has not acknowledged yet (QoS 0: not written yet),
  * by packet id: whose message they belong to and their size. */
@@ -189,10 +207,13 @@ typedef struct worker {
     worker_keep_state keep;
     worker_rec_local *recs;  /* one per record of the keep, by record id */
     worker_queue queue;
+    worker_retry retry;
     worker_out out;
     char *props_buf;         /* packing area for a message's properties */
     int64_t unkept_logged_ns;  /* rate limit of the "cannot keep" error */
     struct worker_pubconn *pub; /* the connection handlers publish on (worker_pubconn.c) */
+    struct worker_dlq *dlq;  /* the dead-letter store's handle and what waits for it (worker_dlq.c) */
+    int64_t replay_next_ns;  /* when to look for dead letters asked for replay next (worker_dlq_replay.c) */
     int unknown_sub_id_noted;  /* a copy with an identifier of no route was logged */
 
     uint64_t handled;        /* messages handled by this process */
@@ -230,11 +251,26 @@ void worker_forget_seen(worker *w);               /* the broker has no session f
 void worker_pump(worker *w);
 /* 1 when a new handler may start now (connected, not stopping, below the bounds). */
 int worker_can_start(const worker *w);
-/* The handler of record id has returned (rc 0) or failed (err, tb): account
- * for it; the record is released once its publishes are acknowledged too. */
+/* The handler of record id has returned (rc 0) or failed for good (err,
+ * tb: reason "error", no retry): worker_handler_end with that outcome. */
 void worker_handler_done(worker *w, int id, int rc, const char *err, const char *tb);
+/* One run of record id's handler ended with o: counted and logged; the
+ * record is finished once its publishes are acknowledged too (success),
+ * waits for its next attempt (o->delay >= 0), or goes to the dead-letter
+ * store (worker_dlq_put). */
+void worker_handler_end(worker *w, int id, const worker_outcome *o);
+/* 1 when a handler may start now (worker_can_start), but for
+ * WORKER_CONCURRENCY when over_concurrency is set. */
+int worker_can_start_over(const worker *w, int over_concurrency);
+/* Starts kept record id now: the path of a queued message (matched by topic). */
+void worker_start_kept(worker *w, int id);
+/* Queues kept record id behind the messages taken before. */
+void worker_enqueue(worker *w, int id);
 /* One of record id's publishes was acknowledged (or given up on). */
 void worker_rec_publish_done(worker *w, int id);
+/* Record id's handling is over: it is finished (released) once its
+ * publishes are acknowledged, at once when none waits. */
+void worker_rec_done(worker *w, int id);
 int worker_queue_len(const worker *w);
 
 /* worker_keep.c */
@@ -262,9 +298,57 @@ void worker_keep_count_lost(worker *w, const char *reason);
 /* worker_replay.c */
 /* Queues what a previous worker of the slot left unfinished (at start). */
 void worker_replay_load(worker *w);
-/* Publishes record id to the dead-letter topic (its handler killed the
- * worker ROUTEMQ_POISON_ATTEMPTS times); released once the broker has it. */
+/* Record id's handler killed the worker ROUTEMQ_POISON_ATTEMPTS times (or
+ * it was stored already): into the dead-letter store (worker_dlq_put). */
 void worker_dead_letter(worker *w, int id, const worker_msg *m);
+
+/* worker_retry.c */
+int worker_retry_setup(worker *w);                /* the heap, one entry per record; 0 or -1 logged */
+void worker_retry_free(worker *w);
+/* Record id (its failures, due_ms set) waits for its next attempt: REC_RETRY,
+ * counted in routemq_retry_waiting until it starts. */
+void worker_retry_add(worker *w, int id);
+/* Starts, or queues, the records whose attempt is due (the loop's turn). */
+void worker_retry_pump(worker *w);
+/* Milliseconds until the earliest waiting record is due; -1: none waits. */
+int64_t worker_retry_wait_ms(const worker *w);
+/* At start: the kept messages among ids[0..n) that arrived after a waiting
+ * message of the same topic on an ordered route wait with it (they are
+ * moved to the heap, due with it, and run right behind it); returns how
+ * many ids are left, in order. */
+int worker_retry_hold_ordered(worker *w, int *ids, int n);
+/* Wall clock, ms since the epoch: what due_ms is measured in (it outlives the process). */
+int64_t worker_wall_ms(void);
+
+/* worker_dlq.c: the dead-letter store, from the worker's side */
+struct dlq_store;
+/* Stores kept message id as a dead letter (reason "error" | "timeout" |
+ * "failed" | "crash", err and tb may be NULL), or, when it replays record
+ * r->dlq_id, stores that record again (dlq_store_replay_failed); then
+ * publishes it to ROUTEMQ_DLQ_TOPIC unless off and finishes it (counted
+ * as dead_lettered). attempts recorded: r->attempts + r->failures, + 1 for
+ * the run that just failed unless reason is "crash" (the deaths count it).
+ * A record already stored (r->dlq set, e.g. by a worker killed before its
+ * publish) is not stored twice. 0; -1 when the store cannot be written now:
+ * the message stays kept (REC_ACKS) and worker_dlq_retry_due stores it later. */
+int worker_dlq_put(worker *w, int id, const char *reason, const char *err, const char *tb);
+/* Stores the dead letters that waited for the store (the loop calls it
+ * every second; it tries after 1 s, then with a backoff up to 30 s). */
+void worker_dlq_retry_due(worker *w);
+/* A replay of record dlq_id succeeded: it leaves the store. 0; -1 logged. */
+int worker_dlq_replay_done(worker *w, int64_t dlq_id);
+/* The worker's store handle, opened (created) on first use; NULL logged. */
+struct dlq_store *worker_dlq_store(worker *w);
+/* Closes the store (the worker's exit). */
+void worker_dlq_free(worker *w);
+
+/* worker_dlq_replay.c */
+/* At start: gives back to the store what a previous worker of the slot took
+ * for replay and never kept. */
+void worker_dlq_replay_start(worker *w);
+/* About once a second: takes a few dead letters asked for replay into the
+ * keep, as new messages, while there is room and the queue is short. */
+void worker_dlq_replay_tick(worker *w, int64_t now);
 
 /* worker_pubconn.c: the second connection, for publishing only. Incoming
  * messages come on w->conn; the acknowledgements of what handlers publish

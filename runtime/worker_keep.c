@@ -187,6 +187,12 @@ int worker_keep_add(worker *w, const worker_msg *m)
     r->started = 0;
     r->earlier_run = 0;
     r->dlq = 0;
+    /* A reused record must not look like a retry or a replay of its previous message. */
+    r->failures = 0;
+    r->due_ms = 0;
+    r->dlq_id = 0;
+    r->replayed = 0;
+    r->redelivered = 0;
     r->started_ns = 0;
     r->reason[0] = 0;
     if (k->nfree) k->nfree--;

@@ -119,7 +119,9 @@ static int l_log(lua_State *L)
     return 0;
 }
 
-/* io.done(token, ok, err, traceback): a handler started by d.call ended. */
+/* io.done(token, ok, err, traceback, reason, delay): a handler started by
+ * d.call ended; a failed run with a delay (seconds) is tried again then,
+ * without one it goes to the dead-letter store (worker_handler_end). */
 static int l_done(lua_State *L)
 {
     worker *w = upworker(L);
@@ -128,10 +130,16 @@ static int l_done(lua_State *L)
     if (id < 0 || id >= (int)w->keep.max_recs || w->recs[id].done ||
         atomic_load_explicit(&worker_keep_rec(w, id)->state, memory_order_relaxed) != REC_RUNNING)
         return 0;
-    int ok = lua_toboolean(L, 2);
-    const char *err = ok ? NULL : (lua_tostring(L, 3) ? lua_tostring(L, 3) : "(no message)");
-    const char *tb = ok ? NULL : lua_tostring(L, 4);
-    worker_handler_done(w, id, ok ? 0 : -1, err, tb && tb[0] ? tb : NULL);
+    worker_outcome o = { .ok = lua_toboolean(L, 2) };
+    if (!o.ok) {
+        lua_settop(L, 6);
+        o.err = lua_tostring(L, 3) ? lua_tostring(L, 3) : "(no message)";
+        o.tb = lua_tostring(L, 4);
+        if (o.tb && !o.tb[0]) o.tb = NULL;
+        o.reason = lua_type(L, 5) == LUA_TSTRING ? lua_tostring(L, 5) : "error";
+        o.delay = lua_isnumber(L, 6) && lua_tonumber(L, 6) >= 0 ? lua_tonumber(L, 6) : -1;
+    }
+    worker_handler_end(w, id, &o);
     return 0;
 }
 
@@ -201,9 +209,20 @@ void worker_lua_push_io(worker *w)
     };
     static const char *const levels[] = { "debug", "info", "warn", "error" };
     lua_State *L = w->lua.L;
-    lua_createtable(L, 0, 9);
+    lua_createtable(L, 0, 10);
     lua_pushstring(L, levels[w->cfg->log_level]);
     lua_setfield(L, -2, "level");
+    /* The defaults of every route's retry option (ROUTEMQ_RETRY_*). */
+    lua_createtable(L, 0, 4);
+    lua_pushinteger(L, w->cfg->msg_retry_attempts);
+    lua_setfield(L, -2, "attempts");
+    lua_pushnumber(L, w->cfg->msg_retry_delay);
+    lua_setfield(L, -2, "delay");
+    lua_pushnumber(L, w->cfg->msg_retry_backoff);
+    lua_setfield(L, -2, "backoff");
+    lua_pushnumber(L, w->cfg->msg_retry_max_delay);
+    lua_setfield(L, -2, "max_delay");
+    lua_setfield(L, -2, "retry");
     for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
         lua_pushlightuserdata(L, w);
         lua_pushcclosure(L, fns[i].fn, 1);

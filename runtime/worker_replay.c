@@ -1,7 +1,7 @@
 /* What a previous worker of this slot left unfinished: queued first, in
  * arrival order (ctx.redelivered = true for those whose handler had
- * started), and the dead-letter publish of a message whose handler killed
- * its worker ROUTEMQ_POISON_ATTEMPTS times. */
+ * started), and the dead letter of a message whose handler killed its
+ * worker ROUTEMQ_POISON_ATTEMPTS times. */
 #include "worker_internal.h"
 #include "log.h"
 #include "luavm.h"
@@ -31,7 +31,7 @@ void worker_replay_load(worker *w)
     int n = worker_keep_init(w, w->queue.ids, w->queue.cap - 1);
     int earlier_run = atomic_load(&h->master_pid) != (int32_t)w->args->master_pid;
     uint64_t app = routes_hash(w);
-    int qos0 = 0, k = 0;
+    int qos0 = 0, k = 0, waiting = 0;
     for (int i = 0; i < n; i++) {
         int id = w->queue.ids[i];
         shm_rec *r = worker_keep_rec(w, id);
@@ -42,6 +42,13 @@ void worker_replay_load(worker *w)
             qos0++;
             continue;
         }
+        if (atomic_load_explicit(&r->state, memory_order_acquire) == REC_RETRY) {
+            /* A failed attempt waiting for its next: it waits on here, until
+             * its due time (not at once), and keeps its ctx.redelivered. */
+            worker_retry_add(w, id);
+            waiting++;
+            continue;
+        }
         w->queue.ids[k++] = id;
         /* Left by an earlier run of the instance (kill -9 of the master, a
          * stop past WORKER_STOP_TIMEOUT): acknowledged to the broker long
@@ -50,7 +57,7 @@ void worker_replay_load(worker *w)
         /* Whatever state the previous worker left it in, it starts over here. */
         atomic_store_explicit(&r->state, REC_QUEUED, memory_order_release);
     }
-    n = k;
+    n = worker_retry_hold_ordered(w, w->queue.ids, k);
     w->queue.head = 0;
     w->queue.tail = n;
     if (qos0)
@@ -61,74 +68,20 @@ void worker_replay_load(worker *w)
     else if (n)
         log_info("%d message%s a previous worker of this slot did not finish will be handled first", n,
                  n == 1 ? "" : "s");
-    if (n && h->app_hash && h->app_hash != app)
+    if (waiting)
+        log_info("%d message%s kept by a previous worker wait%s for %s next attempt", waiting, waiting == 1 ? "" : "s",
+                 waiting == 1 ? "s" : "", waiting == 1 ? "its" : "their");
+    if ((n || waiting) && h->app_hash && h->app_hash != app)
         log_info("the kept messages were taken by a different version of the application (other routes); they are "
                  "handled with this one's routes, matched by topic");
     atomic_store(&h->master_pid, (int32_t)w->args->master_pid);
     h->app_hash = app;
 }
 
-/* ROUTEMQ_DLQ_TOPIC with {topic} replaced by the original topic; NULL when out of memory. */
-static char *dlq_topic(worker *w, const char *topic, size_t tlen)
-{
-    const char *tpl = w->cfg->dlq_topic ? w->cfg->dlq_topic : "routemq/dlq/{topic}";
-    const char *at = strstr(tpl, "{topic}");
-    char *out = NULL;
-    int n = at ? asprintf(&out, "%.*s%.*s%s", (int)(at - tpl), tpl, (int)tlen, topic, at + 7)
-               : asprintf(&out, "%s", tpl);
-    return n < 0 ? NULL : out;
-}
-
 void worker_dead_letter(worker *w, int id, const worker_msg *m)
 {
+    (void)m;
     shm_rec *r = worker_keep_rec(w, id);
-    lua_State *L = w->lua.L;
-    int ri = r->route_index;
-    const char *route = ri >= 1 && ri <= w->app.nroutes ? w->app.routes[ri - 1].pattern : "";
-    char err[1024];
-    char *topic = strndup(m->topic, m->tlen);
-    char *dtopic = topic ? dlq_topic(w, topic, m->tlen) : NULL;
-    if (!topic || !dtopic) {
-        log_error("out of memory building a dead-letter message; it stays kept");
-        goto out;
-    }
-    lua_rawgeti(L, LUA_REGISTRYINDEX, w->lua.envelope_ref);
-    lua_pushlstring(L, m->topic, m->tlen);
-    lua_pushlstring(L, m->plen ? m->payload : "", m->plen);
-    lua_pushstring(L, route);
-    lua_pushstring(L, r->reason);
-    lua_pushinteger(L, r->attempts);
-    if (luavm_pcall(L, 5, 1, err, sizeof err, NULL, 0)) {
-        log_error("cannot build the dead-letter message: %s; it is dropped", err);
-        atomic_fetch_add(&w->shm->publishes_dropped, 1);
-        worker_keep_release(w, id);
-        goto out;
-    }
-    size_t elen;
-    const char *env = lua_tolstring(L, -1, &elen);
-    const char *why = NULL;
-    r->dlq = 1;
-    w->recs[id].done = 1;
-    atomic_store_explicit(&r->state, REC_ACKS, memory_order_release);
-    /* Counted as dead-lettered, and released, once the broker has it (worker_dispatch.c finish). */
-    int rc = worker_out_publish(w, id, dtopic, env, elen, 1, 0, NULL, &why);
-    lua_pop(L, 1);
-    if (rc) {
-        char t[LOG_TOPIC_BUF];
-        log_with(LOGL_ERROR, &(log_fields){ .route = route, .topic = topic, .error = why },
-                 "cannot publish to the dead-letter topic %s; the message is dropped",
-                 log_topic(t, sizeof t, dtopic, strlen(dtopic)));
-        atomic_fetch_add(&w->shm->publishes_dropped, 1);
-        r->dlq = 0;
-        memset(&w->recs[id], 0, sizeof w->recs[id]);
-        worker_keep_release(w, id);
-        goto out;
-    }
-    char t[LOG_TOPIC_BUF];
-    log_with(LOGL_ERROR, &(log_fields){ .route = route, .topic = topic, .error = r->reason },
-             "message dead-lettered to %s after %u failed attempts", log_topic(t, sizeof t, dtopic, strlen(dtopic)),
-             r->attempts);
-out:
-    free(topic);
-    free(dtopic);
+    /* The master recorded how the last worker died (master_reap.c). */
+    worker_dlq_put(w, id, "crash", r->reason[0] ? r->reason : "its worker died handling it", NULL);
 }

@@ -41,6 +41,38 @@ describe("routemq.context", function()
     assert.is_false(ctx.dup)
     assert.is_false(ctx.redelivered)
     assert.equal(3, ctx.worker)
+    assert.equal(1, ctx.attempt)
+    assert.is_false(ctx.replayed)
+  end)
+
+  it("gives the attempt and replayed flag the runtime passes", function()
+    local ctx = context.new(context.route_view(ROUTE), "t", nil, "", 1, false, false, nil, false,
+      0, {}, {}, 5, 1, 4, true)
+    assert.equal(4, ctx.attempt)
+    assert.is_true(ctx.replayed)
+  end)
+
+  it("ctx:retry and ctx:fail end the handler with a private object, their request on ctx", function()
+    local ctx = make("x", nil, sent)
+    local ok, err = pcall(ctx.retry, ctx, 2.5)
+    assert.is_false(ok)
+    assert.equal(context.RETRY, err)
+    assert.same({ context.RETRY, 2.5 }, { ctx._signal, ctx._signal_arg })
+    ctx = make("x", nil, sent)
+    ok, err = pcall(ctx.fail, ctx, "unknown device")
+    assert.is_false(ok)
+    assert.equal(context.FAIL, err)
+    assert.same({ context.FAIL, "unknown device" }, { ctx._signal, ctx._signal_arg })
+    assert.equal("ctx:retry", tostring(context.RETRY))
+  end)
+
+  it("ctx:retry and ctx:fail check their argument", function()
+    local ctx = make("x", nil, sent)
+    assert.matches("^spec/context_spec%.lua:%d+: ctx:retry: seconds must be a number >= 0 "
+      .. "%(or nil for the route's backoff%), got %-?nan$", failure(function() ctx:retry(0 / 0) end))
+    assert.matches("^spec/context_spec%.lua:%d+: ctx:fail: reason must be a non%-empty string, "
+      .. "got 5$", failure(function() ctx:fail(5) end))
+    assert.is_nil(ctx._signal)
   end)
 
   it("gives an empty, read-only props table when the message has none", function()

@@ -154,6 +154,25 @@ describe("routemq.router", function()
       retained_value =
         "option 'retained' of route 'state/{id}' must be 'new', 'always' or 'none', got 'old'",
       options_type = "options must be a table, got 'qos=1'",
+      retry_type = "option 'retry' of route 'orders/{id}' must be a table, got 5",
+      retry_unknown = "option 'retry' of route 'orders/{id}': unknown field 'attemps' "
+        .. "(fields: attempts, delay, backoff, max_delay, jitter)",
+      retry_attempts_zero =
+        "option 'retry.attempts' of route 'orders/{id}' must be an integer from 1 to 1000, got 0",
+      retry_attempts_big =
+        "option 'retry.attempts' of route 'orders/{id}' must be an integer from 1 to 1000, got 1001",
+      retry_attempts_fraction =
+        "option 'retry.attempts' of route 'orders/{id}' must be an integer from 1 to 1000, got 2.5",
+      retry_delay_negative =
+        "option 'retry.delay' of route 'orders/{id}' must be a number of seconds >= 0, got -1",
+      retry_backoff_small =
+        "option 'retry.backoff' of route 'orders/{id}' must be a number >= 1, got 0.5",
+      retry_max_delay_type =
+        "option 'retry.max_delay' of route 'orders/{id}' must be a number of seconds >= 0, got '5m'",
+      retry_jitter_big =
+        "option 'retry.jitter' of route 'orders/{id}' must be a number from 0 to 1, got 1.5",
+      on_error_type = "router.on_error: function expected, got 'report'",
+      on_error_colon = "call router.on_error with a dot, not a colon",
       pattern_type = "pattern must be a string, got 42",
       colon = "call router.on with a dot, not a colon",
       use_type = "middleware must be a function, got 'auth'",
@@ -209,6 +228,29 @@ describe("routemq.router", function()
       assert.is_nil(loaded)
       assert.equal("app/routers/bad.lua:3: invalid pattern 'a/#/b': '#' must be the last level",
         err)
+    end)
+  end)
+
+  describe("retry and on_error", function()
+    it("records the route's retry option, a copy of the fields given", function()
+      local retry = { attempts = 5, delay = 0.5, backoff = 1, max_delay = 0, jitter = 0 }
+      router.on("a", h, { retry = retry })
+      router.on("b", h)
+      local routes = router._routes()
+      assert.same(retry, routes[1].retry)
+      assert.are_not.equal(retry, routes[1].retry)
+      assert.is_nil(routes[2].retry)
+    end)
+
+    it("records on_error hooks in order with where they were registered", function()
+      local h1, h2 = function() end, function() end
+      router.on_error(h1)
+      router.on_error(h2)
+      local hooks = router._jobs().on_error
+      assert.equal(2, #hooks)
+      assert.equal(h1, hooks[1].fn)
+      assert.equal(h2, hooks[2].fn)
+      assert.matches("^spec/router_spec%.lua:%d+$", hooks[1].source)
     end)
   end)
 

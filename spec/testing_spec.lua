@@ -108,3 +108,105 @@ describe("routemq.testing", function()
     end)
   end)
 end)
+
+describe("routemq.testing with retries", function()
+  local app = testing.app("spec/fixtures/retry")
+
+  local function hook_calls(res)
+    local out = {}
+    for _, p in ipairs(res.published) do
+      if p.topic:sub(1, 7) == "errors/" then
+        out[#out + 1] = p.json
+      end
+    end
+    return out
+  end
+
+  it("runs retries at once and reports them", function()
+    local res = app:dispatch("flaky/7")
+    assert.is_true(res.ok)
+    assert.equal(3, res.attempts)
+    assert.same({ 1, 2 }, res.retries)
+    assert.equal(2, #res.errors)
+    assert.matches("^app/routers/retry%.lua:%d+: not yet %(attempt 1%)\nstack traceback:", res.errors[1])
+    assert.is_nil(res.error)
+    assert.is_nil(res.dead_letter)
+    assert.equal(3, res.ctx.attempt)
+    assert.equal("ok", res.published[#res.published].payload)
+    local calls = hook_calls(res)
+    assert.equal(2, #calls)
+    assert.same({ 1, false, "error", "flaky/{n}", true },
+      { calls[1].attempt, calls[1].final, calls[1].reason, calls[1].route, calls[1].has_traceback })
+  end)
+
+  it("reports the dead letter of a message out of attempts", function()
+    local res = app:dispatch("always")
+    assert.is_false(res.ok)
+    assert.equal(2, res.attempts)
+    assert.equal(1, #res.retries)
+    assert.equal("error", res.dead_letter.reason)
+    assert.matches("always broken$", res.dead_letter.error)
+    assert.matches("^stack traceback:", res.dead_letter.traceback)
+    assert.equal(2, res.dead_letter.attempts)
+    assert.matches("always broken\nstack traceback:", res.error)
+    local calls = hook_calls(res)
+    assert.same({ false, true }, { calls[1].final, calls[2].final })
+  end)
+
+  it("sends ctx:fail straight to the dead letters", function()
+    local res = app:dispatch("reject", { payload = "x" })
+    assert.equal(1, res.attempts)
+    assert.same({}, res.retries)
+    assert.equal("failed", res.dead_letter.reason)
+    assert.equal("payload x is not an order", res.dead_letter.error)
+    local calls = hook_calls(res)
+    assert.same({ { err = "payload x is not an order", attempt = 1, final = true, reason = "failed",
+      route = "reject", has_traceback = true } }, calls)
+  end)
+
+  it("does not call the hook for ctx:retry, and stops before a retry with retries = 'none'", function()
+    local res = app:dispatch("later")
+    assert.is_true(res.ok)
+    assert.same({ 0.01 }, res.retries)
+    assert.same({}, hook_calls(res))
+    res = app:dispatch("later", { retries = "none" })
+    assert.is_false(res.ok)
+    assert.equal(1, res.attempts)
+    assert.same({ 0.01 }, res.retries)
+    assert.is_nil(res.dead_letter)
+    res = app:dispatch("later", { retries = "sleep" })
+    assert.is_true(res.ok)
+    assert.equal(2, res.attempts)
+  end)
+
+  it("turns a timeout into a failed attempt with reason timeout", function()
+    local res = app:dispatch("slow", { attempt = 3 })
+    assert.equal(3, res.ctx.attempt)
+    assert.equal("timeout", res.dead_letter.reason)
+    assert.equal("timeout after 0.05 s", res.dead_letter.error)
+    assert.same({ { err = "timeout after 0.05 s", attempt = 3, final = true, reason = "timeout",
+      route = "slow", has_traceback = false } }, hook_calls(res))
+  end)
+
+  it("keeps a single attempt's error as before, and takes defaults from ROUTEMQ_RETRY_*", function()
+    local res = app:dispatch("plain")
+    assert.matches("^app/routers/retry%.lua:%d+: plain error\nstack traceback:", res.error)
+    assert.equal(1, res.attempts)
+    local env_app = testing.app("spec/fixtures/retry", { env = {
+      ROUTEMQ_RETRY_ATTEMPTS = "4", ROUTEMQ_RETRY_DELAY = "0", ROUTEMQ_RETRY_BACKOFF = "1" } })
+    res = env_app:dispatch("plain", { replayed = true })
+    assert.equal(4, res.attempts)
+    assert.same({ 0, 0, 0 }, res.retries)
+    assert.is_true(res.ctx.replayed)
+  end)
+
+  it("rejects a bad ROUTEMQ_RETRY_* and bad dispatch fields", function()
+    local ok, err = pcall(testing.app, "spec/fixtures/retry", { env = { ROUTEMQ_RETRY_ATTEMPTS = "0" } })
+    assert.is_false(ok)
+    assert.equal("ROUTEMQ_RETRY_ATTEMPTS: '0' is not an integer from 1 to 1000", err)
+    assert.has_error(function() app:dispatch("plain", { retries = "later" }) end,
+      "app:dispatch: retries must be 'now', 'sleep' or 'none', got 'later'")
+    assert.has_error(function() app:dispatch("plain", { attempt = 0 }) end,
+      "app:dispatch: attempt must be a positive integer, got 0")
+  end)
+end)

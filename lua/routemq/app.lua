@@ -128,7 +128,7 @@ local function check_options(opts)
   return group, timeout
 end
 
--- describe_jobs({ timers =, inits =, health = }) -> lines for `routemq
+-- describe_jobs({ timers =, inits =, health =, on_error = }) -> lines for `routemq
 -- routes` (empty string when the app has none).
 function M.describe_jobs(jobs)
   local lines = {}
@@ -138,6 +138,9 @@ function M.describe_jobs(jobs)
   end
   for _, i in ipairs(jobs.inits) do
     lines[#lines + 1] = "init  " .. tostring(i.source)
+  end
+  for _, hook in ipairs(jobs.on_error or {}) do
+    lines[#lines + 1] = "on_error  " .. tostring(hook.source)
   end
   local h = jobs.health
   if h then
@@ -167,7 +170,8 @@ end
 -- load(root, { group_name =, handler_timeout =, files = }) -> app | nil, err, traceback
 -- files: { ["app/routers/x.lua"] = source, ... }, the generation's snapshot
 -- the runtime read once; without it the files are read from disk.
--- app = { root =, routes = { route records }, middleware = { global mw }, files = }
+-- app = { root =, routes = { route records }, middleware = { global mw }, files =,
+--         timers =, inits =, health =, on_error = { { fn =, source = } } }
 function M.load(root, opts)
   root = root or "."
   if type(root) ~= "string" or root == "" then
@@ -234,6 +238,7 @@ function M.load(root, opts)
     timers = jobs.timers,
     inits = jobs.inits,
     health = jobs.health,
+    on_error = jobs.on_error,
     jobs_text = M.describe_jobs(jobs),
   }
 end

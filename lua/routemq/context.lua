@@ -35,11 +35,12 @@ local Context = {}
 local context_mt = { __index = Context }
 
 -- new(view, topic, params, payload, qos, retain, dup, props, redelivered,
---     worker, log, io, token, route_index) -> ctx; positional to keep the
--- per-message cost low. token identifies the message to the runtime (its
--- publishes are tied to it: the message is finished when the broker has them).
+--     worker, log, io, token, route_index, attempt, replayed) -> ctx;
+-- positional to keep the per-message cost low. token identifies the message
+-- to the runtime (its publishes are tied to it: the message is finished when
+-- the broker has them). attempt: 1 on the first run (the default).
 function M.new(view, topic, params, payload, qos, retain, dup, props, redelivered,
-               worker, log, io, token, route_index)
+               worker, log, io, token, route_index, attempt, replayed)
   return setmetatable({
     topic = topic,
     params = params or NO_PARAMS,
@@ -48,6 +49,8 @@ function M.new(view, topic, params, payload, qos, retain, dup, props, redelivere
     retain = retain or false,
     dup = dup or false,
     redelivered = redelivered or false,
+    attempt = attempt or 1,
+    replayed = replayed or false,
     props = props or NO_PROPS,
     route = view,
     worker = worker,
@@ -249,6 +252,45 @@ function M.publisher(fname)
   return function(self, topic, payload, opts)
     return send(self, fname, topic, payload, opts, nil)
   end
+end
+
+-- ctx:retry and ctx:fail end the handler by raising one of these private
+-- objects, with what they ask for left in ctx._signal: the dispatcher tells
+-- them from errors (and still honours ctx._signal when middleware swallowed
+-- the raise with its own pcall).
+local RETRY = setmetatable({}, { __tostring = function() return "ctx:retry" end })
+local FAIL = setmetatable({}, { __tostring = function() return "ctx:fail" end })
+M.RETRY, M.FAIL = RETRY, FAIL
+
+-- ctx:retry([seconds]): end the handler now and run the message again after
+-- `seconds` (default: the route's backoff delay). It uses up an attempt; at
+-- the last attempt the message goes to the dead-letter store.
+function Context:retry(seconds)
+  if seconds ~= nil and (type(seconds) ~= "number" or seconds ~= seconds or seconds < 0
+      or seconds == math.huge) then
+    raise("ctx:retry: seconds must be a number >= 0 (or nil for the route's backoff), got "
+      .. describe(seconds))
+  end
+  if self._hook then
+    raise("ctx:retry: not available in an on_error hook")
+  end
+  self._signal = RETRY
+  self._signal_arg = seconds
+  error(RETRY, 0)
+end
+
+-- ctx:fail(reason): end the handler now and send the message to the
+-- dead-letter store with `reason`, whatever attempts are left.
+function Context:fail(reason)
+  if type(reason) ~= "string" or reason == "" then
+    raise("ctx:fail: reason must be a non-empty string, got " .. describe(reason))
+  end
+  if self._hook then
+    raise("ctx:fail: not available in an on_error hook")
+  end
+  self._signal = FAIL
+  self._signal_arg = reason
+  error(FAIL, 0)
 end
 
 M.EMPTY = EMPTY

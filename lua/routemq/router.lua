@@ -22,6 +22,7 @@ local timers     -- router.every records, in registration order
 local by_name    -- timer name -> record, to reject duplicates
 local inits      -- router.init records
 local health     -- the router.health record, or nil
+local on_error   -- router.on_error records, in registration order
 
 local function new_scope(parent, prefix, middleware)
   return { parent = parent, prefix = prefix, middleware = middleware }
@@ -32,6 +33,7 @@ function M._reset()
   routes, by_filter = {}, {}
   root = new_scope(nil, nil, {})
   timers, by_name, inits, health = {}, {}, {}, nil
+  on_error = {}
 end
 
 M._reset()
@@ -94,8 +96,59 @@ local ROUTE_OPTIONS = {
   -- Which retained messages the broker sends on subscribe (MQTT 5 retain
   -- handling 1, 0, 2); checked in add_route, whose error names the route.
   retained = true,
+  retry = true, -- checked in add_route (check_retry), whose error names the route
   middleware = true, -- checked by check_middleware_list
 }
+
+-- The fields of the route option `retry`; each check returns true when the
+-- value is valid, plus what is expected.
+local RETRY_FIELDS = {
+  attempts = function(v)
+    return util.is_integer(v) and v >= 1 and v <= 1000, "an integer from 1 to 1000"
+  end,
+  delay = function(v)
+    return type(v) == "number" and v >= 0 and v < math.huge, "a number of seconds >= 0"
+  end,
+  backoff = function(v)
+    return type(v) == "number" and v >= 1 and v < math.huge, "a number >= 1"
+  end,
+  max_delay = function(v)
+    return type(v) == "number" and v >= 0 and v < math.huge, "a number of seconds >= 0"
+  end,
+  jitter = function(v)
+    return type(v) == "number" and v >= 0 and v <= 1, "a number from 0 to 1"
+  end,
+}
+local RETRY_ORDER = { "attempts", "delay", "backoff", "max_delay", "jitter" }
+
+-- check_retry(retry, pattern) -> a copy of the route option `retry`, or nil.
+local function check_retry(retry, pattern)
+  if retry == nil then
+    return nil
+  end
+  local what = "option 'retry' of route '" .. pattern .. "'"
+  if type(retry) ~= "table" then
+    raise(what .. " must be a table, got " .. describe(retry))
+  end
+  local bad = util.unknown_key(retry, RETRY_FIELDS)
+  if bad ~= nil then
+    raise(what .. ": unknown field " .. util.key_text(bad)
+      .. " (fields: attempts, delay, backoff, max_delay, jitter)")
+  end
+  local out = {}
+  for _, key in ipairs(RETRY_ORDER) do
+    local v = retry[key]
+    if v ~= nil then
+      local ok, expected = RETRY_FIELDS[key](v)
+      if not ok then
+        raise("option 'retry." .. key .. "' of route '" .. pattern .. "' must be " .. expected
+          .. ", got " .. describe(v))
+      end
+      out[key] = v
+    end
+  end
+  return out
+end
 
 local RETAINED = { new = true, always = true, none = true }
 
@@ -179,6 +232,7 @@ local function add_route(scope, pattern, handler, opts, api)
     raise("option 'retained' of route '" .. full .. "' must be 'new', 'always' or 'none', got "
       .. describe(opts.retained))
   end
+  local retry = check_retry(opts.retry, full)
   local compiled, reason = core.compile(full)
   if not compiled then
     raise("invalid pattern '" .. full .. "': " .. tostring(reason))
@@ -204,6 +258,7 @@ local function add_route(scope, pattern, handler, opts, api)
     name = opts.name or full,
     ordered = opts.ordered or false,
     retained = opts.retained or "new",
+    retry = retry,
     source = source,
     middleware = scope_middleware(scope, own),
     _scope = scope,
@@ -421,9 +476,24 @@ function M.health(fn, opts)
   }
 end
 
--- _jobs() -> { timers = { records }, inits = { records }, health = record|nil }
+-- on_error(fn): fn(ctx, err, info) runs for every failed attempt of every
+-- route (a Lua error, a timeout, ctx:fail; not ctx:retry) with info =
+-- { attempt, final, reason, traceback, route }; it may wait; its own errors
+-- are logged. Several registrations all run, in order.
+function M.on_error(fn)
+  if fn == M then
+    raise("call router.on_error with a dot, not a colon")
+  end
+  if not callable(fn) then
+    raise("router.on_error: function expected, got " .. describe(fn))
+  end
+  on_error[#on_error + 1] = { fn = fn, source = util.where() }
+end
+
+-- _jobs() -> { timers = { records }, inits = { records }, health = record|nil,
+-- on_error = { records } }
 function M._jobs()
-  return { timers = copy(timers), inits = copy(inits), health = health }
+  return { timers = copy(timers), inits = copy(inits), health = health, on_error = copy(on_error) }
 end
 
 -- _routes() -> the route records in registration order, with `middleware`

@@ -12,8 +12,9 @@
 --
 -- A job that is still waiting at its deadline is cancelled: its coroutine is
 -- dropped (what it held is closed by the garbage collector) and its done
--- callback gets (false, "timeout after N s"). Libraries that hold something
--- mid-wait (routemq.pg's queries) register with M.on_cancel to release it.
+-- callback gets (false, "timeout after N s", nil, "timeout"). Libraries that
+-- hold something mid-wait (routemq.pg's queries) register with M.on_cancel to
+-- release it.
 local cqueues = require("cqueues")
 
 local monotime = cqueues.monotime
@@ -26,6 +27,7 @@ local M = {}
 local POLL = cqueues._POLL
 local DONE = true -- what a pooled coroutine yields when its job has finished
 M.DONE = DONE
+M.monotime = monotime
 
 -- Jobs being resumed directly (outside a controller step), and their
 -- controller: cqueues must believe it is running then.
@@ -171,7 +173,7 @@ local function forward(self, co, done, token, tag, seconds, deadline, adopted, .
       self.active = self.active - 1
       self.arg_of[co] = nil
       cancelled(co)
-      return done(token, false, timeout_text(seconds), nil)
+      return done(token, false, timeout_text(seconds), nil, "timeout")
     end
     local n = req.n
     local answer
@@ -187,7 +189,7 @@ local function forward(self, co, done, token, tag, seconds, deadline, adopted, .
       self.active = self.active - 1
       self.arg_of[co] = nil
       cancelled(co)
-      return done(token, false, timeout_text(seconds), nil)
+      return done(token, false, timeout_text(seconds), nil, "timeout")
     end
     if self.on_resume then
       self.on_resume(tag)
@@ -201,6 +203,13 @@ local function forward(self, co, done, token, tag, seconds, deadline, adopted, .
         return done(token, true, nil, nil)
       end
       return finish(self, co, done, token, r[3], r[4], r[5])
+    end
+    if adopted and r[1] and r[2] == "fail" then
+      -- A thread of the C worker whose attempt failed (routemq.dispatch):
+      -- done(token, false, err, traceback, reason, delay).
+      self.active = self.active - 1
+      self.arg_of[co] = nil
+      return done(token, false, r[3], r[4], r[5], r[6])
     end
     if not r[1] or r[2] ~= POLL then
       self.active = self.active - 1
@@ -250,7 +259,8 @@ end
 -- common case: no wait; done is not called); else false, and done(token,
 -- ok, err, traceback) is called once it returns, raises (err = message,
 -- traceback = Lua traceback) or is still waiting `seconds` after it first
--- waited (err = "timeout after N s"). tag is handed to r.on_resume.
+-- waited (err = "timeout after N s", then a 5th argument "timeout"). tag is
+-- handed to r.on_resume.
 function Runner:run(fn, arg, seconds, done, token, tag)
   local co
   local n = self.pooled
@@ -304,7 +314,9 @@ end
 
 -- r:adopt(co, done, token, tag, seconds, POLL, ...) hands a coroutine of
 -- the C worker (r:own) that has just yielded a cqueues poll request to the
--- controller; done(token, ok, err, traceback) reports its end.
+-- controller; done(token, ok, err, traceback[, reason, delay]) reports its
+-- end: a yield of "fail", err, traceback, reason, delay (a failed attempt,
+-- routemq.dispatch) gives done(token, false, err, traceback, reason, delay).
 function Runner:adopt(co, done, token, tag, seconds, ...)
   local ok, err = self.cq:wrap(forward, self, co, done, token, tag, seconds, monotime() + seconds, true,
     select(2, ...))

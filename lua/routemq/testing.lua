@@ -40,6 +40,38 @@ local function with_env(env, fn, ...)
   return unpack(results, 2, table.maxn(results))
 end
 
+-- The worker's retry defaults (ROUTEMQ_RETRY_*), read as the runtime
+-- reads them; raises on a bad value like the runtime refuses to start.
+local RETRY_VARS = {
+  { "ROUTEMQ_RETRY_ATTEMPTS", "attempts", function(v)
+    return util.is_integer(v) and v >= 1 and v <= 1000, "an integer from 1 to 1000"
+  end },
+  { "ROUTEMQ_RETRY_DELAY", "delay", function(v)
+    return v >= 0 and v < math.huge, "a number of seconds >= 0"
+  end },
+  { "ROUTEMQ_RETRY_BACKOFF", "backoff", function(v)
+    return v >= 1 and v <= 1000, "a factor from 1 to 1000"
+  end },
+  { "ROUTEMQ_RETRY_MAX_DELAY", "max_delay", function(v)
+    return v >= 0 and v < math.huge, "a number of seconds >= 0"
+  end },
+}
+local function retry_from_env()
+  local retry = {}
+  for _, var in ipairs(RETRY_VARS) do
+    local text = os.getenv(var[1])
+    if text ~= nil and text ~= "" then
+      local v = tonumber(text)
+      local ok, expected = var[3](v or 0)
+      if not v or not ok then
+        error(var[1] .. ": '" .. text .. "' is not " .. expected, 0)
+      end
+      retry[var[2]] = v
+    end
+  end
+  return retry
+end
+
 local Harness = {}
 Harness.__index = Harness
 
@@ -54,9 +86,10 @@ function M.app(dir, opts)
   end
   local env = opts.env
   local harness = setmetatable({ env = env }, Harness)
-  local handler_timeout
+  local handler_timeout, retry
   local loaded, err = with_env(env, function()
     handler_timeout = tonumber(os.getenv("WORKER_HANDLER_TIMEOUT") or "") or 30
+    retry = retry_from_env()
     return app_loader.load(dir or ".", {
       group_name = os.getenv("MQTT_GROUP_NAME") or "routemq",
       handler_timeout = handler_timeout,
@@ -85,12 +118,16 @@ function M.app(dir, opts)
         res.logs[#res.logs + 1] = { level = level, msg = msg }
       end
     end,
-    done = function(res, ok, msg, tb)
-      res.finished = true
+    -- token: the attempt's state (Harness:dispatch)
+    done = function(st, ok, msg, tb, reason, delay)
+      st.finished = true
+      st.ok = ok
       if not ok then
-        res.error = msg .. (tb and tb ~= "" and ("\n" .. tb) or "")
+        st.error = tostring(msg) .. (tb and tb ~= "" and ("\n" .. tb) or "")
+        st.message, st.traceback, st.reason, st.delay = msg, tb, reason, delay
       end
     end,
+    retry = retry,
   }
   harness._io = io
   harness._d = dispatch.new(loaded, io, 0, harness.runner)
@@ -140,18 +177,31 @@ end
 
 local MESSAGE_FIELDS = {
   payload = true, json = true, qos = true, retain = true, dup = true, props = true,
-  redelivered = true,
+  redelivered = true, attempt = true, replayed = true, retries = true,
 }
+local RETRIES = { now = true, sleep = true, none = true }
 
 local function traceback(e)
   return debug.traceback(tostring(e), 2)
 end
 
 -- harness:dispatch(topic, { payload =, json =, qos =, retain =, dup =, props =,
--- redelivered = }) -> { matched, route, params, published, logs, error, ctx }.
+-- redelivered =, attempt =, replayed =, retries = }) -> { matched, route,
+-- params, published, logs, error, ctx, ok, attempts, retries, errors,
+-- dead_letter }.
 -- The handler runs on a cqueues controller until it finishes, so it may wait
 -- (cqueues, lua-http, routemq.ngx); one still waiting at its route's timeout
--- ends with error "timeout after N s".
+-- ends with error "timeout after N s". A failed attempt is run again as the
+-- route's `retry` option says: at once (retries = "now", the default),
+-- after its real delay ("sleep"), or not ("none": the result says which
+-- delay the next attempt would have had). attempt: the first attempt's
+-- number (default 1), to test a handler's last attempt directly.
+-- Result: ok (the message ended in success), attempts (how many ran),
+-- retries (the delay before each further attempt), errors (each failed
+-- attempt's error with its traceback), error (the last attempt's, if it
+-- failed), dead_letter = { reason, error, traceback, attempts } when the
+-- message would go to the dead-letter store; published and logs of every
+-- attempt; ctx of the last.
 function Harness:dispatch(topic, msg)
   msg = msg or {}
   local bad = util.unknown_key(msg, MESSAGE_FIELDS)
@@ -172,6 +222,14 @@ function Harness:dispatch(topic, msg)
   if payload ~= nil and type(payload) ~= "string" then
     error("app:dispatch: payload must be a string, got " .. util.describe(payload), 2)
   end
+  local attempt = msg.attempt or 1
+  if not util.is_integer(attempt) or attempt < 1 then
+    error("app:dispatch: attempt must be a positive integer, got " .. util.describe(attempt), 2)
+  end
+  local mode = msg.retries or "now"
+  if not RETRIES[mode] then
+    error("app:dispatch: retries must be 'now', 'sleep' or 'none', got " .. util.describe(mode), 2)
+  end
 
   local res = { matched = false, published = {}, logs = {} }
   local d = self._d
@@ -182,24 +240,58 @@ function Harness:dispatch(topic, msg)
   res.matched = true
   res.route = self.routes[index].pattern
   res.params = params
+  res.ok, res.attempts, res.retries, res.errors = false, 0, {}, {}
   self._result = res
   local timeout = self.routes[index].timeout or 30
+  local runner = self.runner
   local call_ok, err = with_env(self.env, xpcall, function()
-    local fin, hok, herr, tb = d.call(index, topic, payload or "", msg.qos or 0, msg.retain or false,
-      msg.dup or false, msg.props, msg.redelivered or false, params, res)
-    if fin then
-      self._io.done(res, hok, herr, tb)
+    while true do
+      local st = {}
+      res.attempts = res.attempts + 1
+      local fin, hok, herr, tb, why, delay = d.call(index, topic, payload or "", msg.qos or 0,
+        msg.retain or false, msg.dup or false, msg.props, msg.redelivered or false, params, st,
+        attempt, msg.replayed or false)
+      if fin then
+        self._io.done(st, hok, herr, tb, why, delay)
+      end
+      res.ctx = d.current()
+      -- A timeout may be followed by the on_error hooks' own timeout.
+      runner:run_until(function()
+        return st.finished
+      end, 2 * timeout + 1)
+      if not st.finished then
+        res.error = "app:dispatch: the message did not finish"
+        return
+      end
+      res.error = st.error
+      if st.ok then
+        res.ok = true
+        return
+      end
+      res.errors[#res.errors + 1] = st.error
+      if st.delay == nil then
+        res.dead_letter = { reason = st.reason, error = st.message, traceback = st.traceback,
+          attempts = attempt }
+        return
+      end
+      res.retries[#res.retries + 1] = st.delay
+      if mode == "none" then
+        d.release(index, topic)
+        return
+      end
+      if mode == "sleep" then
+        local due = runner_mod.monotime() + st.delay
+        runner:run_until(function()
+          return runner_mod.monotime() >= due
+        end, st.delay + 1)
+      end
+      attempt = attempt + 1
     end
-    res.ctx = d.current()
-    self.runner:run_until(function()
-      return res.finished
-    end, timeout + 1)
   end, traceback)
   self._result = nil
   if not call_ok then
     res.error = err
   end
-  res.finished = nil
   return res
 end
 

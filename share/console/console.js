@@ -1,5 +1,5 @@
-// routemq console: a client of /status, /stats, /errors and the actions
-// (POST /reload, /scale). Everything it shows from the server goes in with
+// routemq console: a client of /status, /stats, /errors, /dlq and the actions
+// (POST /reload, /scale, /dlq/replay, /dlq/delete). Everything it shows from the server goes in with
 // textContent or as SVG numbers, never as HTML: a topic or an error text is
 // shown as the text it is.
 "use strict";
@@ -233,6 +233,90 @@
     });
   }
 
+  // ---- dead letters ----
+  function renderDlq(d) {
+    $("dlq-count").textContent = d.total ? "(" + d.total + " in the store" +
+      (d.total > d.count ? ", the newest " + d.count + " shown" : "") + ")" : "(none)";
+    $("dlq-replay-all").disabled = $("dlq-delete-all").disabled = !d.total;
+    var body = $("dlq").tBodies[0];
+    clear(body);
+    d.records.forEach(function (x) {
+      var tr = el("tr");
+      tr.dataset.id = x.id;
+      [[x.id, "n"], [x.time.replace("T", " ").replace(/\.\d+Z$/, ""), "mono muted"], [x.route, "mono"],
+        [x.topic, "mono topic"], [x.reason + (x.state === "stored" ? "" : " (" + x.state.replace("_", " ") + ")")],
+        [x.attempts, "n"], [(x.error || "").split("\n")[0], "mono msg"]
+      ].forEach(function (c) { tr.appendChild(el("td", c[0], c[1])); });
+      var td = el("td", null, "buttons");
+      var show = el("button", "Show");
+      show.type = "button";
+      show.addEventListener("click", function () { showDlq(x.id); });
+      var replay = el("button", "Replay");
+      replay.type = "button";
+      replay.addEventListener("click", function () {
+        confirmThen("Replay dead letter " + x.id + " (topic " + x.topic + ")?", function () {
+          dlqAction("/dlq/replay", { ids: [x.id] });
+        });
+      });
+      var del = el("button", "Delete");
+      del.type = "button";
+      del.addEventListener("click", function () {
+        confirmThen("Delete dead letter " + x.id + " (topic " + x.topic + ")? It cannot be replayed afterwards.",
+          function () { dlqAction("/dlq/delete", { ids: [x.id] }); });
+      });
+      td.appendChild(show);
+      td.appendChild(replay);
+      td.appendChild(del);
+      tr.appendChild(td);
+      body.appendChild(tr);
+    });
+  }
+
+  function refreshDlq() {
+    return api("/dlq?limit=50").then(function (r) { if (r.status === 200) renderDlq(r.body); }, function () {});
+  }
+
+  function showDlq(id) {
+    api("/dlq/" + encodeURIComponent(id)).then(function (r) {
+      if (r.status !== 200) { showResult(r); return; }
+      var x = r.body;
+      $("dlq-detail").hidden = false;
+      $("dlq-detail-id").textContent = x.id;
+      var kv = $("dlq-detail-kv");
+      clear(kv);
+      var p = x.properties || {};
+      var rows = [["time", x.time], ["route", x.route], ["topic", x.topic], ["qos", x.qos], ["retain", x.retain ? "yes" : "no"],
+        ["reason", x.reason], ["attempts", x.attempts], ["replays", x.replays], ["state", x.state], ["error", x.error || "-"]];
+      if (p.content_type) rows.push(["content type", p.content_type]);
+      if (p.response_topic) rows.push(["response topic", p.response_topic]);
+      if (p.correlation_data !== undefined) rows.push(["correlation data", p.correlation_data +
+        (p.correlation_data_encoding === "base64" ? " (base64)" : "")]);
+      (p.user_properties || []).forEach(function (u) { rows.push(["user property", u[0] + " = " + u[1]]); });
+      rows.push(["payload", x.payload_size + " bytes" + (x.payload_encoding === "base64" ? ", binary: base64 below" : "")]);
+      rows.forEach(function (kvp) { kv.appendChild(el("dt", kvp[0])); kv.appendChild(el("dd", kvp[1])); });
+      $("dlq-detail-payload").textContent = x.payload;
+      var tb = $("dlq-detail-tb");
+      tb.hidden = !x.traceback;
+      tb.querySelector("pre").textContent = x.traceback || "";
+    }, function () {});
+  }
+
+  function dlqAction(path, body) {
+    return action(path, body).then(refreshDlq);
+  }
+
+  $("dlq-detail-close").addEventListener("click", function () { $("dlq-detail").hidden = true; });
+  $("dlq-replay-all").addEventListener("click", function () {
+    confirmThen("Replay every dead letter? The workers handle them again as new messages.", function () {
+      dlqAction("/dlq/replay", { all: true });
+    });
+  });
+  $("dlq-delete-all").addEventListener("click", function () {
+    confirmThen("Delete every dead letter? They cannot be replayed afterwards.", function () {
+      dlqAction("/dlq/delete", { all: true });
+    });
+  });
+
   // ---- polling ----
   function every(ms, fn) {
     fn();
@@ -246,6 +330,7 @@
     every(2000, function () { api("/stats?window=300&routes=20&limit=50").then(function (r) { renderStats(r.body); }, function () {}); });
     every(2000, function () { api("/errors").then(function (r) { renderErrors(r.body); }, function () {}); });
     every(5000, function () { api("/status?cluster=1").then(function (r) { renderGroup(r.body); }, function () {}); });
+    every(5000, refreshDlq);
   }
 
   function stop() {

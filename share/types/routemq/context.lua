@@ -42,6 +42,8 @@
 ---@field retain boolean as received
 ---@field dup boolean as received (always false: libmosquitto does not expose it)
 ---@field redelivered boolean true when the runtime replays a message whose handler did not finish
+---@field attempt integer 1 on the first run; 2, 3... on retries (route option `retry`)
+---@field replayed boolean true when the message was replayed from the dead-letter store
 ---@field props routemq.Props MQTT 5 properties (an empty table when none)
 ---@field route routemq.RouteView the route that matched
 ---@field worker integer the worker slot number
@@ -67,6 +69,19 @@ function Context:publish(topic, payload, opts) end
 ---@param opts? routemq.PublishOptions
 ---@return boolean ok
 function Context:reply(payload, opts) end
+
+---Ends the handler now and runs the message again after `seconds` (default:
+---the route's backoff delay), without logging an error. It uses up an
+---attempt: at the last one the message goes to the dead-letter store
+---(reason "error"). Not available in an on_error hook.
+---@param seconds? number
+function Context:retry(seconds) end
+
+---Ends the handler now and sends the message to the dead-letter store with
+---`reason` (reason "failed"), whatever attempts are left. The on_error hooks
+---run. Not available in an on_error hook.
+---@param reason string
+function Context:fail(reason) end
 
 ---A handler: `function(ctx)`.
 ---@alias routemq.Handler fun(ctx: routemq.Context): any

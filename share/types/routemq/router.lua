@@ -13,6 +13,26 @@
 ---@field name? string the route's name (default: its pattern)
 ---@field ordered? boolean handle messages of one topic one after the other, in arrival order
 ---@field retained? "new"|"always"|"none" retained messages: new subscriptions only (default), always, never
+---@field retry? routemq.RetryOptions retries of failed attempts; fields left out come from ROUTEMQ_RETRY_*
+
+---The route option `retry`: a failed attempt (a Lua error, a timeout) is run
+---again after min(max_delay, delay * backoff^(attempt-1)) seconds, ±jitter.
+---@class routemq.RetryOptions
+---@field attempts? integer attempts in all, the first run included (1..1000), default ROUTEMQ_RETRY_ATTEMPTS (1: no retry)
+---@field delay? number seconds before the 2nd attempt, default ROUTEMQ_RETRY_DELAY (1)
+---@field backoff? number factor between delays (>= 1), default ROUTEMQ_RETRY_BACKOFF (2)
+---@field max_delay? number upper bound of a delay in seconds, default ROUTEMQ_RETRY_MAX_DELAY (300)
+---@field jitter? number fraction 0..1 each delay is randomly moved by, default 0.1
+
+---What an `on_error` hook gets besides ctx and the error text.
+---@class routemq.ErrorInfo
+---@field attempt integer the attempt that failed (1 on the first run)
+---@field attempts integer the route's attempts in all
+---@field final boolean true when no attempt follows: the message goes to the dead-letter store
+---@field reason "error"|"timeout"|"failed" a Lua error, the route's timeout, or ctx:fail
+---@field traceback? string the Lua traceback of the error
+---@field delay? number seconds before the next attempt (nil when final)
+---@field route string the route's pattern
 
 ---Options of `router.group`.
 ---@class routemq.GroupOptions
@@ -102,5 +122,12 @@ function router.init(fn) end
 ---@param fn fun(worker: routemq.Worker): boolean?
 ---@param opts? routemq.HealthOptions
 function router.health(fn, opts) end
+
+---Runs `fn(ctx, err, info)` for every failed attempt of every route (a Lua
+---error, a timeout, `ctx:fail`; not `ctx:retry`). It runs like a handler and
+---may wait; its own errors are logged, never passed to a hook. Several hooks
+---all run, in registration order.
+---@param fn fun(ctx: routemq.Context, err: string, info: routemq.ErrorInfo)
+function router.on_error(fn) end
 
 return router

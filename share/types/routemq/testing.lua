@@ -11,6 +11,9 @@
 ---@field dup? boolean
 ---@field props? routemq.Props
 ---@field redelivered? boolean
+---@field attempt? integer the first attempt's number (ctx.attempt), default 1
+---@field replayed? boolean ctx.replayed
+---@field retries? "now"|"sleep"|"none" failed attempts with attempts left: run again at once (default), after their real delay, or not
 
 ---One message a handler published.
 ---@class routemq.Published
@@ -33,8 +36,20 @@
 ---@field params? table<string, string>
 ---@field published routemq.Published[] what the handlers published, in order
 ---@field logs routemq.LogLine[] what they logged, in order
----@field error? string the error a handler or middleware raised, with its traceback
----@field ctx? routemq.Context the message's ctx
+---@field error? string the error of the last attempt, if it failed, with its traceback
+---@field ctx? routemq.Context the ctx of the last attempt
+---@field ok? boolean true when the message ended in success (after retries, if any)
+---@field attempts? integer how many attempts ran
+---@field retries? number[] the delay in seconds before each further attempt
+---@field errors? string[] the error of each failed attempt, with its traceback
+---@field dead_letter? routemq.DeadLetter what the dead-letter store would get; nil unless the message ended without success
+
+---What `app:dispatch` says would go to the dead-letter store.
+---@class routemq.DeadLetter
+---@field reason "error"|"timeout"|"failed"
+---@field error string the last error (the `ctx:fail` reason for "failed")
+---@field traceback? string
+---@field attempts integer the attempt it ended on
 
 ---A route as the application registered it.
 ---@class routemq.Route
