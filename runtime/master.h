@@ -9,13 +9,19 @@
  * master_watchdog.c handler timeouts, heartbeats, stop deadlines
  * master_reload.c   route tables, SIGHUP reload slot by slot
  * master_scale.c    SIGTTIN/SIGTTOU, auto-scale, memory backstop
+ * master_policy.c   pure supervision rules: restart backoff, exit names, worker counts
  * master_control.c  the control socket's connections; master_commands.c its requests
+ * master_request.c  one control request line parsed (pure; fuzzed)
  * master_status.c   status as JSON and as a table, readiness
  * master_http.c     the admin HTTP endpoint (libmicrohttpd, driven by our loop)
+ * master_auth.c     the admin endpoint's access rules (token, peers)
+ * master_console.c  the web console's embedded files and actions
+ * master_errors.c   the latest handler errors of every slot
+ * master_history.c  one sample a second of every route and slot, for the console
  * master_metrics.c  Prometheus text
  * master_notify.c   systemd sd_notify (READY, RELOADING, STOPPING, WATCHDOG)
- * master_presence.c the master's own MQTT connection: presence records of the group (§8)
- * master_adopt.c    adopting the sessions of a lost or stopped instance (§8)
+ * master_presence.c the master's own MQTT connection: presence records of the group (docs/deployment.md)
+ * master_adopt.c    adopting the sessions of a lost or stopped instance (docs/deployment.md)
  */
 #ifndef ROUTEMQ_MASTER_H
 #define ROUTEMQ_MASTER_H
