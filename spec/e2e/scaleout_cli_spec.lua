@@ -53,11 +53,15 @@ describe("routemq stop --keep-sessions | --end-sessions", function()
     local a = e2e.routemq(b, APP, "run", env("one"))
     local c = e2e.routemq(b, APP, "run", env("two", { ROUTEMQ_HTTP = "127.0.0.1:" .. port }))
     assert.truthy(e2e.wait_for(function() return a.ready(1) and c.ready(1) end, 15))
-    e2e.sleep(0.5)
     local ctl = function(r, args)
       return e2e.sh("ROUTEMQ_RUN_DIR=" .. r.dir .. "/run " .. e2e.bin .. " " .. args .. " --app " .. APP .. " 2>&1")
     end
-    local cluster = ctl(c, "status --cluster")
+    -- Both presence records are in once the cluster status lists both.
+    local cluster
+    e2e.wait_for(function()
+      cluster = ctl(c, "status --cluster")
+      return cluster:find("cli%-one%s+%S+%s+%d+%s+running") and cluster:find("cli%-two%s+%S+%s+%d+%s+running")
+    end, 10)
     assert.matches("cli%-one%s+%S+%s+" .. a.pid .. "%s+running", cluster)
     assert.matches("cli%-two%s+%S+%s+" .. c.pid .. "%s+running", cluster)
     -- Another instance serves the routes, yet this stop keeps the sessions.
