@@ -57,7 +57,10 @@ busted_run() {  # busted_run NAME PATHS...
   ok=$(grep -cE '^ok [0-9]+' "$log")
   skip=$(grep -cE '^ok [0-9]+ - # SKIP' "$log")
   ko=$(grep -cE '^not ok [0-9]+' "$log")
-  sed -n '/^not ok /,/^ok /p' "$log" | grep -v '^ok ' | head -n 200
+  # One file or one filter: the whole output (what the specs print, figures
+  # included); the full suite: only the failures.
+  if [ -n "$TEST_FILE$TEST_FILTER" ]; then cat "$log"
+  else sed -n '/^not ok /,/^ok /p' "$log" | grep -v '^ok ' | head -n 200; fi
   # busted's TAP writer itself dies on an error without a line (a spec file
   # that is missing); then the plan line "1..N" never comes.
   if [ "$rc" -ne 0 ] && { [ "$ko" -eq 0 ] || ! grep -qE '^1\.\.[0-9]+' "$log"; }; then
