@@ -1,4 +1,5 @@
 #include "app_snapshot.h"
+#include "clock.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -64,7 +65,7 @@ static int add_file(reader *r, const char *full, const char *rel, const struct s
     }
     app_file *f = &s->files[s->nfiles];
     memset(f, 0, sizeof *f);
-    f->mtime_ns = (long long)st->st_mtim.tv_sec * 1000000000LL + st->st_mtim.tv_nsec;
+    f->mtime_ns = (long long)st->st_mtim.tv_sec * NS_PER_S + st->st_mtim.tv_nsec;
     f->ino = (unsigned long long)st->st_ino;
     const app_file *old = app_snapshot_find(r->prev, rel);
     if (old && old->len == (size_t)st->st_size && old->mtime_ns == f->mtime_ns && old->ino == f->ino) {

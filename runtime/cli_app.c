@@ -3,7 +3,7 @@
 #include "cli.h"
 #include "config.h"
 #include "luavm.h"
-#include "worker_tls.h"
+#include "tls_files.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -8,7 +8,7 @@
 #include "master_policy.h"
 #include "proctitle.h"
 #include "rundir.h"
-#include "worker_tls.h"
+#include "tls_files.h"
 
 #include <bsd/unistd.h>
 #include <stdio.h>

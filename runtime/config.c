@@ -266,7 +266,7 @@ static int get_secret(const char *name, char **out, char *err, size_t errlen)
     return 0;
 }
 
-/* The cluster keys (SPEC §8) and the identity that goes into presence records. */
+/* The cluster keys (docs/deployment.md) and the identity that goes into presence records. */
 static int load_trust(config *c, char *err, size_t errlen)
 {
     char why[300];

@@ -7,15 +7,22 @@
  * master_spawn.c    forking a worker into a slot (both sides of the fork)
  * master_reap.c     exits: reasons, in-flight records, restart and backoff
  * master_watchdog.c handler timeouts, heartbeats, stop deadlines
- * master_reload.c   route tables, SIGHUP reload slot by slot
+ * master_app.c      a generation's route table and code, shared by reference
+ * master_reload.c   SIGHUP reload slot by slot
  * master_scale.c    SIGTTIN/SIGTTOU, auto-scale, memory backstop
+ * master_policy.c   pure supervision rules: restart backoff, exit names, worker counts
  * master_control.c  the control socket's connections; master_commands.c its requests
+ * master_request.c  one control request line parsed (pure; fuzzed)
  * master_status.c   status as JSON and as a table, readiness
  * master_http.c     the admin HTTP endpoint (libmicrohttpd, driven by our loop)
+ * master_auth.c     the admin endpoint's access rules (token, peers)
+ * master_console.c  the web console's embedded files and actions
+ * master_errors.c   the latest handler errors of every slot
+ * master_history.c  one sample a second of every route and slot, for the console
  * master_metrics.c  Prometheus text
  * master_notify.c   systemd sd_notify (READY, RELOADING, STOPPING, WATCHDOG)
- * master_presence.c the master's own MQTT connection: presence records of the group (§8)
- * master_adopt.c    adopting the sessions of a lost or stopped instance (§8)
+ * master_presence.c the master's own MQTT connection: presence records of the group (docs/deployment.md)
+ * master_adopt.c    adopting the sessions of a lost or stopped instance (docs/deployment.md)
  */
 #ifndef ROUTEMQ_MASTER_H
 #define ROUTEMQ_MASTER_H
@@ -218,7 +225,7 @@ void master_watchdog(master *m, int64_t now);
 /* The same checks for one process outside the slots (an adoption worker), named who in the log. */
 void master_watchdog_process(master *m, master_slot *s, shm_slot *sh, const char *who, int64_t now);
 
-/* master_reload.c */
+/* master_app.c */
 /* Loads the application in a fresh Lua state; 0 ok, -1 with "file:line: reason" in err. */
 int master_load_app(const luavm_paths *paths, const config *cfg, app_def *out, char *err, size_t errlen);
 /* Wraps a route table (taken over) with one reference; NULL when out of memory (the table is freed). */
@@ -227,6 +234,8 @@ master_app *master_app_new(app_def *def, uint32_t generation);
 master_app *master_app_ref(master_app *a);
 /* Drops one reference; frees the table with the last one. NULL is fine. */
 void master_app_unref(master_app *a);
+
+/* master_reload.c */
 /* SIGHUP: reloads now, or after the reload in progress. */
 void master_reload_request(master *m);
 /* Moves the slot-by-slot replacement on; never blocks. */

@@ -1,4 +1,4 @@
-/* Adoption of orphaned sessions (SPEC §8): for an instance that is lost, or
+/* Adoption of orphaned sessions (docs/deployment.md): for an instance that is lost, or
  * stopped with its sessions kept, and not back within ROUTEMQ_ADOPT_AFTER
  * (as the presence records of master_presence.c show), one live instance
  * forks one adoption worker per client id of the orphan. Each resumes that session, handles

@@ -1,6 +1,7 @@
 /* Admin HTTP access rules (master_auth.h). The token is compared, never
  * printed: the logs name the peer and the path, not what was sent. */
 #include "master_auth.h"
+#include "clock.h"
 #include "log.h"
 
 #include <ctype.h>
@@ -8,7 +9,7 @@
 #include <string.h>
 #include <strings.h>
 
-#define REFUSAL_WINDOW_NS 10000000000LL
+#define REFUSAL_WINDOW_NS (10 * NS_PER_S)
 #define REFUSAL_LINES 5
 
 int http_auth_open_path(const char *path)

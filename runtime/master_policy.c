@@ -72,27 +72,6 @@ int64_t master_restart_delay(int *quick_deaths, restart_reason r, int64_t lived,
     return d < max_delay ? d : max_delay;
 }
 
-/* Worker planning from the route table (app.h declares these). */
-
-void app_override_workers(app_def *a, int n)
-{
-    for (int i = 0; i < a->nroutes; i++)
-        if (a->routes[i].shared) a->routes[i].worker_count = n;
-}
-
-int app_slot_count(const app_def *a)
-{
-    int p = 1;
-    for (int i = 0; i < a->nroutes; i++)
-        if (a->routes[i].shared && a->routes[i].worker_count > p) p = a->routes[i].worker_count;
-    return p;
-}
-
-int app_slot_subscribes(const route_info *r, int slot)
-{
-    return r->shared ? slot < r->worker_count : slot == 0;
-}
-
 static int clamp_auto(const config *cfg, int p)
 {
     if (p < cfg->min_count) p = cfg->min_count;

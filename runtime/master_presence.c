@@ -1,4 +1,4 @@
-/* Presence (SPEC §8): the master's own light MQTT connection, never the
+/* Presence (docs/deployment.md): the master's own light MQTT connection, never the
  * application's traffic. It keeps a retained record of this instance under
  * routemq/presence/<group>/<instance> (a will marks it lost if the master
  * vanishes) and follows the records of the whole group, so that a start can

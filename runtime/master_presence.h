@@ -1,5 +1,5 @@
 /* Presence: the master's own MQTT connection and the group's retained
- * records routemq/presence/<group>/<instance> (master_presence.c, SPEC §8). */
+ * records routemq/presence/<group>/<instance> (master_presence.c, docs/deployment.md). */
 #ifndef ROUTEMQ_MASTER_PRESENCE_H
 #define ROUTEMQ_MASTER_PRESENCE_H
 

@@ -159,16 +159,7 @@ static void on_worker_exit(master *m, int i, int status)
     s->stop_deadline_ns = 0;
     master_app_unref(s->app);
     s->app = NULL;
-    atomic_store(&sh->pid, 0);
-    atomic_store(&sh->handler_start_ns, 0);
-    atomic_store(&sh->handler_rec, -1);
-    atomic_store(&sh->health_failed, 0);
-    atomic_store(&sh->unhealthy_runs, 0);
-    atomic_store(&sh->in_progress, 0);
-    atomic_store(&sh->outgoing, 0);
-    atomic_store(&sh->outgoing_bytes, 0);
-    atomic_store(&sh->connected, 0);
-    atomic_store(&sh->state, SLOT_EMPTY);
+    shm_slot_reset(sh, SLOT_EMPTY);
 
     if (WIFEXITED(status) && WEXITSTATUS(status) == WORKER_EXIT_BROKER_AUTH) {
         log_error("worker %d: the broker %s:%d refused our credentials (MQTT_USERNAME / MQTT_PASSWORD); stopping",

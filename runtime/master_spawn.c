@@ -16,21 +16,15 @@
 
 #define SPAWN_RETRY_NS NS_PER_S  /* after fork failed */
 
-/* Fresh per-process fields; counters and the in-flight record carry over
- * (the replacement replays an in-flight message). */
+/* A new worker's slot: its generation and clocks, and the per-process
+ * fields cleared (shm_slot_reset); counters and the kept records carry over
+ * (the replacement replays what was in flight). */
 static void reset_shm_slot(shm_slot *sh, uint32_t gen, int64_t now)
 {
-    atomic_store(&sh->pid, 0);
     atomic_store(&sh->generation, gen);
     atomic_store(&sh->started_ns, now);
     atomic_store(&sh->heartbeat_ns, now);
-    atomic_store(&sh->handler_start_ns, 0);
-    atomic_store(&sh->handler_route, 0);
-    atomic_store(&sh->connected, 0);
-    atomic_store(&sh->ready_ns, 0);
-    atomic_store(&sh->rss_kb, 0);
-    atomic_store(&sh->stop_signal_ns, 0);
-    atomic_store(&sh->state, SLOT_STARTING);
+    shm_slot_reset(sh, SLOT_STARTING);
 }
 
 /* Default dispositions for everything the worker may want to handle itself;

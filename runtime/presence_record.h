@@ -1,4 +1,4 @@
-/* A presence record (SPEC §8) as read from the broker: one pure, strict
+/* A presence record (docs/deployment.md) as read from the broker: one pure, strict
  * parser (presence_record.c) for everything the master decides on. */
 #ifndef ROUTEMQ_PRESENCE_RECORD_H
 #define ROUTEMQ_PRESENCE_RECORD_H

@@ -1,4 +1,4 @@
-/* The MAC of presence records (SPEC §8, "The group trusts only itself"):
+/* The MAC of presence records (docs/deployment.md, "The group trusts only itself"):
  * HMAC-SHA256 with the cluster key, named by a key id so that a group can
  * move to a new key while the old one is still accepted. */
 #ifndef ROUTEMQ_PRESENCE_SIGN_H

@@ -31,3 +31,21 @@ int64_t shm_now_ns(void)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * NS_PER_S + ts.tv_nsec;
 }
+
+void shm_slot_reset(shm_slot *sh, int state)
+{
+    atomic_store(&sh->pid, 0);
+    atomic_store(&sh->handler_start_ns, 0);
+    atomic_store(&sh->handler_route, 0);
+    atomic_store(&sh->handler_rec, -1);
+    atomic_store(&sh->health_failed, 0);
+    atomic_store(&sh->unhealthy_runs, 0);
+    atomic_store(&sh->in_progress, 0);
+    atomic_store(&sh->outgoing, 0);
+    atomic_store(&sh->outgoing_bytes, 0);
+    atomic_store(&sh->connected, 0);
+    atomic_store(&sh->ready_ns, 0);
+    atomic_store(&sh->rss_kb, 0);
+    atomic_store(&sh->stop_signal_ns, 0);
+    atomic_store(&sh->state, state);
+}

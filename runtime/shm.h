@@ -186,5 +186,11 @@ shm_area *shm_create(int nslots);
 void shm_destroy(shm_area *a);
 /* Monotonic clock in nanoseconds (vDSO, no system call). */
 int64_t shm_now_ns(void);
+/* Clears what belongs to one worker process (pid, the handler running,
+ * health, outgoing flow, connection, readiness, memory, the stop signal) and
+ * sets state; counters, route statistics and kept records carry over to the
+ * slot's next worker. The one reset, used when a worker is started and when
+ * one is reaped. */
+void shm_slot_reset(shm_slot *sh, int state);
 
 #endif

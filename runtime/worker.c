@@ -425,13 +425,8 @@ int worker_main(const worker_args *a)
     w.lua.step_ref = w.lua.timeout_ref = w.lua.init_ref = w.lua.start_jobs_ref = w.lua.stop_jobs_ref = LUA_NOREF;
     w.lua.new_thread_ref = w.lua.adopt_ref = w.lua.pollfd_ref = LUA_NOREF;
     w.lua.cq_fd = -1;
-    atomic_store(&w.shm->handler_rec, -1);
-    atomic_store(&w.shm->health_failed, 0);
-    atomic_store(&w.shm->unhealthy_runs, 0);
+    /* The master cleared the slot before the fork (shm_slot_reset). */
     atomic_store(&w.shm->pid, getpid());
-    atomic_store(&w.shm->state, SLOT_STARTING);
-    atomic_store(&w.shm->connected, 0);
-    atomic_store(&w.shm->handler_start_ns, 0);
     atomic_store(&w.shm->heartbeat_ns, shm_now_ns());
 
     int rc = WORKER_EXIT_INIT;

@@ -15,7 +15,7 @@ typedef struct worker_args {
     shm_slot *shm;           /* this slot's shared state */
     int workers_override;    /* worker_count of every shared route, 0: as routed */
     pid_t master_pid;
-    const char *adopt_client_id; /* adoption (SPEC §8): resume this client id's session, handle what is
+    const char *adopt_client_id; /* adoption (docs/deployment.md): resume this client id's session, handle what is
                                     queued, end it; NULL for a normal worker */
     char *const *adopt_routes;   /* the routes the orphan's record declares (NULL: not checked);  */
     int adopt_nroutes;           /* a message outside them stops the adoption (worker_adopt_guard.c) */

@@ -1,5 +1,5 @@
 /* Connection attempts and outages, without ever stopping the worker's loop
- * (SPEC §8): a non-blocking connect bounded by MQTT_CONNECT_TIMEOUT, a watch
+ * (docs/deployment.md): a non-blocking connect bounded by MQTT_CONNECT_TIMEOUT, a watch
  * that notices a silent broker within 1.5 x MQTT_KEEPALIVE, a first
  * reconnect within 100 ms after a connection that worked, then backoff.
  *
@@ -10,6 +10,7 @@
  * goes stale. The name in MQTT_BROKER is still resolved with getaddrinfo()
  * inside that call: a numeric address (or a resolver that answers) keeps the
  * attempt instant (docs/configuration.md says so). */
+#include "clock.h"
 #include "worker_internal.h"
 #include "log.h"
 #include "worker_tls.h"
@@ -25,8 +26,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define FAST_RETRY_MAX_NS 100000000LL      /* first reconnect after a working connection: 0-100 ms */
-#define SHORT_CONNECTION_NS 5000000000LL   /* a connection closed sooner did not really work */
+#define FAST_RETRY_MAX_NS (NS_PER_S / 10)     /* first reconnect after a working connection: 0-100 ms */
+#define SHORT_CONNECTION_NS (5 * NS_PER_S)  /* a connection closed sooner did not really work */
 #define ADOPT_RECONNECT_MIN_S 0.5           /* an adoption worker's first reconnect (worker_connect_lost) */
 
 static char abort_why[128];  /* why worker_connect_tick cut the connection, for the log line */
@@ -49,7 +50,7 @@ static int stops_now(worker *w)
 static void schedule_in(worker *w, double seconds)
 {
     w->conn.reconnect_pending = 1;
-    w->conn.next_connect_ns = shm_now_ns() + (int64_t)(seconds * 1e9);
+    w->conn.next_connect_ns = shm_now_ns() + NS_FROM_S(seconds);
 }
 
 /* The backoff step: retry_delay now, doubled (up to MQTT_RETRY_MAX_DELAY) for the next failure. */
@@ -173,7 +174,7 @@ void worker_connect_lost(worker *w, int reason)
                   "most likely another client uses the same client id (two routemq instances with one identity: "
                   "give each its own ROUTEMQ_INSTANCE or MQTT_CLIENT_ID), or the broker rejects what this client "
                   "does (see its log); retrying in %.1f s", broker_name(w), w->conn.client_id, w->conn.short_connections,
-                  (int)(SHORT_CONNECTION_NS / 1000000000LL), d);
+                  (int)(SHORT_CONNECTION_NS / NS_PER_S), d);
     } else {
         if (!brief) {
             /* The connection worked for a while: the broker restarted or the
@@ -229,16 +230,16 @@ void worker_connect_tick(worker *w, int64_t now)
     if (w->conn.connect_started_ns) {
         /* A stop does not wait for an attempt that has no session yet to keep. */
         int give_up = stops_now(w) && !w->out.count;
-        if (!give_up && now - w->conn.connect_started_ns < (int64_t)(w->cfg->connect_timeout * 1e9)) return;
+        if (!give_up && now - w->conn.connect_started_ns < NS_FROM_S(w->cfg->connect_timeout)) return;
         snprintf(abort_why, sizeof abort_why, "timed out after %g s", w->cfg->connect_timeout);
         cut(w);
         return;
     }
     if (!w->conn.connected || mosquitto_socket(w->conn.mosq) < 0) return;
-    int64_t keepalive_ns = (int64_t)w->cfg->keepalive * 1000000000LL;
+    int64_t keepalive_ns = (int64_t)w->cfg->keepalive * NS_PER_S;
     /* The loop was held up (a long handler): nothing read and no PINGREQ sent
      * meanwhile, so the silence is ours. Give a PINGREQ half a keepalive. */
-    if (gap > 2000000000LL && w->conn.last_in_ns < now - keepalive_ns) w->conn.last_in_ns = now - keepalive_ns;
+    if (gap > 2 * NS_PER_S && w->conn.last_in_ns < now - keepalive_ns) w->conn.last_in_ns = now - keepalive_ns;
     if (now - w->conn.last_in_ns < keepalive_ns * 3 / 2) return;
     if (readable(mosquitto_socket(w->conn.mosq))) { w->conn.last_in_ns = now; return; }
     log_warn("nothing from %s for %.1f s (1.5 x MQTT_KEEPALIVE=%d): the connection is lost", broker_name(w),
@@ -251,7 +252,7 @@ void worker_connect_tick(worker *w, int64_t now)
 
 int64_t worker_connect_deadline(worker *w)
 {
-    if (w->conn.connect_started_ns) return w->conn.connect_started_ns + (int64_t)(w->cfg->connect_timeout * 1e9);
-    if (w->conn.connected) return w->conn.last_in_ns + (int64_t)w->cfg->keepalive * 1500000000LL;
+    if (w->conn.connect_started_ns) return w->conn.connect_started_ns + NS_FROM_S(w->cfg->connect_timeout);
+    if (w->conn.connected) return w->conn.last_in_ns + (int64_t)w->cfg->keepalive * (NS_PER_S * 3 / 2);
     return INT64_MAX;
 }

@@ -1,6 +1,18 @@
-/* The worker's state, shared by its files (worker.c: set-up and the event
- * loop; worker_mqtt.c: the connection; worker_dispatch.c: messages into Lua;
- * worker_lua.c: the functions Lua calls back). Not for use outside worker_*. */
+/* The worker's state, shared by its files. Not for use outside worker_*.
+ *   worker.c             set-up, the event loop, heartbeat, recycling, stopping
+ *   worker_mqtt.c        the MQTT connection: set-up, subscriptions, DISCONNECT
+ *   worker_connect.c     connect attempts, reconnect backoff, outages
+ *   worker_tls.c         TLS to the broker and its handshake errors
+ *   worker_dispatch.c    messages into Lua: intake, de-duplication, the pump,
+ *                        handler coroutines, the cqueues controller
+ *   worker_keep.c        where a taken message is kept until it is finished
+ *   worker_replay.c      what a previous worker of the slot left unfinished
+ *   worker_out.c         what handlers publish, tracked until acknowledged
+ *   worker_pubconn.c     the second connection, for publishing only
+ *   worker_lua.c         the functions Lua calls back (io.publish, io.log)
+ *   worker_props.c       MQTT v5 properties packed for the keep and Lua
+ *   worker_adopt_guard.c an adoption worker's check of whose messages come
+ * docs/internals.md follows one message and one worker through them. */
 #ifndef ROUTEMQ_WORKER_INTERNAL_H
 #define ROUTEMQ_WORKER_INTERNAL_H
 
@@ -227,7 +239,6 @@ void worker_after_message(worker *w);                   /* counts a message; rec
 /* worker_mqtt.c */
 int worker_mqtt_setup(worker *w);                 /* mosquitto_new, options, callbacks */
 void worker_mqtt_connect(worker *w);              /* one connect attempt; schedules the next on failure */
-void worker_mqtt_schedule_reconnect(worker *w);   /* backoff from MQTT_RETRY_MIN/MAX_DELAY */
 void worker_mqtt_disconnect(worker *w);           /* DISCONNECT, ending the session when retiring */
 void worker_mqtt_unsubscribe_all(worker *w);      /* retiring: the broker stops assigning us messages */
 /* 1 when msg is a drain marker (ours or a stale one): not an application message. */
@@ -235,6 +246,7 @@ int worker_mqtt_drain_marker(worker *w, const struct mosquitto_message *msg);
 void worker_mqtt_free(worker *w);
 
 /* worker_connect.c */
+void worker_mqtt_schedule_reconnect(worker *w);   /* backoff from MQTT_RETRY_MIN/MAX_DELAY */
 int worker_connect_start(worker *w);              /* starts a non-blocking connect attempt; 0 or -1 (logged, retry scheduled) */
 void worker_connect_tick(worker *w, int64_t now);  /* connect deadline and the silent-outage watch */
 int64_t worker_connect_deadline(worker *w);       /* the next time worker_connect_tick has work, or INT64_MAX */
@@ -245,7 +257,6 @@ void worker_connect_lost(worker *w, int reason);  /* an established connection e
 void worker_on_message(struct mosquitto *m, void *ud, const struct mosquitto_message *msg,
                        const mosquitto_property *props);
 int worker_dispatch_setup(worker *w);             /* trie, d.call and helper refs */
-void worker_adopt_guard(worker *w, const char *topic); /* adoption: exits, session kept, on a stranger's message */
 void worker_forget_seen(worker *w);               /* the broker has no session for us: packet ids restart */
 /* Starts the handlers of queued messages, in arrival order, while allowed. */
 void worker_pump(worker *w);
@@ -370,6 +381,9 @@ void worker_pubconn_disconnect(worker *w);        /* DISCONNECT (ending the sess
 int worker_pubconn_idle(worker *w);               /* nothing left to write, or no connection */
 int64_t worker_pubconn_deadline(worker *w);       /* its next connect attempt, INT64_MAX: none */
 
+/* worker_adopt_guard.c */
+void worker_adopt_guard(worker *w, const char *topic); /* adoption: exits, session kept, on a stranger's message */
+
 /* worker_out.c */
 int worker_out_setup(worker *w);
 void worker_out_free(worker *w);
@@ -382,6 +396,7 @@ void worker_out_connection_lost(worker *w);       /* QoS 0 publishes not written
 /* Gives up on every publish not acknowledged (leaving for good); returns how many. */
 uint32_t worker_out_abandon(worker *w);
 
+/* worker_dispatch.c: the cqueues controller */
 /* Steps the cqueues controller once (waiting handlers, timers) under the
  * watchdog's handler clock. */
 void worker_step(worker *w);

@@ -1,5 +1,5 @@
-/* TLS to the broker: the files checked at start, and every failed handshake
- * of a worker logged with OpenSSL's reason and retried. */
+/* TLS to the broker: every failed handshake of a worker logged with
+ * OpenSSL's reason and retried (the files are checked by tls_files.h). */
 #ifndef ROUTEMQ_WORKER_TLS_H
 #define ROUTEMQ_WORKER_TLS_H
 
@@ -9,10 +9,6 @@
 
 struct worker;
 
-/* Checks MQTT_TLS_CA_CERTS, MQTT_TLS_CERTFILE and MQTT_TLS_KEYFILE (when TLS
- * is enabled): each exists, is readable and parses as PEM certificates /
- * a private key. 0 ok; -1 with "VARIABLE: path: reason" in err. */
-int tls_check_files(const config *c, char *err, size_t errlen);
 
 /* Installs libmosquitto's log callback on w->mosq: its TLS errors, which it
  * logs nowhere we see and after which it closes the socket without calling

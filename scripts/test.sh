@@ -5,7 +5,13 @@
 #   scripts/test.sh --all BUILD ASAN FUZZ everything: luacheck, unit, functional, a 60 s
 #                                         soak, the ASan/UBSan and valgrind runs, a short fuzz run
 #   scripts/test.sh BUILD ASAN            the same as --all without the fuzz run
+# For --unit and --functional, TEST_FILE narrows the run to one spec file or
+# directory (or, for --unit, one C test: runtime/tests/test_X.c or test_X), and
+# TEST_FILTER to the tests whose name matches (busted --filter); either one
+# leaves out the other suites of that mode.
 set -u
+TEST_FILE=${TEST_FILE:-}
+TEST_FILTER=${TEST_FILTER:-}
 MODE=all
 case "${1:-}" in
   --unit) MODE=unit; shift ;;
@@ -29,9 +35,9 @@ count() {  # count NAME PASSED FAILED
 }
 
 # Every C test program (runtime/tests/test_*.c), judged by its exit code.
-ctest_run() {  # ctest_run NAME DIR
+ctest_run() {  # ctest_run NAME DIR [SOURCES]
   ok=0; ko=0
-  for t in runtime/tests/test_*.c; do
+  for t in ${3:-runtime/tests/test_*.c}; do
     exe="$2/$(basename "$t" .c)"
     if "$exe" > "$LOG/$1-$(basename "$exe").log" 2>&1; then ok=$((ok + 1))
     else tail -n 30 "$LOG/$1-$(basename "$exe").log"; ko=$((ko + 1)); fi
@@ -43,18 +49,22 @@ ctest_run() {  # ctest_run NAME DIR
 # a run that fails without a failing test, or without finishing, counts one more.
 busted_run() {  # busted_run NAME PATHS...
   name=$1; shift
+  log="$LOG/$(echo "$name" | tr ' /' '__').log"
   LUA_PATH="$ROOT/lua/?.lua;$ROOT/lua/?/init.lua;./?.lua;./?/init.lua;;" \
   LUA_CPATH="$ROOT/$BUILD/lib/?.so;;" ROUTEMQ_ROOT="$ROOT" ROUTEMQ_BIN="${ROUTEMQ_BIN_OVERRIDE:-$ROOT/$BUILD/routemq}" \
-    busted --lua=luajit -o TAP "$@" > "$LOG/$name.log" 2>&1
+    busted --lua=luajit -o TAP ${TEST_FILTER:+--filter="$TEST_FILTER"} "$@" > "$log" 2>&1
   rc=$?
-  ok=$(grep -cE '^ok [0-9]+' "$LOG/$name.log")
-  skip=$(grep -cE '^ok [0-9]+ - # SKIP' "$LOG/$name.log")
-  ko=$(grep -cE '^not ok [0-9]+' "$LOG/$name.log")
-  sed -n '/^not ok /,/^ok /p' "$LOG/$name.log" | grep -v '^ok ' | head -n 200
+  ok=$(grep -cE '^ok [0-9]+' "$log")
+  skip=$(grep -cE '^ok [0-9]+ - # SKIP' "$log")
+  ko=$(grep -cE '^not ok [0-9]+' "$log")
+  # One file or one filter: the whole output (what the specs print, figures
+  # included); the full suite: only the failures.
+  if [ -n "$TEST_FILE$TEST_FILTER" ]; then cat "$log"
+  else sed -n '/^not ok /,/^ok /p' "$log" | grep -v '^ok ' | head -n 200; fi
   # busted's TAP writer itself dies on an error without a line (a spec file
   # that is missing); then the plan line "1..N" never comes.
-  if [ "$rc" -ne 0 ] && { [ "$ko" -eq 0 ] || ! grep -qE '^1\.\.[0-9]+' "$LOG/$name.log"; }; then
-    tail -n 40 "$LOG/$name.log"; ko=$((ko + 1))
+  if [ "$rc" -ne 0 ] && { [ "$ko" -eq 0 ] || ! grep -qE '^1\.\.[0-9]+' "$log"; }; then
+    tail -n 40 "$log"; ko=$((ko + 1))
   fi
   count "$name" $((ok - skip)) "$ko"
 }
@@ -98,7 +108,27 @@ no_leftover_netns() {
   fi
 }
 
+# TEST_FILE must name something that exists: a typo runs nothing, and says so.
+test_file_check() {
+  if [ -n "$TEST_FILE" ] && [ ! -e "$TEST_FILE" ] && [ ! -e "runtime/tests/$(basename "$TEST_FILE" .c).c" ]; then
+    echo "TEST_FILE=$TEST_FILE: no such file or directory (relative to $ROOT)" >&2
+    count "TEST_FILE" 0 1
+    return 1
+  fi
+}
+
 unit() {
+  test_file_check || return
+  case "$TEST_FILE" in
+    *test_*.c|test_*|*/test_*)
+      ctest_run "C test $(basename "$TEST_FILE" .c)" "$BUILD" "runtime/tests/$(basename "$TEST_FILE" .c).c"; return ;;
+    ?*) busted_run "busted $TEST_FILE" "$TEST_FILE"; return ;;
+  esac
+  if [ -n "$TEST_FILTER" ]; then
+    busted_run "busted unit specs" $(ls spec/*_spec.lua)
+    busted_run "default app specs" app/spec
+    return
+  fi
   ctest_run "C tests" "$BUILD"
   busted_run "busted unit specs" $(ls spec/*_spec.lua)
   busted_run "default app specs" app/spec
@@ -133,8 +163,18 @@ browser_setup() {
 }
 
 functional() {
-  browser_setup
+  test_file_check || return
   export E2E_TMP="$LOG/e2e"
+  mkdir -p "$E2E_TMP"
+  if [ -n "$TEST_FILE$TEST_FILTER" ]; then
+    case "$TEST_FILE" in *browser*|spec/e2e|spec/e2e/|"") browser_setup ;; esac
+    busted_run "end-to-end ${TEST_FILE:-specs}" "${TEST_FILE:-spec/e2e}"
+    unset E2E_TMP
+    no_leftovers "$LOG/e2e"
+    no_leftover_netns
+    return
+  fi
+  browser_setup
   busted_run "end-to-end specs" spec/e2e
   # The scale-out specs again, every host with a cluster key: signed records
   # must not change what the group does.
@@ -205,6 +245,11 @@ case "$MODE" in
     ;;
 esac
 
+# A filter or file that selects nothing is most likely a typo: say so, and fail.
+if [ $((passed + failed)) -eq 0 ] && [ -n "$TEST_FILE$TEST_FILTER" ]; then
+  echo "no test matched TEST_FILE='$TEST_FILE' TEST_FILTER='$TEST_FILTER'"
+  failed=1
+fi
 echo "logs: $LOG"
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -6,8 +6,6 @@ local bit = require("bit")
 
 pcall(ffi.cdef, [[
   typedef int pid_t;
-  typedef struct { long tv_sec; long tv_nsec; } bench_timespec;
-  typedef struct { uint16_t family; uint16_t port; uint32_t addr; uint8_t zero[8]; } bench_sockaddr_in;
   pid_t fork(void);
   int execvp(const char *file, char *const argv[]);
   void _exit(int status);
@@ -18,42 +16,20 @@ pcall(ffi.cdef, [[
   int dup2(int oldfd, int newfd);
   int setenv(const char *name, const char *value, int overwrite);
   int unsetenv(const char *name);
-  int clock_gettime(int clk, bench_timespec *ts);
-  int nanosleep(const bench_timespec *req, bench_timespec *rem);
-  int socket(int domain, int type, int protocol);
-  int bind(int fd, const void *addr, uint32_t len);
-  int connect(int fd, const void *addr, uint32_t len);
-  int getsockname(int fd, void *addr, uint32_t *len);
   long sysconf(int name);
 ]])
 
 local C = ffi.C
+-- Clocks, sleeping, signals, ports and waits are shared with the specs' helpers.
+local here = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "."
+local sys = dofile(here .. "/../../spec/helpers/sys.lua")
 local M = {}
+M.now_us, M.mono, M.sleep, M.free_port, M.can_connect, M.sh, M.read, M.write =
+  sys.now_us, sys.mono, sys.sleep, sys.free_port, sys.can_connect, sys.sh, sys.read, sys.write
 
 local O_RDONLY, O_WRONLY, O_CREAT, O_TRUNC, O_APPEND = 0, 1, 64, 512, 1024
 local WNOHANG = 1
 M.SIGKILL, M.SIGTERM, M.SIGHUP, M.SIGUSR1 = 9, 15, 1, 10
-
-local ts = ffi.new("bench_timespec")
-
--- Wall-clock time in µs (a double keeps µs exactly).
-function M.now_us()
-  C.clock_gettime(0, ts)
-  return tonumber(ts.tv_sec) * 1e6 + math.floor(tonumber(ts.tv_nsec) / 1000)
-end
-
--- Monotonic seconds, for deadlines.
-function M.mono()
-  C.clock_gettime(1, ts)
-  return tonumber(ts.tv_sec) + tonumber(ts.tv_nsec) * 1e-9
-end
-
-function M.sleep(sec)
-  local req = ffi.new("bench_timespec")
-  req.tv_sec = math.floor(sec)
-  req.tv_nsec = math.floor((sec - math.floor(sec)) * 1e9)
-  C.nanosleep(req, nil)
-end
 
 -- "1795405511527218077" (ns) -> µs as a double.
 function M.ns_to_us(s)
@@ -178,7 +154,7 @@ function M.alive(pid)
 end
 
 function M.signal(pid, sig)
-  return C.kill(pid, sig) == 0
+  return sys.signal(pid, sig)
 end
 
 -- stop(pid, sig, timeout): signal, wait, then SIGKILL what is left.
@@ -202,66 +178,9 @@ function M.stop_all()
   end
 end
 
-local function htons(p)
-  return bit.bor(bit.lshift(bit.band(p, 0xff), 8), bit.rshift(p, 8))
-end
-local function ntohs(p)
-  return htons(p)
-end
-local LOOPBACK = 0x0100007F -- 127.0.0.1 in network order on little-endian
-
--- A TCP port on 127.0.0.1 that was free a moment ago.
-function M.free_port()
-  local fd = C.socket(2, 1, 0)
-  local sa = ffi.new("bench_sockaddr_in")
-  sa.family = 2
-  sa.addr = LOOPBACK
-  local len = ffi.new("uint32_t[1]", ffi.sizeof(sa))
-  assert(C.bind(fd, sa, ffi.sizeof(sa)) == 0, "bind failed")
-  C.getsockname(fd, sa, len)
-  C.close(fd)
-  return ntohs(sa.port)
-end
-
--- Whether something accepts TCP connections on 127.0.0.1:port.
-function M.can_connect(port)
-  local fd = C.socket(2, 1, 0)
-  local sa = ffi.new("bench_sockaddr_in")
-  sa.family = 2
-  sa.port = htons(port)
-  sa.addr = LOOPBACK
-  local ok = C.connect(fd, sa, ffi.sizeof(sa)) == 0
-  C.close(fd)
-  return ok
-end
-
 -- wait_for(fn, timeout_s, interval_s) -> fn's first truthy result, or nil.
 function M.wait_for(fn, timeout, interval)
-  local deadline = M.mono() + timeout
-  repeat
-    local v = fn()
-    if v then
-      return v
-    end
-    M.sleep(interval or 0.01)
-  until M.mono() >= deadline
-  return nil
-end
-
-function M.read(path)
-  local f = io.open(path, "rb")
-  if not f then
-    return nil
-  end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-function M.write(path, s)
-  local f = assert(io.open(path, "wb"))
-  f:write(s)
-  f:close()
+  return sys.wait_for(fn, timeout, interval or 0.01) or nil
 end
 
 -- key=value pairs of a tool's output line(s) -> table (last one wins).
@@ -271,13 +190,6 @@ function M.kv(s)
     t[k] = v
   end
   return t
-end
-
-function M.sh(cmd)
-  local p = io.popen(cmd)
-  local s = p:read("*a")
-  p:close()
-  return s
 end
 
 -- Children of `ppid` whose title is "routemq: worker <slot> ...": slot -> pid.

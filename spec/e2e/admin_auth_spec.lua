@@ -44,7 +44,6 @@ local function start(broker, env, workers)
   local e = { E2E_SHARED_WORKERS = workers or 2, ROUTEMQ_HTTP = (env.addr or "127.0.0.1") .. ":" .. port }
   for k, v in pairs(env) do if k ~= "addr" then e[k] = v end end
   local r = e2e.routemq(broker, APP, "run", e)
-  e2e.defer(function() r.stop() end)
   assert(e2e.wait_for(function() return r.ready(workers or 2) end, 15), e2e.read(r.log))
   r.port = port
   return r

@@ -46,7 +46,6 @@ describe("console API", function()
     local e = { E2E_SHARED_WORKERS = 2, ROUTEMQ_HTTP = "127.0.0.1:" .. port, ROUTEMQ_HTTP_TOKEN = TOKEN }
     for k, v in pairs(env or {}) do e[k] = v end
     local r = e2e.routemq(broker, app or "spec/e2e/apps/basic", "run", e)
-    e2e.defer(r.stop)
     assert(e2e.wait_for(function() return r.ready(2) end, 15), e2e.read(r.log))
     r.port = port
     return r

@@ -32,7 +32,6 @@ describe("the web console in chromium", function()
     local port = e2e.free_port()
     local r = e2e.routemq(b, APP, "run", { E2E_SHARED_WORKERS = 2, ROUTEMQ_HTTP = "127.0.0.1:" .. port,
       ROUTEMQ_HTTP_TOKEN = TOKEN })
-    e2e.defer(r.stop)
     assert(e2e.wait_for(function() return r.ready(2) end, 15), e2e.read(r.log))
     e2e.publish(b.port, XSS, "x", "-q 1")
     -- Steady load on a shared route (both workers) while the page watches.

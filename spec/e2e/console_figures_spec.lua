@@ -51,7 +51,6 @@ describe("console figures", function()
     local port = e2e.free_port()
     local r = e2e.routemq(b, app, "run", { WORKER_COUNT = WORKERS, ROUTEMQ_HTTP = "127.0.0.1:" .. port,
       ROUTEMQ_HTTP_TOKEN = TOKEN, WORKER_HEARTBEAT_TIMEOUT = 60 })
-    e2e.defer(r.stop)
     assert(e2e.wait_for(function() return r.ready(WORKERS) end, 300), e2e.read(r.log))
     -- Traffic on every route, all the time (paho, QoS 0, about 2,000 messages a second).
     local load = e2e.spawn(string.format("/usr/bin/python3 -c %s", e2e.quote(string.format([[

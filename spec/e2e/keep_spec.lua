@@ -36,7 +36,6 @@ end
 
 local function start(b, env, no_wait)
   local r = e2e.routemq(b, APP, "run", env)
-  e2e.defer(function() r.stop() end)
   if not no_wait then assert(e2e.wait_for(function() return r.ready(1) end, 15), e2e.read(r.log)) end
   return r
 end
@@ -162,7 +161,6 @@ describe("the keep", function()
     local app2 = e2e.copy_app(APP)
     e2e.write(app2 .. "/app/routers/zz.lua", 'require("routemq.router").on("other/{n}", function() end)\n')
     r = e2e.routemq(b, app2, "run", env)
-    e2e.defer(function() r.stop() end)
     assert(e2e.wait_for(function() return r.ready(1) end, 15), e2e.read(r.log))
     e2e.publish_lines(b.port, "keep/hold/x", { "new1", "new2", "new3" }, 1)
     assert(e2e.wait_for(function() return #e2e.records(dir) >= 23 end, 15), e2e.read(r.log))
@@ -203,7 +201,6 @@ describe("the keep", function()
       env.ROUTEMQ_RUN_DIR))
     e2e.defer(function() os.execute("umount -l " .. env.ROUTEMQ_RUN_DIR) end)
     local r = e2e.routemq(b, APP, "run", env)
-    e2e.defer(function() r.stop() end)
     local want = "cannot reserve [%d.]+ MB for the keep in " .. env.ROUTEMQ_RUN_DIR:gsub("%p", "%%%0") ..
       "/keep%-0: No space left on device; the worker does not start"
     assert(e2e.wait_for(function() return e2e.read(r.log):find(want) end, 15), e2e.read(r.log))

@@ -125,7 +125,6 @@ describe("routemq.mysql", function()
     local broker = e2e.broker()
     e2e.defer(broker.stop)
     local r = e2e.routemq(broker, APP, "run", { DATABASE_URL = server.url, WORKER_CONCURRENCY = 64, DB_POOL = 16 })
-    e2e.defer(function() r.stop() end)
     assert.truthy(e2e.wait_for(function() return r.ready(1) end, 20), e2e.read(r.log))
     e2e.publish(broker.port, "my/sleep", "S", "-q 1")
     local n = 5000

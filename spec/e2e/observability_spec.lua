@@ -134,7 +134,6 @@ describe("routemq status, reload, stop", function()
   it("shows the workers under load, a killed worker's restart and a reload's generations; exit 2 once stopped",
     function()
       local r = e2e.routemq(broker, APP, "run", { E2E_SHARED_WORKERS = 3 })
-      e2e.defer(function() r.stop() end)
       assert.truthy(e2e.wait_for(function() return r.ready(3) end, 15), e2e.read(r.log))
       local pub = e2e.publish_background(broker.port, "slowshared/1", 15000, r.dir .. "/pub.log")
       e2e.defer(function() e2e.kill(pub, "TERM") end)
@@ -208,7 +207,6 @@ describe("routemq status, reload, stop", function()
     local dir = e2e.copy_app(APP)
     local router = dir .. "/app/routers/e2e.lua"
     local r = e2e.routemq(broker, dir, "run", { E2E_SHARED_WORKERS = 2 })
-    e2e.defer(function() r.stop() end)
     assert.truthy(e2e.wait_for(function() return r.ready(2) end, 15), e2e.read(r.log))
     local pids = r.workers()
     local good = e2e.read(router)
@@ -229,7 +227,6 @@ describe("routemq status, reload, stop", function()
 
   it("scale 4 runs 4 workers, scale 1 one", function()
     local r = e2e.routemq(broker, APP, "run", { E2E_SHARED_WORKERS = 2 })
-    e2e.defer(function() r.stop() end)
     assert.truthy(e2e.wait_for(function() return r.ready(2) end, 15), e2e.read(r.log))
     local code, out, err = ctl(r, "scale 4")
     assert.equal(0, code, err)
@@ -250,11 +247,9 @@ describe("routemq status, reload, stop", function()
 
   it("refuses a second master on the same run directory; a stale pid file does not block a start", function()
     local r = e2e.routemq(broker, APP, "run", { E2E_SHARED_WORKERS = 1 })
-    e2e.defer(function() r.stop() end)
     assert.truthy(e2e.wait_for(function() return r.ready(1) end, 15), e2e.read(r.log))
     local run_dir = r.dir .. "/run"
     local r2 = e2e.routemq(broker, APP, "run", { E2E_SHARED_WORKERS = 1, ROUTEMQ_RUN_DIR = run_dir })
-    e2e.defer(function() r2.stop() end)
     assert.equal(1, r2.exit_code())
     local want = "routemq: a master is already running for " .. e2e.root .. "/" .. APP .. " (pid " .. r.pid
       .. ", run directory " .. run_dir .. ")"
@@ -271,7 +266,6 @@ describe("routemq status, reload, stop", function()
     assert.matches("no master running for .*Connection refused%)", err)
     e2e.write(run_dir .. "/routemq.pid", "1\n")  -- alive, but not a routemq master
     local r3 = e2e.routemq(broker, APP, "run", { E2E_SHARED_WORKERS = 1, ROUTEMQ_RUN_DIR = run_dir })
-    e2e.defer(function() r3.stop() end)
     assert.truthy(e2e.wait_for(function() return r3.ready(1) end, 15), e2e.read(r3.log))
     assert.equal(tostring(r3.pid), e2e.read(run_dir .. "/routemq.pid"):match("%d+"))
     assert.equal(0, (ctl(r, "status")))
@@ -285,7 +279,6 @@ describe("the control socket", function()
 
   it("is 0600 in a 0700 directory, refuses other users and survives garbage", function()
     local r = e2e.routemq(broker, APP, "run", { E2E_SHARED_WORKERS = 1 })
-    e2e.defer(function() r.stop() end)
     assert.truthy(e2e.wait_for(function() return r.ready(1) end, 15), e2e.read(r.log))
     local run_dir = r.dir .. "/run"
     local sock = run_dir .. "/control.sock"
@@ -359,7 +352,6 @@ describe("admin HTTP", function()
       'local ffi = require("ffi")\nffi.cdef("int usleep(unsigned int);")\nffi.C.usleep(1000000)\n')
     local port = e2e.free_port()
     local r = e2e.routemq(broker, dir, "run", { E2E_SHARED_WORKERS = 2, ROUTEMQ_HTTP = "127.0.0.1:" .. port })
-    e2e.defer(function() r.stop() end)
     local codes = {}
     assert.truthy(e2e.wait_for(function()
       local c = http(port, "/ready")
@@ -402,7 +394,6 @@ describe("admin HTTP", function()
       local port = e2e.free_port()
       local r = e2e.routemq(broker, dir, "run", { E2E_SHARED_WORKERS = 3, ROUTEMQ_HTTP = ":" .. port,
         ROUTEMQ_POISON_ATTEMPTS = 1 })
-      e2e.defer(function() r.stop() end)
       assert.truthy(e2e.wait_for(function() return http(port, "/ready") == 200 end, 15), e2e.read(r.log))
       local m = metrics(port)
       assert.equal(0, ok_count(m, "shared/{n}"))
@@ -474,11 +465,9 @@ describe("admin HTTP", function()
 
   it("refuses to start when ROUTEMQ_HTTP cannot be bound, naming the variable", function()
     local port = e2e.free_port()
-    local r = e2e.routemq(broker, APP, "run", { E2E_SHARED_WORKERS = 1, ROUTEMQ_HTTP = "127.0.0.1:" .. port })
-    e2e.defer(function() r.stop() end)
+    e2e.routemq(broker, APP, "run", { E2E_SHARED_WORKERS = 1, ROUTEMQ_HTTP = "127.0.0.1:" .. port })
     assert.truthy(e2e.wait_for(function() return http(port, "/health") == 200 end, 15))
     local r2 = e2e.routemq(broker, APP, "run", { E2E_SHARED_WORKERS = 1, ROUTEMQ_HTTP = "127.0.0.1:" .. port })
-    e2e.defer(function() r2.stop() end)
     assert.equal(1, r2.exit_code())
     assert.matches("ROUTEMQ_HTTP: cannot listen on 127.0.0.1:" .. port .. ": Address already in use",
       e2e.read(r2.log))
@@ -503,7 +492,6 @@ describe("the MQTT password", function()
     local r = e2e.routemq(b, APP, "run", { E2E_SHARED_WORKERS = 2, MQTT_USERNAME = "alice",
       ROUTEMQ_HTTP = "127.0.0.1:" .. port })
     e2e.bin = bin
-    e2e.defer(function() r.stop() end)
     assert.truthy(e2e.wait_for(function() return r.ready(2) end, 15), e2e.read(r.log))
     e2e.publish_lines(b.port, "single/1", seq(1, 5), 1, "-u alice -P " .. secret)
     assert.truthy(e2e.wait_for(function() return #e2e.records(r.dir) >= 5 end, 10))  -- it did log in
@@ -538,7 +526,6 @@ describe("logs", function()
   it("LOG_FORMAT=json: one JSON object per line with ts, level, msg, worker, route, topic, error, traceback; "
     .. "handler errors rate-limited; nothing per message at info", function()
     local r = e2e.routemq(broker, APP, "run", { E2E_SHARED_WORKERS = 1, LOG_FORMAT = "json" })
-    e2e.defer(function() r.stop() end)
     assert.truthy(e2e.wait_for(function() return e2e.read(r.log):find("connected to", 1, true) end, 15))
     local lines_before = select(2, e2e.read(r.log):gsub("\n", ""))
     e2e.publish_lines(broker.port, "shared/1", seq(1, 300), 1)
@@ -577,7 +564,6 @@ describe("logs", function()
 
   it("LOG_LEVEL=warn drops info lines and keeps warnings, tagged with their process", function()
     local r = e2e.routemq(broker, APP, "run", { E2E_SHARED_WORKERS = 2, LOG_LEVEL = "warn" })
-    e2e.defer(function() r.stop() end)
     assert.truthy(e2e.wait_for(function() return r.count_workers() == 2 end, 15))
     e2e.sleep(0.5)
     e2e.kill(r.slots()[1].pid, "KILL")
@@ -616,7 +602,6 @@ describe("systemd notify", function()
 
       local r = e2e.routemq(broker, APP, "run", { E2E_SHARED_WORKERS = 3, NOTIFY_SOCKET = path,
         WATCHDOG_USEC = 200000 })
-      e2e.defer(function() r.stop() end)
       assert.truthy(e2e.wait_for(function() drain(); return index_of("READY=1") end, 15), e2e.read(r.log))
       local ready = index_of("READY=1")
       assert.matches("STATUS=3 workers ready", got[ready])

@@ -36,7 +36,6 @@ describe("routemq.pg from handlers", function()
     local e = { DATABASE_URL = db.url, WORKER_CONCURRENCY = 64, PG_POOL = 16 }
     for k, v in pairs(env or {}) do e[k] = v end
     local r = e2e.routemq(broker, APP, "run", e)
-    e2e.defer(function() r.stop() end)
     assert.truthy(e2e.wait_for(function() return r.ready(n or 1) end, 20), e2e.read(r.log))
     return r
   end

@@ -29,7 +29,6 @@ describe("scale-out settings", function()
     local b = e2e.broker()
     e2e.defer(b.stop)
     local r = e2e.routemq(b, APP, "run", { E2E_SHARED_WORKERS = 1, ROUTEMQ_PRESENCE = "false" })
-    e2e.defer(r.stop)
     assert.truthy(e2e.wait_for(function() return r.ready(1) end, 15), e2e.read(r.log))
     local out = e2e.sh(string.format("ROUTEMQ_RUN_DIR=%s/run %s status --cluster --app %s 2>&1", r.dir, e2e.bin, APP))
     assert.matches("%(presence not connected%)", out)
@@ -52,15 +51,17 @@ describe("routemq stop --keep-sessions | --end-sessions", function()
       return e
     end
     local a = e2e.routemq(b, APP, "run", env("one"))
-    e2e.defer(a.stop)
     local c = e2e.routemq(b, APP, "run", env("two", { ROUTEMQ_HTTP = "127.0.0.1:" .. port }))
-    e2e.defer(c.stop)
     assert.truthy(e2e.wait_for(function() return a.ready(1) and c.ready(1) end, 15))
-    e2e.sleep(0.5)
     local ctl = function(r, args)
       return e2e.sh("ROUTEMQ_RUN_DIR=" .. r.dir .. "/run " .. e2e.bin .. " " .. args .. " --app " .. APP .. " 2>&1")
     end
-    local cluster = ctl(c, "status --cluster")
+    -- Both presence records are in once the cluster status lists both.
+    local cluster
+    e2e.wait_for(function()
+      cluster = ctl(c, "status --cluster")
+      return cluster:find("cli%-one%s+%S+%s+%d+%s+running") and cluster:find("cli%-two%s+%S+%s+%d+%s+running")
+    end, 10)
     assert.matches("cli%-one%s+%S+%s+" .. a.pid .. "%s+running", cluster)
     assert.matches("cli%-two%s+%S+%s+" .. c.pid .. "%s+running", cluster)
     -- Another instance serves the routes, yet this stop keeps the sessions.
@@ -84,7 +85,6 @@ describe("a lost connection that worked", function()
     local b = e2e.broker()
     e2e.defer(b.stop)
     local r = e2e.routemq(b, APP, "run", { E2E_SHARED_WORKERS = 1, MQTT_RETRY_MIN_DELAY = 1 })
-    e2e.defer(r.stop)
     assert.truthy(e2e.wait_for(function() return r.ready(1) end, 15))
     e2e.sleep(5.2)  -- a connection that worked (5 s) gets the fast retry
     b.stop()

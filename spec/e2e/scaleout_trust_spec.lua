@@ -84,7 +84,6 @@ end
 
 local function started(b, env, app)
   local r = e2e.routemq(b, app or APP, "run", env)
-  e2e.defer(r.stop)
   assert.truthy(e2e.wait_for(function() return r.ready(1) end, 15), e2e.read(r.log))
   return r
 end

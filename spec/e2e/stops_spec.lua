@@ -41,7 +41,6 @@ describe("scale down", function()
     -- deadline would drop the rest of it.
     local r = e2e.routemq(broker, APP, "run", { E2E_SHARED_WORKERS = 3, E2E_GATE = gate, E2E_SLOW_US = 2000,
       WORKER_STOP_TIMEOUT = 2 })
-    e2e.defer(function() r.stop() end)
     assert.truthy(e2e.wait_for(function() return r.ready(3) end, 15))
     local slot2 = r.slots()[2].pid
     local n = 16000
@@ -78,7 +77,6 @@ describe("scale down and up again", function()
     e2e.write(gate, "closed")
     e2e.defer(function() os.remove(gate) end)
     local r = e2e.routemq(broker, APP, "run", { E2E_SHARED_WORKERS = 3, E2E_GATE = gate, E2E_SLOW_US = 2000 })
-    e2e.defer(function() r.stop() end)
     assert.truthy(e2e.wait_for(function() return r.ready(3) end, 15))
     local slot2 = r.slots()[2].pid
     local n = 6000
@@ -113,7 +111,6 @@ describe("a stop", function()
     e2e.write(gate, "closed")
     e2e.defer(function() os.remove(gate) end)
     local r = e2e.routemq(broker, APP, "run", { E2E_SHARED_WORKERS = 1, E2E_GATE = gate, WORKER_STOP_TIMEOUT = 2 })
-    e2e.defer(function() r.stop() end)
     assert.truthy(e2e.wait_for(function() return r.ready(1) end, 15))
     e2e.publish_lines(broker.port, "slowshared/1", e2e.seq(1, 20), 1)
     -- The handler waits at the gate for the whole stop: the worker holds

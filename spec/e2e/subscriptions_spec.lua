@@ -150,13 +150,11 @@ describe("overlapping routes across a deploy", function()
   -- directory and the running instance.
   local function deploy(b, app, env, topic, from, to, change)
     local r1 = e2e.routemq(b, app, "run", env)
-    e2e.defer(function() r1.stop() end)
     assert.truthy(e2e.wait_for(function() return r1.ready(1) end, 15), e2e.read(r1.log))
     assert.equal(0, r1.stop())
     assert.matches("rc=0", e2e.publish_lines(b.port, topic, e2e.seq(from, to), 1))
     change()
     local r2 = e2e.routemq(b, app, "run", env)
-    e2e.defer(function() r2.stop() end)
     assert.truthy(e2e.wait_for(function() return r2.ready(1) end, 15), e2e.read(r2.log))
     return r2
   end

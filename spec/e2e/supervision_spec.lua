@@ -19,7 +19,6 @@ describe("supervision", function()
 
   it("loses no QoS 1 message while a random worker is killed every 0.5 s, 40 times", function()
     local r = e2e.routemq(broker, APP, "run", { E2E_SHARED_WORKERS = 3 })
-    e2e.defer(function() r.stop() end)
     assert.truthy(e2e.wait_for(function() return r.ready(3) end, 15))
     local n = 50000
     e2e.publish_background(broker.port, "slowshared/1", n, r.dir .. "/pub.log")
@@ -37,7 +36,6 @@ describe("supervision", function()
 
   it("dead-letters a message whose handler segfaults the worker ROUTEMQ_POISON_ATTEMPTS times", function()
     local r = e2e.routemq(broker, APP, "run", { E2E_SHARED_WORKERS = 1 })
-    e2e.defer(function() r.stop() end)
     assert.truthy(e2e.wait_for(function() return r.ready(1) end, 15))
     local sub_log = r.dir .. "/dlq.log"
     local sub = e2e.spawn(string.format("mosquitto_sub -p %d -q 1 -t 'routemq/dlq/#' -F '%%t|%%p'", broker.port),
@@ -72,7 +70,6 @@ describe("supervision", function()
 
   it("redelivers a request with its MQTT 5 properties, so the replacement can still reply", function()
     local r = e2e.routemq(broker, APP, "run", { E2E_SHARED_WORKERS = 1 })
-    e2e.defer(function() r.stop() end)
     assert.truthy(e2e.wait_for(function() return r.ready(1) end, 15))
     local sub_log = r.dir .. "/resp.log"
     local sub = e2e.spawn(string.format("mosquitto_sub -p %d -V mqttv5 -t 'resp/#' -F '%%t|%%p|%%D'", broker.port),
@@ -91,7 +88,6 @@ describe("supervision", function()
 
   it("replaces a worker stuck in `while true do end` past its route's timeout and goes on", function()
     local r = e2e.routemq(broker, APP, "run", { E2E_SHARED_WORKERS = 1, ROUTEMQ_POISON_ATTEMPTS = 1 })
-    e2e.defer(function() r.stop() end)
     assert.truthy(e2e.wait_for(function() return r.ready(1) end, 15))
     local first = r.slots()[0].pid
     local t0 = e2e.now()
@@ -113,7 +109,6 @@ describe("supervision", function()
 
   it("has a killed worker subscribed again quickly (100 kills)", function()
     local r = e2e.routemq(broker, APP, "run", { E2E_SHARED_WORKERS = 4 })
-    e2e.defer(function() r.stop() end)
     assert.truthy(e2e.wait_for(function() return r.ready(4) end, 15))
     local lat = {}
     for i = 1, 100 do
@@ -202,7 +197,6 @@ describe("reload", function()
 
   it("loses nothing when SIGHUP arrives 10 times while 50,000 QoS 1 messages flow", function()
     local r = e2e.routemq(broker, APP, "run", { E2E_SHARED_WORKERS = 3 })
-    e2e.defer(function() r.stop() end)
     assert.truthy(e2e.wait_for(function() return r.ready(3) end, 15))
     local n = 50000
     e2e.publish_background(broker.port, "slowshared/1", n, r.dir .. "/pub.log")
@@ -228,7 +222,6 @@ describe("reload", function()
       local dir = e2e.copy_app(APP)
       local router = dir .. "/app/routers/e2e.lua"
       local r = e2e.routemq(broker, dir, "run", { E2E_SHARED_WORKERS = 3 })
-      e2e.defer(function() r.stop() end)
       assert.truthy(e2e.wait_for(function() return r.ready(3) end, 15))
       local before = r.workers()
       local good = e2e.read(router)
@@ -259,7 +252,6 @@ describe("scaling", function()
 
   it("adds and retires one worker with SIGTTIN / SIGTTOU", function()
     local r = e2e.routemq(broker, APP, "run", { E2E_SHARED_WORKERS = 2 })
-    e2e.defer(function() r.stop() end)
     assert.truthy(e2e.wait_for(function() return r.ready(2) end, 15))
     e2e.kill(r.pid, "TTIN")
     assert.truthy(e2e.wait_for(function() return r.count_workers() == 3 and r.ready(3) end, 10))
@@ -281,7 +273,6 @@ describe("scaling", function()
     assert.truthy(e2e.wait_for(function() return a.ready(3) end, 15))
     assert.equal(0, a.stop())
     local b = e2e.routemq(broker, APP, "run", { E2E_SHARED_WORKERS = 2, ROUTEMQ_RUN_DIR = run_dir })
-    e2e.defer(function() b.stop() end)
     assert.truthy(e2e.wait_for(function() return b.ready(2) end, 15))
     assert.matches("the last run here had 3 workers and this one has 2: the sessions of slots 2..2 keep the "
       .. "messages queued for them until MQTT_SESSION_EXPIRY %(300 s%)%. To hand them over, run with "
@@ -290,7 +281,6 @@ describe("scaling", function()
 
   it("loses nothing when workers are retired under load (SIGTTOU)", function()
     local r = e2e.routemq(broker, APP, "run", { E2E_SHARED_WORKERS = 3 })
-    e2e.defer(function() r.stop() end)
     assert.truthy(e2e.wait_for(function() return r.ready(3) end, 15))
     local n = 9000
     e2e.publish_background(broker.port, "slowshared/1", n, r.dir .. "/pub.log")
@@ -308,7 +298,6 @@ describe("scaling", function()
   it("scales up under a slow handler and back down when idle (WORKER_AUTO_SCALE)", function()
     local r = e2e.routemq(broker, APP, "run", { E2E_SHARED_WORKERS = 1, WORKER_AUTO_SCALE = "true",
       WORKER_MIN_COUNT = 1, WORKER_MAX_COUNT = 3 })
-    e2e.defer(function() r.stop() end)
     assert.truthy(e2e.wait_for(function() return r.ready(1) end, 15))
     e2e.publish_background(broker.port, "slowshared/1", 15000, r.dir .. "/pub.log")
     assert.truthy(e2e.wait_for(function() return r.count_workers() >= 2 end, 15), e2e.read(r.log))
@@ -319,7 +308,6 @@ describe("scaling", function()
 
   it("recycles a worker after WORKER_MAX_MESSAGES without losing messages", function()
     local r = e2e.routemq(broker, APP, "run", { E2E_SHARED_WORKERS = 1, WORKER_MAX_MESSAGES = 100 })
-    e2e.defer(function() r.stop() end)
     assert.truthy(e2e.wait_for(function() return r.ready(1) end, 15))
     e2e.publish_lines(broker.port, "single/1", seq(1, 500), 1)
     settle(r.dir, 500, 5)

@@ -26,7 +26,6 @@ describe("handlers that wait", function()
   -- ends; returns once n workers (1 by default) are ready.
   local function start(env, n, app)
     local r = e2e.routemq(broker, app or APP, "run", env)
-    e2e.defer(function() r.stop() end)
     assert.truthy(e2e.wait_for(function() return r.ready(n or 1) end, 15), e2e.read(r.log))
     return r
   end
@@ -356,7 +355,6 @@ while True:
     end
     e2e.kill(srv, "KILL")
     local bad = e2e.routemq(broker, APP, "run", { INIT_PORT = e2e.free_port() })
-    e2e.defer(function() bad.stop() end)
     assert(e2e.wait_for(function() return e2e.read(bad.log):find("init failed", 1, true) end, 10))
     assert.matches("init failed: app/routers/wait%.lua:%d+: ", e2e.read(bad.log))
   end)
@@ -403,8 +401,7 @@ while True:
     assert.equal(0, r.stop())
     env.E2E_OUT = r.dir
     env.ROUTEMQ_HTTP = nil
-    local again = e2e.routemq(broker, APP, "run", env)
-    e2e.defer(function() again.stop() end)
+    e2e.routemq(broker, APP, "run", env)
     settle(r.dir, 200, 5)
     local lost, dups = tally(r.dir, 200)
     print(string.format("\n  stop and reload with 64 in progress: %d lost, %d duplicated", lost, dups))

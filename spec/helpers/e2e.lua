@@ -1,39 +1,22 @@
 --- End-to-end test support: a real mosquitto on a free 127.0.0.1 port, the
 -- routemq executable run against it, and the records the test application's
 -- handlers leave behind. Every process started here is stopped by its pid.
-local ffi = require("ffi")
-
-ffi.cdef [[
-  int kill(int pid, int sig);
-  int usleep(unsigned int usec);
-  int socket(int domain, int type, int protocol);
-  int bind(int fd, const void *addr, unsigned int len);
-  int getsockname(int fd, void *addr, unsigned int *len);
-  int close(int fd);
-  struct e2e_sockaddr_in { uint16_t family; uint16_t port; uint32_t addr; uint8_t zero[8]; };
-  struct e2e_timespec { long tv_sec; long tv_nsec; };
-  int clock_gettime(int clk, struct e2e_timespec *ts);
-]]
+-- Clocks, sleeping, signals, ports and bounded waits: shared with the
+-- benchmark driver (bench/lib/proc.lua).
+local sys = require("spec.helpers.sys")
 
 local M = {}
 
 M.root = os.getenv("ROUTEMQ_ROOT") or "."
 M.bin = os.getenv("ROUTEMQ_BIN") or (M.root .. "/build/routemq")
 
-local function sh(cmd)
-  local p = assert(io.popen(cmd))
-  local out = p:read("*a")
-  p:close()
-  return out
-end
+local sh = sys.sh
 M.sh = sh
 
 --- Wall-clock seconds (with fractions) since the epoch.
-function M.now()
-  local ts = ffi.new("struct e2e_timespec")
-  ffi.C.clock_gettime(0, ts)
-  return tonumber(ts.tv_sec) + tonumber(ts.tv_nsec) / 1e9
-end
+M.now = sys.now
+--- Monotonic seconds (with fractions), for deadlines.
+M.mono = sys.mono
 
 --- Seconds since the epoch of a log line's ISO timestamp (UTC, ms).
 function M.log_time(line)
@@ -47,21 +30,28 @@ end
 --- Runs fn when the current test ends, pass or fail, after the functions
 -- deferred later (last first). busted's own `finally` keeps only the last
 -- function given to it in a test, so a test stopping a routemq instance and
--- a subscriber must go through here or leak one of them.
+-- a subscriber must go through here or leak one of them. Outside a test
+-- (setup, lazy_setup) there is no `finally`: with `optional` it returns false
+-- and the caller's teardown stops what it started; without, it is an error.
 local deferred
-function M.defer(fn)
+function M.defer(fn, optional)
   if not deferred then
-    local list = {}
-    deferred = list
-    -- The test's environment has busted's `finally`; a helper module calling
-    -- this (spec/helpers/netns.lua) is one level further up.
+    -- The test's environment has busted's `finally`; helpers calling this
+    -- (M.routemq, spec/helpers/netns.lua, a spec's own start function) are
+    -- a few levels further up.
     local finally
-    for level = 2, 4 do
-      local ok, env = pcall(getfenv, level + 1)
-      finally = ok and env.finally
+    for level = 3, 8 do
+      local ok, env = pcall(getfenv, level)
+      finally = ok and type(env) == "table" and env.finally
       if finally then break end
     end
     finally = finally or _G.finally
+    if not finally then
+      if optional then return false end
+      error("e2e.defer: called outside a test (no busted finally)", 2)
+    end
+    local list = {}
+    deferred = list
     finally(function()
       deferred = nil
       for i = #list, 1, -1 do
@@ -71,46 +61,28 @@ function M.defer(fn)
     end)
   end
   deferred[#deferred + 1] = fn
+  return true
 end
 
 --- Sleeps for s seconds.
-function M.sleep(s) ffi.C.usleep(math.floor(s * 1e6)) end
+M.sleep = sys.sleep
 
 --- A TCP port on 127.0.0.1 that nothing listens on right now.
-function M.free_port()
-  local fd = ffi.C.socket(2, 1, 0)
-  local a = ffi.new("struct e2e_sockaddr_in", { family = 2, port = 0, addr = 0x0100007f })
-  assert(ffi.C.bind(fd, a, ffi.sizeof(a)) == 0, "bind")
-  local len = ffi.new("unsigned int[1]", ffi.sizeof(a))
-  ffi.C.getsockname(fd, a, len)
-  ffi.C.close(fd)
-  local p = a.port
-  return math.floor(p / 256) + (p % 256) * 256  -- network to host order
-end
+M.free_port = sys.free_port
 
 --- True while process pid exists (and is not a zombie of ours).
 function M.alive(pid)
-  if ffi.C.kill(pid, 0) ~= 0 then return false end
+  if not sys.signal(pid, 0) then return false end
   local st = sh("cat /proc/" .. pid .. "/stat 2>/dev/null")
   return st ~= "" and not st:match("^%d+ %b() Z")
 end
 
---- Sends a signal (by number or name) to pid.
-function M.kill(pid, sig)
-  local n = { TERM = 15, KILL = 9, INT = 2, HUP = 1, QUIT = 3, USR2 = 12, TTIN = 21, TTOU = 22 }
-  return ffi.C.kill(pid, type(sig) == "number" and sig or n[sig or "TERM"]) == 0
-end
+--- Sends a signal (by number or name: "TERM", the default, "KILL"...) to pid.
+M.kill = sys.signal
 
---- Waits until fn() is truthy or timeout seconds pass; returns fn()'s value.
-function M.wait_for(fn, timeout, step)
-  local deadline = os.time() + (timeout or 10)
-  local v = fn()
-  while not v and os.time() <= deadline do
-    M.sleep(step or 0.05)
-    v = fn()
-  end
-  return v
-end
+--- Waits until fn() is truthy or timeout seconds (default 10) pass on the
+-- monotonic clock; returns fn()'s value.
+M.wait_for = sys.wait_for
 
 --- A fresh temporary directory.
 function M.tmpdir()
@@ -139,20 +111,10 @@ end
 function M.quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
 
 --- Reads a whole file, "" when missing.
-function M.read(path)
-  local f = io.open(path)
-  if not f then return "" end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+function M.read(path) return sys.read(path) or "" end
 
 --- Writes text to path, replacing it.
-function M.write(path, text)
-  local f = assert(io.open(path, "w"))
-  f:write(text)
-  f:close()
-end
+M.write = sys.write
 
 --- Copies the app/ of application src (relative to the repository root, or
 -- absolute) into dir (default: a fresh temporary directory); returns dir.
@@ -297,6 +259,9 @@ function M.routemq(b, app_dir, args, env)
     local _, c = M.read(r.log):gsub("connected to [^\n]* subscription", "")
     return c >= n
   end
+  --- Stops the instance (TERM, then KILL after 15 s) and returns its exit
+  -- code; idempotent, so a test may stop it before the end and the stop
+  -- registered below runs again harmlessly.
   function r.stop()
     if M.alive(r.pid) then
       M.kill(r.pid, "TERM")
@@ -309,6 +274,9 @@ function M.routemq(b, app_dir, args, env)
     M.wait_for(function() return M.read(r.rcfile) ~= "" end, 5)
     return tonumber(M.read(r.rcfile):match("%d+"))
   end
+  -- Stopped when the test ends, as M.dev does; started in a setup, the
+  -- caller's teardown stops it.
+  M.defer(r.stop, true)
   return r
 end
 
