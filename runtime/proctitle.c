@@ -12,11 +12,13 @@
 #include <stdio.h>
 #include <string.h>
 
+static char *arg_first; /* where the title is written: the original argv[0] */
 static char *arg_last;  /* the last byte of the original argument area */
 
 void proctitle_init(int argc, char **argv, char **envp)
 {
     if (argc > 0 && argv[argc - 1]) arg_last = argv[argc - 1] + strlen(argv[argc - 1]);
+    if (argc > 0) arg_first = argv[0];
     setproctitle_init(argc, argv, envp);
 }
 
@@ -28,5 +30,7 @@ void proctitle_set(const char *fmt, ...)
     vsnprintf(title, sizeof title, fmt, ap);
     va_end(ap);
     setproctitle("-%s", title);
-    if (arg_last && *arg_last == 0) *arg_last = ' ';
+    /* A title that ends exactly at the area's last byte has its own NUL
+     * there: Linux then shows it alone already, and a blank would show. */
+    if (arg_last && *arg_last == 0 && arg_last != arg_first + strlen(arg_first)) *arg_last = ' ';
 }

@@ -8,6 +8,18 @@ local APP = "spec/e2e/apps/basic"
 
 local tally, settle = e2e.tally, e2e.settle
 
+-- Waits until the group's status, as instance r sees it, lists every host of hosts as running.
+local function sees(r, hosts)
+  return e2e.wait_for(function()
+    local cluster = e2e.sh("ROUTEMQ_RUN_DIR=" .. r.dir .. "/run " .. e2e.bin .. " status --cluster --app " .. APP
+      .. " 2>&1")
+    for _, h in ipairs(hosts) do
+      if not cluster:find(h .. "%s+" .. h .. "%s+%d+%s+running") then return false end
+    end
+    return true
+  end, 20)
+end
+
 local describe_netns = netns.available() and describe or pending
 
 describe_netns("a rolling update over hosts", function()
@@ -18,7 +30,8 @@ describe_netns("a rolling update over hosts", function()
     local a = net.routemq(net.host("A"), b, APP, "run", env)
     local bb = net.routemq(net.host("B"), b, APP, "run", env)
     assert.truthy(e2e.wait_for(function() return a.ready(2) and bb.ready(2) end, 15))
-    e2e.sleep(0.5)  -- both presence records are in
+    -- Both presence records are in: each instance sees the other.
+    assert.truthy(sees(a, { "hostA", "hostB" }) and sees(bb, { "hostA", "hostB" }))
     local n = 10000
     local pub = net.publish_background(b, "shared/1", 1, n, 1000, a.dir .. "/pub.log")
     e2e.wait_for(function() return #e2e.records(a.dir) + #e2e.records(bb.dir) > 2000 end, 20)
@@ -49,7 +62,7 @@ describe_netns("a rolling update over hosts", function()
     local env = { E2E_SHARED_WORKERS = 1, MQTT_CLIENT_ID = "t" .. net.prefix, MQTT_GROUP_NAME = "g" .. net.prefix }
     local a = net.routemq(net.host("A"), b, APP, "run", env)
     assert.truthy(e2e.wait_for(function() return a.ready(1) end, 15))
-    e2e.sleep(0.5)
+    assert.truthy(sees(a, { "hostA" }))  -- its presence record is in
     -- Another host started with A's identity (same ROUTEMQ_INSTANCE) is refused.
     local twin_env = { ROUTEMQ_INSTANCE = "hostA" }
     for k, v in pairs(env) do twin_env[k] = v end
