@@ -430,16 +430,21 @@ function M.every(seconds, fn, opts)
   by_name[name] = timer
 end
 
+-- Registers fn, given to router.<name>, in list with where it was registered.
+local function add_hook(list, name, fn)
+  if fn == M then
+    raise("call router." .. name .. " with a dot, not a colon")
+  end
+  if not callable(fn) then
+    raise("router." .. name .. ": function expected, got " .. describe(fn))
+  end
+  list[#list + 1] = { fn = fn, source = util.where() }
+end
+
 -- init(fn): run fn(worker) in each worker after the app loads and before it
 -- subscribes; it may wait; an error fails that worker's start.
 function M.init(fn)
-  if fn == M then
-    raise("call router.init with a dot, not a colon")
-  end
-  if not callable(fn) then
-    raise("router.init: function expected, got " .. describe(fn))
-  end
-  inits[#inits + 1] = { fn = fn, source = util.where() }
+  add_hook(inits, "init", fn)
 end
 
 local HEALTH_OPTIONS = {
@@ -481,13 +486,7 @@ end
 -- { attempt, final, reason, traceback, route }; it may wait; its own errors
 -- are logged. Several registrations all run, in order.
 function M.on_error(fn)
-  if fn == M then
-    raise("call router.on_error with a dot, not a colon")
-  end
-  if not callable(fn) then
-    raise("router.on_error: function expected, got " .. describe(fn))
-  end
-  on_error[#on_error + 1] = { fn = fn, source = util.where() }
+  add_hook(on_error, "on_error", fn)
 end
 
 -- _jobs() -> { timers = { records }, inits = { records }, health = record|nil,
