@@ -84,10 +84,20 @@ M.kill = sys.signal
 -- monotonic clock; returns fn()'s value.
 M.wait_for = sys.wait_for
 
---- A fresh temporary directory.
+--- A fresh temporary directory. When the test ends (after everything it
+-- started has stopped), the worker keeps below it are removed: each one is
+-- reserved whole (WORKER_MAX_KEPT_MB, 32 MB by default), and a full run
+-- makes some 400 directories. The logs stay for reading after a failure.
 function M.tmpdir()
   local base = os.getenv("E2E_TMP") or "/tmp"
-  return (sh("mkdir -p " .. base .. " && mktemp -d " .. base .. "/routemq-e2e.XXXXXX"):gsub("%s+$", ""))
+  local dir = sh("mkdir -p " .. base .. " && mktemp -d " .. base .. "/routemq-e2e.XXXXXX"):gsub("%s+$", "")
+  M.defer(function() M.remove_keeps(dir) end, true)
+  return dir
+end
+
+--- Removes every worker keep file (keep-*) below dir.
+function M.remove_keeps(dir)
+  sh("find " .. M.quote(dir) .. " -type f -name 'keep-*' -delete 2>/dev/null")
 end
 
 --- Starts cmd in the background with its output in logfile; returns its pid
