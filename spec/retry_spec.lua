@@ -3,67 +3,11 @@
 -- handler coroutine yields "fail", ...) and the slow path (io.done), with
 -- the on_error hooks and ordered routes holding their topic.
 local cqueues = require("cqueues")
-local runner_mod = require("routemq.runner")
 local dispatch = require("routemq.dispatch")
+local helper = require("spec.helpers.dispatch")
 
-local function pack(...)
-  return { n = select("#", ...), ... }
-end
-
--- A dispatcher whose io records what happens; rec.call(...) runs a message
--- as runtime/worker_dispatch.c's run_in_thread does (d.new_thread, resume
--- with the 12 arguments, d.adopt on a poll request).
-local function setup(routes, opts)
-  opts = opts or {}
-  local rec = { done = {}, logs = {}, hooks = {} }
-  local r = runner_mod.new()
-  local io = {
-    publish = function() return true end,
-    log = function(level, msg, ctx)
-      rec.logs[#rec.logs + 1] = { level = level, msg = msg, topic = ctx and ctx.topic }
-    end,
-    done = function(token, ok, err, tb, reason, delay)
-      rec.done[#rec.done + 1] = { token = token, ok = ok, err = err, tb = tb, reason = reason,
-        delay = delay, path = "slow" }
-    end,
-    retry = opts.retry,
-  }
-  local d = dispatch.new({ routes = routes, middleware = opts.middleware or {},
-    on_error = opts.on_error }, io, 0, r)
-  local idle = {}
-  rec.call = function(...)
-    local token = select(10, ...)
-    local co = table.remove(idle) or d.new_thread()
-    local res = pack(coroutine.resume(co, ...))
-    if not res[1] then
-      rec.done[#rec.done + 1] = { token = token, ok = false, err = res[2], path = "dead" }
-    elseif res[2] == true then
-      idle[#idle + 1] = co
-      rec.done[#rec.done + 1] = { token = token, ok = true, path = "fast" }
-    elseif res[2] == false then
-      idle[#idle + 1] = co
-    elseif res[2] == "fail" then
-      idle[#idle + 1] = co
-      rec.done[#rec.done + 1] = { token = token, ok = false, err = res[3], tb = res[4],
-        reason = res[5], delay = res[6], path = "fast" }
-    else
-      assert(d.adopt(co, unpack(res, 2, res.n)))
-    end
-  end
-  rec.d, rec.r = d, r
-  rec.wait = function(n, limit)
-    return r:run_until(function()
-      return #rec.done >= n
-    end, limit or 5)
-  end
-  return rec
-end
-
-local function route(pattern, handler, opts)
-  opts = opts or {}
-  return { pattern = pattern, filter = pattern:gsub("{[^}]+}", "+"), qos = 1, name = pattern,
-    handler = handler, timeout = opts.timeout or 5, ordered = opts.ordered, retry = opts.retry }
-end
+-- rec.call(...) runs a message as the worker does (spec/helpers/dispatch.lua).
+local setup, route = helper.setup, helper.route
 
 -- The 12 arguments of a message on route 1.
 local function msg(topic, token, attempt, replayed)
