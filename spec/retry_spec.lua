@@ -3,7 +3,7 @@
 -- handler coroutine yields "fail", ...) and the slow path (io.done), with
 -- the on_error hooks and ordered routes holding their topic.
 local cqueues = require("cqueues")
-local dispatch = require("routemq.dispatch")
+local retry = require("routemq.retry")
 local helper = require("spec.helpers.dispatch")
 
 -- rec.call(...) runs a message as the worker does (spec/helpers/dispatch.lua).
@@ -64,14 +64,14 @@ describe("dispatch of failed attempts", function()
   end)
 
   it("computes min(max_delay, delay * backoff^(attempt-1)) within the jitter", function()
-    local p = dispatch.policy({ delay = 2, backoff = 3, max_delay = 50, jitter = 0.2 }, nil)
+    local p = retry.policy({ delay = 2, backoff = 3, max_delay = 50, jitter = 0.2 }, nil)
     for _ = 1, 200 do
-      local d1, d3, d9 = dispatch.backoff(p, 1), dispatch.backoff(p, 3), dispatch.backoff(p, 9)
+      local d1, d3, d9 = retry.backoff(p, 1), retry.backoff(p, 3), retry.backoff(p, 9)
       assert.is_true(d1 >= 1.6 and d1 <= 2.4, d1)
       assert.is_true(d3 >= 14.4 and d3 <= 21.6, d3)
       assert.is_true(d9 >= 40 and d9 <= 50, d9)
     end
-    assert.equal(0.1, dispatch.RETRY_DEFAULTS.jitter)
+    assert.equal(0.1, retry.DEFAULTS.jitter)
   end)
 
   it("ctx:fail goes straight to the store, whatever attempts are left", function()
