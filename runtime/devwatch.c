@@ -23,6 +23,21 @@ struct devwatch {
     char app[PATH_MAX];   /* <app_dir>/app, watched recursively */
 };
 
+/* A file of the app that is a symbolic link (routemq's default app links
+ * the template's controller): an edit reaches the file it points to, whose
+ * directory is watched too. */
+static void watch_link_target(devwatch *w, const char *path)
+{
+    struct stat st;
+    char real[PATH_MAX];
+    if (lstat(path, &st) || !S_ISLNK(st.st_mode) || !realpath(path, real)) return;
+    char *slash = strrchr(real, '/');
+    if (!slash || slash == real) return;
+    *slash = 0;
+    if (inotify_add_watch(w->fd, real, WATCH_MASK) < 0)
+        log_warn("routemq dev: cannot watch %s: %s", real, strerror(errno));
+}
+
 static void watch_tree(devwatch *w, const char *dir, int depth)
 {
     if (depth > 16) return;
@@ -38,7 +53,9 @@ static void watch_tree(devwatch *w, const char *dir, int depth)
         char path[PATH_MAX];
         struct stat st;
         snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-        if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) watch_tree(w, path, depth + 1);
+        if (stat(path, &st)) continue;
+        if (S_ISDIR(st.st_mode)) watch_tree(w, path, depth + 1);
+        else watch_link_target(w, path);
     }
     closedir(d);
 }

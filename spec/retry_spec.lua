@@ -3,67 +3,11 @@
 -- handler coroutine yields "fail", ...) and the slow path (io.done), with
 -- the on_error hooks and ordered routes holding their topic.
 local cqueues = require("cqueues")
-local runner_mod = require("routemq.runner")
-local dispatch = require("routemq.dispatch")
+local retry = require("routemq.retry")
+local helper = require("spec.helpers.dispatch")
 
-local function pack(...)
-  return { n = select("#", ...), ... }
-end
-
--- A dispatcher whose io records what happens; rec.call(...) runs a message
--- as runtime/worker_dispatch.c's run_in_thread does (d.new_thread, resume
--- with the 12 arguments, d.adopt on a poll request).
-local function setup(routes, opts)
-  opts = opts or {}
-  local rec = { done = {}, logs = {}, hooks = {} }
-  local r = runner_mod.new()
-  local io = {
-    publish = function() return true end,
-    log = function(level, msg, ctx)
-      rec.logs[#rec.logs + 1] = { level = level, msg = msg, topic = ctx and ctx.topic }
-    end,
-    done = function(token, ok, err, tb, reason, delay)
-      rec.done[#rec.done + 1] = { token = token, ok = ok, err = err, tb = tb, reason = reason,
-        delay = delay, path = "slow" }
-    end,
-    retry = opts.retry,
-  }
-  local d = dispatch.new({ routes = routes, middleware = opts.middleware or {},
-    on_error = opts.on_error }, io, 0, r)
-  local idle = {}
-  rec.call = function(...)
-    local token = select(10, ...)
-    local co = table.remove(idle) or d.new_thread()
-    local res = pack(coroutine.resume(co, ...))
-    if not res[1] then
-      rec.done[#rec.done + 1] = { token = token, ok = false, err = res[2], path = "dead" }
-    elseif res[2] == true then
-      idle[#idle + 1] = co
-      rec.done[#rec.done + 1] = { token = token, ok = true, path = "fast" }
-    elseif res[2] == false then
-      idle[#idle + 1] = co
-    elseif res[2] == "fail" then
-      idle[#idle + 1] = co
-      rec.done[#rec.done + 1] = { token = token, ok = false, err = res[3], tb = res[4],
-        reason = res[5], delay = res[6], path = "fast" }
-    else
-      assert(d.adopt(co, unpack(res, 2, res.n)))
-    end
-  end
-  rec.d, rec.r = d, r
-  rec.wait = function(n, limit)
-    return r:run_until(function()
-      return #rec.done >= n
-    end, limit or 5)
-  end
-  return rec
-end
-
-local function route(pattern, handler, opts)
-  opts = opts or {}
-  return { pattern = pattern, filter = pattern:gsub("{[^}]+}", "+"), qos = 1, name = pattern,
-    handler = handler, timeout = opts.timeout or 5, ordered = opts.ordered, retry = opts.retry }
-end
+-- rec.call(...) runs a message as the worker does (spec/helpers/dispatch.lua).
+local setup, route = helper.setup, helper.route
 
 -- The 12 arguments of a message on route 1.
 local function msg(topic, token, attempt, replayed)
@@ -120,14 +64,14 @@ describe("dispatch of failed attempts", function()
   end)
 
   it("computes min(max_delay, delay * backoff^(attempt-1)) within the jitter", function()
-    local p = dispatch.policy({ delay = 2, backoff = 3, max_delay = 50, jitter = 0.2 }, nil)
+    local p = retry.policy({ delay = 2, backoff = 3, max_delay = 50, jitter = 0.2 }, nil)
     for _ = 1, 200 do
-      local d1, d3, d9 = dispatch.backoff(p, 1), dispatch.backoff(p, 3), dispatch.backoff(p, 9)
+      local d1, d3, d9 = retry.backoff(p, 1), retry.backoff(p, 3), retry.backoff(p, 9)
       assert.is_true(d1 >= 1.6 and d1 <= 2.4, d1)
       assert.is_true(d3 >= 14.4 and d3 <= 21.6, d3)
       assert.is_true(d9 >= 40 and d9 <= 50, d9)
     end
-    assert.equal(0.1, dispatch.RETRY_DEFAULTS.jitter)
+    assert.equal(0.1, retry.DEFAULTS.jitter)
   end)
 
   it("ctx:fail goes straight to the store, whatever attempts are left", function()

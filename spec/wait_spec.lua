@@ -1,47 +1,17 @@
 -- Handlers that wait (SPEC §9): routemq.runner and the concurrent dispatcher.
 local cqueues = require("cqueues")
 local runner_mod = require("routemq.runner")
-local dispatch = require("routemq.dispatch")
+local helper = require("spec.helpers.dispatch")
 
--- A dispatcher over `routes` whose io records what happens.
+local route = helper.route
+
+-- A dispatcher over `routes` whose io records what happens (spec/helpers/
+-- dispatch.lua); rec.d.call records the outcome d.call returns for a
+-- handler that did not wait, as the worker's C side does.
 local function setup(routes, middleware)
-  local rec = { done = {}, logs = {}, published = {} }
-  local r = runner_mod.new()
-  local d = dispatch.new({ routes = routes, middleware = middleware or {} }, {
-    publish = function(topic, payload, _, _, _, token)
-      rec.published[#rec.published + 1] = { token = token, topic = topic, payload = payload }
-      return true
-    end,
-    log = function(level, msg, ctx)
-      rec.logs[#rec.logs + 1] = { level = level, msg = msg, topic = ctx and ctx.topic }
-    end,
-    done = function(token, ok, err, tb)
-      rec.done[#rec.done + 1] = { token = token, ok = ok, err = err, tb = tb }
-    end,
-  }, 0, r)
-  -- d.call returns the outcome of a handler that did not wait: record it as
-  -- the worker's C side does.
-  rec.d = setmetatable({ call = function(...)
-    local token = select(10, ...)
-    local fin, ok, err, tb = d.call(...)
-    if fin then
-      rec.done[#rec.done + 1] = { token = token, ok = ok, err = err, tb = tb }
-    end
-  end }, { __index = d })
-  rec.r = r
-  rec.wait = function(n, limit)
-    return r:run_until(function()
-      return #rec.done >= n
-    end, limit or 5)
-  end
+  local rec = helper.setup(routes, { middleware = middleware })
+  rec.d = setmetatable({ call = rec.call_direct }, { __index = rec.d })
   return rec
-end
-
-local function route(pattern, handler, opts)
-  opts = opts or {}
-  return { pattern = pattern, filter = pattern:gsub("{[^}]+}", "+"), qos = 1,
-    handler = handler, timeout = opts.timeout or 5, ordered = opts.ordered,
-    middleware = opts.middleware }
 end
 
 describe("routemq.runner", function()
@@ -202,8 +172,9 @@ describe("concurrent dispatch", function()
     rec.d.call(1, "slow", "", 1, false, false, nil, false, {}, "s")
     rec.d.call(2, "fast", "", 1, false, false, nil, false, {}, "f")
     assert.is_true(rec.wait(2))
-    assert.same({ token = "f", ok = true }, rec.done[1])
-    assert.same({ token = "s", ok = false, err = "timeout after 0.2 s" }, rec.done[2])
+    assert.same({ token = "f", ok = true, path = "fast" }, rec.done[1])
+    assert.same({ token = "s", ok = false, err = "timeout after 0.2 s", reason = "timeout",
+      path = "slow" }, rec.done[2])
   end)
 end)
 

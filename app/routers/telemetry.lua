@@ -1,4 +1,7 @@
--- Sensor telemetry and the alerts it raises.
+-- Sensor telemetry and the alerts it raises. The controller, the middleware
+-- and their spec are the `routemq new` template's (symbolic links into
+-- share/template); this router is the default app's own: its readings are
+-- shared by two workers.
 local router = require("routemq.router")
 local Sensor = require("app.controllers.sensor")
 

@@ -1,3 +1,6 @@
+-- What the default app adds to the `routemq new` template's sensors
+-- (whose own spec, app/spec/sensor_spec.lua, is the template's): the
+-- readings shared by two workers, and every message timed.
 local testing = require("routemq.testing")
 
 describe("telemetry", function()
@@ -8,42 +11,6 @@ describe("telemetry", function()
     assert.is_true(route.shared)
     assert.equal(2, route.worker_count)
     assert.equal("$share/routemq/sensors/+/data", route.sub)
-  end)
-
-  it("alerts when a reading is too hot", function()
-    local res = app:dispatch("sensors/42/data", { json = { temp = 99 }, qos = 1 })
-    assert.is_nil(res.error)
-    assert.equal(1, #res.published)
-    local alert = res.published[1]
-    assert.equal("alerts/42", alert.topic)
-    assert.equal(1, alert.qos)
-    assert.same({ device_id = "42", temp = 99, threshold = 80 }, alert.json)
-  end)
-
-  it("stays quiet when the reading is normal", function()
-    local res = app:dispatch("sensors/42/data", { json = { temp = 21.5 } })
-    assert.is_nil(res.error)
-    assert.same({}, res.published)
-  end)
-
-  it("logs and skips a reading that is not JSON", function()
-    local res = app:dispatch("sensors/42/data", { payload = "not json" })
-    assert.is_nil(res.error)
-    assert.same({}, res.published)
-    assert.equal("warn", res.logs[1].level)
-    assert.matches("ignoring bad reading from 42", res.logs[1].msg, 1, true)
-  end)
-
-  it("reads the threshold from ALERT_THRESHOLD", function()
-    local strict = testing.app(".", { env = { ALERT_THRESHOLD = "20" } })
-    local res = strict:dispatch("sensors/7/data", { json = { temp = 25 } })
-    assert.equal("alerts/7", res.published[1].topic)
-  end)
-
-  it("logs alerts", function()
-    local res = app:dispatch("alerts/42", { payload = "hot" })
-    assert.is_nil(res.error)
-    assert.same({ level = "warn", msg = "ALERT from 42: hot" }, res.logs[1])
   end)
 
   it("times every message", function()

@@ -46,7 +46,7 @@ describe("routemq console", function()
   end)
 
   it("loads the application and prints its banner", function()
-    assert.truthy(wait_screen("routemq console: " .. app .. ", 1 route."), screen())
+    assert.truthy(wait_screen("routemq console: " .. app .. ", 2 routes."), screen())
   end)
 
   it("dispatches a message and shows what would be published and logged", function()

@@ -169,7 +169,7 @@ describe_if("the Debian package", function()
       else
         local rc, out, err = run(line, cwd)
         assert.equal(0, rc, line .. "\n" .. out .. err)
-        if line == "routemq test" then assert.matches("4 successes / 0 failures / 0 errors", out) end
+        if line == "routemq test" then assert.matches("6 successes / 0 failures / 0 errors", out) end
       end
     end
     assert.truthy(dev_log, "the quick start has no routemq dev line")
@@ -186,7 +186,7 @@ describe_if("the Debian package", function()
     -- works from the installed copy.
     rc, out, err = run("busted --lua=luajit", cwd)
     assert.equal(0, rc, out .. err)
-    assert.matches("4 successes / 0 failures / 0 errors", out)
+    assert.matches("6 successes / 0 failures / 0 errors", out)
     rc, out = run("printf 'app:dispatch(\"sensors/42/data\", { json = { temp = 99 } })\\n' | routemq console", cwd)
     assert.equal(0, rc, out)
     assert.truthy(out:find("publish  alerts/42 qos 1", 1, true), out)

@@ -1,6 +1,7 @@
 -- Specs run without a broker: routemq.testing loads app/routers as the
 -- runtime does and records what a handler publishes and logs.
 -- Run them with `routemq test` (or `busted` in this directory).
+-- (routemq's own default app runs this same file: app/spec/sensor_spec.lua.)
 local testing = require("routemq.testing")
 
 describe("sensors/{device_id}/data", function()
@@ -18,8 +19,10 @@ describe("sensors/{device_id}/data", function()
     local res = app:dispatch("sensors/42/data", { json = { temp = 91 }, qos = 1 })
     assert.is_nil(res.error)
     assert.equal(1, #res.published)
-    assert.equal("alerts/42", res.published[1].topic)
-    assert.same({ device_id = "42", temp = 91 }, res.published[1].json)
+    local alert = res.published[1]
+    assert.equal("alerts/42", alert.topic)
+    assert.equal(1, alert.qos)
+    assert.same({ device_id = "42", temp = 91, threshold = 80 }, alert.json)
   end)
 
   it("skips a reading that is not JSON, with a warning", function()
@@ -27,9 +30,26 @@ describe("sensors/{device_id}/data", function()
     assert.is_nil(res.error)
     assert.same({}, res.published)
     assert.equal("warn", res.logs[1].level)
+    assert.matches("ignoring bad reading from 42", res.logs[1].msg, 1, true)
+  end)
+
+  it("reads the threshold from ALERT_THRESHOLD", function()
+    local strict = testing.app(".", { env = { ALERT_THRESHOLD = "20" } })
+    local res = strict:dispatch("sensors/7/data", { json = { temp = 25 } })
+    assert.equal("alerts/7", res.published[1].topic)
   end)
 
   it("matches nothing else", function()
     assert.is_false(app:dispatch("sensors/42").matched)
+  end)
+end)
+
+describe("alerts/{device_id}", function()
+  local app = testing.app(".")
+
+  it("logs the alert", function()
+    local res = app:dispatch("alerts/42", { payload = "hot" })
+    assert.is_nil(res.error)
+    assert.same({ level = "warn", msg = "ALERT from 42: hot" }, res.logs[1])
   end)
 end)

@@ -1,5 +1,7 @@
 -- Middleware: function(ctx, next). Whatever runs before next() runs before
--- the handler; not calling next() stops the message there.
+-- the handler; not calling next() stops the message there. This one logs how
+-- long each message took, middleware included.
+-- (routemq's own default app, `make run`, runs this same file.)
 local monotime = require("routemq.core").monotime
 
 ---@param ctx routemq.Context

@@ -1,0 +1,1 @@
+../../share/template/spec/sensor_spec.lua
