@@ -4,7 +4,8 @@
  * as spaces: "routemq: worker 0 gen 1      .". When that last byte is not
  * NUL, Linux instead shows the text up to the first NUL, which is the title
  * alone; so after setting the title, that byte is made non-NUL (it lies past
- * the title's own NUL, or inside a title longer than the arguments). */
+ * the title's own NUL, or inside a title longer than the arguments).
+ * runtime/tests/test_proctitle.c tries every length around the title's. */
 #include "proctitle.h"
 
 #include <bsd/unistd.h>
@@ -30,7 +31,16 @@ void proctitle_set(const char *fmt, ...)
     vsnprintf(title, sizeof title, fmt, ap);
     va_end(ap);
     setproctitle("-%s", title);
+    if (!arg_first) return;
+    /* A title exactly as long as the original argv[0] gets a blank from
+     * libbsd where that argument's NUL was (for kernels that show the whole
+     * area): with the last byte set below, it would show as a trailing blank. */
+    size_t want = strlen(title), len = strlen(arg_first);
+    if (len == want + 1 && arg_first[want] == ' ') {
+        arg_first[want] = 0;
+        len = want;
+    }
     /* A title that ends exactly at the area's last byte has its own NUL
      * there: Linux then shows it alone already, and a blank would show. */
-    if (arg_last && *arg_last == 0 && arg_last != arg_first + strlen(arg_first)) *arg_last = ' ';
+    if (arg_last && *arg_last == 0 && arg_last != arg_first + len) *arg_last = ' ';
 }

@@ -54,13 +54,13 @@ busted_run() {  # busted_run NAME PATHS...
   LUA_CPATH="$ROOT/$BUILD/lib/?.so;;" ROUTEMQ_ROOT="$ROOT" ROUTEMQ_BIN="${ROUTEMQ_BIN_OVERRIDE:-$ROOT/$BUILD/routemq}" \
     busted --lua=luajit -o TAP ${TEST_FILTER:+--filter="$TEST_FILTER"} "$@" > "$log" 2>&1
   rc=$?
-  ok=$(grep -cE '^ok [0-9]+' "$log")
-  skip=$(grep -cE '^ok [0-9]+ - # SKIP' "$log")
-  ko=$(grep -cE '^not ok [0-9]+' "$log")
+  ok=$(grep -acE '^ok [0-9]+' "$log")
+  skip=$(grep -acE '^ok [0-9]+ - # SKIP' "$log")
+  ko=$(grep -acE '^not ok [0-9]+' "$log")
   # One file or one filter: the whole output (what the specs print, figures
   # included); the full suite: only the failures.
   if [ -n "$TEST_FILE$TEST_FILTER" ]; then cat "$log"
-  else sed -n '/^not ok /,/^ok /p' "$log" | grep -v '^ok ' | head -n 200; fi
+  else sed -n '/^not ok /,/^ok /p' "$log" | grep -av '^ok ' | head -n 200; fi
   # busted's TAP writer itself dies on an error without a line (a spec file
   # that is missing); then the plan line "1..N" never comes.
   if [ "$rc" -ne 0 ] && { [ "$ko" -eq 0 ] || ! grep -qE '^1\.\.[0-9]+' "$log"; }; then
