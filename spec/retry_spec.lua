@@ -11,7 +11,7 @@ local function pack(...)
 end
 
 -- A dispatcher whose io records what happens; rec.call(...) runs a message
--- as runtime/worker_dispatch.c's run_in_thread does (d.new_thread, resume
+-- as runtime/worker_coro.c's run_in_thread does (d.new_thread, resume
 -- with the 12 arguments, d.adopt on a poll request).
 local function setup(routes, opts)
   opts = opts or {}
