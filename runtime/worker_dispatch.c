@@ -54,17 +54,27 @@ int worker_dispatch_setup(worker *w)
     return worker_coro_setup(w);
 }
 
-/* 1 when a handler error line may be logged now: at most 10 per 10 s,
- * the rest counted (and summed up by worker.c's periodic). */
+#define ERRLOG_WINDOW_NS 10000000000LL
+#define ERRLOG_LINES 10
+
+static void errlog_missed(int n)
+{
+    if (n) log_warn("%d handler errors were not logged (rate limit: %d per 10 s)", n, ERRLOG_LINES);
+}
+
+void worker_errlog_flush(worker *w, int64_t now)
+{
+    if (w->errlog.missed) errlog_missed(log_limit_roll(&w->errlog, now, ERRLOG_WINDOW_NS));
+}
+
+/* 1 when a handler error line may be logged now: at most 10 per 10 s, the
+ * rest counted and summed up once the window is over (here, or by
+ * worker.c's periodic when no error comes after). */
 static int errlog_allow(worker *w)
 {
-    int64_t now = shm_now_ns();
-    if (now - w->errlog.window_ns > 10000000000LL) {
-        w->errlog.window_ns = now;
-        w->errlog.count = 0;
-    }
-    if (++w->errlog.count > 10) { w->errlog.suppressed++; return 0; }
-    return 1;
+    int missed, allowed = log_limit_allow(&w->errlog, shm_now_ns(), ERRLOG_WINDOW_NS, ERRLOG_LINES, &missed);
+    errlog_missed(missed);
+    return allowed;
 }
 
 static void log_handler_error(worker *w, const route_info *r, const char *topic, const char *err, const char *tb)

@@ -14,6 +14,8 @@
  *   worker_lua.c         the functions Lua calls back (io.publish, io.done, io.log)
  *   worker_props.c       MQTT v5 properties packed for the keep and Lua
  *   worker_adopt_guard.c an adoption worker's check of whose messages come
+ * Shared with the master's MQTT client (master_presence.c): mqtt_client.c
+ * (epoll registration, the broker's name), backoff.h, log_limit.c.
  * docs/internals.md follows one message and one worker through them. */
 #ifndef ROUTEMQ_WORKER_INTERNAL_H
 #define ROUTEMQ_WORKER_INTERNAL_H
@@ -25,6 +27,7 @@
 
 #include "app.h"
 #include "keep_file.h"
+#include "log_limit.h"
 #include "topic_pattern.h"
 #include "topic_trie.h"
 #include "worker.h"
@@ -196,13 +199,6 @@ typedef struct worker_stop {
     int64_t unsubacked_ns;   /* when the last UNSUBACK came, 0: awaited */
 } worker_stop;
 
-/* Handler errors logged: at most 10 per 10 s, then a count. */
-typedef struct worker_errlog {
-    int64_t window_ns;
-    int count;
-    int suppressed;
-} worker_errlog;
-
 typedef struct worker {
     const worker_args *args;
     const config *cfg;
@@ -212,7 +208,7 @@ typedef struct worker {
     worker_lua lua;
     worker_conn conn;
     worker_stop stop;
-    worker_errlog errlog;
+    log_limit errlog;        /* handler errors logged: at most 10 per 10 s, then a count (worker_dispatch.c) */
     int epfd, sigfd;
     int64_t next_misc_ns;
     int64_t last_msg_ns;     /* when the last message was handled */
@@ -259,6 +255,7 @@ void worker_connect_lost(worker *w, int reason);  /* an established connection e
 void worker_on_message(struct mosquitto *m, void *ud, const struct mosquitto_message *msg,
                        const mosquitto_property *props);
 int worker_dispatch_setup(worker *w);             /* trie, route statistics, then worker_coro_setup; 0 or -1 logged */
+void worker_errlog_flush(worker *w, int64_t now); /* logs how many handler errors the rate limit left out, once their window ends */
 void worker_forget_seen(worker *w);               /* the broker has no session for us: packet ids restart */
 /* Starts the handlers of queued messages, in arrival order, while allowed. */
 void worker_pump(worker *w);
