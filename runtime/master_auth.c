@@ -3,6 +3,7 @@
 #include "master_auth.h"
 #include "clock.h"
 #include "log.h"
+#include "log_limit.h"
 
 #include <ctype.h>
 #include <stdio.h>
@@ -71,11 +72,7 @@ http_verdict http_auth_check(const http_auth *a, const char *path, int post, con
     return host_is_address(host) ? HTTP_ALLOW : HTTP_FORBIDDEN_HOST;
 }
 
-static struct {
-    int64_t window_ns;
-    int lines;
-    unsigned long long more;
-} refusals = { .window_ns = INT64_MIN / 2 };
+static log_limit refusals = { .window_ns = INT64_MIN / 2 };
 
 /* The path as logged: printable ASCII, at most 100 bytes. */
 static void clean(char *out, size_t n, const char *s)
@@ -87,16 +84,11 @@ static void clean(char *out, size_t n, const char *s)
 
 void http_auth_log_refusal(const char *method, const char *path, const char *peer, const char *why, int64_t now)
 {
-    if (now - refusals.window_ns >= REFUSAL_WINDOW_NS) {
-        if (refusals.more)
-            log_warn("admin HTTP: %llu more requests refused in the last 10 s (not logged: at most %d lines per 10 s)",
-                     refusals.more, REFUSAL_LINES);
-        refusals.window_ns = now;
-        refusals.lines = 0;
-        refusals.more = 0;
-    }
-    if (refusals.lines >= REFUSAL_LINES) { refusals.more++; return; }
-    refusals.lines++;
+    int more, allowed = log_limit_allow(&refusals, now, REFUSAL_WINDOW_NS, REFUSAL_LINES, &more);
+    if (more)
+        log_warn("admin HTTP: %d more requests refused in the last 10 s (not logged: at most %d lines per 10 s)", more,
+                 REFUSAL_LINES);
+    if (!allowed) return;
     char m[16], p[101];
     clean(m, sizeof m, method);
     clean(p, sizeof p, path);

@@ -12,6 +12,8 @@
 #include "master_presence.h"
 #include "master_presence_internal.h"
 #include "log.h"
+#include "backoff.h"
+#include "mqtt_client.h"
 
 #include <mosquitto.h>
 #include <mqtt_protocol.h>
@@ -33,13 +35,6 @@
 
 #define SETTLE_NS (300 * NS_PER_MS)    /* after SUBACK: the retained records have arrived */
 #define START_WAIT_NS (2 * NS_PER_S)   /* workers start anyway when the broker does not answer */
-
-static const char *presence_broker(const master *m)
-{
-    static char name[300];
-    snprintf(name, sizeof name, "%s:%d", m->cfg->broker, m->cfg->port);
-    return name;
-}
 
 void presence_seal(master *m, strbuf *b, long long seq)
 {
@@ -284,7 +279,7 @@ static void on_connect(struct mosquitto *mosq, void *ud, int rc, int flags, cons
     struct master_presence *p = m->presence;
     p->connect_started_ns = 0;
     if (rc) {
-        log_warn("presence: the broker %s refused the connection: %s", presence_broker(m),
+        log_warn("presence: the broker %s refused the connection: %s", mqtt_client_broker(m->cfg),
                  m->cfg->protocol == 5 ? mosquitto_reason_string(rc) : mosquitto_connack_string(rc));
         return;
     }
@@ -292,7 +287,7 @@ static void on_connect(struct mosquitto *mosq, void *ud, int rc, int flags, cons
     p->retry_delay = m->cfg->retry_min_delay;
     mosquitto_subscribe(mosq, NULL, p->filter, 1);
     publish_record(m);
-    log_debug("presence: connected to %s as %s", presence_broker(m), p->client_id);
+    log_debug("presence: connected to %s as %s", mqtt_client_broker(m->cfg), p->client_id);
 }
 
 static void on_subscribe(struct mosquitto *mosq, void *ud, int mid, int n, const int *granted,
@@ -317,8 +312,7 @@ static void on_unsubscribe(struct mosquitto *mosq, void *ud, int mid, const mosq
 static void schedule(master *m)
 {
     struct master_presence *p = m->presence;
-    double d = p->retry_delay > 0 ? p->retry_delay : m->cfg->retry_min_delay;
-    p->retry_delay = d * 2 > m->cfg->retry_max_delay ? m->cfg->retry_max_delay : d * 2;
+    double d = backoff_next(&p->retry_delay, m->cfg->retry_min_delay, m->cfg->retry_max_delay);
     p->next_connect_ns = shm_now_ns() + (int64_t)(d * NS_PER_S);
 }
 
@@ -327,7 +321,7 @@ static void on_disconnect(struct mosquitto *mosq, void *ud, int rc, const mosqui
     master *m = ud;
     struct master_presence *p = m->presence;
     if (p->connected && !m->stopping && !p->refreshing)
-        log_warn("presence: lost the connection to %s", presence_broker(m));
+        log_warn("presence: lost the connection to %s", mqtt_client_broker(m->cfg));
     if (!p->connected) p->failed = 1;
     p->connected = 0;
     p->connect_started_ns = 0;
@@ -420,17 +414,8 @@ static void update_socket(master *m)
     struct master_presence *p = m->presence;
     int fd = mosquitto_socket(p->mosq);
     int events = EPOLLIN | (fd >= 0 && mosquitto_want_write(p->mosq) ? EPOLLOUT : 0);
-    if (fd != p->sock) {
-        if (p->sock >= 0) epoll_ctl(m->epfd, EPOLL_CTL_DEL, p->sock, NULL);
-        p->sock = -1;
-        if (fd >= 0) {
-            struct epoll_event ev = { .events = (uint32_t)events, .data.u64 = MEV(MEV_PRESENCE, 0) };
-            if (epoll_ctl(m->epfd, EPOLL_CTL_ADD, fd, &ev) == 0) { p->sock = fd; p->sock_events = events; }
-        }
-    } else if (fd >= 0 && events != p->sock_events) {
-        struct epoll_event ev = { .events = (uint32_t)events, .data.u64 = MEV(MEV_PRESENCE, 0) };
-        if (epoll_ctl(m->epfd, EPOLL_CTL_MOD, fd, &ev) == 0) p->sock_events = events;
-    }
+    mqtt_client_sync_epoll(m->epfd, fd, (uint32_t)events, (epoll_data_t){ .u64 = MEV(MEV_PRESENCE, 0) }, &p->sock,
+                           &p->sock_events);
 }
 
 void master_presence_event(master *m, uint32_t events)

@@ -4,6 +4,7 @@
 #include "log.h"
 #include "luavm.h"
 #include "proc_statm.h"
+#include "mqtt_client.h"
 
 #include <dlfcn.h>
 #include <errno.h>
@@ -218,17 +219,8 @@ static void update_socket(worker *w)
     if (fd != w->conn.sock) w->conn.peer_closed = 0;
     int events = (wants_read(w) ? EPOLLIN : 0) | (fd >= 0 && mosquitto_want_write(w->conn.mosq) ? EPOLLOUT : 0) |
                  (fd >= 0 && !w->conn.peer_closed ? EPOLLRDHUP : 0);
-    if (fd != w->conn.sock) {
-        if (w->conn.sock >= 0) epoll_ctl(w->epfd, EPOLL_CTL_DEL, w->conn.sock, NULL);  /* may be closed already */
-        w->conn.sock = -1;
-        if (fd >= 0) {
-            struct epoll_event ev = { .events = (uint32_t)events, .data.fd = fd };
-            if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &ev) == 0) { w->conn.sock = fd; w->conn.sock_events = events; }
-        }
-    } else if (fd >= 0 && events != w->conn.sock_events) {
-        struct epoll_event ev = { .events = (uint32_t)events, .data.fd = fd };
-        if (epoll_ctl(w->epfd, EPOLL_CTL_MOD, fd, &ev) == 0) w->conn.sock_events = events;
-    }
+    mqtt_client_sync_epoll(w->epfd, fd, (uint32_t)events, (epoll_data_t){ .fd = fd }, &w->conn.sock,
+                           &w->conn.sock_events);
 }
 
 /* Writes what libmosquitto queued. Nagle stays on, so a stream of PUBACKs
@@ -313,10 +305,7 @@ static void periodic(worker *w, int64_t now)
     }
     worker_dlq_retry_due(w);
     worker_dlq_replay_tick(w, now);
-    if (w->errlog.suppressed && now - w->errlog.window_ns > 10000000000LL) {
-        log_warn("%d handler errors were not logged (rate limit: 10 per 10 s)", w->errlog.suppressed);
-        w->errlog.suppressed = 0;
-    }
+    worker_errlog_flush(w, now);
 }
 
 static int timeout_ms(worker *w, int64_t now)

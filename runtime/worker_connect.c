@@ -14,6 +14,8 @@
 #include "worker_internal.h"
 #include "log.h"
 #include "worker_tls.h"
+#include "backoff.h"
+#include "mqtt_client.h"
 
 #include <mqtt_protocol.h>
 #include <errno.h>
@@ -32,13 +34,6 @@
 
 static char abort_why[128];  /* why worker_connect_tick cut the connection, for the log line */
 
-static const char *broker_name(worker *w)
-{
-    static char name[300];
-    snprintf(name, sizeof name, "%s:%d", w->cfg->broker, w->cfg->port);
-    return name;
-}
-
 static const char *no_stop(const char *text);
 
 /* Stopping, and not draining a retiring session (which reconnects to go on). */
@@ -56,9 +51,7 @@ static void schedule_in(worker *w, double seconds)
 /* The backoff step: retry_delay now, doubled (up to MQTT_RETRY_MAX_DELAY) for the next failure. */
 static double next_backoff(worker *w)
 {
-    double d = w->conn.retry_delay > 0 ? w->conn.retry_delay : w->cfg->retry_min_delay;
-    w->conn.retry_delay = d * 2 > w->cfg->retry_max_delay ? w->cfg->retry_max_delay : d * 2;
-    return d;
+    return backoff_next(&w->conn.retry_delay, w->cfg->retry_min_delay, w->cfg->retry_max_delay);
 }
 
 void worker_mqtt_schedule_reconnect(worker *w)
@@ -99,13 +92,13 @@ void worker_connect_failed(worker *w, const char *why)
     if (stops_now(w) && !w->out.count) return;  /* a stop goes on reconnecting only to deliver publishes or drain */
     if (w->args->adopt_client_id && ++w->conn.adopt_attempts >= 5) {
         /* The master starts it again with backoff. */
-        log_warn("leaving the adoption of %s for now: cannot connect to %s: %s", w->conn.client_id, broker_name(w), why);
+        log_warn("leaving the adoption of %s for now: cannot connect to %s: %s", w->conn.client_id, mqtt_client_broker(w->cfg), why);
         w->stop.kind = STOP_KEEP;
         w->stop.gave_up = 1;
         return;
     }
     double d = next_backoff(w);
-    log_warn("cannot connect to %s: %s; retrying in %.1f s", broker_name(w), why, d);
+    log_warn("cannot connect to %s: %s; retrying in %.1f s", mqtt_client_broker(w->cfg), why, d);
     w->conn.reconnect_pending = 0;
     schedule_in(w, d);
 }
@@ -164,7 +157,7 @@ void worker_connect_lost(worker *w, int reason)
         d = w->cfg->retry_max_delay;
         log_error("the broker %s gave the session of %s to another connection with the same client id "
                   "(session taken over): two routemq instances run with one identity. Give each its own "
-                  "ROUTEMQ_INSTANCE (or MQTT_CLIENT_ID); retrying in %.1f s", broker_name(w), w->conn.client_id, d);
+                  "ROUTEMQ_INSTANCE (or MQTT_CLIENT_ID); retrying in %.1f s", mqtt_client_broker(w->cfg), w->conn.client_id, d);
     } else if (w->conn.short_connections >= 2) {
         /* mosquitto 2.0 closes a taken-over connection without saying why
          * (no DISCONNECT 0x8E): a second short connection in a row is the sign. */
@@ -173,7 +166,7 @@ void worker_connect_lost(worker *w, int reason)
         log_error("the broker %s closed the connection of %s %d times in a row within %d s of accepting it: "
                   "most likely another client uses the same client id (two routemq instances with one identity: "
                   "give each its own ROUTEMQ_INSTANCE or MQTT_CLIENT_ID), or the broker rejects what this client "
-                  "does (see its log); retrying in %.1f s", broker_name(w), w->conn.client_id, w->conn.short_connections,
+                  "does (see its log); retrying in %.1f s", mqtt_client_broker(w->cfg), w->conn.client_id, w->conn.short_connections,
                   (int)(SHORT_CONNECTION_NS / NS_PER_S), d);
     } else {
         if (!brief) {
@@ -192,10 +185,10 @@ void worker_connect_lost(worker *w, int reason)
          * master time to say so (a SIGTERM) before reconnecting. */
         if (w->args->adopt_client_id && d < ADOPT_RECONNECT_MIN_S) d = ADOPT_RECONNECT_MIN_S;
         if (!w->conn.disconnect_noted)
-            log_warn("lost the connection to %s: %s; reconnecting in %.2f s", broker_name(w),
+            log_warn("lost the connection to %s: %s; reconnecting in %.2f s", mqtt_client_broker(w->cfg),
                      reason_text(reason, err), d);
         else
-            log_info("reconnecting to %s in %.2f s", broker_name(w), d);
+            log_info("reconnecting to %s in %.2f s", mqtt_client_broker(w->cfg), d);
     }
     w->conn.disconnect_noted = 1;
     w->conn.connected_ns = 0;
@@ -242,7 +235,7 @@ void worker_connect_tick(worker *w, int64_t now)
     if (gap > 2 * NS_PER_S && w->conn.last_in_ns < now - keepalive_ns) w->conn.last_in_ns = now - keepalive_ns;
     if (now - w->conn.last_in_ns < keepalive_ns * 3 / 2) return;
     if (readable(mosquitto_socket(w->conn.mosq))) { w->conn.last_in_ns = now; return; }
-    log_warn("nothing from %s for %.1f s (1.5 x MQTT_KEEPALIVE=%d): the connection is lost", broker_name(w),
+    log_warn("nothing from %s for %.1f s (1.5 x MQTT_KEEPALIVE=%d): the connection is lost", mqtt_client_broker(w->cfg),
              (now - w->conn.last_in_ns) / 1e9, w->cfg->keepalive);
     snprintf(abort_why, sizeof abort_why, "no answer to keepalive");
     w->conn.disconnect_noted = 1;

@@ -8,6 +8,7 @@
 #include "worker_internal.h"
 #include "dlq_store.h"
 #include "log.h"
+#include "log_limit.h"
 #include "luavm.h"
 
 #include <stdio.h>
@@ -28,22 +29,23 @@ struct worker_dlq {
     int64_t err_logged_ns;     /* the "cannot store" error: at most every 10 s */
     int64_t next_try_ns;       /* when worker_dlq_retry_due tries the store again */
     int64_t backoff_ns;        /* doubles while it fails (a locked store may block each try for its busy timeout) */
-    int64_t log_window_ns;     /* "stored as dead letter" lines: at most 10 per 10 s, then a count */
-    int logged, unlogged;
+    log_limit lines;           /* "stored as dead letter" lines: at most 10 per 10 s, then a count */
 };
 
 #define DLQ_LOG_WINDOW_NS 10000000000LL
 #define DLQ_LOG_PER_WINDOW 10
 
+static void log_missed(int n)
+{
+    if (n)
+        log_warn("%d more message%s stored as dead letters (logged: at most %d per 10 s; routemq dlq list shows them)",
+                 n, n == 1 ? "" : "s", DLQ_LOG_PER_WINDOW);
+}
+
 /* The count of dead letters not logged, once their window is over. */
 static void log_unlogged(struct worker_dlq *d, int64_t now)
 {
-    if (now - d->log_window_ns < DLQ_LOG_WINDOW_NS) return;
-    if (d->unlogged)
-        log_warn("%d more message%s stored as dead letters (logged: at most %d per 10 s; routemq dlq list shows them)",
-                 d->unlogged, d->unlogged == 1 ? "" : "s", DLQ_LOG_PER_WINDOW);
-    d->log_window_ns = now;
-    d->logged = d->unlogged = 0;
+    log_missed(log_limit_roll(&d->lines, now, DLQ_LOG_WINDOW_NS));
 }
 
 /* 1 when this dead letter gets its own log line. */
@@ -51,13 +53,9 @@ static int log_allowed(worker *w)
 {
     struct worker_dlq *d = w->dlq;
     if (!d) return 1;
-    log_unlogged(d, shm_now_ns());
-    if (d->logged < DLQ_LOG_PER_WINDOW) {
-        d->logged++;
-        return 1;
-    }
-    d->unlogged++;
-    return 0;
+    int missed, allowed = log_limit_allow(&d->lines, shm_now_ns(), DLQ_LOG_WINDOW_NS, DLQ_LOG_PER_WINDOW, &missed);
+    log_missed(missed);
+    return allowed;
 }
 
 #define DLQ_RETRY_MIN_NS 1000000000LL
@@ -263,7 +261,7 @@ int worker_dlq_put(worker *w, int id, const char *reason, const char *err, const
 void worker_dlq_retry_due(worker *w)
 {
     struct worker_dlq *d = w->dlq;
-    if (d && d->unlogged) log_unlogged(d, shm_now_ns());
+    if (d && d->lines.missed) log_unlogged(d, shm_now_ns());
     if (!d || !d->npending) return;
     int64_t now = shm_now_ns();
     if (now < d->next_try_ns) return;

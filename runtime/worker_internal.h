@@ -3,15 +3,19 @@
  *   worker_mqtt.c        the MQTT connection: set-up, subscriptions, DISCONNECT
  *   worker_connect.c     connect attempts, reconnect backoff, outages
  *   worker_tls.c         TLS to the broker and its handshake errors
- *   worker_dispatch.c    messages into Lua: intake, de-duplication, the pump,
- *                        handler coroutines, the cqueues controller
+ *   worker_dispatch.c    a message around its handler: intake, de-duplication,
+ *                        the queue and the pump, completion and accounting
+ *   worker_coro.c        the bridge into Lua: handler coroutines (their pool),
+ *                        the cqueues controller's steps, init and jobs
  *   worker_keep.c        where a taken message is kept until it is finished
  *   worker_replay.c      what a previous worker of the slot left unfinished
  *   worker_out.c         what handlers publish, tracked until acknowledged
  *   worker_pubconn.c     the second connection, for publishing only
- *   worker_lua.c         the functions Lua calls back (io.publish, io.log)
+ *   worker_lua.c         the functions Lua calls back (io.publish, io.done, io.log)
  *   worker_props.c       MQTT v5 properties packed for the keep and Lua
  *   worker_adopt_guard.c an adoption worker's check of whose messages come
+ * Shared with the master's MQTT client (master_presence.c): mqtt_client.c
+ * (epoll registration, the broker's name), backoff.h, log_limit.c.
  * docs/internals.md follows one message and one worker through them. */
 #ifndef ROUTEMQ_WORKER_INTERNAL_H
 #define ROUTEMQ_WORKER_INTERNAL_H
@@ -23,6 +27,7 @@
 
 #include "app.h"
 #include "keep_file.h"
+#include "log_limit.h"
 #include "topic_pattern.h"
 #include "topic_trie.h"
 #include "worker.h"
@@ -194,13 +199,6 @@ typedef struct worker_stop {
     int64_t unsubacked_ns;   /* when the last UNSUBACK came, 0: awaited */
 } worker_stop;
 
-/* Handler errors logged: at most 10 per 10 s, then a count. */
-typedef struct worker_errlog {
-    int64_t window_ns;
-    int count;
-    int suppressed;
-} worker_errlog;
-
 typedef struct worker {
     const worker_args *args;
     const config *cfg;
@@ -210,7 +208,7 @@ typedef struct worker {
     worker_lua lua;
     worker_conn conn;
     worker_stop stop;
-    worker_errlog errlog;
+    log_limit errlog;        /* handler errors logged: at most 10 per 10 s, then a count (worker_dispatch.c) */
     int epfd, sigfd;
     int64_t next_misc_ns;
     int64_t last_msg_ns;     /* when the last message was handled */
@@ -256,7 +254,8 @@ void worker_connect_lost(worker *w, int reason);  /* an established connection e
 /* worker_dispatch.c */
 void worker_on_message(struct mosquitto *m, void *ud, const struct mosquitto_message *msg,
                        const mosquitto_property *props);
-int worker_dispatch_setup(worker *w);             /* trie, d.call and helper refs */
+int worker_dispatch_setup(worker *w);             /* trie, route statistics, then worker_coro_setup; 0 or -1 logged */
+void worker_errlog_flush(worker *w, int64_t now); /* logs how many handler errors the rate limit left out, once their window ends */
 void worker_forget_seen(worker *w);               /* the broker has no session for us: packet ids restart */
 /* Starts the handlers of queued messages, in arrival order, while allowed. */
 void worker_pump(worker *w);
@@ -396,7 +395,15 @@ void worker_out_connection_lost(worker *w);       /* QoS 0 publishes not written
 /* Gives up on every publish not acknowledged (leaving for good); returns how many. */
 uint32_t worker_out_abandon(worker *w);
 
-/* worker_dispatch.c: the cqueues controller */
+/* worker_coro.c: the bridge into Lua */
+/* Makes the Lua dispatcher (routemq.worker.new) and keeps references to
+ * what C calls in it; 0, or -1 logged (the worker does not start). */
+int worker_coro_setup(worker *w);
+/* Runs the handler of running record id (message m, route rid, its
+ * wildcard captures) in a pooled coroutine, or through d.call; its end
+ * comes to worker_handler_end, now or (a handler that waits) later. */
+void worker_coro_call(worker *w, int id, const worker_msg *m, int rid, const topic_span *caps, int ncaps,
+                      int redelivered);
 /* Steps the cqueues controller once (waiting handlers, timers) under the
  * watchdog's handler clock. */
 void worker_step(worker *w);
@@ -412,5 +419,8 @@ void worker_jobs(worker *w, int start);           /* starts (1) or stops (0) tim
 /* worker_lua.c */
 void worker_lua_push_io(worker *w);               /* pushes the io table for dispatch.new */
 void worker_lua_push_props(worker *w, const char *packed, size_t len); /* ctx.props from packed properties */
+/* Reads a failed run's outcome from the values at i.. of L (err, traceback,
+ * reason, delay; nil delay: final) into o; its strings stay on L's stack. */
+void worker_lua_read_failure(lua_State *L, int i, worker_outcome *o);
 
 #endif

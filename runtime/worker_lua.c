@@ -1,5 +1,7 @@
-/* The functions the dispatcher calls back into the worker (io.publish and
- * io.log), and MQTT v5 properties to and from Lua tables. */
+/* The functions the dispatcher calls back into the worker (the io table:
+ * io.publish, io.done, io.log...), the values a handler's end hands to C,
+ * and MQTT v5 properties to and from Lua tables. Calls from C into Lua
+ * (handler coroutines, the cqueues controller) are worker_coro.c. */
 #include "worker_internal.h"
 #include "log.h"
 #include "worker_props.h"
@@ -133,14 +135,20 @@ static int l_done(lua_State *L)
     worker_outcome o = { .ok = lua_toboolean(L, 2) };
     if (!o.ok) {
         lua_settop(L, 6);
-        o.err = lua_tostring(L, 3) ? lua_tostring(L, 3) : "(no message)";
-        o.tb = lua_tostring(L, 4);
-        if (o.tb && !o.tb[0]) o.tb = NULL;
-        o.reason = lua_type(L, 5) == LUA_TSTRING ? lua_tostring(L, 5) : "error";
-        o.delay = lua_isnumber(L, 6) && lua_tonumber(L, 6) >= 0 ? lua_tonumber(L, 6) : -1;
+        worker_lua_read_failure(L, 3, &o);
     }
     worker_handler_end(w, id, &o);
     return 0;
+}
+
+void worker_lua_read_failure(lua_State *L, int i, worker_outcome *o)
+{
+    o->ok = 0;
+    o->err = lua_tostring(L, i) ? lua_tostring(L, i) : "(no message)";
+    o->tb = lua_tostring(L, i + 1);
+    if (o->tb && !o->tb[0]) o->tb = NULL;
+    o->reason = lua_type(L, i + 2) == LUA_TSTRING ? lua_tostring(L, i + 2) : "error";
+    o->delay = lua_isnumber(L, i + 3) && lua_tonumber(L, i + 3) >= 0 ? lua_tonumber(L, i + 3) : -1;
 }
 
 /* io.resume(route_index, token): a waiting handler's code (route 0: a

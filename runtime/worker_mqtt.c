@@ -5,6 +5,7 @@
 #include "worker_tls.h"
 #include "rundir.h"
 #include "hash.h"
+#include "mqtt_client.h"
 
 #include <mqtt_protocol.h>
 #include <netinet/in.h>
@@ -16,19 +17,12 @@
 #include <string.h>
 #include <unistd.h>
 
-static const char *broker_name(worker *w)
-{
-    static char name[300];
-    snprintf(name, sizeof name, "%s:%d", w->cfg->broker, w->cfg->port);
-    return name;
-}
-
 /* Connected and every subscription acknowledged: the slot serves its routes. */
 static void mark_ready(worker *w)
 {
     atomic_store(&w->shm->ready_ns, shm_now_ns());
     atomic_store(&w->shm->state, SLOT_READY);
-    log_info("connected to %s as %s, %d subscription%s%s", broker_name(w), w->conn.client_id, w->conn.nsubs,
+    log_info("connected to %s as %s, %d subscription%s%s", mqtt_client_broker(w->cfg), w->conn.client_id, w->conn.nsubs,
              w->conn.nsubs == 1 ? "" : "s", w->conn.session_resumed ? ", session resumed" : "");
 }
 
@@ -115,7 +109,7 @@ static void refused(worker *w, int i, int code)
     char why[64];
     reason_name(w, code, why, sizeof why);
     log_error("the broker %s refused the subscription of route '%s' (%s): %s; the slot is not ready",
-              broker_name(w), r->pattern, r->sub, why);
+              mqtt_client_broker(w->cfg), r->pattern, r->sub, why);
     if (atomic_load(&w->shm->subs_refused) == 0) {
         snprintf(w->shm->refused_reason, sizeof w->shm->refused_reason, "%s", why);
         atomic_store(&w->shm->refused_route, r->index);
@@ -140,7 +134,7 @@ static void on_subscribe(struct mosquitto *m, void *ud, int mid, int n, const in
         }
     } else {
         for (int k = 0; k < n; k++)
-            if (granted[k] >= 0x80) log_error("the broker %s refused a subscription (reason %d)", broker_name(w), granted[k]);
+            if (granted[k] >= 0x80) log_error("the broker %s refused a subscription (reason %d)", mqtt_client_broker(w->cfg), granted[k]);
     }
     if (w->conn.subs_pending > 0 && --w->conn.subs_pending > 0) {
         /* mosquitto does not set TCP_NODELAY: its next SUBACKs wait for our
@@ -201,7 +195,7 @@ static void connected(struct mosquitto *m, void *ud, int rc, int flags, const mo
     if (rc != 0) {
         w->conn.disconnect_noted = 1;  /* the broker closes next: retry with backoff, no second line */
         w->conn.connected_ns = 0;
-        log_error("the broker %s refused the connection of %s: %s", broker_name(w), w->conn.client_id,
+        log_error("the broker %s refused the connection of %s: %s", mqtt_client_broker(w->cfg), w->conn.client_id,
                   w->cfg->protocol == 5 ? mosquitto_reason_string(rc) : mosquitto_connack_string(rc));
         if (is_auth_failure(rc) && ++w->conn.auth_failures >= 3) {
             log_error("giving up after %d refused logins: check MQTT_USERNAME and MQTT_PASSWORD", w->conn.auth_failures);
@@ -222,7 +216,7 @@ static void connected(struct mosquitto *m, void *ud, int rc, int flags, const mo
          * session kept the rest of the backlog, so the drain starts over;
          * without a session nothing is left to drain. */
         w->conn.session_resumed = flags & 1;
-        log_info("connected to %s as %s again, %s", broker_name(w), w->conn.client_id,
+        log_info("connected to %s as %s again, %s", mqtt_client_broker(w->cfg), w->conn.client_id,
                  w->conn.session_resumed ? "session resumed: draining what is queued for it" : "no session left");
         if (w->conn.session_resumed) {
             worker_mqtt_unsubscribe_all(w);

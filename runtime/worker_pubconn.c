@@ -11,6 +11,8 @@
  * reconnect; it never subscribes, so the broker queues nothing for it. */
 #include "worker_internal.h"
 #include "log.h"
+#include "backoff.h"
+#include "mqtt_client.h"
 
 #include <dlfcn.h>
 #include <errno.h>
@@ -41,12 +43,10 @@ static void schedule(worker *w, double seconds)
     p->next_connect_ns = shm_now_ns() + (int64_t)(seconds * 1e9);
 }
 
+/* Its own backoff, from 0.1 s (worker_pubconn_setup) up to MQTT_RETRY_MAX_DELAY. */
 static double backoff(worker *w)
 {
-    struct worker_pubconn *p = w->pub;
-    double d = p->retry_delay;
-    p->retry_delay = d * 2 > w->cfg->retry_max_delay ? w->cfg->retry_max_delay : d * 2;
-    return d;
+    return backoff_next(&w->pub->retry_delay, 0.1, w->cfg->retry_max_delay);
 }
 
 /* Until the worker's last DISCONNECT: a stopping worker still finishes
@@ -232,17 +232,7 @@ void worker_pubconn_update(worker *w)
     if (!p) return;
     int fd = mosquitto_socket(p->mosq);
     int events = fd >= 0 ? EPOLLIN | (mosquitto_want_write(p->mosq) ? EPOLLOUT : 0) : 0;
-    if (fd != p->sock) {
-        if (p->sock >= 0) epoll_ctl(w->epfd, EPOLL_CTL_DEL, p->sock, NULL);  /* may be closed already */
-        p->sock = -1;
-        if (fd >= 0) {
-            struct epoll_event ev = { .events = (uint32_t)events, .data.fd = fd };
-            if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &ev) == 0) { p->sock = fd; p->sock_events = events; }
-        }
-    } else if (fd >= 0 && events != p->sock_events) {
-        struct epoll_event ev = { .events = (uint32_t)events, .data.fd = fd };
-        if (epoll_ctl(w->epfd, EPOLL_CTL_MOD, fd, &ev) == 0) p->sock_events = events;
-    }
+    mqtt_client_sync_epoll(w->epfd, fd, (uint32_t)events, (epoll_data_t){ .fd = fd }, &p->sock, &p->sock_events);
 }
 
 void worker_pubconn_flush(worker *w)

@@ -8,6 +8,8 @@
 #include "clock.h"
 #include "worker_internal.h"
 #include "log.h"
+#include "log_limit.h"
+#include "mqtt_client.h"
 
 #include <openssl/err.h>
 #include <openssl/pem.h>
@@ -25,14 +27,17 @@
 
 /* One worker per process: the handshake log state is the process's. */
 static struct {
-    int64_t window_ns;
-    int logged;        /* lines in the current window */
-    int suppressed;    /* failures not logged in the current window */
+    log_limit lines;   /* the failures logged, and those not */
     int failures;      /* since the last successful connection */
     int failed;        /* the last attempt's failure was logged (worker_tls_failed) */
     int64_t failure_ns; /* when the last handshake failure was logged */
     char hint[256];    /* libmosquitto's own "Error: ..." before the OpenSSL one */
 } tls;
+
+static void log_missed(int n)
+{
+    log_warn("%d failed connection attempts were not logged (rate limit: %d per 10 s)", n, TLS_LOG_MAX);
+}
 
 /* Logs one failed connection attempt (worker_mqtt_schedule_reconnect has
  * run), at most TLS_LOG_MAX lines per TLS_LOG_WINDOW_NS and then a count. */
@@ -41,17 +46,11 @@ static void attempt_failed(worker *w, const char *what, const char *reason)
     tls.failed = 1;
     tls.failures++;
     int64_t now = shm_now_ns();
-    if (now - tls.window_ns > TLS_LOG_WINDOW_NS) {
-        if (tls.suppressed)
-            log_warn("%d failed connection attempts were not logged (rate limit: %d per 10 s)", tls.suppressed,
-                     TLS_LOG_MAX);
-        tls.window_ns = now;
-        tls.logged = tls.suppressed = 0;
-    }
-    if (tls.logged >= TLS_LOG_MAX) { tls.suppressed++; return; }
-    tls.logged++;
+    int missed, allowed = log_limit_allow(&tls.lines, now, TLS_LOG_WINDOW_NS, TLS_LOG_MAX, &missed);
+    if (missed) log_missed(missed);
+    if (!allowed) return;
     double delay = w->conn.reconnect_pending ? (double)(w->conn.next_connect_ns - now) / 1e9 : 0;
-    log_error("%s %s:%d failed: %s; attempt %d, retrying in %.1f s", what, w->cfg->broker, w->cfg->port, reason,
+    log_error("%s %s failed: %s; attempt %d, retrying in %.1f s", what, mqtt_client_broker(w->cfg), reason,
               tls.failures, delay < 0 ? 0 : delay);
 }
 
@@ -115,12 +114,10 @@ void worker_tls_closed(worker *w, int rc, int err)
 
 void worker_tls_connected(worker *w)
 {
-    if (tls.suppressed)
-        log_warn("%d failed connection attempts were not logged (rate limit: %d per 10 s)", tls.suppressed,
-                 TLS_LOG_MAX);
-    if (tls.failures) log_info("connected to %s:%d after %d failed attempt%s", w->cfg->broker, w->cfg->port,
+    if (tls.lines.missed) log_missed(tls.lines.missed);
+    if (tls.failures) log_info("connected to %s after %d failed attempt%s", mqtt_client_broker(w->cfg),
                                tls.failures, tls.failures == 1 ? "" : "s");
-    tls.suppressed = tls.logged = tls.failures = tls.failed = 0;
+    tls.failures = tls.failed = 0;
+    tls.lines = (log_limit){ 0 };
     tls.hint[0] = 0;
-    tls.window_ns = 0;
 }

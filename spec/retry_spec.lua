@@ -6,7 +6,7 @@ local cqueues = require("cqueues")
 local retry = require("routemq.retry")
 local helper = require("spec.helpers.dispatch")
 
--- rec.call(...) runs a message as the worker does (spec/helpers/dispatch.lua).
+-- rec.call(...) runs a message as runtime/worker_coro.c's run_in_thread does (spec/helpers/dispatch.lua).
 local setup, route = helper.setup, helper.route
 
 -- The 12 arguments of a message on route 1.
