@@ -50,7 +50,7 @@ function M.setup(routes, opts)
     retry = opts.retry,
   }, 0, r)
 
-  -- rec.call(...): as runtime/worker_dispatch.c's run_in_thread does: a
+  -- rec.call(...): as runtime/worker_coro.c's run_in_thread does: a
   -- coroutine of d.new_thread (reused once it is idle) resumed with the
   -- message, d.adopt when it asks to poll.
   local idle = {}
