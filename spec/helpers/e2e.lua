@@ -379,14 +379,49 @@ function M.handled(dir)
   return tonumber(sh("cat " .. dir .. "/*.rec 2>/dev/null | wc -l"):match("%d+")) or 0
 end
 
+--- Makes "nothing more is handled" certain instead of timed. A broker sends
+-- each client its messages in order: sentinels ("e2e-sentinel-<k>") are
+-- published to topic (at qos, default 1), one after the other, until every
+-- live worker that recorded something under dirs (a dir or a list) has
+-- recorded one. Whatever the broker had sent them before is then handled (the test
+-- app records in order, one message at a time). For a shared route the
+-- broker picks the member: it takes as many as that needs. Returns how many
+-- were published (M.records leaves them out), or nil after timeout s.
+function M.sentinels(port, topic, dirs, qos, timeout)
+  dirs = type(dirs) == "table" and dirs or { dirs }
+  local function pids(pattern)
+    local set = {}
+    for _, dir in ipairs(dirs) do
+      local files = sh(string.format("grep -l%s %s %s/*.rec 2>/dev/null", pattern and "" or "v", M.quote(pattern or
+        "^$"), dir))
+      for pid in files:gmatch("(%d+)%.rec") do set[pid] = true end
+    end
+    return set
+  end
+  local want = {}  -- a worker that has exited handles nothing more
+  for pid in pairs(pids(nil)) do if M.alive(tonumber(pid)) then want[pid] = true end end
+  local k = 0
+  return M.wait_for(function()
+    k = k + 1
+    M.publish(port, topic, "e2e-sentinel-" .. k, "-q " .. (qos or 1))
+    M.wait_for(function()
+      return next(pids("\te2e-sentinel-" .. k .. "\t")) ~= nil
+    end, 10, 0.02)
+    local got = pids("\te2e-sentinel-")
+    for pid in pairs(want) do if not got[pid] then return false end end
+    return k
+  end, timeout or 60, 0)
+end
+
 --- Reads every record the test app's handlers wrote under dir: a list of
--- { route =, payload =, pid =, redelivered = } and counts by payload.
+-- { route =, payload =, pid =, redelivered = } and counts by payload. The
+-- records of M.sentinels' messages are left out.
 function M.records(dir)
   local list, by_payload = {}, {}
   for file in sh("ls " .. dir .. "/*.rec 2>/dev/null"):gmatch("[^\n]+") do
     for line in M.read(file):gmatch("[^\n]+") do
       local route, payload, pid, red = line:match("^(.-)\t(.-)\t(%d+)\t(%a+)$")
-      if route then
+      if route and not payload:match("^e2e%-sentinel%-%d+$") then
         local r = { route = route, payload = payload, pid = tonumber(pid), redelivered = red == "true" }
         list[#list + 1] = r
         by_payload[payload] = (by_payload[payload] or 0) + 1
