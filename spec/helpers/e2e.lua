@@ -136,6 +136,8 @@ function M.copy_app(src, dir)
 end
 
 --- Starts a mosquitto on a free port. Returns { port =, pid =, dir =, stop = fn }.
+-- opts: port, persistence, password_file (with user, pass), log_types (more
+-- mosquitto log_type values for its log, dir .. "/broker.log").
 function M.broker(opts)
   opts = opts or {}
   local dir = M.tmpdir()
@@ -146,6 +148,7 @@ function M.broker(opts)
   local f = assert(io.open(conf, "w"))
   f:write("listener ", port, " 127.0.0.1\n", "allow_anonymous ", opts.password_file and "false" or "true", "\n",
     "max_queued_messages 1000000\n", "log_type error\nlog_type warning\n")
+  for _, t in ipairs(opts.log_types or {}) do f:write("log_type ", t, "\n") end
   if opts.persistence then
     f:write("persistence true\npersistence_location ", dir, "/\nautosave_interval 1\n")
   else
@@ -290,6 +293,17 @@ function M.routemq(b, app_dir, args, env)
   return r
 end
 
+--- True when no worker of instance r (app_dir: its --app) has a message in
+-- progress or kept: nothing it took can be handled any more.
+function M.idle(r, app_dir)
+  local st = M.status(r, app_dir)
+  if not st or type(st.slots) ~= "table" then return false end
+  for _, s in ipairs(st.slots) do
+    if (s.in_progress or 0) ~= 0 or (s.kept or 0) ~= 0 then return false end
+  end
+  return true
+end
+
 --- `routemq status --json` of instance r (app_dir: its --app), decoded; nil
 -- when it fails.
 function M.status(r, app_dir)
@@ -335,16 +349,17 @@ end
 function M.settle(dirs, n, quiet)
   local last, since = -1, M.now()
   quiet = math.max(quiet or 5, 30)
-  while M.now() - since < quiet do
+  M.wait_for(function()
     local lost = M.tally(dirs, n)
-    if lost == 0 then return end
+    if lost == 0 then return true end
     if lost ~= last then last, since = lost, M.now() end
-    M.sleep(0.2)
-  end
+    return M.now() - since >= quiet
+  end, math.huge, 0.2)
 end
 
 -- Kills one random worker of routemq handle r with -9, after `every`
--- seconds (default 0.5); true when there was one to kill.
+-- seconds (default 0.5: the pace of the kills the chaos tests ask for, not a
+-- wait for anything); true when there was one to kill.
 local function kill_one(r, every)
   M.sleep(every or 0.5)
   local pids = r.workers()
