@@ -398,30 +398,30 @@ end
 -- each client its messages in order: sentinels ("e2e-sentinel-<k>") are
 -- published to topic (at qos, default 1), one after the other, until every
 -- live worker that recorded something under dirs (a dir or a list) has
--- recorded one. Whatever the broker had sent them before is then handled (the test
--- app records in order, one message at a time). For a shared route the
--- broker picks the member: it takes as many as that needs. Returns how many
--- were published (M.records leaves them out), or nil after timeout s.
+-- recorded one. What the broker had sent those workers before has then been
+-- taken, and handled where a worker handles one message at a time (else see
+-- M.idle). For a shared route the broker picks the member: it takes as many
+-- sentinels as that needs. Returns how many were published (M.records leaves
+-- them out), or nil after timeout s (default 60).
 function M.sentinels(port, topic, dirs, qos, timeout)
   dirs = type(dirs) == "table" and dirs or { dirs }
-  local function pids(pattern)
+  -- The pids whose record file has a line containing text.
+  local function pids(text)
     local set = {}
     for _, dir in ipairs(dirs) do
-      local files = sh(string.format("grep -l%s %s %s/*.rec 2>/dev/null", pattern and "" or "v", M.quote(pattern or
-        "^$"), dir))
-      for pid in files:gmatch("(%d+)%.rec") do set[pid] = true end
+      for pid in sh(string.format("grep -lF %s %s/*.rec 2>/dev/null", M.quote(text), dir)):gmatch("(%d+)%.rec") do
+        set[pid] = true
+      end
     end
     return set
   end
   local want = {}  -- a worker that has exited handles nothing more
-  for pid in pairs(pids(nil)) do if M.alive(tonumber(pid)) then want[pid] = true end end
+  for pid in pairs(pids("\t")) do if M.alive(tonumber(pid)) then want[pid] = true end end
   local k = 0
   return M.wait_for(function()
     k = k + 1
     M.publish(port, topic, "e2e-sentinel-" .. k, "-q " .. (qos or 1))
-    M.wait_for(function()
-      return next(pids("\te2e-sentinel-" .. k .. "\t")) ~= nil
-    end, 10, 0.02)
+    M.wait_for(function() return next(pids("\te2e-sentinel-" .. k .. "\t")) ~= nil end, 10, 0.02)
     local got = pids("\te2e-sentinel-")
     for pid in pairs(want) do if not got[pid] then return false end end
     return k
