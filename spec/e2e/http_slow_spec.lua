@@ -51,6 +51,8 @@ describe("admin HTTP with slow clients", function()
     for _, n in ipairs({ 100, 400 }) do
       while #fds < n do fds[#fds + 1] = slow_client(port) end
       for _ = 1, 6 do
+        -- The clients' pace, not a wait for anything: a slow client sends
+        -- one more byte every 0.5 s, which is what is simulated here.
         e2e.sleep(0.5)
         trickle(fds)
         for _ = 1, 3 do

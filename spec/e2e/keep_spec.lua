@@ -71,6 +71,19 @@ local function assert_replayed_first(dir, n, new)
   for i = 1, n do assert.truthy(seen[tostring(i)], "kept message " .. i .. " not handled") end
 end
 
+-- Makes "nothing more is handled" certain instead of timed: one more new
+-- message on the same topic, behind the others in the only worker (kept ones
+-- first, then in order); once it is handled, a message handled twice would
+-- have been too. It is the (new+1)th new message for assert_replayed_first.
+local function sentinel(b, dir, new)
+  local payload = "new" .. (new + 1)
+  e2e.publish_lines(b.port, "keep/hold/x", { payload }, 1)
+  assert(e2e.wait_for(function()
+    local _, by = e2e.records(dir)
+    return by[payload]
+  end, 15), "the sentinel " .. payload .. " was not handled")
+end
+
 describe("the keep's bounds", function()
   local function check(env)
     return e2e.sh(string.format("cd %s && env %s %s check --app %s 2>&1 >/dev/null; echo rc=$?", e2e.root, env, e2e.bin,
@@ -139,8 +152,8 @@ describe("the keep", function()
     r = start(b, env)
     e2e.publish_lines(b.port, "keep/hold/x", { "new1", "new2", "new3" }, 1)
     assert(e2e.wait_for(function() return #e2e.records(dir) >= 23 end, 15), e2e.read(r.log))
-    e2e.sleep(0.5)
-    assert_replayed_first(dir, 20, 3)
+    sentinel(b, dir, 3)
+    assert_replayed_first(dir, 20, 4)
     assert.matches("20 messages kept by an earlier run of the instance will be handled first", e2e.read(r.log))
     assert.equal(0, r.stop())
   end)
@@ -164,8 +177,8 @@ describe("the keep", function()
     assert(e2e.wait_for(function() return r.ready(1) end, 15), e2e.read(r.log))
     e2e.publish_lines(b.port, "keep/hold/x", { "new1", "new2", "new3" }, 1)
     assert(e2e.wait_for(function() return #e2e.records(dir) >= 23 end, 15), e2e.read(r.log))
-    e2e.sleep(0.5)
-    assert_replayed_first(dir, 20, 3)
+    sentinel(b, dir, 3)
+    assert_replayed_first(dir, 20, 4)
     assert.matches("the kept messages were taken by a different version of the application", e2e.read(r.log))
     assert.equal(0, r.stop())
   end)
@@ -183,9 +196,11 @@ describe("the keep", function()
     assert(e2e.wait_for(function()
       return e2e.read(r.log):find("10 QoS 0 messages a previous worker took are not handled again")
     end, 15), e2e.read(r.log))
+    -- new1 is the marker: the worker starts kept messages first, then the
+    -- others in order, and this handler records at its start; once new1
+    -- has started, a message taken again would have started before it.
     e2e.publish_lines(b.port, "keep/hold0/x", { "new1" }, 0)
-    assert(e2e.wait_for(function() return #e2e.records(dir) >= 6 end, 15))
-    e2e.sleep(0.5)
+    assert(e2e.wait_for(function() local _, by = e2e.records(dir) return by.new1 end, 15))
     local list = e2e.records(dir)
     assert.equal(6, #list)
     for _, rec in ipairs(list) do assert.is_false(rec.redelivered) end
@@ -204,7 +219,10 @@ describe("the keep", function()
     local want = "cannot reserve [%d.]+ MB for the keep in " .. env.ROUTEMQ_RUN_DIR:gsub("%p", "%%%0") ..
       "/keep%-0: No space left on device; the worker does not start"
     assert(e2e.wait_for(function() return e2e.read(r.log):find(want) end, 15), e2e.read(r.log))
-    e2e.sleep(1)
+    -- The master has reaped that worker (a SIGBUS would be its exit reason);
+    -- it can neither crash nor connect any more.
+    assert(e2e.wait_for(function() return e2e.read(r.log):find("worker 0 %(pid %d+%) exited") end, 15),
+      e2e.read(r.log))
     local log = e2e.read(r.log)
     assert.is_nil(log:find("SIGBUS"), log)
     assert.is_nil(log:find("connected to"), log)

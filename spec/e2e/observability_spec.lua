@@ -154,6 +154,8 @@ describe("routemq status, reload, stop", function()
         local total = tonumber(out:match("messages (%d+)"))
         assert.is_true(total >= last)
         last = total
+        -- The pace of the samples (10 over about 2 s of load), not a wait for
+        -- anything: the figures are taken while messages flow.
         e2e.sleep(0.2)
       end
       table.sort(times)
@@ -430,14 +432,21 @@ describe("admin HTTP", function()
         return ok_count(m, "shared/{n}") == 600 and ok_count(m, "extra/{n}") == 5 and
           m:value("routemq_messages_total", { route = "crash/{n}", result = "dead_lettered" }) == 1
       end, 15), (select(2, metrics(port))))
-      e2e.sleep(0.5)
+      -- Nothing more is counted: sentinels behind the messages, in every
+      -- worker, are handled and counted (k of them on shared/{n}).
+      local k = e2e.sentinels(broker.port, "shared/1", r.dir)
+      assert.truthy(k, "the sentinels were not handled")
+      assert.truthy(e2e.wait_for(function()
+        m = metrics(port)
+        return m:value("routemq_handler_duration_seconds_count", { route = "shared/{n}" }) == 600 + k
+      end, 15), (select(2, metrics(port))))
       m = metrics(port)
-      assert.equal(600, ok_count(m, "shared/{n}"))
+      assert.equal(600 + k, ok_count(m, "shared/{n}"))
       assert.equal(3, m:value("routemq_messages_total", { route = "fail/{n}", result = "error" }))
       assert.equal(0, m:value("routemq_messages_total", { route = "fail/{n}", result = "ok" }))
       assert.equal(0, m:value("routemq_messages_total", { route = "", result = "unmatched" }))
-      assert.equal(600, m:value("routemq_handler_duration_seconds_count", { route = "shared/{n}" }))
-      assert.equal(600, m:value("routemq_handler_duration_seconds_bucket", { route = "shared/{n}", le = "+Inf" }))
+      assert.equal(600 + k, m:value("routemq_handler_duration_seconds_count", { route = "shared/{n}" }))
+      assert.equal(600 + k, m:value("routemq_handler_duration_seconds_bucket", { route = "shared/{n}", le = "+Inf" }))
       assert.is_true(m:value("routemq_handler_duration_seconds_sum", { route = "shared/{n}" }) > 0)
       assert.equal(1, m:value("routemq_reloads_total", { result = "ok" }))
       assert.equal(0, m:value("routemq_reloads_total", { result = "failed" }))
@@ -452,7 +461,8 @@ describe("admin HTTP", function()
       local s = cjson.decode(body)
       assert.equal(r.pid, s.pid)
       assert.equal(3, #s.slots)
-      assert.equal(600 + 3 + 5, s.totals.messages)  -- the poison message never finished a handler
+      -- The poison message never finished a handler; the k sentinels did.
+      assert.equal(600 + 3 + 5 + k, s.totals.messages)
       local times, size = {}, 0
       for i = 1, 20 do
         local _, b, t = http(port, "/metrics")
@@ -564,8 +574,11 @@ describe("logs", function()
 
   it("LOG_LEVEL=warn drops info lines and keeps warnings, tagged with their process", function()
     local r = e2e.routemq(broker, APP, "run", { E2E_SHARED_WORKERS = 2, LOG_LEVEL = "warn" })
-    assert.truthy(e2e.wait_for(function() return r.count_workers() == 2 end, 15))
-    e2e.sleep(0.5)
+    -- Both workers are up and subscribed (at warn, no "connected to" line says so).
+    assert.truthy(e2e.wait_for(function()
+      local st = e2e.status(r, APP)
+      return st and #st.slots == 2 and st.slots[1].state == "ready" and st.slots[2].state == "ready"
+    end, 15))
     e2e.kill(r.slots()[1].pid, "KILL")
     assert.truthy(e2e.wait_for(function() return e2e.read(r.log):find("exited: signal 9", 1, true) end, 10))
     local log = e2e.read(r.log)

@@ -34,12 +34,12 @@ local function subscriber(b, topic)
   function s.settle(want, quiet)
     local last, since = -1, e2e.now()
     quiet = math.max(quiet or 5, 30)
-    while e2e.now() - since < quiet do
+    e2e.wait_for(function()
       local got = s.count()
-      if got >= want then return end
+      if got >= want then return true end
       if got ~= last then last, since = got, e2e.now() end
-      e2e.sleep(0.2)
-    end
+      return e2e.now() - since >= quiet
+    end, math.huge, 0.2)
   end
   function s.stop()
     if e2e.alive(s.pid) then e2e.kill(s.pid, "TERM") end
@@ -146,14 +146,15 @@ describe("what handlers publish", function()
     local peak_out = 0
     local pid = r.workers()[1]
     local cjson = require("cjson")
-    -- At least 20 samples, and until one saw the backlog (however slow the start).
-    for i = 1, 600 do
+    -- At least 20 samples, 0.1 s apart, and until one saw the backlog (however slow the start).
+    local samples = 0
+    e2e.wait_for(function()
+      samples = samples + 1
       local status = e2e.sh(string.format("ROUTEMQ_RUN_DIR=%s/run %s status --json --app %s", r.dir, e2e.bin, APP))
       local ok, s = pcall(cjson.decode, status)
       if ok and s.slots[1].outgoing > peak_out then peak_out = s.slots[1].outgoing end
-      if i >= 20 and peak_out > 0 then break end
-      e2e.sleep(0.1)
-    end
+      return samples >= 20 and peak_out > 0
+    end, 60, 0.1)
     sub.settle(200 * 1000, 10)
     local peak = tonumber(e2e.read("/proc/" .. pid .. "/status"):match("VmHWM:%s*(%d+)"))
     local got = sub.count()
@@ -175,7 +176,13 @@ describe("a stop", function()
     assert.truthy(e2e.wait_for(function() return r.ready(1) end, 15))
     e2e.publish(b.port, "slowfan/1", "x", "-q 1")
     for gen = 2, 4 do
-      e2e.sleep(1)
+      -- The handler is in progress in the worker of the generation the
+      -- reload replaces (the message is redelivered to each new one).
+      assert.truthy(e2e.wait_for(function()
+        local st = e2e.status(r, APP)
+        local s = st and st.slots[1]
+        return s and s.generation == gen - 1 and s.in_progress == 1
+      end, 15), e2e.read(r.log))
       e2e.kill(r.pid, "HUP")
       assert.truthy(e2e.wait_for(function()
         return e2e.read(r.log):find("generation " .. gen .. " done", 1, true)

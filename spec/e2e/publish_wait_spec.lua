@@ -115,8 +115,14 @@ describe("publishing at the outgoing bound", function()
       w = slot0(r)
       return #records(r, "tick-start") == 1 and w and w.outgoing >= 100
     end, 30), e2e.read(r.log))
-    -- Still exactly at the bound a moment later: the timer waits.
-    e2e.sleep(0.5)
+    -- Still exactly at the bound once the worker has waited in its event
+    -- loop twice more (each wait is a voluntary context switch): a timer
+    -- that went on publishing, or failed, would have done so before.
+    local function waits()
+      return tonumber(e2e.read("/proc/" .. pid .. "/status"):match("\nvoluntary_ctxt_switches:%s*(%d+)"))
+    end
+    local before = waits()
+    assert.truthy(e2e.wait_for(function() return waits() >= before + 2 end, 10, 0.01))
     w = slot0(r)
     assert.equal(100, w.outgoing)
     assert.equal(0, #records(r, "tick-done"))

@@ -36,10 +36,17 @@ describe("a broker outage", function()
     -- ... then the broker goes away for 5 s in the middle of it.
     b.stop()
     local before = #e2e.records(r.dir)
-    e2e.sleep(5)
+    -- The outage is felt: both workers lost the connection and an attempt
+    -- to connect again failed.
+    assert.truthy(e2e.wait_for(function()
+      local log = e2e.read(r.log)
+      local _, lost = log:gsub("lost the connection to 127%.0%.0%.1:" .. b.port, "")
+      local _, failed = log:gsub("cannot connect to 127%.0%.0%.1:" .. b.port, "")
+      return lost >= 2 and failed >= 2
+    end, 30), e2e.read(r.log))
     b.start()
     assert.truthy(e2e.wait_for(function() return #e2e.records(r.dir) >= 3000 end, 30))
-    e2e.sleep(0.5)
+    assert.truthy(e2e.sentinels(b.port, "slowshared/1", r.dir), "the sentinels were not handled")
     local list, by = e2e.records(r.dir)
     local missing, dups = 0, 0
     for i = 1, 3000 do
@@ -58,7 +65,12 @@ describe("an unreachable broker", function()
     local port = e2e.free_port()
     local r = e2e.routemq({ port = port }, APP, "run", { E2E_SHARED_WORKERS = 1, MQTT_RETRY_MIN_DELAY = 0.2 })
     e2e.wait_for(function() return e2e.read(r.log):find("cannot connect", 1, true) end, 30)
-    e2e.sleep(2) -- retries meanwhile, none a restart
+    -- Three more attempts fail meanwhile (0.2, 0.4, 0.8 s apart), none of
+    -- them a restart.
+    assert.truthy(e2e.wait_for(function()
+      local _, n = e2e.read(r.log):gsub("cannot connect", "")
+      return n >= 4
+    end, 30), e2e.read(r.log))
     local log = e2e.read(r.log)
     local alive = e2e.alive(r.pid)
     local workers = r.workers()

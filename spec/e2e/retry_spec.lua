@@ -26,14 +26,15 @@ local function start(b, env)
   return r
 end
 
--- The successes the app recorded under dir: list of { route, payload, pid,
--- redelivered, attempt, replayed } and counts by payload.
-local function records(dir)
+-- The successes the app recorded under dir (only those of `route` when
+-- given): list of { route, payload, pid, redelivered, attempt, replayed } and
+-- counts by payload.
+local function records(dir, route_only)
   local list, by = {}, {}
   for f in e2e.sh("ls " .. dir .. "/*.rec 2>/dev/null"):gmatch("[^\n]+") do
     for line in e2e.read(f):gmatch("[^\n]+") do
       local route, payload, pid, red, attempt, replayed = line:match("^(.-)\t(.-)\t(%d+)\t(%a+)\t(%d+)\t(%a+)$")
-      if route then
+      if route and (not route_only or route == route_only) then
         list[#list + 1] = { route = route, payload = payload, pid = tonumber(pid), redelivered = red == "true",
           attempt = tonumber(attempt), replayed = replayed == "true" }
         by[payload] = (by[payload] or 0) + 1
@@ -78,6 +79,26 @@ local function http_metrics(port)
   return assert(prom.parse(out))
 end
 
+-- Makes "nothing more is handled" certain instead of timed: a sentinel
+-- published now reaches the worker after anything the broker still had for
+-- it (one session, in order), and once it is handled and no slot has a
+-- message in progress or waiting for a retry, no duplicate can come.
+local function settled(b, env, dir)
+  assert.truthy(e2e.publish(b.port, "retry/ordered/sentinel", "sentinel", "-q 1"))
+  assert.truthy(e2e.wait_for(function()
+    local _, by = records(dir, "ordered")
+    return by.sentinel
+  end, 30), "the sentinel was not handled")
+  assert.truthy(e2e.wait_for(function()
+    local s = status(env)
+    if not s or type(s.slots) ~= "table" then return false end
+    for _, w in ipairs(s.slots) do
+      if (w.retry_waiting or 0) ~= 0 or (w.in_progress or 0) ~= 0 then return false end
+    end
+    return true
+  end, 30), "a slot still has messages in progress or waiting")
+end
+
 local function crashes(log)
   local _, n = e2e.read(log):gsub("died handling a message", "")
   return n
@@ -95,8 +116,8 @@ describe("retries", function()
     local n = 200
     assert.truthy(e2e.publish_lines(broker.port, "retry/flaky/1", e2e.seq(1, n), 1):match("rc=0"))
     assert.truthy(e2e.wait_for(function() return #records(dir) >= n end, 60), e2e.read(r.log))
-    e2e.sleep(0.5) -- a duplicate would show now
-    local list, by = records(dir)
+    settled(broker, env, dir)
+    local list, by = records(dir, "flaky")
     assert.equal(n, #list)
     for i = 1, n do assert.equal(1, by[tostring(i)]) end
     for _, rec in ipairs(list) do
@@ -130,12 +151,12 @@ describe("retries", function()
   end)
 
   it("store a message whose attempts are exhausted, with reason error and its last error", function()
-    local env = identity()
+    local env, dir = identity()
     local r = start(broker, env)
     local n = 20
     assert.truthy(e2e.publish_lines(broker.port, "retry/always/x", e2e.seq(1, n), 1):match("rc=0"))
     assert.truthy(e2e.wait_for(function() return #store_rows(env.ROUTEMQ_RUN_DIR) >= n end, 30), e2e.read(r.log))
-    e2e.sleep(0.5)
+    settled(broker, env, dir)
     local rows = store_rows(env.ROUTEMQ_RUN_DIR)
     assert.equal(n, #rows)
     local seen = {}
@@ -175,8 +196,8 @@ describe("retries", function()
     assert.equal(1, #pids)
     e2e.kill(pids[1], "KILL")
     assert.truthy(e2e.wait_for(function() return #records(dir) >= n end, 60), e2e.read(r.log))
-    e2e.sleep(0.5)
-    local list, by = records(dir)
+    settled(broker, env, dir)
+    local list, by = records(dir, "wait")
     assert.equal(n, #list)
     for i = 1, n do assert.equal(1, by[tostring(i)]) end
     for _, rec in ipairs(list) do
@@ -207,8 +228,8 @@ describe("retries", function()
     assert.equal(0, #records(dir))
     local r2 = start(broker, env)
     assert.truthy(e2e.wait_for(function() return #records(dir) >= n end, 60), e2e.read(r2.log))
-    e2e.sleep(0.5)
-    local list, by = records(dir)
+    settled(broker, env, dir)
+    local list, by = records(dir, "wait")
     assert.equal(n, #list)
     for i = 1, n do assert.equal(1, by[tostring(i)]) end
     for _, rec in ipairs(list) do assert.equal(2, rec.attempt) end
@@ -290,13 +311,14 @@ describe("waiting retries and the keep's bound", function()
     assert.truthy(e2e.publish_lines(broker.port, "retry/wait/1", e2e.seq(1, n), 1):match("rc=0"))
     -- The keep fills with messages waiting for their retry; the rest waits at the broker.
     assert.truthy(e2e.wait_for(function() return retry_waiting(env) == 10 end, 20), e2e.read(r.log))
-    local most, t0 = 0, e2e.now()
-    while #records(dir) < n do
+    -- Sampled every 0.1 s until all are handled.
+    local most = 0
+    local all = e2e.wait_for(function()
       local s = status(env)
       for _, w in ipairs(s and s.slots or {}) do most = math.max(most, w.kept or 0) end
-      assert.truthy(e2e.now() - t0 < 120, "not all handled: " .. #records(dir) .. "\n" .. e2e.read(r.log))
-      e2e.sleep(0.1)
-    end
+      return #records(dir) >= n
+    end, 120, 0.1)
+    assert.truthy(all, "not all handled: " .. #records(dir) .. "\n" .. e2e.read(r.log))
     assert.truthy(most <= 10, "kept " .. most)
     local _, by = records(dir)
     for i = 1, n do assert.equal(1, by[tostring(i)]) end

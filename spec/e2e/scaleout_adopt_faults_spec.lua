@@ -35,7 +35,9 @@ local function adoption_in_progress(n, third, broker_opts)
   assert.truthy(e2e.wait_for(function()
     return t.a.ready(2) and t.bb.ready(2) and (not t.c or t.c.ready(2))
   end, 15))
-  e2e.sleep(0.5)  -- every presence record is in
+  -- Every presence record is in: each instance sees every host.
+  local hosts = { "hostA", "hostB", third and "hostC" or nil }
+  for _, r in ipairs({ t.a, t.bb, t.c }) do assert.truthy(netns.sees(r, hosts, APP), netns.cluster(r, APP)) end
   t.a.kill()
   e2e.sh(string.format("seq 1 %d | mosquitto_pub -h %s -p %d -t slowshared/1 -q 1 -l", n, t.b.host, t.b.port))
   t.orphan = ("t" .. net.prefix .. "-hostA"):gsub("%p", "%%%0")
@@ -140,7 +142,8 @@ describe_netns("an adoption", function()
     local a = net.routemq(net.host("A"), b, APP, "run", env)
     local bb = net.routemq(net.host("B"), b, APP, "run", env)
     assert.truthy(e2e.wait_for(function() return a.ready(2) and bb.ready(2) end, 15))
-    e2e.sleep(0.5)  -- both presence records are in
+    -- Both presence records are in: each instance sees the other.
+    assert.truthy(netns.sees(a, { "hostA", "hostB" }, APP) and netns.sees(bb, { "hostA", "hostB" }, APP))
     a.kill()
     -- hang/{n} (timeout 1 s) is a plain route of slot 0: A's slot 0 session
     -- queues the message that never returns (B's own slot 0 gets a copy too).

@@ -21,7 +21,8 @@ local function two_hosts_under_load(adopt_after, n)
   t.a = t.net.routemq(t.ha, t.b, APP, "run", t.env)
   t.bb = t.net.routemq(t.net.host("B"), t.b, APP, "run", t.env)
   assert.truthy(e2e.wait_for(function() return t.a.ready(2) and t.bb.ready(2) end, 15))
-  e2e.sleep(0.5)
+  -- Both presence records are in: each instance sees the other.
+  assert.truthy(netns.sees(t.a, { "hostA", "hostB" }, APP) and netns.sees(t.bb, { "hostA", "hostB" }, APP))
   t.pub = t.net.publish_background(t.b, "shared/1", 1, n, 500, t.bb.dir .. "/pub.log")
   e2e.wait_for(function() return #e2e.records(t.a.dir) > 200 end, 20)
   return t
@@ -33,7 +34,10 @@ describe_netns("a host that dies", function()
     local t = two_hosts_under_load(3, n)
     local net, b, env, a, bb, pub = t.net, t.b, t.env, t.a, t.bb, t.pub
     a.kill()  -- master and workers together, as when the host dies
-    e2e.sleep(1)
+    -- B has seen A die (its will): A is no longer running in B's view.
+    assert.truthy(e2e.wait_for(function()
+      return not netns.cluster(bb, APP):find("hostA%s+hostA%s+%d+%s+running")
+    end, 20), netns.cluster(bb, APP))
     local c = net.routemq(net.host("C"), b, APP, "run", env)
     assert.truthy(e2e.wait_for(function() return c.ready(2) end, 15))
     e2e.wait_for(function() return not e2e.alive(pub) end, 30)
@@ -83,7 +87,10 @@ describe_netns("a host that dies", function()
     local t = two_hosts_under_load(10, n)
     local net, b, env, ha, a, bb, pub = t.net, t.b, t.env, t.ha, t.a, t.bb, t.pub
     a.kill()
-    e2e.sleep(1)
+    -- The death is seen (A's will) before the same instance comes back.
+    assert.truthy(e2e.wait_for(function()
+      return not netns.cluster(bb, APP):find("hostA%s+hostA%s+%d+%s+running")
+    end, 20), netns.cluster(bb, APP))
     local again = net.routemq(ha, b, APP, "run", env, a.dir)
     assert.truthy(e2e.wait_for(function() return again.ready(2) end, 15))
     e2e.wait_for(function() return not e2e.alive(pub) end, 30)

@@ -86,7 +86,11 @@ describe("a lost connection that worked", function()
     e2e.defer(b.stop)
     local r = e2e.routemq(b, APP, "run", { E2E_SHARED_WORKERS = 1, MQTT_RETRY_MIN_DELAY = 1 })
     assert.truthy(e2e.wait_for(function() return r.ready(1) end, 15))
-    e2e.sleep(5.2)  -- a connection that worked (5 s) gets the fast retry
+    -- A connection that worked (lived 5 s, SHORT_CONNECTION_NS) gets the fast
+    -- retry: its age counts from its "connected to" line, written after the
+    -- worker took the time of the connection.
+    local since = e2e.log_time(e2e.read(r.log):match("[^\n]*connected to [^\n]*"))
+    assert.truthy(e2e.wait_for(function() return e2e.now() - since > 5.05 end, 10, 0.01))
     b.stop()
     assert.truthy(e2e.wait_for(function() return e2e.read(r.log):find("cannot connect") end, 5))
     local log = e2e.read(r.log)

@@ -8,17 +8,7 @@ local APP = "spec/e2e/apps/basic"
 
 local tally, settle = e2e.tally, e2e.settle
 
--- Waits until the group's status, as instance r sees it, lists every host of hosts as running.
-local function sees(r, hosts)
-  return e2e.wait_for(function()
-    local cluster = e2e.sh("ROUTEMQ_RUN_DIR=" .. r.dir .. "/run " .. e2e.bin .. " status --cluster --app " .. APP
-      .. " 2>&1")
-    for _, h in ipairs(hosts) do
-      if not cluster:find(h .. "%s+" .. h .. "%s+%d+%s+running") then return false end
-    end
-    return true
-  end, 20)
-end
+local function sees(r, hosts) return netns.sees(r, hosts, APP) end
 
 local describe_netns = netns.available() and describe or pending
 
@@ -36,7 +26,10 @@ describe_netns("a rolling update over hosts", function()
     local pub = net.publish_background(b, "shared/1", 1, n, 1000, a.dir .. "/pub.log")
     e2e.wait_for(function() return #e2e.records(a.dir) + #e2e.records(bb.dir) > 2000 end, 20)
     assert.equal(0, a.stop())
-    e2e.sleep(1)
+    -- B has seen A's stop: A is no longer running in its view of the group.
+    assert.truthy(e2e.wait_for(function()
+      return not netns.cluster(bb, APP):find("hostA%s+hostA%s+%d+%s+running")
+    end, 20), netns.cluster(bb, APP))
     local c = net.routemq(net.host("C"), b, APP, "run", env)
     assert.truthy(e2e.wait_for(function() return c.ready(2) end, 15))
     e2e.wait_for(function() return not e2e.alive(pub) end, 60)

@@ -17,6 +17,16 @@ local function count(text, pattern)
   return n
 end
 
+-- Waits until the hole has lasted `least` seconds since `holed` (the
+-- outage asked for by SCALEOUT_HOLE_*; 0 by default) and the log has one
+-- more line matching `pattern` than `before`: the workers went through
+-- another failed attempt in the hole, so a restart would have happened.
+local function outlast(r, holed, least, pattern, before)
+  return e2e.wait_for(function()
+    return e2e.now() - holed >= least and count(e2e.read(r.log), pattern) > before
+  end, least + 30, 0.1)
+end
+
 local describe_netns = netns.available() and describe or pending
 
 -- Longer runs for the figures in the docs (the defaults keep `make test` quick):
@@ -38,10 +48,11 @@ describe_netns("a black-holed broker", function()
     local holed = e2e.now()
     local expected = "cannot connect to " .. b.host .. ":" .. b.port .. ": timed out after " .. connect_timeout
       .. " s; retrying in"
+    local pattern = expected:gsub("%p", "%%%0")
     assert.truthy(e2e.wait_for(function()
-      return count(e2e.read(r.log), expected:gsub("%p", "%%%0")) >= math.max(1, math.floor(8 / connect_timeout))
+      return count(e2e.read(r.log), pattern) >= math.max(1, math.floor(8 / connect_timeout))
     end, 30), e2e.read(r.log))
-    e2e.sleep(math.max(3, hole_at_start - (e2e.now() - holed)))
+    assert.truthy(outlast(r, holed, hole_at_start, pattern, count(e2e.read(r.log), pattern)), e2e.read(r.log))
     local ready_in_hole = http(h, port, "/ready")
     local status = e2e.sh("ip netns exec " .. h.ns .. " curl -s -m 2 http://127.0.0.1:" .. port .. "/status")
     local workers = r.children()
@@ -66,7 +77,15 @@ describe_netns("a black-holed broker", function()
     local r = net.routemq(h, b, APP, "run", { E2E_SHARED_WORKERS = 2, MQTT_CONNECT_TIMEOUT = 30,
       WORKER_STOP_TIMEOUT = 20 })
     assert.truthy(e2e.wait_for(function() return #r.children() == 2 end, 10))
-    e2e.sleep(3)
+    -- Both workers are inside their connect attempt: a socket of each waits
+    -- for the broker's answer (SYN sent, nothing back).
+    assert.truthy(e2e.wait_for(function()
+      local socks = e2e.sh(string.format("ip netns exec %s ss -Htnp state syn-sent dst %s:%d", h.ns, b.host, b.port))
+      for _, pid in ipairs(r.children()) do
+        if not socks:find("pid=" .. pid .. ",", 1, true) then return false end
+      end
+      return true
+    end, 10), e2e.read(r.log))
     local t0 = e2e.now()
     assert.equal(0, r.stop())
     local took = e2e.now() - t0
@@ -85,7 +104,8 @@ describe_netns("a black-holed broker", function()
     assert.truthy(e2e.wait_for(function() return r.ready(2) end, 15), e2e.read(r.log))
     local n = math.max(2000, math.floor((hole_under_load + 10) * 100))
     net.publish_background(b, "shared/1", 1, n, 100, r.dir .. "/pub.log")
-    e2e.sleep(3)
+    -- Messages flow before the hole (100 a second).
+    assert.truthy(e2e.wait_for(function() return e2e.handled(r.dir) >= 200 end, 30), e2e.read(r.log))
     local workers = r.children()
     local holed = e2e.now()
     net.blackhole("A", true)
@@ -93,7 +113,9 @@ describe_netns("a black-holed broker", function()
       local line = e2e.read(r.log):match("[^\n]*nothing from [^\n]*")
       return line and e2e.log_time(line)
     end, keepalive * 1.5 + 5)
-    e2e.sleep(math.max(3, hole_under_load - (e2e.now() - holed)))
+    -- The workers have tried to connect again in the hole, and failed.
+    local failed = "cannot connect to " .. b.host:gsub("%p", "%%%0") .. ":" .. b.port
+    assert.truthy(outlast(r, holed, hole_under_load, failed, count(e2e.read(r.log), failed)), e2e.read(r.log))
     local opened = e2e.now()
     net.blackhole("A", false)
     e2e.settle(r.dir, n, 10)

@@ -75,6 +75,32 @@ local function victim_reconnect(b, id, topic)
     e2e.quote(topic .. "/#")))
 end
 
+--- Makes "no adoption starts" certain instead of timed: retains, after the
+-- records under test, the record of a lost instance that must be adopted
+-- (signed with `key` when given), and waits until r's master starts adopting
+-- it. The master checks every orphan once a second against the time it saw
+-- its record: anything seen before the sentinel that it would adopt, it has
+-- adopted by then.
+local function sentinel(b, r, instance, client, key, group)
+  local record = forged(instance, '"' .. client .. '"')
+  retain(b, "routemq/presence/" .. (group or "gtrust") .. "/" .. instance, key and sign(record, key) or record)
+  assert.truthy(e2e.wait_for(function()
+    return e2e.read(r.log):find("adopting the sessions of instance " .. esc(instance))
+  end, 20), e2e.read(r.log))
+end
+
+--- The log's lines about adoptions (started, or a session adopted) that are
+-- not about instance `except` (the sentinel).
+local function adoptions(log, except)
+  local lines = {}
+  for line in log:gmatch("[^\n]+") do
+    if (line:find("%] adopting") or line:find("adopted the session")) and not line:find(except, 1, true) then
+      lines[#lines + 1] = line
+    end
+  end
+  return table.concat(lines, "\n")
+end
+
 local function base_env(extra)
   local env = { MQTT_CLIENT_ID = "trust", MQTT_GROUP_NAME = "gtrust", ROUTEMQ_ADOPT_AFTER = 2, E2E_SHARED_WORKERS = 1,
     ROUTEMQ_INSTANCE = "a" }
@@ -121,12 +147,11 @@ describe("a forged presence record (any client publishes under routemq/presence/
     assert.truthy(e2e.wait_for(function()
       return e2e.read(r.log):find("ignoring the record on routemq/presence/gtrust/evil: it is not signed")
     end, 15), e2e.read(r.log))
-    e2e.sleep(4)  -- ROUTEMQ_ADOPT_AFTER=2 has passed: an adoption would have started
+    sentinel(b, r, "trust-sentinel", "trust-sentinel-0", NEW)
     assert.equal("m1\nm2\nm3\n", victim_reconnect(b, "victim-device", "victim"))
     local log = e2e.read(r.log)
     assert.matches("presence: records are signed with key id %x+", log)
-    assert.is_nil(log:find("%] adopting"), log)
-    assert.is_nil(log:find("adopted the session"), log)
+    assert.equal("", adoptions(log, "trust-sentinel"))
   end)
 
   it("with a key: a wrong key, a record altered after signing, a replayed record of a live instance: "
@@ -160,10 +185,10 @@ describe("a forged presence record (any client publishes under routemq/presence/
       for _, l in ipairs(lines) do if not log:find(l) then return false end end
       return true
     end, 15), e2e.read(a.log))
-    e2e.sleep(4)  -- ROUTEMQ_ADOPT_AFTER=2 has passed: an adoption would have started
+    sentinel(b, a, "trust-sentinel", "trust-sentinel-0", NEW)
     local log = e2e.read(a.log)
     for _, l in ipairs(lines) do assert.equal(1, count(log, l), l .. "\n" .. log) end
-    assert.is_nil(log:find("%] adopting"), log)
+    assert.equal("", adoptions(log, "trust-sentinel"))
     -- The live instance put its own record back.
     assert.matches('"state":"running"', retained(b, topic_b))
     assert.truthy(e2e.alive(b2.pid))
@@ -188,14 +213,15 @@ describe("an adoption worker that meets a stranger's message", function()
     assert.truthy(e2e.wait_for(function() return e2e.read(r.log):find("suspicious presence record") end, 20),
       e2e.read(r.log))
     assert.equal("m1\nm2\nm3\n", victim_reconnect(b, "trust-evil-0", "victim"))
-    e2e.sleep(3)  -- ROUTEMQ_ADOPT_AFTER=2 again: a second attempt would have started
+    -- A second attempt at trust-evil would have started by the sentinel's.
+    sentinel(b, r, "trust-sentinel", "trust-sentinel-0")
     local log = e2e.read(r.log)
     assert.matches("leaving the session of trust%-evil%-0 untouched: it holds a message on victim/1, which none of "
       .. "the %d+ routes its presence record declares matches", log)
     assert.matches("suspicious presence record of instance trust%-evil: the session of trust%-evil%-0 holds messages "
       .. "outside the routes the record declares; it is left untouched and the record is not tried again", log)
     assert.equal(1, count(log, "adopting the sessions of instance trust%-evil"))
-    assert.is_nil(log:find("adopted the session"), log)
+    assert.is_nil(adoptions(log, "trust-sentinel"):find("adopted the session"), log)
     local metrics = e2e.sh("curl -s --max-time 5 http://127.0.0.1:" .. port .. "/metrics")
     assert.matches('routemq_adoptions_refused_total{reason="unexpected_message"} 1\n', metrics)
     assert.matches('routemq_adoptions_refused_total{reason="client_id"} 0\n', metrics)
@@ -331,7 +357,11 @@ describe_netns("key rotation over hosts", function()
     end, 20), e2e.read(bb2.log))
     -- The host with an unknown key: its records, its will too, are ignored.
     x.kill()
-    e2e.sleep(5)  -- ROUTEMQ_ADOPT_AFTER=2 has passed: an adoption would have started
+    -- X's will is out (the broker keeps it retained once it has sent it to
+    -- the subscribers); the sentinel comes after it.
+    local topic_x = "routemq/presence/g" .. net.prefix .. "/" .. id .. "-hostX"
+    assert.truthy(e2e.wait_for(function() return retained(b, topic_x):find('"state":"lost"', 1, true) end, 20))
+    sentinel(b, bb2, id .. "-hostS", id .. "-hostS-0", OLD, "g" .. net.prefix)
     local log = e2e.read(bb2.log)
     assert.matches("ignoring the record on routemq/presence/g" .. esc(net.prefix) .. "/" .. esc(id)
       .. "%-hostX: unknown key id", log)

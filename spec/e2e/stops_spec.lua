@@ -142,7 +142,8 @@ describe_netns("a stop that hands over", function()
     local a = net.routemq(net.host("A"), b, APP, "run", a_env)
     local bb = net.routemq(net.host("B"), b, APP, "run", env)
     assert.truthy(e2e.wait_for(function() return a.ready(2) and bb.ready(2) end, 15))
-    e2e.sleep(0.5)  -- both presence records are in
+    -- Both presence records are in: each instance sees the other.
+    assert.truthy(netns.sees(a, { "hostA", "hostB" }, APP) and netns.sees(bb, { "hostA", "hostB" }, APP))
     -- Every handler waits at the gate: A's sessions queue their share
     -- (about 1,000 messages, 5 s of handling: more than WORKER_STOP_TIMEOUT).
     local n = 2000

@@ -52,7 +52,10 @@ describe("supervision", function()
     e2e.publish_lines(broker.port, "crash/7", lines, 1)
     assert.truthy(e2e.wait_for(dead_letter, 60), e2e.read(r.log))
     e2e.wait_for(function() return #e2e.records(r.dir) >= 22 end, 60)
-    e2e.sleep(0.3)
+    -- A sentinel after them on the same route and only worker: once it is
+    -- handled, a redelivered duplicate of an earlier message would be too.
+    e2e.publish_lines(broker.port, "crash/7", { "sentinel" }, 1)
+    assert.truthy(e2e.wait_for(function() local _, by = e2e.records(r.dir) return by.sentinel end, 30))
     local topic, payload = dead_letter():match("^(.-)|(.*)$")
     assert.equal("routemq/dlq/crash/7", topic)
     local env = cjson.decode(payload)
@@ -111,10 +114,17 @@ describe("supervision", function()
     local r = e2e.routemq(broker, APP, "run", { E2E_SHARED_WORKERS = 4 })
     assert.truthy(e2e.wait_for(function() return r.ready(4) end, 15))
     local lat = {}
+    -- When each slot's worker was last seen subscribed: it was forked before.
+    local up = {}
+    for slot = 0, 3 do up[slot] = e2e.mono() end
     for i = 1, 100 do
       local slot = i % 4
       local tag = "%[worker " .. slot .. "%] connected to"
       local _, before = e2e.read(r.log):gsub(tag, "")
+      -- A worker that dies younger than 1 s (POLICY_HEALTHY_NS) counts as a
+      -- quick death, and the second in a row is restarted after a backoff:
+      -- each one is killed only once it has lived longer than that.
+      e2e.wait_for(function() return e2e.mono() - up[slot] > 1.05 end, 5, 0.01)
       local s = r.slots()[slot]
       local t_kill = e2e.now()
       e2e.kill(s.pid, "KILL")
@@ -129,7 +139,7 @@ describe("supervision", function()
       end, 30, 0.005)
       assert.truthy(line, "slot " .. slot .. " did not come back")
       lat[#lat + 1] = e2e.log_time(line) - t_kill
-      e2e.sleep(0.3)
+      up[slot] = e2e.mono()
     end
     table.sort(lat)
     local function ms(x) return string.format("%.1f", x * 1000) end
@@ -201,7 +211,8 @@ describe("reload", function()
     local n = 50000
     e2e.publish_background(broker.port, "slowshared/1", n, r.dir .. "/pub.log")
     for k = 1, 10 do
-      e2e.sleep(1.2)
+      -- Each reload while messages flow: 1,000 more handled since the last.
+      assert.truthy(e2e.wait_for(function() return e2e.handled(r.dir) >= k * 1000 end, 60), e2e.read(r.log))
       -- One reload at a time: a SIGHUP during one is merged into one more.
       assert.truthy(e2e.wait_for(function()
         local _, done = e2e.read(r.log):gsub("reload: generation %d+ done", "")
@@ -240,7 +251,13 @@ describe("reload", function()
       rewrite(router, "local workers = 5", "local workers = 3")
       e2e.kill(r.pid, "HUP")
       assert.truthy(e2e.wait_for(function() return r.count_workers() == 3 end, 15), e2e.read(r.log))
-      e2e.sleep(0.5)
+      -- The reload is over (its end retires slots 3 and 4) and both are gone:
+      -- nothing is left that could change the count.
+      assert.truthy(e2e.wait_for(function()
+        local log = e2e.read(r.log)
+        local _, done = log:gsub("reload: generation %d+ done", "")
+        return done == 2 and log:find("worker 3 %(pid %d+%) retired") and log:find("worker 4 %(pid %d+%) retired")
+      end, 15), e2e.read(r.log))
       assert.equal(3, r.count_workers())
     end)
 end)
@@ -260,7 +277,9 @@ describe("scaling", function()
     e2e.kill(r.pid, "TTOU")
     assert.truthy(e2e.wait_for(function() return r.count_workers() == 1 end, 10))
     e2e.kill(r.pid, "TTOU")
-    e2e.sleep(0.5)
+    -- The master has taken the last SIGTTOU and refused it.
+    assert.truthy(e2e.wait_for(function() return e2e.read(r.log):find("already at 1 worker", 1, true) end, 10),
+      e2e.read(r.log))
     assert.equal(1, r.count_workers())
     -- The remaining worker still serves the shared route.
     e2e.publish_lines(broker.port, "shared/1", seq(1, 100), 1)
@@ -284,9 +303,13 @@ describe("scaling", function()
     assert.truthy(e2e.wait_for(function() return r.ready(3) end, 15))
     local n = 9000
     e2e.publish_background(broker.port, "slowshared/1", n, r.dir .. "/pub.log")
-    e2e.sleep(1.0)
+    -- Each retirement while messages flow: after some are handled, and the
+    -- second after the first has been applied and more were handled.
+    assert.truthy(e2e.wait_for(function() return e2e.handled(r.dir) >= 1000 end, 30), e2e.read(r.log))
     e2e.kill(r.pid, "TTOU")
-    e2e.sleep(0.5)
+    assert.truthy(e2e.wait_for(function()
+      return e2e.read(r.log):find("3 -> 2 workers", 1, true) and e2e.handled(r.dir) >= 2000
+    end, 30), e2e.read(r.log))
     e2e.kill(r.pid, "TTOU")
     assert.truthy(e2e.wait_for(function() return r.count_workers() == 1 end, 15))
     settle(r.dir, n, 10)

@@ -136,6 +136,8 @@ function M.copy_app(src, dir)
 end
 
 --- Starts a mosquitto on a free port. Returns { port =, pid =, dir =, stop = fn }.
+-- opts: port, persistence, password_file (with user, pass), log_types (more
+-- mosquitto log_type values for its log, dir .. "/broker.log").
 function M.broker(opts)
   opts = opts or {}
   local dir = M.tmpdir()
@@ -146,6 +148,7 @@ function M.broker(opts)
   local f = assert(io.open(conf, "w"))
   f:write("listener ", port, " 127.0.0.1\n", "allow_anonymous ", opts.password_file and "false" or "true", "\n",
     "max_queued_messages 1000000\n", "log_type error\nlog_type warning\n")
+  for _, t in ipairs(opts.log_types or {}) do f:write("log_type ", t, "\n") end
   if opts.persistence then
     f:write("persistence true\npersistence_location ", dir, "/\nautosave_interval 1\n")
   else
@@ -290,6 +293,17 @@ function M.routemq(b, app_dir, args, env)
   return r
 end
 
+--- True when no worker of instance r (app_dir: its --app) has a message in
+-- progress or kept: nothing it took can be handled any more.
+function M.idle(r, app_dir)
+  local st = M.status(r, app_dir)
+  if not st or type(st.slots) ~= "table" then return false end
+  for _, s in ipairs(st.slots) do
+    if (s.in_progress or 0) ~= 0 or (s.kept or 0) ~= 0 then return false end
+  end
+  return true
+end
+
 --- `routemq status --json` of instance r (app_dir: its --app), decoded; nil
 -- when it fails.
 function M.status(r, app_dir)
@@ -335,16 +349,17 @@ end
 function M.settle(dirs, n, quiet)
   local last, since = -1, M.now()
   quiet = math.max(quiet or 5, 30)
-  while M.now() - since < quiet do
+  M.wait_for(function()
     local lost = M.tally(dirs, n)
-    if lost == 0 then return end
+    if lost == 0 then return true end
     if lost ~= last then last, since = lost, M.now() end
-    M.sleep(0.2)
-  end
+    return M.now() - since >= quiet
+  end, math.huge, 0.2)
 end
 
 -- Kills one random worker of routemq handle r with -9, after `every`
--- seconds (default 0.5); true when there was one to kill.
+-- seconds (default 0.5: the pace of the kills the chaos tests ask for, not a
+-- wait for anything); true when there was one to kill.
 local function kill_one(r, every)
   M.sleep(every or 0.5)
   local pids = r.workers()
@@ -373,14 +388,55 @@ function M.kill_workers_n(r, n, every)
   return kills
 end
 
+--- How many records the test app's handlers wrote under dir (cheaper than
+-- M.records for polling while tens of thousands of messages flow).
+function M.handled(dir)
+  return tonumber(sh("cat " .. dir .. "/*.rec 2>/dev/null | wc -l"):match("%d+")) or 0
+end
+
+--- Makes "nothing more is handled" certain instead of timed. A broker sends
+-- each client its messages in order: sentinels ("e2e-sentinel-<k>") are
+-- published to topic (at qos, default 1), one after the other, until every
+-- live worker that recorded something under dirs (a dir or a list) has
+-- recorded one. What the broker had sent those workers before has then been
+-- taken, and handled where a worker handles one message at a time (else see
+-- M.idle). For a shared route the broker picks the member: it takes as many
+-- sentinels as that needs. Returns how many were published (M.records leaves
+-- them out), or nil after timeout s (default 60).
+function M.sentinels(port, topic, dirs, qos, timeout)
+  dirs = type(dirs) == "table" and dirs or { dirs }
+  -- The pids whose record file has a line containing text.
+  local function pids(text)
+    local set = {}
+    for _, dir in ipairs(dirs) do
+      for pid in sh(string.format("grep -lF %s %s/*.rec 2>/dev/null", M.quote(text), dir)):gmatch("(%d+)%.rec") do
+        set[pid] = true
+      end
+    end
+    return set
+  end
+  local want = {}  -- a worker that has exited handles nothing more
+  for pid in pairs(pids("\t")) do if M.alive(tonumber(pid)) then want[pid] = true end end
+  local k = 0
+  return M.wait_for(function()
+    k = k + 1
+    M.publish(port, topic, "e2e-sentinel-" .. k, "-q " .. (qos or 1))
+    M.wait_for(function() return next(pids("\te2e-sentinel-" .. k .. "\t")) ~= nil end, 10, 0.02)
+    local got = pids("\te2e-sentinel-")
+    for pid in pairs(want) do if not got[pid] then return false end end
+    return k
+  end, timeout or 60, 0)
+end
+
 --- Reads every record the test app's handlers wrote under dir: a list of
--- { route =, payload =, pid =, redelivered = } and counts by payload.
+-- { route =, payload =, pid =, redelivered = } and counts by payload. The
+-- records of M.sentinels' messages are left out.
 function M.records(dir)
   local list, by_payload = {}, {}
   for file in sh("ls " .. dir .. "/*.rec 2>/dev/null"):gmatch("[^\n]+") do
     for line in M.read(file):gmatch("[^\n]+") do
       local route, payload, pid, red = line:match("^(.-)\t(.-)\t(%d+)\t(%a+)$")
-      if route then
+      if route and not payload:match("^e2e%-sentinel%-%d+$") then
         local r = { route = route, payload = payload, pid = tonumber(pid), redelivered = red == "true" }
         list[#list + 1] = r
         by_payload[payload] = (by_payload[payload] or 0) + 1

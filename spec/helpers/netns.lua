@@ -189,4 +189,23 @@ function M.new()
   return net
 end
 
+--- The group's status as instance r (a routemq handle) sees it:
+-- `routemq status --cluster` for the application in app_dir.
+function M.cluster(r, app_dir)
+  return e2e.sh("ROUTEMQ_RUN_DIR=" .. r.dir .. "/run " .. e2e.bin .. " status --cluster --app " .. app_dir .. " 2>&1")
+end
+
+--- Waits (up to 20 s) until the group's status as instance r sees it lists
+-- every host of hosts in state (default "running"): their presence records
+-- are in. True when it does.
+function M.sees(r, hosts, app_dir, state)
+  return e2e.wait_for(function()
+    local cluster = M.cluster(r, app_dir)
+    for _, h in ipairs(hosts) do
+      if not cluster:find(h .. "%s+" .. h .. "%s+%d+%s+" .. (state or "running")) then return false end
+    end
+    return true
+  end, 20)
+end
+
 return M

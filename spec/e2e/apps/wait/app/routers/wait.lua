@@ -89,6 +89,7 @@ if flag then
       f:close()
       return false
     end
+    record("health", "ok", false)  -- the test counts the checks that passed
     return true
   end, { every = 0.2, timeout = 1, failures = 3 })
 end
