@@ -272,13 +272,16 @@ function M.routemq(b, app_dir, args, env)
     local _, c = M.read(r.log):gsub("connected to [^\n]* subscription", "")
     return c >= n
   end
-  --- Stops the instance (TERM, then KILL after 15 s) and returns its exit
+  --- Stops the instance (TERM, then KILL after WORKER_STOP_TIMEOUT + 15 s) and returns its exit
   -- code; idempotent, so a test may stop it before the end and the stop
   -- registered below runs again harmlessly.
   function r.stop()
     if M.alive(r.pid) then
       M.kill(r.pid, "TERM")
-      M.wait_for(function() return not M.alive(r.pid) end, 15)
+      -- The master ends its workers after WORKER_STOP_TIMEOUT itself: give
+      -- it that, and time to exit, before stepping in (a loaded machine
+      -- running ASan builds takes many seconds to flush a backlog).
+      M.wait_for(function() return not M.alive(r.pid) end, (tonumber(e.WORKER_STOP_TIMEOUT) or 10) + 15)
       if M.alive(r.pid) then M.kill(r.pid, "KILL") end
     end
     return r.exit_code()
