@@ -23,6 +23,8 @@
  * master_notify.c   systemd sd_notify (READY, RELOADING, STOPPING, WATCHDOG)
  * master_presence.c the master's own MQTT connection: presence records of the group (docs/deployment.md)
  * master_adopt.c    adopting the sessions of a lost or stopped instance (docs/deployment.md)
+ * The master's state is struct master below: one sub-object per concern
+ * (control, presence, adopt, notify...), each released in master.c's teardown.
  */
 #ifndef ROUTEMQ_MASTER_H
 #define ROUTEMQ_MASTER_H

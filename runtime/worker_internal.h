@@ -2,7 +2,7 @@
  *   worker.c             set-up, the event loop, heartbeat, recycling, stopping
  *   worker_mqtt.c        the MQTT connection: set-up, subscriptions, DISCONNECT
  *   worker_connect.c     connect attempts, reconnect backoff, outages
- *   worker_tls.c         TLS to the broker and its handshake errors
+ *   worker_tls.c         TLS to the broker and its handshake errors (w->tls)
  *   worker_dispatch.c    a message around its handler: intake, de-duplication,
  *                        the queue and the pump, completion and accounting
  *   worker_coro.c        the bridge into Lua: handler coroutines (their pool),
