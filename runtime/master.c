@@ -31,7 +31,7 @@ static int live_count(const master *m)
 {
     int n = 0;
     for (int i = 0; i < m->nslots; i++) n += m->slots[i].pid > 0;
-    return n + master_adopt_live();
+    return n + master_adopt_live(m);
 }
 
 int master_signal_slot(master *m, int i, int sig, stop_cause why)

@@ -23,6 +23,8 @@
  * master_notify.c   systemd sd_notify (READY, RELOADING, STOPPING, WATCHDOG)
  * master_presence.c the master's own MQTT connection: presence records of the group (docs/deployment.md)
  * master_adopt.c    adopting the sessions of a lost or stopped instance (docs/deployment.md)
+ * The master's state is struct master below: one sub-object per concern
+ * (control, presence, adopt, notify...), each released in master.c's teardown.
  */
 #ifndef ROUTEMQ_MASTER_H
 #define ROUTEMQ_MASTER_H
@@ -144,6 +146,20 @@ typedef struct master_notify_state {
     int64_t watchdog_next_ns;
 } master_notify_state;
 
+/* Adoption of orphaned sessions (master_adopt.c): its workers, counters and
+ * the records it left alone; released by master_adopt_teardown. */
+#define MASTER_ADOPT_REFUSED_REASONS 3  /* client_id, route, unexpected_message */
+struct adopter;
+struct adopt_refused;
+typedef struct master_adopt_state {
+    struct adopter *adopters;    /* nadopters of them */
+    int nadopters;
+    uint64_t sessions_total, messages_total;
+    uint64_t refused_total[MASTER_ADOPT_REFUSED_REASONS];
+    struct adopt_refused *refused; /* (instance, seq) refused, nrefused of them, logged once each */
+    int nrefused;
+} master_adopt_state;
+
 typedef struct master_control master_control;  /* master_control.c */
 struct MHD_Daemon;
 
@@ -186,6 +202,7 @@ typedef struct master {
     int64_t watch_due_ns;     /* reload when files stop changing, 0: none due */
     master_notify_state notify;
     struct master_presence *presence;  /* master_presence.c; NULL: none */
+    master_adopt_state adopt;          /* master_adopt.c */
     int workers_started;     /* the start waits for the presence records (identity check) */
     int stop_sessions;       /* `routemq stop --keep-sessions` (1) / `--end-sessions` (2); 0: ROUTEMQ_STOP_SESSIONS */
     uint64_t kept_at_stop;   /* messages workers left kept when the instance stopped (routemq_kept_at_stop_total) */

@@ -38,40 +38,35 @@ typedef struct adopter {
     int nroutes;
 } adopter;
 
-static adopter *adopters;
-static int nadopters;
-static uint64_t sessions_total, messages_total;
-
 /* Records left alone for good (routemq_adoptions_refused_total{reason}):
  * one whose sessions are not the group's, or whose adopter met a stranger's
  * message. Each (instance, seq) is refused, logged and counted once. */
 enum { REFUSED_CLIENT_ID, REFUSED_ROUTE, REFUSED_MESSAGE, REFUSED_REASONS };
+_Static_assert(REFUSED_REASONS == MASTER_ADOPT_REFUSED_REASONS, "master_adopt_state.refused_total");
 static const char *const refused_names[REFUSED_REASONS] = { "client_id", "route", "unexpected_message" };
-static uint64_t refused_total[REFUSED_REASONS];
-static struct refused { char *instance; long long seq; } *refused;
-static int nrefused;
+struct adopt_refused { char *instance; long long seq; };
 
-static int is_refused(const char *instance, long long seq)
+static int is_refused(const master_adopt_state *s, const char *instance, long long seq)
 {
-    for (int i = 0; i < nrefused; i++)
-        if (refused[i].seq == seq && !strcmp(refused[i].instance, instance)) return 1;
+    for (int i = 0; i < s->nrefused; i++)
+        if (s->refused[i].seq == seq && !strcmp(s->refused[i].instance, instance)) return 1;
     return 0;
 }
 
 #define REFUSED_MAX 1024  /* remembered; a flood of forged records forgets the oldest (logged again) */
 
-static void refuse(const char *instance, long long seq, int reason)
+static void refuse(master_adopt_state *s, const char *instance, long long seq, int reason)
 {
-    refused_total[reason]++;
-    if (is_refused(instance, seq)) return;
-    if (nrefused == REFUSED_MAX) {
-        free(refused[0].instance);
-        memmove(refused, refused + 1, (size_t)--nrefused * sizeof *refused);
+    s->refused_total[reason]++;
+    if (is_refused(s, instance, seq)) return;
+    if (s->nrefused == REFUSED_MAX) {
+        free(s->refused[0].instance);
+        memmove(s->refused, s->refused + 1, (size_t)--s->nrefused * sizeof *s->refused);
     }
-    struct refused *nr = realloc(refused, (size_t)(nrefused + 1) * sizeof *nr);
+    struct adopt_refused *nr = realloc(s->refused, (size_t)(s->nrefused + 1) * sizeof *nr);
     if (!nr) return;
-    refused = nr;
-    if ((refused[nrefused].instance = strdup(instance))) refused[nrefused++].seq = seq;
+    s->refused = nr;
+    if ((s->refused[s->nrefused].instance = strdup(instance))) s->refused[s->nrefused++].seq = seq;
 }
 
 static void leave(master *m, adopter *a);
@@ -155,12 +150,13 @@ int master_adopt_start(master *m, const char *instance, char **clients, int n)
 int master_adopt_start_routes(master *m, const char *instance, long long seq, char **clients, int n,
                               char *const *routes, int nroutes)
 {
+    master_adopt_state *s = &m->adopt;
     int started = 0;
     for (int i = 0; i < n; i++) {
-        adopter *na = realloc(adopters, (size_t)(nadopters + 1) * sizeof *na);
+        adopter *na = realloc(s->adopters, (size_t)(s->nadopters + 1) * sizeof *na);
         if (!na) break;
-        adopters = na;
-        adopter *a = &adopters[nadopters];
+        s->adopters = na;
+        adopter *a = &s->adopters[s->nadopters];
         memset(a, 0, sizeof *a);
         a->slot = slot_of_client(clients[i]);
         snprintf(a->client_id, sizeof a->client_id, "%s", clients[i]);
@@ -175,23 +171,25 @@ int master_adopt_start_routes(master *m, const char *instance, long long seq, ch
             shm_destroy(a->shm);
             continue;
         }
-        nadopters++;
+        s->nadopters++;
         started++;
     }
     return started ? 0 : -1;
 }
 
-int master_adopt_running(const char *instance)
+int master_adopt_running(const master *m, const char *instance)
 {
-    for (int i = 0; i < nadopters; i++)
-        if (!strcmp(adopters[i].instance, instance)) return 1;
+    const master_adopt_state *s = &m->adopt;
+    for (int i = 0; i < s->nadopters; i++)
+        if (!strcmp(s->adopters[i].instance, instance)) return 1;
     return 0;
 }
 
-int master_adopt_live(void)
+int master_adopt_live(const master *m)
 {
+    const master_adopt_state *s = &m->adopt;
     int n = 0;
-    for (int i = 0; i < nadopters; i++) n += adopters[i].ms.pid > 0;
+    for (int i = 0; i < s->nadopters; i++) n += s->adopters[i].ms.pid > 0;
     return n;
 }
 
@@ -242,8 +240,9 @@ static void record_death(master *m, adopter *a, int status)
  * its session (not when the instance stops or the orphan came back). */
 static void finish(master *m, int k, int clear)
 {
-    adopter a = adopters[k];
-    adopters[k] = adopters[--nadopters];
+    master_adopt_state *s = &m->adopt;
+    adopter a = s->adopters[k];
+    s->adopters[k] = s->adopters[--s->nadopters];
     uint32_t left = atomic_load(&a.shm->slots[0].kept);
     /* Each orphan's client id has a keep of its own (keep_file_path). */
     char path[4200];
@@ -256,22 +255,23 @@ static void finish(master *m, int k, int clear)
     shm_destroy(a.shm);
     free_routes(&a);
     master_app_unref(a.ms.app);
-    if (clear && !master_adopt_running(a.instance)) master_presence_adopted(m, a.instance);
+    if (clear && !master_adopt_running(m, a.instance)) master_presence_adopted(m, a.instance);
 }
 
 int master_adopt_reaped(master *m, int pid, int status)
 {
+    master_adopt_state *s = &m->adopt;
     int k = -1;
-    for (int i = 0; i < nadopters && k < 0; i++)
-        if (adopters[i].ms.pid == pid) k = i;
+    for (int i = 0; i < s->nadopters && k < 0; i++)
+        if (s->adopters[i].ms.pid == pid) k = i;
     if (k < 0) return 0;
-    adopter *a = &adopters[k];
+    adopter *a = &s->adopters[k];
     int64_t lived = shm_now_ns() - a->ms.started_ns;
     a->ms.pid = 0;
     uint64_t all = atomic_load(&a->shm->slots[0].messages);
     uint64_t handled = all - a->counted;
     a->counted = all;
-    messages_total += handled;
+    s->messages_total += handled;
     atomic_store(&a->shm->slots[0].pid, 0);
     atomic_store(&a->shm->slots[0].in_progress, 0);
     atomic_store(&a->shm->slots[0].connected, 0);
@@ -282,12 +282,12 @@ int master_adopt_reaped(master *m, int pid, int status)
         log_warn("suspicious presence record of instance %s: the session of %s holds messages outside the routes "
                  "the record declares; it is left untouched and the record is not tried again", a->instance,
                  a->client_id);
-        refuse(a->instance, a->seq, REFUSED_MESSAGE);
+        refuse(s, a->instance, a->seq, REFUSED_MESSAGE);
         finish(m, k, 0);
         return 1;
     }
     if (code == WORKER_EXIT_OK) {
-        sessions_total++;
+        s->sessions_total++;
         log_info("adopted the session of %s: %llu message%s handled, session ended", a->client_id,
                  (unsigned long long)all, all == 1 ? "" : "s");
         finish(m, k, !m->stopping);
@@ -324,8 +324,9 @@ int master_adopt_reaped(master *m, int pid, int status)
 
 void master_adopt_watchdog(master *m, int64_t now)
 {
-    for (int i = 0; i < nadopters; i++) {
-        adopter *a = &adopters[i];
+    master_adopt_state *s = &m->adopt;
+    for (int i = 0; i < s->nadopters; i++) {
+        adopter *a = &s->adopters[i];
         if (a->ms.pid > 0) {
             /* The orphan is back (its record says running before its workers
              * connect): its adoption workers leave before they would take
@@ -361,15 +362,16 @@ static void leave(master *m, adopter *a)
 static void give_back(master *m, const char *instance)
 {
     struct master_presence *p = m->presence;
+    const master_adopt_state *s = &m->adopt;
     peer *e = peer_of(m, instance);
     if (!p || !p->connected) return;
-    char **clients = calloc((size_t)nadopters + 1, sizeof *clients);
+    char **clients = calloc((size_t)s->nadopters + 1, sizeof *clients);
     const adopter *first = NULL;
     int n = 0;
-    for (int i = 0; clients && i < nadopters; i++) {
-        if (strcmp(adopters[i].instance, instance)) continue;
-        if (!first) first = &adopters[i];
-        clients[n++] = adopters[i].client_id;
+    for (int i = 0; clients && i < s->nadopters; i++) {
+        if (strcmp(s->adopters[i].instance, instance)) continue;
+        if (!first) first = &s->adopters[i];
+        clients[n++] = s->adopters[i].client_id;
     }
     if (!clients || !first) { free(clients); return; }
     /* Our claim's seq is the orphan's + 1 (its echo may be in e already): this one supersedes it. */
@@ -403,13 +405,14 @@ static void give_back(master *m, const char *instance)
 
 void master_adopt_stop(master *m)
 {
-    for (int i = 0; i < nadopters; i++) {
+    master_adopt_state *s = &m->adopt;
+    for (int i = 0; i < s->nadopters; i++) {
         int seen = 0;
-        for (int j = 0; j < i && !seen; j++) seen = !strcmp(adopters[j].instance, adopters[i].instance);
-        if (!seen) give_back(m, adopters[i].instance);
+        for (int j = 0; j < i && !seen; j++) seen = !strcmp(s->adopters[j].instance, s->adopters[i].instance);
+        if (!seen) give_back(m, s->adopters[i].instance);
     }
-    for (int i = 0; i < nadopters;) {
-        adopter *a = &adopters[i];
+    for (int i = 0; i < s->nadopters;) {
+        adopter *a = &s->adopters[i];
         if (a->ms.pid > 0) { leave(m, a); i++; continue; }
         log_info("left the adoption of %s: this instance stops, its session stays for another instance to adopt",
                  a->client_id);
@@ -419,8 +422,9 @@ void master_adopt_stop(master *m)
 
 void master_adopt_kill_all(master *m)
 {
-    for (int i = 0; i < nadopters; i++) {
-        adopter *a = &adopters[i];
+    master_adopt_state *s = &m->adopt;
+    for (int i = 0; i < s->nadopters; i++) {
+        adopter *a = &s->adopters[i];
         if (a->ms.pid <= 0 || a->ms.kill != KILL_NONE) continue;
         kill(a->ms.pid, SIGKILL);
         a->ms.kill = KILL_ALL;
@@ -429,8 +433,9 @@ void master_adopt_kill_all(master *m)
 
 void master_adopt_teardown(master *m)
 {
-    while (nadopters) {
-        adopter *a = &adopters[0];
+    master_adopt_state *s = &m->adopt;
+    while (s->nadopters) {
+        adopter *a = &s->adopters[0];
         if (a->ms.pid > 0) {
             kill(a->ms.pid, SIGKILL);
             while (waitpid(a->ms.pid, NULL, 0) < 0 && errno == EINTR) {}
@@ -438,23 +443,27 @@ void master_adopt_teardown(master *m)
         }
         finish(m, 0, 0);
     }
-    free(adopters);
-    adopters = NULL;
+    free(s->adopters);
+    s->adopters = NULL;
+    for (int i = 0; i < s->nrefused; i++) free(s->refused[i].instance);
+    free(s->refused);
+    s->refused = NULL;
+    s->nrefused = 0;
 }
 
-void master_adopt_totals(uint64_t *sessions, uint64_t *messages)
+void master_adopt_totals(const master *m, uint64_t *sessions, uint64_t *messages)
 {
-    *sessions = sessions_total;
-    *messages = messages_total;
+    *sessions = m->adopt.sessions_total;
+    *messages = m->adopt.messages_total;
 }
 
-void master_adopt_refused_metrics(strbuf *b)
+void master_adopt_refused_metrics(const master *m, strbuf *b)
 {
     sb_puts(b, "# HELP routemq_adoptions_refused_total Orphaned sessions left alone: client ids or routes not the "
                "group's, or a message outside the record's routes.\n# TYPE routemq_adoptions_refused_total counter\n");
     for (int i = 0; i < REFUSED_REASONS; i++)
         sb_printf(b, "routemq_adoptions_refused_total{reason=\"%s\"} %llu\n", refused_names[i],
-                  (unsigned long long)refused_total[i]);
+                  (unsigned long long)m->adopt.refused_total[i]);
 }
 
 /* An orphan: lost, or stopped with its sessions kept; or adopted by an
@@ -501,11 +510,11 @@ static int adoptable(master *m, const peer *e)
     for (int i = 0; !bad && i < r->nclients; i++)
         if (!slot_client_id(r->clients[i], r->instance)) bad = r->clients[i];
     if (bad) {
-        if (!is_refused(r->instance, r->seq)) {
+        if (!is_refused(&m->adopt, r->instance, r->seq)) {
             char t[LOG_TOPIC_BUF];
             log_warn("not adopting the sessions of instance %s (client id %s is not one of the group's: "
                      "%s-<instance>-<slot>)", e->instance, log_topic(t, sizeof t, bad, strlen(bad)), m->cfg->client_id);
-            refuse(r->instance, r->seq, REFUSED_CLIENT_ID);
+            refuse(&m->adopt, r->instance, r->seq, REFUSED_CLIENT_ID);
         }
         return 0;
     }
@@ -517,11 +526,11 @@ static int adoptable(master *m, const peer *e)
         if (!served) route = want;
     }
     if (route) {
-        if (!is_refused(r->instance, r->seq)) {
+        if (!is_refused(&m->adopt, r->instance, r->seq)) {
             char t[LOG_TOPIC_BUF];
             log_warn("not adopting the sessions of instance %s (route %s is not one this application serves)",
                      e->instance, log_topic(t, sizeof t, route, strlen(route)));
-            refuse(r->instance, r->seq, REFUSED_ROUTE);
+            refuse(&m->adopt, r->instance, r->seq, REFUSED_ROUTE);
         }
         return 0;
     }
@@ -540,10 +549,10 @@ void master_adopt_orphans(master *m, int64_t now)
         if (!strcmp(p->peers[i].state, "running") && strcmp(p->peers[i].instance, p->instance) < 0) return;
     for (int i = 0; i < p->npeers; i++) {
         peer *e = &p->peers[i];
-        if (!strcmp(e->instance, p->instance) || !orphaned(m, e, now) || master_adopt_running(e->instance)) continue;
+        if (!strcmp(e->instance, p->instance) || !orphaned(m, e, now) || master_adopt_running(m, e->instance)) continue;
         int readopt = !strcmp(e->state, "adopted");
         if (!readopt && now - e->state_seen_ns < (int64_t)m->cfg->adopt_after * NS_PER_S) continue;
-        if (is_refused(e->instance, e->rec.seq) || !adoptable(m, e)) continue;
+        if (is_refused(&m->adopt, e->instance, e->rec.seq) || !adoptable(m, e)) continue;
         char **clients = e->rec.clients;
         int n = e->rec.nclients;
         const char *host = e->rec.host ? e->rec.host : "";

@@ -248,13 +248,13 @@ static void master_counters(strbuf *b, const master *m, uint64_t duplicates)
     family(b, "routemq_ready", "gauge", "1 when every worker slot is connected and subscribed (as /ready).");
     sb_printf(b, "routemq_ready %d\n", master_is_ready(m, why, sizeof why));
     uint64_t adopted_sessions, adopted_messages;
-    master_adopt_totals(&adopted_sessions, &adopted_messages);
+    master_adopt_totals(m, &adopted_sessions, &adopted_messages);
     family(b, "routemq_adopted_sessions_total", "counter",
            "Sessions of lost or stopped instances this instance adopted, drained and ended.");
     sb_printf(b, "routemq_adopted_sessions_total %llu\n", (unsigned long long)adopted_sessions);
     family(b, "routemq_adopted_messages_total", "counter", "Messages handled from adopted sessions.");
     sb_printf(b, "routemq_adopted_messages_total %llu\n", (unsigned long long)adopted_messages);
-    master_adopt_refused_metrics(b);
+    master_adopt_refused_metrics(m, b);
     family(b, "routemq_build_info", "gauge", "Build information; always 1.");
     sb_printf(b, "routemq_build_info{version=\"%s\"} 1\n", ROUTEMQ_VERSION);
 }

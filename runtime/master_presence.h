@@ -41,13 +41,13 @@ int master_adopt_start(struct master *m, const char *instance, char **clients, i
 int master_adopt_start_routes(struct master *m, const char *instance, long long seq, char **clients, int n,
                               char *const *routes, int nroutes);
 /* routemq_adoptions_refused_total{reason}, in Prometheus text. */
-void master_adopt_refused_metrics(strbuf *b);
+void master_adopt_refused_metrics(const struct master *m, strbuf *b);
 /* 1 while adoption workers of instance run. */
-int master_adopt_running(const char *instance);
+int master_adopt_running(const struct master *m, const char *instance);
 /* 1 when pid was an adoption worker (its exit is accounted for here). */
 int master_adopt_reaped(struct master *m, int pid, int status);
 /* Adoption workers alive (the master's stop waits for them). */
-int master_adopt_live(void);
+int master_adopt_live(const struct master *m);
 /* The instance stops: adoption workers leave their sessions (and the records) for another instance. */
 void master_adopt_stop(struct master *m);
 /* SIGKILLs every adoption worker (a stop at once). */
@@ -57,7 +57,7 @@ void master_adopt_watchdog(struct master *m, int64_t now);
 /* Kills and reaps what is left and frees everything (the master exits). */
 void master_adopt_teardown(struct master *m);
 /* routemq_adopted_sessions_total and routemq_adopted_messages_total. */
-void master_adopt_totals(uint64_t *sessions, uint64_t *messages);
+void master_adopt_totals(const struct master *m, uint64_t *sessions, uint64_t *messages);
 
 
 #endif

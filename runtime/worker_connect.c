@@ -67,9 +67,9 @@ int worker_connect_start(worker *w)
     w->conn.taken_over = 0;
     abort_why[0] = 0;
     errno = 0;
-    worker_tls_failed();  /* a failure logged by worker_tls.c from here on is this attempt's */
+    worker_tls_failed(w);  /* a failure logged by worker_tls.c from here on is this attempt's */
     int rc = mosquitto_connect_bind_async(w->conn.mosq, w->cfg->broker, w->cfg->port, w->cfg->keepalive, NULL);
-    if (rc == MOSQ_ERR_TLS && worker_tls_failed()) {
+    if (rc == MOSQ_ERR_TLS && worker_tls_failed(w)) {
         w->conn.connect_started_ns = 0;  /* logged with OpenSSL's reason and rescheduled (worker_tls.c) */
         worker_mqtt_schedule_reconnect(w);
         return -1;

@@ -2,7 +2,7 @@
  *   worker.c             set-up, the event loop, heartbeat, recycling, stopping
  *   worker_mqtt.c        the MQTT connection: set-up, subscriptions, DISCONNECT
  *   worker_connect.c     connect attempts, reconnect backoff, outages
- *   worker_tls.c         TLS to the broker and its handshake errors
+ *   worker_tls.c         TLS to the broker and its handshake errors (w->tls)
  *   worker_dispatch.c    a message around its handler: intake, de-duplication,
  *                        the queue and the pump, completion and accounting
  *   worker_coro.c        the bridge into Lua: handler coroutines (their pool),
@@ -199,6 +199,15 @@ typedef struct worker_stop {
     int64_t unsubacked_ns;   /* when the last UNSUBACK came, 0: awaited */
 } worker_stop;
 
+/* What the log of failed connect attempts knows (worker_tls.c). */
+typedef struct worker_tls_state {
+    log_limit lines;         /* the failures logged, and those not */
+    int failures;            /* since the last successful connection */
+    int failed;              /* the last attempt's failure was logged (worker_tls_failed) */
+    int64_t failure_ns;      /* when the last handshake failure was logged */
+    char hint[256];          /* libmosquitto's own "Error: ..." before the OpenSSL one */
+} worker_tls_state;
+
 typedef struct worker {
     const worker_args *args;
     const config *cfg;
@@ -208,6 +217,7 @@ typedef struct worker {
     worker_lua lua;
     worker_conn conn;
     worker_stop stop;
+    worker_tls_state tls;
     log_limit errlog;        /* handler errors logged: at most 10 per 10 s, then a count (worker_dispatch.c) */
     int epfd, sigfd;
     int64_t next_misc_ns;

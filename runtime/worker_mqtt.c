@@ -279,8 +279,8 @@ static void on_disconnect(struct mosquitto *m, void *ud, int rc, const mosquitto
          * unless OpenSSL's reason was logged for it already. */
         w->conn.connect_started_ns = 0;
         worker_mqtt_schedule_reconnect(w);
-        if (!worker_tls_failed()) worker_tls_closed(w, rc, err);
-        worker_tls_failed();
+        if (!worker_tls_failed(w)) worker_tls_closed(w, rc, err);
+        worker_tls_failed(w);
         return;
     }
     errno = err;

@@ -16,7 +16,7 @@ struct worker;
  * reason, and a reconnect with the backoff. */
 void worker_tls_attach(struct worker *w);
 /* 1 when the last connect attempt failed in TLS and that was logged. */
-int worker_tls_failed(void);
+int worker_tls_failed(struct worker *w);
 /* The connection closed before CONNACK (rc and errno as on_disconnect saw
  * them): logged like a failed handshake, unless it was one and is logged. */
 void worker_tls_closed(struct worker *w, int rc, int err);
