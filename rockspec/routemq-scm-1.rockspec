@@ -53,6 +53,7 @@ build = {
     ["routemq.app"] = "lua/routemq/app.lua",
     ["routemq.console"] = "lua/routemq/console.lua",
     ["routemq.context"] = "lua/routemq/context.lua",
+    ["routemq.dbconn"] = "lua/routemq/dbconn.lua",
     ["routemq.dbpool"] = "lua/routemq/dbpool.lua",
     ["routemq.dispatch"] = "lua/routemq/dispatch.lua",
     ["routemq.dlq"] = "lua/routemq/dlq.lua",
