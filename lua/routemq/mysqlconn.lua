@@ -7,6 +7,7 @@
 local cqueues = require("cqueues")
 local cjson = require("cjson")
 local ffi = require("ffi")
+local dbconn = require("routemq.dbconn")
 local bit = require("bit")
 
 local M = {}
@@ -64,15 +65,7 @@ local null = cjson.null
 M.null = null
 
 -- log(level, msg): the worker's log line when running in a worker, else stderr.
-function M.log(level, msg)
-  local w = package.loaded["routemq.worker"]
-  local f = type(w) == "table" and w.log
-  if f then
-    pcall(f, level, msg)
-  else
-    io.stderr:write(msg, "\n")
-  end
-end
+M.log = dbconn.log
 
 local WAIT_READ, WAIT_WRITE, WAIT_TIMEOUT = 1, 2, 8
 local OPT_NONBLOCK, OPT_CHARSET = 6000, 7
@@ -131,22 +124,6 @@ function M.parse(url)
     database = db ~= "" and unescape(db) or nil,
     socket = unescape(path:match("[?&]socket=([^&]*)")),
   }
-end
-
-local function resolve(host, timeout)
-  if host:match("^%d+%.%d+%.%d+%.%d+$") or host:find(":", 1, true) then
-    return host
-  end
-  local dns = require("cqueues.dns")
-  local record = require("cqueues.dns.record")
-  for _, rtype in ipairs({ "A", "AAAA" }) do
-    local packet = dns.query(host, rtype, "IN", timeout)
-    local rr = packet and packet:grep({ section = "answer", type = record[rtype] })()
-    if rr then
-      return rr:addr()
-    end
-  end
-  return nil, "cannot resolve host name \"" .. host .. "\""
 end
 
 local Conn = {}
@@ -212,7 +189,7 @@ function M.connect(params, timeout)
   local deadline = cqueues.monotime() + timeout
   local host = params.host
   if not params.socket then
-    local addr, err = resolve(host, timeout)
+    local addr, err = dbconn.resolve(host, timeout)
     if not addr then
       return nil, M.error({ sqlstate = "08001", message = err })
     end

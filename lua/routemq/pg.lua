@@ -10,10 +10,9 @@
 -- route's timeout has its query cancelled on the server and its connection
 -- drained (or closed) before anyone else gets it.
 local cqueues = require("cqueues")
-local condition = require("cqueues.condition")
 local ffi = require("ffi")
+local dbpool = require("routemq.dbpool")
 local pgconn = require("routemq.pgconn")
-local runner = require("routemq.runner")
 
 local M = {}
 
@@ -26,23 +25,32 @@ local pack = function(...) return { n = select("#", ...), ... } end
 local IDLE, INERROR = pgconn.TRANS_IDLE, pgconn.TRANS_INERROR
 local CANCEL_WAIT = 10 -- seconds a cancelled query may take to end before its connection is closed
 
-local function default_log(msg)
-  pgconn.log("warn", "routemq.pg: " .. msg)
-end
-
-local Pool = {}
-Pool.__index = Pool
-
-local function check_number(opts, name, default, level)
-  local v = opts[name]
-  if v == nil then
-    return default
-  end
-  if type(v) ~= "number" or v <= 0 then
-    error(("routemq.pg: pool option %s must be a positive number, got %s"):format(name, tostring(v)), level)
-  end
-  return v
-end
+local Pool, P = dbpool.class({
+  name = "routemq.pg",
+  connect = pgconn.connect,
+  error = pgconn.error,
+  log = pgconn.log,
+  clean = function(conn) return conn:transaction_status() == IDLE end,
+  -- A job dropped at its deadline: cancel its query on the server, wait for
+  -- it to end (else close), roll back an open transaction.
+  reap = function(self, conn)
+    if conn.busy then
+      local ok, err = conn:cancel(2)
+      if not ok then
+        self.log("could not cancel a query of a handler that timed out: " .. tostring(err))
+      end
+      conn:finish(monotime() + CANCEL_WAIT)
+      if conn.busy then
+        conn:close()
+      end
+    end
+    if conn:ok() and conn:transaction_status() ~= IDLE then
+      conn:query("ROLLBACK", 0, nil, 1)
+    end
+  end,
+  drop = function(conn) conn:close() end,
+})
+local check_self, acquire, give = P.check_self, P.acquire, P.give
 
 -- pool{ url, size = 10, idle_timeout = 60, connect_timeout = 5, acquire_timeout = 30, log }
 -- -> pool. url: "postgres://user:pass@host:port/db?sslmode=..." or libpq's
@@ -58,29 +66,8 @@ function M.pool(opts)
   if not params then
     error("routemq.pg: bad url: " .. err, 2)
   end
-  return setmetatable({
-    params = params,
-    size = check_number(opts, "size", 10, 3),
-    idle_timeout = check_number(opts, "idle_timeout", 60, 3),
-    connect_timeout = check_number(opts, "connect_timeout", 5, 3),
-    acquire_timeout = check_number(opts, "acquire_timeout", 30, 3),
-    log = opts.log or default_log,
-    idle = {},
-    total = 0,
-    waiting = 0,
-    freed = condition.new(),
-    pid = ffi.C.getpid(),
-  }, Pool)
-end
-
-local function check_self(self, method)
-  if getmetatable(self) ~= Pool then
-    error(("routemq.pg: call it as db:%s(...), not db.%s(...)"):format(method, method), 3)
-  end
-  if not cqueues.running() then
-    error(("routemq.pg: db:%s must run in a handler, middleware, router.init, router.every or "
-      .. "router.health function (on the worker's cqueues controller)"):format(method), 3)
-  end
+  local pool = P.new(opts, params) -- not a tail call: option errors count this frame
+  return pool
 end
 
 -- Raises for a parameter pgconn could not send, before a connection is taken.
@@ -95,109 +82,6 @@ local function check_args(n, args, level)
         .. " encode tables yourself, e.g. cjson.encode)"):format(i, t), level + 1)
     end
   end
-end
-
-local release
-
--- Cancels what conn was doing for a job dropped at its deadline, then gives
--- the connection back clean (or closes it), on a thread of its own.
-local function reap(self, conn)
-  local cq = cqueues.running()
-  local function work()
-    if conn.busy then
-      local ok, err = conn:cancel(2)
-      if not ok then
-        self.log("could not cancel a query of a handler that timed out: " .. tostring(err))
-      end
-      conn:finish(monotime() + CANCEL_WAIT)
-      if conn.busy then
-        conn:close()
-      end
-    end
-    if conn:ok() and conn:transaction_status() ~= IDLE then
-      conn:query("ROLLBACK", 0, nil, 1)
-    end
-  end
-  if not cq then
-    conn:close()
-    return release(self, conn)
-  end
-  cq:wrap(function()
-    local ok, err = pcall(work)
-    if not ok then
-      self.log("cleaning up after a timed-out handler: " .. tostring(err))
-      conn:close()
-    end
-    release(self, conn)
-  end)
-end
-
--- Takes a connection: an idle one still alive, a new one while under size,
--- or waits for one to come back.
-local function checkout(self)
-  if self.pid ~= ffi.C.getpid() then
-    -- A forked child: the parent's connections are not ours.
-    self.idle, self.total, self.waiting, self.pid = {}, 0, 0, ffi.C.getpid()
-  end
-  local deadline = monotime() + self.acquire_timeout
-  while true do
-    local idle = self.idle
-    while #idle > 0 do
-      local conn = table.remove(idle)
-      if monotime() - conn.since <= self.idle_timeout and conn:idle_alive() then
-        return conn
-      end
-      conn:close()
-      self.total = self.total - 1
-    end
-    if self.total < self.size then
-      self.total = self.total + 1
-      local conn, err = pgconn.connect(self.params, self.connect_timeout)
-      if not conn then
-        self.total = self.total - 1
-        self.freed:signal()
-        return nil, err
-      end
-      return conn
-    end
-    local left = deadline - monotime()
-    if left <= 0 then
-      return nil, M.error({ message = ("no connection free in the pool (size %d) after %g s")
-        :format(self.size, self.acquire_timeout) })
-    end
-    self.waiting = self.waiting + 1
-    self.freed:wait(left)
-    self.waiting = self.waiting - 1
-  end
-end
-
--- Gives conn back: kept when clean and idle, else closed.
-function release(self, conn)
-  if conn:ok() and not conn.busy and conn:transaction_status() == IDLE and self.pid == ffi.C.getpid() then
-    conn.since = monotime()
-    self.idle[#self.idle + 1] = conn
-  else
-    conn:close()
-    self.total = self.total - 1
-  end
-  self.freed:signal()
-end
-
--- acquire/give: a checkout that the runner undoes if the job is dropped.
-local function acquire(self)
-  local conn, err = checkout(self)
-  if conn then
-    local co = coroutine.running()
-    conn.owner = co
-    runner.on_cancel(co, conn, function() reap(self, conn) end)
-  end
-  return conn, err
-end
-
-local function give(self, conn)
-  runner.on_cancel(conn.owner, conn, nil)
-  conn.owner = nil
-  release(self, conn)
 end
 
 -- db:query(sql, ...) -> rows | nil, err. Parameters $1..$n; rows keyed by
@@ -282,11 +166,6 @@ function Pool:transaction(fn)
     return nil, cerr
   end
   return unpack(res, 2, res.n)
-end
-
--- db:stats() -> { open, idle, waiting }
-function Pool:stats()
-  return { open = self.total, idle = #self.idle, waiting = self.waiting }
 end
 
 local Listener = {}

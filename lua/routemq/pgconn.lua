@@ -13,6 +13,7 @@ local cqueues = require("cqueues")
 local csocket = require("cqueues.socket")
 local cjson = require("cjson")
 local ffi = require("ffi")
+local dbconn = require("routemq.dbconn")
 
 local M = {}
 
@@ -86,15 +87,7 @@ local null = cjson.null
 M.null = null
 
 -- log(level, msg): the worker's log line when running in a worker, else stderr.
-function M.log(level, msg)
-  local w = package.loaded["routemq.worker"]
-  local f = type(w) == "table" and w.log
-  if f then
-    pcall(f, level, msg)
-  else
-    io.stderr:write(msg, "\n")
-  end
-end
+M.log = dbconn.log
 
 -- Notices and messages the server sends outside a query (a FATAL before it
 -- closes) go to the worker's log, not raw to stderr. A C function that calls
@@ -304,26 +297,6 @@ function M.parse(url)
   return out
 end
 
--- The first IPv4 or IPv6 address of host through cqueues' resolver (libpq's
--- own getaddrinfo blocks).
-local function resolve(host, timeout)
-  if host:match("^%d+%.%d+%.%d+%.%d+$") or host:find(":", 1, true) then
-    return host
-  end
-  local dns = require("cqueues.dns")
-  local record = require("cqueues.dns.record")
-  for _, rtype in ipairs({ "A", "AAAA" }) do
-    local packet = dns.query(host, rtype, "IN", timeout)
-    if packet then
-      local rr = packet:grep({ section = "answer", type = record[rtype] })()
-      if rr then
-        return rr:addr()
-      end
-    end
-  end
-  return nil, "cannot resolve host name \"" .. host .. "\""
-end
-
 -- cqueues polls a duplicate of libpq's socket, never libpq's own: libpq
 -- closes its descriptor by itself when the server goes away, and cqueues
 -- must be told (cqueues.cancel) before a descriptor it polls is closed, or
@@ -369,7 +342,7 @@ function M.connect(conninfo, timeout)
   if conninfo.hostaddr then
     keys[#keys + 1], vals[#vals + 1] = "hostaddr", conninfo.hostaddr
   elseif host and host ~= "" and host:sub(1, 1) ~= "/" and not host:find(",", 1, true) then
-    local addr, err = resolve(host, timeout)
+    local addr, err = dbconn.resolve(host, timeout)
     if not addr then
       return nil, M.error({ sqlstate = "08001", message = err })
     end

@@ -3,6 +3,7 @@
 -- message and a statement stopped with KILL QUERY at its handler's timeout.
 local e2e = require("spec.helpers.e2e")
 local myh = require("spec.helpers.mariadb")
+local cqh = require("spec.helpers.cq")
 local cqueues = require("cqueues")
 local csocket = require("cqueues.socket")
 local mysql = require("routemq.mysql")
@@ -10,20 +11,7 @@ local runner_mod = require("routemq.runner")
 
 local APP = e2e.root .. "/spec/e2e/apps/mysql"
 
-local function run(fn, limit)
-  local cq = cqueues.new()
-  local err
-  cq:wrap(function()
-    local ok, e = xpcall(fn, debug.traceback)
-    if not ok then err = e end
-  end)
-  local stop = cqueues.monotime() + (limit or 60)
-  while not cq:empty() do
-    assert(cq:step(0.5))
-    assert(cqueues.monotime() < stop, "still running after " .. (limit or 60) .. " s")
-  end
-  if err then error(err, 0) end
-end
+local run = cqh.run
 
 describe("routemq.mysql", function()
   local server, db

@@ -3,33 +3,13 @@
 -- misuse, transactions, timeouts, a job dropped at its deadline, LISTEN.
 local e2e = require("spec.helpers.e2e")
 local pgh = require("spec.helpers.pg")
+local cqh = require("spec.helpers.cq")
 local cqueues = require("cqueues")
 local csocket = require("cqueues.socket")
 local pg = require("routemq.pg")
 local runner_mod = require("routemq.runner")
 
--- Runs fn on a new controller until it and what it started end (limit s).
-local function run(fn, limit)
-  local cq = cqueues.new()
-  local err
-  cq:wrap(function()
-    local ok, e = xpcall(fn, debug.traceback)
-    if not ok then err = e end
-  end)
-  local stop = cqueues.monotime() + (limit or 60)
-  while not cq:empty() do
-    assert(cq:step(0.5))
-    assert(cqueues.monotime() < stop, "still running after " .. (limit or 60) .. " s")
-  end
-  if err then error(err, 0) end
-end
-
--- Waits (on the controller) until pred() or `limit` seconds.
-local function until_(pred, limit)
-  local stop = cqueues.monotime() + (limit or 10)
-  while not pred() and cqueues.monotime() < stop do cqueues.sleep(0.02) end
-  return pred()
-end
+local run, until_ = cqh.run, cqh.until_
 
 describe("routemq.pg API", function()
   local server, db

@@ -1,0 +1,182 @@
+-- The connection pool routemq.pg and routemq.mysql share: per-worker
+-- connections opened on first use, kept idle up to idle_timeout, at most
+-- size open, a bounded wait for one to come back, a fork detected by pid,
+-- and a connection of a job dropped at its deadline cleaned up (the driver's
+-- steps) before anyone else gets it.
+--
+--   local Pool, P = dbpool.class{ name = "routemq.pg", connect = ..., ... }
+--
+-- Pool is the metatable of the driver's db objects (it adds query,
+-- transaction, ... to it); P holds the functions for the driver only (new,
+-- check_self, acquire, give), kept off Pool so users do not see them as
+-- db methods.
+local cqueues = require("cqueues")
+local condition = require("cqueues.condition")
+local ffi = require("ffi")
+local runner = require("routemq.runner")
+
+pcall(ffi.cdef, "int getpid(void);")
+
+local M = {}
+
+local monotime = cqueues.monotime
+
+-- class(driver) -> Pool, P. driver:
+--   name: the prefix of error and log messages ("routemq.pg")
+--   connect(params, timeout) -> conn | nil, err
+--   error(fields) -> err: the driver's error object
+--   log(level, msg): the driver's log (for the default pool log)
+--   clean(conn) -> whether a usable, not busy conn is idle (no transaction)
+--   reap(pool, conn): stops what conn was doing for a dropped job (runs on
+--     a thread of its own; may raise)
+--   drop(conn): closes a conn abandoned mid-statement
+-- A conn has ok(), idle_alive(), close(), busy; the pool sets since, owner.
+function M.class(driver)
+  local name, connect, new_error, clean = driver.name, driver.connect, driver.error, driver.clean
+  local reap_steps, drop = driver.reap, driver.drop
+  local Pool = {}
+  Pool.__index = Pool
+  local P = {}
+
+  local function default_log(msg)
+    driver.log("warn", name .. ": " .. msg)
+  end
+
+  -- level 4: check_number, P.new, the driver's pool(), the user's call.
+  local function check_number(opts, option, default)
+    local v = opts[option]
+    if v == nil then
+      return default
+    end
+    if type(v) ~= "number" or v <= 0 then
+      error(("%s: pool option %s must be a positive number, got %s"):format(name, option, tostring(v)), 4)
+    end
+    return v
+  end
+
+  -- P.new(opts, params) -> pool. Call it from the driver's pool() (not as
+  -- a tail call): an option error points at that function's caller.
+  function P.new(opts, params)
+    return setmetatable({
+      params = params,
+      size = check_number(opts, "size", 10),
+      idle_timeout = check_number(opts, "idle_timeout", 60),
+      connect_timeout = check_number(opts, "connect_timeout", 5),
+      acquire_timeout = check_number(opts, "acquire_timeout", 30),
+      log = opts.log or default_log,
+      idle = {},
+      total = 0,
+      waiting = 0,
+      freed = condition.new(),
+      pid = ffi.C.getpid(),
+    }, Pool)
+  end
+
+  -- P.check_self(self, method): raises, at the caller of the db method
+  -- that calls it, unless self is a pool on a cqueues controller.
+  function P.check_self(self, method)
+    if getmetatable(self) ~= Pool then
+      error(("%s: call it as db:%s(...), not db.%s(...)"):format(name, method, method), 3)
+    end
+    if not cqueues.running() then
+      error(("%s: db:%s must run in a handler, middleware, router.init, router.every or "
+        .. "router.health function (on the worker's cqueues controller)"):format(name, method), 3)
+    end
+  end
+
+  -- Gives conn back: kept when clean and idle, else closed.
+  local function release(self, conn)
+    if conn:ok() and not conn.busy and clean(conn) and self.pid == ffi.C.getpid() then
+      conn.since = monotime()
+      self.idle[#self.idle + 1] = conn
+    else
+      conn:close()
+      self.total = self.total - 1
+    end
+    self.freed:signal()
+  end
+
+  -- Cleans up after a job dropped at its deadline, then gives the
+  -- connection back clean (or closes it), on a thread of its own.
+  local function reap(self, conn)
+    local cq = cqueues.running()
+    if not cq then
+      drop(conn)
+      return release(self, conn)
+    end
+    cq:wrap(function()
+      local ok, err = pcall(reap_steps, self, conn)
+      if not ok then
+        self.log("cleaning up after a timed-out handler: " .. tostring(err))
+        drop(conn)
+      end
+      release(self, conn)
+    end)
+  end
+
+  -- Takes a connection: an idle one still alive, a new one while under
+  -- size, or waits for one to come back.
+  local function checkout(self)
+    if self.pid ~= ffi.C.getpid() then
+      -- A forked child: the parent's connections are not ours.
+      self.idle, self.total, self.waiting, self.pid = {}, 0, 0, ffi.C.getpid()
+    end
+    local deadline = monotime() + self.acquire_timeout
+    while true do
+      local idle = self.idle
+      while #idle > 0 do
+        local conn = table.remove(idle)
+        if monotime() - conn.since <= self.idle_timeout and conn:idle_alive() then
+          return conn
+        end
+        conn:close()
+        self.total = self.total - 1
+      end
+      if self.total < self.size then
+        self.total = self.total + 1
+        local conn, err = connect(self.params, self.connect_timeout)
+        if not conn then
+          self.total = self.total - 1
+          self.freed:signal()
+          return nil, err
+        end
+        return conn
+      end
+      local left = deadline - monotime()
+      if left <= 0 then
+        return nil, new_error({ message = ("no connection free in the pool (size %d) after %g s")
+          :format(self.size, self.acquire_timeout) })
+      end
+      self.waiting = self.waiting + 1
+      self.freed:wait(left)
+      self.waiting = self.waiting - 1
+    end
+  end
+
+  -- P.acquire(self) -> conn | nil, err; P.give(self, conn): a checkout
+  -- that the runner undoes (reaps) if the job is dropped, and its return.
+  function P.acquire(self)
+    local conn, err = checkout(self)
+    if conn then
+      local co = coroutine.running()
+      conn.owner = co
+      runner.on_cancel(co, conn, function() reap(self, conn) end)
+    end
+    return conn, err
+  end
+
+  function P.give(self, conn)
+    runner.on_cancel(conn.owner, conn, nil)
+    conn.owner = nil
+    release(self, conn)
+  end
+
+  -- db:stats() -> { open, idle, waiting }
+  function Pool:stats()
+    return { open = self.total, idle = #self.idle, waiting = self.waiting }
+  end
+
+  return Pool, P
+end
+
+return M
