@@ -13,16 +13,6 @@
 
 static char root[] = "/tmp/routemq-test-devwatch.XXXXXX";
 
-static void write_file(const char *rel, const char *text)
-{
-    char path[512];
-    snprintf(path, sizeof path, "%s/%s", root, rel);
-    FILE *f = fopen(path, "w");
-    if (!f) { perror(path); exit(2); }
-    fputs(text, f);
-    fclose(f);
-}
-
 static void make_dir(const char *rel)
 {
     char path[512];
@@ -36,9 +26,9 @@ int main(void)
     make_dir("app");
     make_dir("app/controllers");
     make_dir("shared");
-    write_file("app/controllers/own.lua", "return {}\n");
-    write_file("shared/linked.lua", "return {}\n");
-    write_file("shared/notes.txt", "x\n");
+    test_put_file(root, "app/controllers/own.lua", "return {}\n");
+    test_put_file(root, "shared/linked.lua", "return {}\n");
+    test_put_file(root, "shared/notes.txt", "x\n");
     char link[512];
     snprintf(link, sizeof link, "%s/app/controllers/linked.lua", root);
     if (symlink("../../shared/linked.lua", link)) { perror(link); return 2; }
@@ -48,20 +38,20 @@ int main(void)
     if (!w) return TEST_SUMMARY("test_devwatch");
     CHECK(devwatch_read(w) == 0, "nothing changed yet");
 
-    write_file("app/controllers/own.lua", "return { 1 }\n");
+    test_put_file(root, "app/controllers/own.lua", "return { 1 }\n");
     CHECK(devwatch_read(w) == 1, "a write to a file of app/ asks for a reload");
     CHECK(devwatch_read(w) == 0, "the events are consumed");
 
-    write_file("app/controllers/linked.lua", "return { 2 }\n");
+    test_put_file(root, "app/controllers/linked.lua", "return { 2 }\n");
     CHECK(devwatch_read(w) == 1, "a write through the link asks for a reload");
 
-    write_file("shared/linked.lua", "return { 3 }\n");
+    test_put_file(root, "shared/linked.lua", "return { 3 }\n");
     CHECK(devwatch_read(w) == 1, "a write to the linked file itself asks for a reload");
 
-    write_file("shared/notes.txt", "y\n");
+    test_put_file(root, "shared/notes.txt", "y\n");
     CHECK(devwatch_read(w) == 0, "a file that is no Lua next to it does not");
 
-    write_file(".env", "A=1\n");
+    test_put_file(root, ".env", "A=1\n");
     CHECK(devwatch_read(w) == 1, "a write to .env asks for a reload");
 
     devwatch_close(w);

@@ -12,16 +12,6 @@
 
 static char root[64];
 
-static void put(const char *rel, const char *text)
-{
-    char path[256];
-    snprintf(path, sizeof path, "%s/%s", root, rel);
-    FILE *f = fopen(path, "w");
-    if (!f) { perror(path); exit(2); }
-    fputs(text, f);
-    fclose(f);
-}
-
 /* Moves the file's mtime by secs: what an editor's save does. */
 static void retime(const char *rel, int secs)
 {
@@ -41,11 +31,11 @@ int main(void)
     if (!mkdtemp(root)) return 2;
     snprintf(cmd, sizeof cmd, "mkdir -p %s/app/routers %s/app/controllers/sub %s/app/.git", root, root, root);
     if (system(cmd)) return 2;
-    put("app/routers/a.lua", "return 1\n");
-    put("app/controllers/sub/c.lua", "return 'c'\n");
-    put("app/controllers/notes.txt", "not code\n");
-    put("app/.git/x.lua", "hidden\n");
-    put("app/routers/.#a.lua", "editor lock\n");
+    test_put_file(root, "app/routers/a.lua", "return 1\n");
+    test_put_file(root, "app/controllers/sub/c.lua", "return 'c'\n");
+    test_put_file(root, "app/controllers/notes.txt", "not code\n");
+    test_put_file(root, "app/.git/x.lua", "hidden\n");
+    test_put_file(root, "app/routers/.#a.lua", "editor lock\n");
 
     app_snapshot *s = app_snapshot_read(root, err, sizeof err);
     CHECK(s != NULL, "read: %s", err);
@@ -59,12 +49,12 @@ int main(void)
 
     retime("app/routers/a.lua", 5);
     CHECK(!app_snapshot_changed(s, root), "touched, same bytes: unchanged");
-    put("app/routers/a.lua", "return 2\n");  /* same size */
+    test_put_file(root, "app/routers/a.lua", "return 2\n");  /* same size */
     retime("app/routers/a.lua", 10);
     CHECK(app_snapshot_changed(s, root), "same size, other bytes: changed");
-    put("app/routers/a.lua", "return 1\n");
+    test_put_file(root, "app/routers/a.lua", "return 1\n");
     CHECK(!app_snapshot_changed(s, root), "written back: unchanged");
-    put("app/routers/b.lua", "return 3\n");
+    test_put_file(root, "app/routers/b.lua", "return 3\n");
     CHECK(app_snapshot_changed(s, root), "a new file: changed");
     snprintf(cmd, sizeof cmd, "%s/app/routers/b.lua", root);
     unlink(cmd);

@@ -3,6 +3,7 @@
 #define ROUTEMQ_TEST_UTIL_H
 
 #include <stdio.h>
+#include <stdlib.h>
 
 static int test_passed, test_failed;
 
@@ -23,5 +24,16 @@ static int test_passed, test_failed;
 #define TEST_SUMMARY(name)                                                         \
     (printf("%s: %d passed, %d failed\n", (name), test_passed, test_failed),       \
      test_failed == 0 ? 0 : 1)
+
+/* Writes text to root/rel (the directory exists); a test that cannot set up stops (exit 2). */
+static inline void test_put_file(const char *root, const char *rel, const char *text)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", root, rel);
+    FILE *f = fopen(path, "w");
+    if (!f) { perror(path); exit(2); }
+    fputs(text, f);
+    fclose(f);
+}
 
 #endif
