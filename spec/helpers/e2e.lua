@@ -91,13 +91,8 @@ M.wait_for = sys.wait_for
 function M.tmpdir()
   local base = os.getenv("E2E_TMP") or "/tmp"
   local dir = sh("mkdir -p " .. base .. " && mktemp -d " .. base .. "/routemq-e2e.XXXXXX"):gsub("%s+$", "")
-  M.defer(function() M.remove_keeps(dir) end, true)
+  M.defer(function() sh("find " .. M.quote(dir) .. " -type f -name 'keep-*' -delete 2>/dev/null") end, true)
   return dir
-end
-
---- Removes every worker keep file (keep-*) below dir.
-function M.remove_keeps(dir)
-  sh("find " .. M.quote(dir) .. " -type f -name 'keep-*' -delete 2>/dev/null")
 end
 
 --- Starts cmd in the background with its output in logfile; returns its pid
@@ -391,8 +386,9 @@ function M.kill_workers_n(r, n, every)
   return kills
 end
 
---- How many records the test app's handlers wrote under dir (cheaper than
--- M.records for polling while tens of thousands of messages flow).
+--- How many records the test app's handlers wrote under dir, those of
+-- M.sentinels included (cheaper than M.records for polling while tens of
+-- thousands of messages flow).
 function M.handled(dir)
   return tonumber(sh("cat " .. dir .. "/*.rec 2>/dev/null | wc -l"):match("%d+")) or 0
 end
