@@ -1,4 +1,4 @@
--- router.every / router.init / router.health (SPEC §9): the API, its errors
+-- router.every / router.init / router.health (docs/guide.md, "Handlers that wait"): the API, its errors
 -- with the user's file:line, and running them through routemq.testing,
 -- including a handler that waits on a local lua-http server.
 local router = require("routemq.router")

@@ -1,4 +1,4 @@
--- Failed attempts (SPEC §10): what routemq.dispatch reports to the runtime
+-- Failed attempts (docs/delivery.md, "Retries"): what routemq.dispatch reports to the runtime
 -- for an error, a timeout, ctx:fail and ctx:retry, on the fast path (the
 -- handler coroutine yields "fail", ...) and the slow path (io.done), with
 -- the on_error hooks and ordered routes holding their topic.

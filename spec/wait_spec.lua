@@ -1,4 +1,4 @@
--- Handlers that wait (SPEC §9): routemq.runner and the concurrent dispatcher.
+-- Handlers that wait (docs/guide.md, "Handlers that wait"): routemq.runner and the concurrent dispatcher.
 local cqueues = require("cqueues")
 local runner_mod = require("routemq.runner")
 local helper = require("spec.helpers.dispatch")

@@ -8,7 +8,7 @@
 -- middleware chain passes it along, and the shared log functions find the
 -- ctx of the coroutine that calls them. Ordered routes: routemq.ordered.
 --
--- Failures (SPEC §10): a handler's error, its timeout, ctx:fail and
+-- Failures (docs/guide.md, "When a handler fails"): a handler's error, its timeout, ctx:fail and
 -- ctx:retry end an attempt. Dispatch catches them itself (routemq.failure),
 -- decides with the route's retry policy (routemq.retry) whether another
 -- attempt follows (and after how long), runs the app's on_error hooks, and

@@ -1,4 +1,4 @@
--- MySQL and MariaDB from handlers without blocking the worker (SPEC §11),
+-- MySQL and MariaDB from handlers without blocking the worker (docs/guide.md, "Databases"),
 -- the same shape as routemq.pg with `?` parameters:
 --
 --   local mysql = require("routemq.mysql")

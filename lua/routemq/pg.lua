@@ -1,4 +1,4 @@
--- PostgreSQL from handlers without blocking the worker (SPEC §11):
+-- PostgreSQL from handlers without blocking the worker (docs/guide.md, "Databases"):
 --
 --   local pg = require("routemq.pg")
 --   local db = pg.pool{ url = os.getenv("DATABASE_URL"), size = 16 }

@@ -1,4 +1,4 @@
--- A route's retry policy (SPEC §10): its settings, the delay before the
+-- A route's retry policy (docs/delivery.md, "Retries"): its settings, the delay before the
 -- next attempt, and what follows a failed attempt.
 local context = require("routemq.context")
 

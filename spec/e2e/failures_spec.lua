@@ -2,7 +2,7 @@
 -- a handler timeout, and the on_error hooks, in a real worker: the dead
 -- letters get the right reason and error, hooks run (and wait) once per
 -- failed attempt, and a hook's own error is logged with its file:line.
--- Needs the worker's retries and the dead-letter store (SPEC §10).
+-- Needs the worker's retries and the dead-letter store (docs/guide.md, "When a handler fails").
 local e2e = require("spec.helpers.e2e")
 local cjson = require("cjson")
 

@@ -1,4 +1,4 @@
--- routemq.mysql (SPEC §11) against a real MariaDB (Debian mariadb-server):
+-- routemq.mysql (docs/guide.md, "Databases") against a real MariaDB (Debian mariadb-server):
 -- the API on a controller in this process, then handlers inserting a row per
 -- message and a statement stopped with KILL QUERY at its handler's timeout.
 local e2e = require("spec.helpers.e2e")

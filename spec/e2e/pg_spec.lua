@@ -1,4 +1,4 @@
--- End to end: routemq.pg (SPEC §11) against a real PostgreSQL 15 and a real
+-- End to end: routemq.pg (docs/guide.md, "Databases") against a real PostgreSQL 15 and a real
 -- broker: rows inserted from handlers exactly once per message, with workers
 -- killed, a query cancelled on the server at its handler's timeout while the
 -- others keep going, a server restart under load; and the module's API on a

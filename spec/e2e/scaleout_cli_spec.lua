@@ -1,4 +1,4 @@
--- End to end: the scale-out settings and commands (SPEC §8) on one host.
+-- End to end: the scale-out settings and commands (docs/deployment.md) on one host.
 local e2e = require("spec.helpers.e2e")
 
 local APP = "spec/e2e/apps/basic"

@@ -1,4 +1,4 @@
--- End to end: the group trusts only itself (SPEC §8, issue 24). Whoever may
+-- End to end: the group trusts only itself (docs/deployment.md, "Security"; issue 24). Whoever may
 -- publish under routemq/presence/ must not be able to make routemq take over
 -- and end another client's session: records are signed with the cluster key
 -- (or, without one, only the group's own client ids are adopted), an adopter

@@ -1,4 +1,4 @@
--- End to end: TLS to a real mosquitto (SPEC §6, issue 14 item 5). A CA, a
+-- End to end: TLS to a real mosquitto (docs/configuration.md, MQTT_TLS_*; issue 14 item 5). A CA, a
 -- server and a client certificate made with openssl; a broker that requires
 -- client certificates. Every failed handshake is logged with OpenSSL's reason
 -- and the broker's address (rate-limited) and retried for as long as the

@@ -1,4 +1,4 @@
--- End to end: handlers that wait (SPEC §9) against a real broker: many
+-- End to end: handlers that wait (docs/guide.md, "Handlers that wait") against a real broker: many
 -- messages in progress per worker, ordered routes, in-worker timeouts, crash
 -- safety of every message in progress, timers, init and health checks.
 local e2e = require("spec.helpers.e2e")

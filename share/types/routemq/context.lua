@@ -1,6 +1,6 @@
 ---@meta
 -- LuaLS definitions of the message context handed to handlers and
--- middleware (SPEC §2). Editors only: routemq never loads this file.
+-- middleware (docs/guide.md). Editors only: routemq never loads this file.
 
 ---@alias routemq.QoS 0|1|2
 

@@ -1,5 +1,5 @@
 ---@meta routemq.router
--- LuaLS definitions of require("routemq.router") (SPEC §2 and §9).
+-- LuaLS definitions of require("routemq.router") (docs/guide.md).
 -- Editors only: routemq never loads this file.
 
 ---Options of `router.on`.

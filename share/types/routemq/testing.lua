@@ -1,5 +1,5 @@
 ---@meta routemq.testing
--- LuaLS definitions of require("routemq.testing") (SPEC §2 and §9).
+-- LuaLS definitions of require("routemq.testing") (docs/guide.md).
 -- Editors only: routemq never loads this file.
 
 ---A message given to `app:dispatch`.
