@@ -385,6 +385,18 @@ describe("routemq test", function()
     assert.equal("ok 1 - greet greets by name\n1..1\n", res.out)
   end)
 
+  it("passes an option with blanks through as one argument (--filter 'greets by')", function()
+    local dir = app_with_spec('    assert.equal("greetings/bob", res.published[1].topic)')
+    local res = routemq("test --app " .. e2e.quote(dir) .. " -o TAP --filter 'greets by'", nil,
+      { unset = { "LUA_PATH", "LUA_CPATH" } })
+    assert.equal(0, res.rc, res.out .. res.err)
+    assert.equal("ok 1 - greet greets by name\n1..1\n", res.out)
+    res = routemq("test --app " .. e2e.quote(dir) .. " -o TAP --filter 'greets nobody'", nil,
+      { unset = { "LUA_PATH", "LUA_CPATH" } })
+    assert.equal(0, res.rc, res.out .. res.err)
+    assert.equal("1..0\n", res.out)
+  end)
+
   it("exits non-zero when a spec fails", function()
     local dir = app_with_spec('    assert.equal("greetings/alice", res.published[1].topic)')
     local res = routemq("test --app " .. e2e.quote(dir), nil, { unset = { "LUA_PATH", "LUA_CPATH" } })
