@@ -1,7 +1,9 @@
 /* Replay server: measures a subscriber without a broker in the way. It
- * listens on 127.0.0.1, accepts ONE MQTT connection (3.1.1 or 5), answers
- * CONNECT with CONNACK and each SUBSCRIBE with a SUBACK granting the
- * requested QoS, then streams N pre-encoded PUBLISH packets (round-robin
+ * listens on 127.0.0.1, accepts up to CONNS MQTT connections (3.1.1 or 5),
+ * answers CONNECT with CONNACK and each SUBSCRIBE with a SUBACK granting the
+ * requested QoS; the first connection that subscribes gets the stream (a
+ * routemq worker also opens a publishing connection: it gets CONNACK,
+ * PINGRESP and a PUBACK for each QoS 1 publish), N pre-encoded PUBLISH packets (round-robin
  * over `sensors/<i>/data`) as fast as the client reads them, in big
  * writes. At QoS 1 the packets carry ids and the client's PUBACKs are read
  * and counted; PINGREQ is answered. When all N are written (and, at QoS 1,
@@ -87,11 +89,20 @@ static int encode_stream(bytes *out, long n, int qos, int v5, int topics)
     return 0;
 }
 
+#define CONNS 4  /* the subscriber's connections: its stream and its publishing one */
+
 typedef struct {
-    int fd, sigfd, v5, wait_go, qos, topics;
+    int fd, v5;
+    bytes in;
+} conn;
+
+typedef struct {
+    int fd, sigfd, v5, wait_go, qos, topics;  /* fd: the stream's connection, -1 until a SUBSCRIBE */
     long n, acked;
     int subscribed, streaming, client_gone;
-    bytes in, out, stream;
+    bytes out, stream;
+    conn c[CONNS];
+    int nc;
     size_t stream_pos;
     int64_t start_ns, end_ns;
 } server;
@@ -143,7 +154,8 @@ static int start_stream(server *s)
 }
 
 /* One complete packet from the client. */
-static int handle_packet(server *s, unsigned char type, const unsigned char *b, size_t len, int64_t deadline)
+static int handle_packet(server *s, conn *c, unsigned char type, const unsigned char *b, size_t len,
+                         int64_t deadline)
 {
     unsigned char reply[600];
     size_t r = 0;
@@ -151,18 +163,32 @@ static int handle_packet(server *s, unsigned char type, const unsigned char *b, 
     case 1: {  /* CONNECT */
         long k = skip_str(b, len);
         if (k < 0 || (size_t)k >= len) return -1;
-        s->v5 = b[k] == 5;
+        c->v5 = b[k] == 5;
         reply[r++] = 0x20;
-        reply[r++] = s->v5 ? 3 : 2;
+        reply[r++] = c->v5 ? 3 : 2;
         reply[r++] = 0;  /* no session present */
         reply[r++] = 0;  /* accepted */
-        if (s->v5) reply[r++] = 0;  /* no properties */
-        return send_all(s->fd, reply, r, deadline);
+        if (c->v5) reply[r++] = 0;  /* no properties */
+        return send_all(c->fd, reply, r, deadline);
+    }
+    case 3: {  /* PUBLISH (a handler's, on the publishing connection): QoS 1 acknowledged */
+        if (((type >> 1) & 3) != 1) return 0;
+        long k = skip_str(b, len);
+        if (k < 0 || (size_t)k + 2 > len) return -1;
+        reply[r++] = 0x40;
+        reply[r++] = 2;
+        reply[r++] = b[k];
+        reply[r++] = b[k + 1];
+        return send_all(c->fd, reply, r, deadline);
     }
     case 8: {  /* SUBSCRIBE */
         if (len < 2) return -1;
+        if (s->fd < 0) {
+            s->fd = c->fd;
+            s->v5 = c->v5;
+        }
         size_t pos = 2;
-        if (s->v5) {
+        if (c->v5) {
             size_t plen, used;
             if (get_varint(b + pos, len - pos, &plen, &used)) return -1;
             pos += used + plen;
@@ -175,15 +201,15 @@ static int handle_packet(server *s, unsigned char type, const unsigned char *b, 
             pos += (size_t)k;
             codes[nc++] = b[pos++] & 3;
         }
-        size_t rem = 2 + (s->v5 ? 1 : 0) + nc;
+        size_t rem = 2 + (c->v5 ? 1 : 0) + nc;
         reply[r++] = 0x90;
         reply[r++] = (unsigned char)rem;  /* < 128 with at most 125 filters */
         reply[r++] = b[0];
         reply[r++] = b[1];
-        if (s->v5) reply[r++] = 0;
+        if (c->v5) reply[r++] = 0;
         memcpy(reply + r, codes, nc);
         r += nc;
-        if (send_all(s->fd, reply, r, deadline)) return -1;
+        if (send_all(c->fd, reply, r, deadline)) return -1;
         if (!s->subscribed) {
             s->subscribed = 1;
             printf("subscribed_ns=%lld\n", (long long)bench_realtime_ns());
@@ -192,11 +218,11 @@ static int handle_packet(server *s, unsigned char type, const unsigned char *b, 
         }
         return 0;
     }
-    case 4: s->acked++; return 0;  /* PUBACK */
+    case 4: if (c->fd == s->fd) s->acked++; return 0;  /* PUBACK */
     case 10: {  /* UNSUBSCRIBE: success for each filter */
         if (len < 2) return -1;
         size_t pos = 2, nf = 0;
-        if (s->v5) {
+        if (c->v5) {
             size_t plen, used;
             if (get_varint(b + pos, len - pos, &plen, &used)) return -1;
             pos += used + plen;
@@ -209,50 +235,62 @@ static int handle_packet(server *s, unsigned char type, const unsigned char *b, 
         }
         if (nf > 100) return -1;
         reply[r++] = 0xB0;
-        reply[r++] = (unsigned char)(2 + (s->v5 ? 1 + nf : 0));
+        reply[r++] = (unsigned char)(2 + (c->v5 ? 1 + nf : 0));
         reply[r++] = b[0];
         reply[r++] = b[1];
-        if (s->v5) {
+        if (c->v5) {
             reply[r++] = 0;  /* no properties */
             memset(reply + r, 0, nf);  /* reason code 0 (success) per filter */
             r += nf;
         }
-        return send_all(s->fd, reply, r, deadline);
+        return send_all(c->fd, reply, r, deadline);
     }
-    case 12: reply[r++] = 0xD0; reply[r++] = 0; return send_all(s->fd, reply, r, deadline);  /* PINGREQ */
-    case 14: s->client_gone = 1; return 0;  /* DISCONNECT */
+    case 12: reply[r++] = 0xD0; reply[r++] = 0; return send_all(c->fd, reply, r, deadline);  /* PINGREQ */
+    case 14: return 1;  /* DISCONNECT */
     default: return 0;
     }
 }
 
-/* Reads what the client sent and handles every complete packet. */
-static int read_client(server *s, int64_t deadline)
+/* Reads what connection c sent and handles every complete packet:
+ * 0, 1 when it left (closed or DISCONNECT), -1 on a malformed packet. */
+static int read_client(server *s, conn *c, int64_t deadline)
 {
     unsigned char buf[65536];
+    int gone = 0;
     for (;;) {
-        ssize_t n = read(s->fd, buf, sizeof buf);
-        if (n == 0) { s->client_gone = 1; break; }
+        ssize_t n = read(c->fd, buf, sizeof buf);
+        if (n == 0) { gone = 1; break; }
         if (n < 0) {
             if (errno == EINTR) continue;
             if (errno == EAGAIN || errno == EWOULDBLOCK) break;
-            s->client_gone = 1;
+            gone = 1;
             break;
         }
-        if (bytes_put(&s->in, buf, (size_t)n)) return -1;
+        if (bytes_put(&c->in, buf, (size_t)n)) return -1;
         if ((size_t)n < sizeof buf) break;
     }
     size_t pos = 0;
-    while (s->in.len - pos >= 2) {
+    while (c->in.len - pos >= 2) {
         size_t rem, used;
-        int rc = get_varint(s->in.p + pos + 1, s->in.len - pos - 1, &rem, &used);
+        int rc = get_varint(c->in.p + pos + 1, c->in.len - pos - 1, &rem, &used);
         if (rc == -2) return -1;
-        if (rc == -1 || s->in.len - pos < 1 + used + rem) break;
-        if (handle_packet(s, s->in.p[pos], s->in.p + pos + 1 + used, rem, deadline)) return -1;
+        if (rc == -1 || c->in.len - pos < 1 + used + rem) break;
+        rc = handle_packet(s, c, c->in.p[pos], c->in.p + pos + 1 + used, rem, deadline);
+        if (rc < 0) return -1;
+        if (rc > 0) gone = 1;
         pos += 1 + used + rem;
     }
-    memmove(s->in.p, s->in.p + pos, s->in.len - pos);
-    s->in.len -= pos;
-    return 0;
+    memmove(c->in.p, c->in.p + pos, c->in.len - pos);
+    c->in.len -= pos;
+    return gone;
+}
+
+/* Closes connection i (not the stream's: its end is the run's). */
+static void drop_conn(server *s, int i)
+{
+    close(s->c[i].fd);
+    free(s->c[i].in.p);
+    s->c[i] = s->c[--s->nc];
 }
 
 static void usage(void)
@@ -292,7 +330,7 @@ int main(int argc, char **argv)
     struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     socklen_t alen = sizeof a;
-    if (lfd < 0 || bind(lfd, (struct sockaddr *)&a, sizeof a) || listen(lfd, 1) ||
+    if (lfd < 0 || bind(lfd, (struct sockaddr *)&a, sizeof a) || listen(lfd, CONNS) ||
         getsockname(lfd, (struct sockaddr *)&a, &alen)) {
         fprintf(stderr, "bench_replay: cannot listen on 127.0.0.1:%d: %s\n", port, strerror(errno));
         return 1;
@@ -300,37 +338,48 @@ int main(int argc, char **argv)
     printf("listening port=%d\n", ntohs(a.sin_port));
     fflush(stdout);
 
-    struct pollfd lp = { .fd = lfd, .events = POLLIN };
-    while (poll(&lp, 1, 200) == 0 && bench_mono_ns() < deadline) {}
-    s.fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    close(lfd);  /* one connection only: a reconnecting client is refused */
-    if (s.fd < 0) {
-        fprintf(stderr, "bench_replay: no client connected: %s\n", errno ? strerror(errno) : "timeout");
-        return 1;
-    }
-
     int ok = 0;
     while (bench_mono_ns() < deadline && !s.client_gone) {
         int writing = s.streaming && s.stream_pos < s.stream.len;
-        struct pollfd p[2] = { { .fd = s.fd, .events = POLLIN | (writing ? POLLOUT : 0) },
-                               { .fd = s.sigfd, .events = POLLIN } };
-        int n = poll(p, 2, 200);
+        struct pollfd p[2 + CONNS] = { { .fd = s.sigfd, .events = POLLIN },
+                                       { .fd = s.nc < CONNS ? lfd : -1, .events = POLLIN } };
+        for (int i = 0; i < s.nc; i++)
+            p[2 + i] = (struct pollfd){ .fd = s.c[i].fd,
+                                        .events = POLLIN | (writing && s.c[i].fd == s.fd ? POLLOUT : 0) };
+        int nc = s.nc;
+        int n = poll(p, 2 + (nfds_t)nc, 200);
         if (n < 0 && errno != EINTR) break;
         if (n <= 0) continue;
-        if (p[1].revents & POLLIN) {
+        if (p[0].revents & POLLIN) {
             struct signalfd_siginfo si;
             while (read(s.sigfd, &si, sizeof si) == sizeof si) {}
             if (s.subscribed && !s.streaming && start_stream(&s)) break;
         }
-        if ((p[0].revents & (POLLIN | POLLERR | POLLHUP)) && read_client(&s, deadline)) {
-            fprintf(stderr, "bench_replay: malformed packet from the client\n");
-            break;
+        int bad = 0;
+        for (int i = nc - 1; i >= 0; i--) {  /* from the end: drop_conn moves the last into i */
+            conn *c = &s.c[i];
+            int is_stream = c->fd == s.fd;
+            if (p[2 + i].revents & (POLLIN | POLLERR | POLLHUP)) {
+                int rc = read_client(&s, c, deadline);
+                if (rc < 0) {
+                    fprintf(stderr, "bench_replay: malformed packet from the client\n");
+                    bad = 1;
+                    break;
+                }
+                if (rc > 0 && is_stream) s.client_gone = 1;
+                if (rc > 0 && !is_stream) { drop_conn(&s, i); continue; }
+            }
+            if (is_stream && writing && (p[2 + i].revents & POLLOUT)) {
+                size_t left = s.stream.len - s.stream_pos;
+                ssize_t w = write(s.fd, s.stream.p + s.stream_pos, left < BATCH ? left : BATCH);
+                if (w > 0) s.stream_pos += (size_t)w;
+                else if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) bad = 1;
+            }
         }
-        if (writing && (p[0].revents & POLLOUT)) {
-            size_t left = s.stream.len - s.stream_pos;
-            ssize_t w = write(s.fd, s.stream.p + s.stream_pos, left < BATCH ? left : BATCH);
-            if (w > 0) s.stream_pos += (size_t)w;
-            else if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) break;
+        if (bad) break;
+        if (p[1].revents & POLLIN) {
+            int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+            if (fd >= 0) s.c[s.nc++] = (conn){ .fd = fd };
         }
         if (s.streaming && s.stream_pos == s.stream.len && (s.qos == 0 || s.acked >= s.n)) {
             s.end_ns = bench_realtime_ns();
@@ -338,12 +387,18 @@ int main(int argc, char **argv)
             break;
         }
     }
+    close(lfd);
+    if (s.fd < 0) {
+        fprintf(stderr, "bench_replay: no client subscribed\n");
+        for (int i = 0; i < s.nc; i++) close(s.c[i].fd);
+        return 1;
+    }
     if (ok) {
         /* Half-close, then wait for the client to finish reading and close:
          * closing with unread input would reset the connection and drop the
          * tail of the stream. */
         shutdown(s.fd, SHUT_WR);
-        int64_t until = bench_mono_ns() + 5000000000LL;
+        int64_t until = deadline;  /* a slow reader (valgrind) needs its time: closing early would reset */
         while (!s.client_gone && bench_mono_ns() < until) {
             struct pollfd p = { .fd = s.fd, .events = POLLIN };
             if (poll(&p, 1, 100) > 0) {
@@ -359,8 +414,10 @@ int main(int argc, char **argv)
     printf("stream_start_ns=%lld stream_end_ns=%lld sent=%ld acked=%ld\n", (long long)s.start_ns,
            (long long)s.end_ns, ok ? s.n : 0, s.acked);
     fflush(stdout);
-    close(s.fd);
-    free(s.in.p);
+    for (int i = 0; i < s.nc; i++) {
+        close(s.c[i].fd);
+        free(s.c[i].in.p);
+    }
     free(s.stream.p);
     return ok ? 0 : 1;
 }
