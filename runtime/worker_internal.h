@@ -63,6 +63,7 @@ typedef struct worker_keep_state {
     uint32_t nchunks;        /* arena chunks in it */
     uint64_t *bits;          /* nchunks / 64 words: used chunks */
     uint32_t first_free_word; /* no free chunk below this word of bits */
+    uint32_t used_end;       /* no used chunk at or above this one (an upper bound) */
     uint32_t fresh;          /* records below this index have been used */
     int nfree;
     uint32_t *free_stack;    /* max_recs entries */

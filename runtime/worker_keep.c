@@ -26,7 +26,18 @@ static void mark_chunks(worker_keep_state *k, uint32_t first, uint32_t n, int us
         else k->bits[c / 64] &= ~(1ULL << (c % 64));
     }
     if (!used && first / 64 < k->first_free_word) k->first_free_word = first / 64;
+    if (used && first + n > k->used_end) k->used_end = first + n;
     k->room = -1;
+}
+
+/* Lowers used_end to just past the last used chunk. */
+static void trim_used_end(worker_keep_state *k)
+{
+    uint32_t word = (k->used_end + 63) / 64;
+    while (word > 0 && k->bits[word - 1] == 0) word--;
+    if (word == 0) { k->used_end = 0; return; }
+    uint64_t last = k->bits[word - 1];
+    k->used_end = (word - 1) * 64 + 64 - (uint32_t)__builtin_clzll(last);
 }
 
 /* First fit: n free chunks in a row, lowest first, so that the same few
@@ -117,6 +128,7 @@ int worker_keep_init(worker *w, int *ids, int max)
     keep_hdr *h = k->km.h;
     memset(k->bits, 0, (k->nchunks / 64 + 1) * sizeof *k->bits);
     k->first_free_word = 0;
+    k->used_end = 0;
     k->nfree = 0;
     k->room = -1;
     int n = 0;
@@ -140,10 +152,21 @@ int worker_keep_init(worker *w, int *ids, int max)
     return n;
 }
 
+/* Asked after every message taken or finished: the free tail above the
+ * last used chunk answers at once in a steady flow (first fit keeps the
+ * used chunks low); only a keep filled that far is searched. */
+static int room_for_largest(worker_keep_state *k)
+{
+    if (k->nchunks - k->used_end >= k->room_chunks) return 1;
+    trim_used_end(k);
+    if (k->nchunks - k->used_end >= k->room_chunks) return 1;
+    return find_chunks(k, k->room_chunks) >= 0;
+}
+
 int worker_keep_has_room(worker *w)
 {
     worker_keep_state *k = &w->keep;
-    if (k->room < 0) k->room = (k->nfree > 0 || k->fresh < k->max_recs) && find_chunks(k, k->room_chunks) >= 0;
+    if (k->room < 0) k->room = (k->nfree > 0 || k->fresh < k->max_recs) && room_for_largest(k);
     return k->room;
 }
 
