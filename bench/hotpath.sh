@@ -91,7 +91,7 @@ buckets() {
             else if (/cjson|strtod|str_to_mpn|round_and_return|__mpn_|ryu|yyjson|json_decode/) c = "json"
             else if (/libluajit|\[\?\?\?\]/) c = "lua"
             else if (/libc\.so/) c = "libc"
-            else if (/build\/routemq\]/) c = "worker"
+            else if (/\/routemq\]/) c = "worker"
             else c = "other"
             sum[c] += ir; total += ir }
         END { for (c in sum) print c, sum[c]; print "total", total }'

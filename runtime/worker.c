@@ -6,7 +6,6 @@
 #include "proc_statm.h"
 #include "mqtt_client.h"
 
-#include <dlfcn.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -239,24 +238,6 @@ static void flush_writes(worker *w)
     if (cork && mosquitto_socket(w->conn.mosq) == fd) setsockopt(fd, IPPROTO_TCP, TCP_CORK, &(int){ 0 }, sizeof(int));
 }
 
-/* Bytes waiting for libmosquitto: in the socket, or already decrypted inside
- * OpenSSL (which raise no EPOLLIN, so leaving them would stall reading until
- * the next timer). SSL_pending is looked up in the process rather than
- * linked: libmosquitto brings libssl along when it was built with TLS. */
-typedef int (*ssl_pending_fn)(const void *ssl);
-
-static int more_to_read(worker *w, int fd)
-{
-    char c;
-    if (recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) > 0) return 1;
-    if (!w->cfg->tls_enabled) return 0;
-    static ssl_pending_fn pending;
-    static int looked;
-    if (!looked) { pending = (ssl_pending_fn)dlsym(RTLD_DEFAULT, "SSL_pending"); looked = 1; }
-    void *ssl = mosquitto_ssl_get(w->conn.mosq);
-    return ssl && pending && pending(ssl) > 0;
-}
-
 /* Reads and handles packets until nothing is left to read (or a budget is
  * spent, so signals and timers get their turn). What the handlers queued
  * (PUBACKs, publishes) is written after each packet: acknowledgements leave
@@ -268,14 +249,20 @@ static void read_socket(worker *w)
     for (int i = 0; i < READ_BUDGET; i++) {
         int fd = mosquitto_socket(w->conn.mosq);
         if (fd < 0) break;
+        /* libmosquitto reads one packet and returns; a read that found
+         * nothing (or part of a packet) leaves EAGAIN in errno (the message
+         * callback clears it). Asking the socket ourselves (a peek) cost a
+         * system call per message; this costs one read per batch, and also
+         * drains what OpenSSL decrypted already (which raises no EPOLLIN). */
+        errno = 0;
         int rc = mosquitto_loop_read(w->conn.mosq, 1);
+        int drained = errno == EAGAIN || errno == EWOULDBLOCK;
         flush_writes(w);
         worker_pubconn_service(w);
         if (rc != MOSQ_ERR_SUCCESS) break;
         if (w->stop.kind && w->stop.disconnect_sent) break;
         if (!wants_read(w)) break;
-        fd = mosquitto_socket(w->conn.mosq);
-        if (fd < 0 || !more_to_read(w, fd)) break;
+        if (drained) break;
         if ((i & 15) == 15 && shm_now_ns() > until) break;
     }
 }

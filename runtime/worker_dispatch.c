@@ -341,7 +341,20 @@ void worker_start_kept(worker *w, int id)
     }
     topic_span caps[TOPIC_MAX_WILDCARDS];
     int ncaps = 0;
-    int rid = topic_trie_match(w->trie, k.msg.topic, k.msg.tlen, caps, TOPIC_MAX_WILDCARDS, &ncaps);
+    int rid;
+    if (w->taken_match.id_plus1 == id + 1) {
+        /* Taken just now by take_message, which matched the same topic
+         * against the same routes: its captures, moved to the kept bytes. */
+        rid = w->taken_match.rid;
+        ncaps = w->taken_match.ncaps;
+        for (int i = 0; i < ncaps; i++) {
+            caps[i].ptr = w->taken_match.caps[i].ptr_set ? k.msg.topic + w->taken_match.caps[i].off : NULL;
+            caps[i].len = w->taken_match.caps[i].len;
+        }
+        w->taken_match.id_plus1 = 0;
+    } else {
+        rid = topic_trie_match(w->trie, k.msg.topic, k.msg.tlen, caps, TOPIC_MAX_WILDCARDS, &ncaps);
+    }
     if (rid <= 0) {
         char t[LOG_TOPIC_BUF], why[LOG_TOPIC_BUF + 64];
         log_topic(t, sizeof t, k.msg.topic, k.msg.tlen);
@@ -462,6 +475,14 @@ static void take_message(struct mosquitto *m, void *ud, const struct mosquitto_m
         return;
     }
     worker_keep_rec(w, id)->stat_index = stat_of(rid);
+    w->taken_match.id_plus1 = id + 1;
+    w->taken_match.rid = rid;
+    w->taken_match.ncaps = ncaps < TOPIC_MAX_WILDCARDS ? ncaps : TOPIC_MAX_WILDCARDS;
+    for (int i = 0; i < w->taken_match.ncaps; i++) {
+        w->taken_match.caps[i].ptr_set = caps[i].ptr != NULL;
+        w->taken_match.caps[i].off = caps[i].ptr ? (uint32_t)(caps[i].ptr - msg->topic) : 0;
+        w->taken_match.caps[i].len = (uint32_t)caps[i].len;
+    }
     seen_remember(w, mid, hash);
     worker_enqueue(w, id);
     worker_pump(w);

@@ -231,6 +231,14 @@ typedef struct worker {
     worker_retry retry;
     worker_out out;
     char *props_buf;         /* packing area for a message's properties */
+    /* The route match of the message last taken, so that starting it right
+     * away does not match its topic again: record id + 1 (0: none; any
+     * worker_keep_add clears it), route, captures as offsets into the topic
+     * (ptr_set 0: absent). */
+    struct {
+        int id_plus1, rid, ncaps;
+        struct { uint32_t off, len; uint8_t ptr_set; } caps[TOPIC_MAX_WILDCARDS];
+    } taken_match;
     int64_t unkept_logged_ns;  /* rate limit of the "cannot keep" error */
     struct worker_pubconn *pub; /* the connection handlers publish on (worker_pubconn.c) */
     struct worker_dlq *dlq;  /* the dead-letter store's handle and what waits for it (worker_dlq.c) */

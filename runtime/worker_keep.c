@@ -181,6 +181,7 @@ int worker_keep_add(worker *w, const worker_msg *m)
     worker_keep_state *k = &w->keep;
     keep_hdr *h = k->km.h;
     int id;
+    w->taken_match.id_plus1 = 0;  /* a record id about to hold another message */
     if (k->nfree) id = (int)k->free_stack[k->nfree - 1];
     else if (k->fresh < k->max_recs) id = (int)k->fresh;
     else return -1;
