@@ -1,8 +1,10 @@
 -- The benchmark driver (run by bench/run.sh with LuaJIT).
 --   luajit bench/run.lua <repo root> <build dir>
 -- Environment: BENCH_QUICK=1 (one run, 20,000 messages: the CI smoke test),
--- BENCH_RUNS, BENCH_MESSAGES, BENCH_KILLS, BENCH_ONLY=throughput,replay,
--- memory,wait,db,rr,restart,reload,matcher (comma list), BENCH_PEERS=node,python
+-- BENCH_RUNS, BENCH_MESSAGES, BENCH_KILLS, BENCH_ONLY=throughput,scaling,replay,
+-- memory,wait,db,rr,restart,reload,matcher (comma list), BENCH_WAIT_CONCURRENCY
+-- (the WORKER_CONCURRENCY values of the waiting-handler rows, default 256,1024),
+-- BENCH_SCALING_COUNTS (1,2,4), BENCH_SCALING_QOS (0), BENCH_PEERS=node,python
 -- (the peer consumers of bench/peers/ to run; "none" for none), BENCH_KEEP=1
 -- (keep the work directory). Every child is started by this process, stopped by its pid,
 -- and every wait is bounded.
@@ -723,20 +725,35 @@ end
 
 ---------------------------------------------------------------------------
 -- 3b. A handler that waits 10 ms (QoS 1): each subscriber with its natural
--- concurrency. routemq: one worker, WORKER_CONCURRENCY=256, the handler calls
--- cqueues.sleep (needs handlers that wait; otherwise "not available").
+-- concurrency. routemq: one worker at each WORKER_CONCURRENCY of
+-- BENCH_WAIT_CONCURRENCY (default 256 and 1024), the handler calls
+-- cqueues.sleep (needs handlers that wait; otherwise "not available"). CPU
+-- per message of the subscriber and of the broker, utime+stime from
+-- /proc/<pid>/stat (the peers report their own, SUBACK → last message).
 
 local NOT_AVAILABLE = "not available in this build: cqueues.sleep in a handler does not yield "
   .. "(needs handlers that wait, WORKER_CONCURRENCY)"
 
-local function wait_routemq(qos)
+local function wait_concurrencies()
+  local list = {}
+  for c in (os.getenv("BENCH_WAIT_CONCURRENCY") or "256,1024"):gmatch("%d+") do
+    list[#list + 1] = tonumber(c)
+  end
+  return list
+end
+
+local function wait_routemq(qos, concurrency)
   local b = broker_start()
-  local r = routemq_start(b.port, 1, qos, { WORKER_CONCURRENCY = 256, BENCH_HANDLER = "wait",
-                                            BENCH_WAIT_MS = WAIT_MS })
+  local r = routemq_start(b.port, 1, qos, { WORKER_CONCURRENCY = concurrency, BENCH_HANDLER = "wait",
+                                            BENCH_WAIT_MS = WAIT_MS,
+                                            WORKER_MAX_KEPT = math.max(10000, concurrency) })
   routemq_wait_connected(r, 1)
   P.sleep(0.1)
+  local wpid = P.worker_pids(r.pid)[0]
+  local w0, b0 = wpid and P.proc_cpu_us(wpid), P.proc_cpu_us(b.pid)
   local pub = pub_finish(pub_spawn(b.port, WAIT_N, qos))
   local handled, last = wait_handled(r.out, WAIT_N, 5, 0.005)
+  local w1, b1 = wpid and P.proc_cpu_us(wpid), P.proc_cpu_us(b.pid)
   local recs = read_records(r.out)
   routemq_stop(r)
   broker_stop(b)
@@ -748,29 +765,38 @@ local function wait_routemq(qos)
   if handled < WAIT_N then
     error(string.format("routemq handled %d of %d messages", handled, WAIT_N))
   end
-  return { rate = rate_of(handled, pub.first_us, last), handled = handled }
+  return { rate = rate_of(handled, pub.first_us, last), handled = handled,
+           cpu_us_per_msg = w0 and w1 and (w1 - w0) / handled, broker_us_per_msg = (b1 - b0) / handled }
 end
 
 local function wait_counter(client, qos)
   local n = client.serial and WAIT_N_SERIAL or WAIT_N
   local b = broker_start()
   local c = counter_spawn(client, b.port, n, qos, { "-w", WAIT_MS })
+  local b0 = P.proc_cpu_us(b.pid)
   local pub = pub_finish(pub_spawn(b.port, n, qos))
   local res = counter_finish(c, 130)
+  local b1 = P.proc_cpu_us(b.pid)
   broker_stop(b)
   if res.count < n then
     error(string.format("%s handled %d of %d messages", client.name, res.count, n))
   end
-  return { rate = rate_of(res.count, pub.first_us, res.last_us), handled = res.count }
+  return { rate = rate_of(res.count, pub.first_us, res.last_us), handled = res.count,
+           cpu_us_per_msg = res.cpu_us / res.count, broker_us_per_msg = (b1 - b0) / res.count }
 end
 
 local function bench_wait()
   say("handler that waits %d ms, QoS 1: %d messages (%d for one-at-a-time subscribers), %d run(s) each",
     WAIT_MS, WAIT_N, WAIT_N_SERIAL, RUNS)
-  local subjects = { { id = "routemq_1", label = "routemq, 1 worker, WORKER_CONCURRENCY=256 (cqueues.sleep)",
-                       fn = wait_routemq } }
+  local subjects = {}
+  for _, conc in ipairs(wait_concurrencies()) do
+    subjects[#subjects + 1] = { id = "routemq_c" .. conc, cpu_note = "utime+stime from /proc/<pid>/stat",
+      label = string.format("routemq, 1 worker, WORKER_CONCURRENCY=%d (cqueues.sleep)", conc),
+      fn = function(q) return wait_routemq(q, conc) end }
+  end
   for _, p in ipairs(PEERS) do
     subjects[#subjects + 1] = { id = "peer_" .. p.id, fn = function(q) return wait_counter(p, q) end,
+      cpu_note = p.cpu_note,
       label = "peer: " .. p.label .. (p.serial and ", time.sleep on paho's network thread (one at a time)"
         or ", await setTimeout in the message callback (no limit on messages in progress)") }
   end
@@ -784,12 +810,20 @@ local function bench_wait()
         ok[#ok + 1] = r
       end
     end
+    local label = string.format("QoS 1, %d ms per message: %s", WAIT_MS, s.label)
     local row = add_row({ section = "wait", id = "wait_" .. s.id, subject = s.id, qos = 1,
-      label = string.format("QoS 1, %d ms per message: %s", WAIT_MS, s.label), unit = "msg/s",
+      label = label, unit = "msg/s",
       values = column(ok, "rate"), runs = res, note = unavailable and NOT_AVAILABLE or nil })
     if unavailable then
       row.unavailable = true
       say("  %-52s %s", row.label, NOT_AVAILABLE)
+    else
+      add_row({ section = "wait", id = "wait_" .. s.id .. "_cpu", subject = s.id, qos = 1,
+        label = label .. ", CPU per message", unit = "µs/msg", values = column(ok, "cpu_us_per_msg"),
+        note = s.cpu_note })
+      add_row({ section = "wait", id = "wait_" .. s.id .. "_broker_cpu", subject = s.id, qos = 1,
+        label = label .. ", CPU per message, broker", unit = "µs/msg", values = column(ok, "broker_us_per_msg"),
+        note = "utime+stime of mosquitto from /proc/<pid>/stat" })
     end
   end
 end
@@ -1197,6 +1231,13 @@ local function main()
     require("db_bench").run({ say = say, n = QUICK and 5000 or 20000, runs = RUNS, work = WORK, errors = errors,
       peers = PEERS, thr_routemq = thr_routemq, thr_counter = thr_counter, interleaved = interleaved,
       add_row = add_row, column = column })
+  end
+  if enabled("scaling") then
+    require("scaling_bench").run({ say = say, n = N, runs = RUNS, work = WORK, peers = PEERS, yardstick = YARDSTICK,
+      interleaved = interleaved, add_row = add_row, column = column, rate_of = rate_of,
+      broker_start = broker_start, broker_stop = broker_stop, routemq_start = routemq_start,
+      routemq_wait_connected = routemq_wait_connected, routemq_stop = routemq_stop,
+      pub_spawn = pub_spawn, pub_finish = pub_finish, wait_handled = wait_handled })
   end
   if enabled("rr") then bench_rr() end
   if enabled("restart") then bench_restart() end

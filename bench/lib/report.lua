@@ -36,6 +36,8 @@ end
 
 local SECTIONS = {
   { id = "throughput", title = "1. Throughput through mosquitto (rate = handled / (last handled − first published))" },
+  { id = "scaling", title = "1b. More consumers on one shared subscription, through mosquitto (CPU: utime+stime "
+    .. "of each process; the broker's from /proc/<pid>/stat)" },
   { id = "replay", title = "2. Subscriber cost without the broker (replay server, subscriber alone on a core)" },
   { id = "memory", title = "3. Memory (idle, after connecting; from /proc/<pid>/smaps_rollup)" },
   { id = "wait", title = "3b. A handler that waits 10 ms, QoS 1, through mosquitto (rate = handled / "
@@ -148,7 +150,8 @@ local PANELS = {
     } },
   { name = "wait", title = "Handler that waits 10 ms, QoS 1 (msg/s, log scale)", log = true,
     cols = { "msg/s" }, bars = {
-      { "routemq, 256 in progress", "wait_routemq_1" },
+      { "routemq, 256 in progress", "wait_routemq_c256" },
+      { "routemq, 1024 in progress", "wait_routemq_c1024" },
       { "Node.js, async", "wait_peer_node" },
       { "Python paho, 1 thread", "wait_peer_python" },
     } },
