@@ -754,6 +754,8 @@ local function wait_routemq(qos, concurrency)
   local pub = pub_finish(pub_spawn(b.port, WAIT_N, qos))
   local handled, last = wait_handled(r.out, WAIT_N, 5, 0.005)
   local w1, b1 = wpid and P.proc_cpu_us(wpid), P.proc_cpu_us(b.pid)
+  -- The worker's peak RSS: what the messages in progress cost in memory.
+  local hwm = wpid and tonumber((P.read("/proc/" .. wpid .. "/status") or ""):match("VmHWM:%s+(%d+)"))
   local recs = read_records(r.out)
   routemq_stop(r)
   broker_stop(b)
@@ -766,7 +768,8 @@ local function wait_routemq(qos, concurrency)
     error(string.format("routemq handled %d of %d messages", handled, WAIT_N))
   end
   return { rate = rate_of(handled, pub.first_us, last), handled = handled,
-           cpu_us_per_msg = w0 and w1 and (w1 - w0) / handled, broker_us_per_msg = (b1 - b0) / handled }
+           cpu_us_per_msg = w0 and w1 and (w1 - w0) / handled, broker_us_per_msg = (b1 - b0) / handled,
+           peak_rss_mb = hwm and hwm / 1024 }
 end
 
 local function wait_counter(client, qos)
@@ -824,6 +827,12 @@ local function bench_wait()
       add_row({ section = "wait", id = "wait_" .. s.id .. "_broker_cpu", subject = s.id, qos = 1,
         label = label .. ", CPU per message, broker", unit = "µs/msg", values = column(ok, "broker_us_per_msg"),
         note = "utime+stime of mosquitto from /proc/<pid>/stat" })
+      local peak = column(ok, "peak_rss_mb")
+      if #peak > 0 then
+        add_row({ section = "wait", id = "wait_" .. s.id .. "_peak_rss", subject = s.id, qos = 1,
+          label = label .. ", peak RSS of the worker", unit = "MB", values = peak,
+          note = "VmHWM from /proc/<pid>/status" })
+      end
     end
   end
 end

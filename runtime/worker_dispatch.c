@@ -497,7 +497,7 @@ void worker_on_message(struct mosquitto *m, void *ud, const struct mosquitto_mes
     }
     /* libmosquitto's loop_read goes on reading packets until errno says
      * EAGAIN after one: what the handler or libmosquitto's own wake-up
-     * writes left behind must not end the batch (nor decide anything here:
-     * read_socket peeks). */
+     * writes left behind must not end the batch, nor read_socket's loop,
+     * which stops when errno says EAGAIN after loop_read. */
     errno = 0;
 }

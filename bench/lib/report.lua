@@ -18,7 +18,7 @@ function M.fmt(v, unit)
     return commas(v)
   elseif unit == "matches/s" then
     return string.format("%.1f M", v / 1e6)
-  elseif unit == "µs/msg" or unit == "MB" then
+  elseif unit == "µs/msg" or unit == "MB" or unit == "per msg" then
     return string.format("%.2f", v)
   elseif unit == "ms" then
     return string.format("%.1f", v)

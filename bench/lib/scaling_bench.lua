@@ -20,6 +20,14 @@ local function cpu(pid)
   return (P.proc_cpu_us(pid))
 end
 
+-- Times the process went to sleep waiting (voluntary context switches): a
+-- consumer blocked in epoll_wait/poll wakes once per switch, so this over
+-- the messages handled is wake-ups per message, taken without tracing.
+local function wakeups(pid)
+  local s = P.read("/proc/" .. pid .. "/status") or ""
+  return tonumber(s:match("voluntary_ctxt_switches:%s+(%d+)")) or 0
+end
+
 -- routemq, `workers` workers on the shared route.
 local function routemq_run(ctx, qos, workers)
   local n = ctx.n
@@ -28,19 +36,20 @@ local function routemq_run(ctx, qos, workers)
   ctx.routemq_wait_connected(r, workers)
   P.sleep(0.1)
   local pids = P.worker_pids(r.pid)
-  local w0, b0, m0 = {}, cpu(b.pid), cpu(r.pid)
+  local w0, b0, m0, s0, bs0 = {}, cpu(b.pid), cpu(r.pid), {}, wakeups(b.pid)
   for slot, pid in pairs(pids) do
-    w0[slot] = cpu(pid)
+    w0[slot], s0[slot] = cpu(pid), wakeups(pid)
   end
   local pub = ctx.pub_finish(ctx.pub_spawn(b.port, n, qos))
   local handled, last = ctx.wait_handled(r.out, n, 5, 0.002)
-  local per, total = {}, 0
+  local per, total, woke = {}, 0, 0
   for slot, pid in pairs(pids) do
     local used = (cpu(pid) or w0[slot]) - w0[slot]
     per[#per + 1] = used / math.max(1, handled)
     total = total + used
+    woke = woke + wakeups(pid) - s0[slot]
   end
-  local broker = cpu(b.pid) - b0
+  local broker, broker_woke = cpu(b.pid) - b0, wakeups(b.pid) - bs0
   local master = (cpu(r.pid) or m0) - m0
   ctx.routemq_stop(r)
   ctx.broker_stop(b)
@@ -50,7 +59,8 @@ local function routemq_run(ctx, qos, workers)
   table.sort(per)
   return { rate = ctx.rate_of(handled, pub.first_us, last), handled = handled,
            cpu_us_per_msg = total / handled, per_process_us_per_msg = per,
-           broker_us_per_msg = broker / handled, master_us_per_msg = master / handled }
+           broker_us_per_msg = broker / handled, master_us_per_msg = master / handled,
+           wakeups_per_msg = woke / handled, broker_wakeups_per_msg = broker_woke / handled }
 end
 
 -- k counting subscribers (a peer or bench_sub) sharing one subscription.
@@ -80,7 +90,7 @@ local function counters_run(ctx, client, qos, k)
       error(client.name .. " did not subscribe: " .. (P.read(err) or ""))
     end
   end
-  local b0 = cpu(b.pid)
+  local b0, bs0 = cpu(b.pid), wakeups(b.pid)
   local pub = ctx.pub_finish(ctx.pub_spawn(b.port, n, qos))
   local handled, last, total, per = 0, 0, 0, {}
   for _, s in ipairs(subs) do
@@ -100,7 +110,7 @@ local function counters_run(ctx, client, qos, k)
   end
   -- Read once every subscriber exited: includes up to IDLE_S s of the
   -- broker idle, a few ms at most.
-  local broker = cpu(b.pid) - b0
+  local broker, broker_woke = cpu(b.pid) - b0, wakeups(b.pid) - bs0
   ctx.broker_stop(b)
   if handled < n then
     error(string.format("%d × %s handled %d of %d messages", k, client.name, handled, n))
@@ -110,7 +120,8 @@ local function counters_run(ctx, client, qos, k)
   end
   table.sort(per)
   return { rate = ctx.rate_of(handled, pub.first_us, last), handled = handled,
-           cpu_us_per_msg = total / handled, per_process_us_per_msg = per, broker_us_per_msg = broker / handled }
+           cpu_us_per_msg = total / handled, per_process_us_per_msg = per, broker_us_per_msg = broker / handled,
+           broker_wakeups_per_msg = broker_woke / handled }
 end
 
 local function fmt_per(runs)
@@ -170,6 +181,15 @@ function M.run(ctx)
       ctx.add_row({ section = "scaling", id = base .. "_broker_cpu", subject = s.id, qos = qos,
         label = pre .. ", CPU per message, broker", unit = "µs/msg", values = ctx.column(res, "broker_us_per_msg"),
         note = "utime+stime of mosquitto from /proc/<pid>/stat" })
+      local woke = ctx.column(res, "wakeups_per_msg")
+      if #woke > 0 then
+        ctx.add_row({ section = "scaling", id = base .. "_wakeups", subject = s.id, qos = qos,
+          label = pre .. ", wake-ups per message, sum of the workers", unit = "per msg", values = woke,
+          note = "voluntary_ctxt_switches from /proc/<pid>/status" })
+      end
+      ctx.add_row({ section = "scaling", id = base .. "_broker_wakeups", subject = s.id, qos = qos,
+        label = pre .. ", wake-ups per message, broker", unit = "per msg",
+        values = ctx.column(res, "broker_wakeups_per_msg"), note = "voluntary_ctxt_switches from /proc/<pid>/status" })
     end
   end
 end
