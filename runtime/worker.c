@@ -431,6 +431,7 @@ out:
     worker_retry_free(&w);
     worker_keep_free(&w);
     free(w.props_buf);
+    free(w.route_stat);
     if (w.lua.L) lua_close(w.lua.L);
     app_free(&w.app);
     if (w.trie) topic_trie_free(w.trie);

@@ -32,8 +32,6 @@
 #define SHORT_CONNECTION_NS (5 * NS_PER_S)  /* a connection closed sooner did not really work */
 #define ADOPT_RECONNECT_MIN_S 0.5           /* an adoption worker's first reconnect (worker_connect_lost) */
 
-static char abort_why[128];  /* why worker_connect_tick cut the connection, for the log line */
-
 static const char *no_stop(const char *text);
 
 /* Stopping, and not draining a retiring session (which reconnects to go on). */
@@ -65,7 +63,7 @@ int worker_connect_start(worker *w)
     w->conn.reconnect_pending = 0;
     w->conn.disconnect_noted = 0;
     w->conn.taken_over = 0;
-    abort_why[0] = 0;
+    w->conn.abort_why[0] = 0;
     errno = 0;
     worker_tls_failed(w);  /* a failure logged by worker_tls.c from here on is this attempt's */
     int rc = mosquitto_connect_bind_async(w->conn.mosq, w->cfg->broker, w->cfg->port, w->cfg->keepalive, NULL);
@@ -113,9 +111,9 @@ static const char *no_stop(const char *text)
     return buf;
 }
 
-static const char *reason_text(int reason, int err)
+static const char *reason_text(const worker *w, int reason, int err)
 {
-    if (abort_why[0]) return abort_why;
+    if (w->conn.abort_why[0]) return w->conn.abort_why;
     if (reason >= 0x80) return no_stop(mosquitto_reason_string(reason));
     if (reason == MOSQ_ERR_ERRNO && err) return strerror(err);
     return no_stop(mosquitto_strerror(reason));
@@ -126,7 +124,7 @@ void worker_connect_lost(worker *w, int reason)
     int err = errno;
     int64_t now = shm_now_ns();
     if (w->conn.connect_started_ns) {  /* the attempt never got its CONNACK */
-        worker_connect_failed(w, reason_text(reason, err));
+        worker_connect_failed(w, reason_text(w, reason, err));
         return;
     }
     if (stops_now(w) && !w->out.count) return;
@@ -186,7 +184,7 @@ void worker_connect_lost(worker *w, int reason)
         if (w->args->adopt_client_id && d < ADOPT_RECONNECT_MIN_S) d = ADOPT_RECONNECT_MIN_S;
         if (!w->conn.disconnect_noted)
             log_warn("lost the connection to %s: %s; reconnecting in %.2f s", mqtt_client_broker(w->cfg),
-                     reason_text(reason, err), d);
+                     reason_text(w, reason, err), d);
         else
             log_info("reconnecting to %s in %.2f s", mqtt_client_broker(w->cfg), d);
     }
@@ -206,7 +204,7 @@ static void cut(worker *w)
     shutdown(fd, SHUT_RDWR);
     errno = 0;
     mosquitto_loop_read(w->conn.mosq, 1);
-    if (w->conn.connect_started_ns) worker_connect_failed(w, abort_why);  /* on_disconnect did not come (TLS) */
+    if (w->conn.connect_started_ns) worker_connect_failed(w, w->conn.abort_why);  /* on_disconnect did not come (TLS) */
 }
 
 static int readable(int fd)
@@ -224,7 +222,7 @@ void worker_connect_tick(worker *w, int64_t now)
         /* A stop does not wait for an attempt that has no session yet to keep. */
         int give_up = stops_now(w) && !w->out.count;
         if (!give_up && now - w->conn.connect_started_ns < NS_FROM_S(w->cfg->connect_timeout)) return;
-        snprintf(abort_why, sizeof abort_why, "timed out after %g s", w->cfg->connect_timeout);
+        snprintf(w->conn.abort_why, sizeof w->conn.abort_why, "timed out after %g s", w->cfg->connect_timeout);
         cut(w);
         return;
     }
@@ -237,7 +235,7 @@ void worker_connect_tick(worker *w, int64_t now)
     if (readable(mosquitto_socket(w->conn.mosq))) { w->conn.last_in_ns = now; return; }
     log_warn("nothing from %s for %.1f s (1.5 x MQTT_KEEPALIVE=%d): the connection is lost", mqtt_client_broker(w->cfg),
              (now - w->conn.last_in_ns) / 1e9, w->cfg->keepalive);
-    snprintf(abort_why, sizeof abort_why, "no answer to keepalive");
+    snprintf(w->conn.abort_why, sizeof w->conn.abort_why, "no answer to keepalive");
     w->conn.disconnect_noted = 1;
     w->conn.last_in_ns = now;  /* one line per outage, even if libmosquitto keeps the socket */
     cut(w);

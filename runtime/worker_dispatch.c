@@ -18,22 +18,22 @@
 
 #define PROPS_MAX (64 * 1024)  /* packed MQTT 5 properties kept with a message */
 
-/* Route index -> entry of this slot's shm route_stats (-1: not counted per
- * route). One worker per process, so a file-level table is the worker's own;
- * an application with more routes than a slot can count keeps the rest in
- * the slot totals only. */
-static int16_t route_stat[SHM_ROUTE_STATS + 1];
-
-static int stat_of(int rid)
+/* An application with more routes than a slot can count keeps the rest in
+ * the slot totals only (w->route_stat). */
+static int stat_of(const worker *w, int rid)
 {
-    return rid >= 1 && rid <= SHM_ROUTE_STATS ? route_stat[rid] : -1;
+    return rid >= 1 && rid <= SHM_ROUTE_STATS ? w->route_stat[rid] : -1;
 }
 
-static void bind_route_stats(worker *w)
+/* Maps the application's routes to this slot's counters; 0 ok, -1 out of memory. */
+static int bind_route_stats(worker *w)
 {
-    int missed = route_stats_bind_app(w->shm, &w->app, route_stat, SHM_ROUTE_STATS + 1);
+    w->route_stat = malloc((SHM_ROUTE_STATS + 1) * sizeof *w->route_stat);
+    if (!w->route_stat) return -1;
+    int missed = route_stats_bind_app(w->shm, &w->app, w->route_stat, SHM_ROUTE_STATS + 1);
     if (missed) log_warn("%d route%s counted under route=\"" SHM_ROUTE_OTHER "\": this slot has counted %d patterns "
                          "already", missed, missed == 1 ? " is" : "s are", SHM_ROUTE_TABLE - 1);
+    return 0;
 }
 
 int worker_dispatch_setup(worker *w)
@@ -48,9 +48,8 @@ int worker_dispatch_setup(worker *w)
             return -1;
         }
     }
-    bind_route_stats(w);
     w->props_buf = malloc(PROPS_MAX);
-    if (!w->props_buf) { log_error("out of memory"); return -1; }
+    if (!w->props_buf || bind_route_stats(w)) { log_error("out of memory"); return -1; }
     return worker_coro_setup(w);
 }
 
@@ -294,7 +293,7 @@ static void call_handler(worker *w, int id, const worker_msg *m, int rid, const 
 {
     shm_rec *rec = worker_keep_rec(w, id);
     rec->route_index = rid;
-    if (rec->stat_index < 0) rec->stat_index = stat_of(rid);
+    if (rec->stat_index < 0) rec->stat_index = stat_of(w, rid);
     rec->started = 1;
     w->recs[id].redelivered = (uint8_t)redelivered;
     rec->started_ns = shm_now_ns();
@@ -474,7 +473,7 @@ static void take_message(struct mosquitto *m, void *ud, const struct mosquitto_m
         run_unkept(w, &kept, rid);
         return;
     }
-    worker_keep_rec(w, id)->stat_index = stat_of(rid);
+    worker_keep_rec(w, id)->stat_index = stat_of(w, rid);
     w->taken_match.id_plus1 = id + 1;
     w->taken_match.rid = rid;
     w->taken_match.ncaps = ncaps < TOPIC_MAX_WILDCARDS ? ncaps : TOPIC_MAX_WILDCARDS;

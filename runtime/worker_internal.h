@@ -181,6 +181,7 @@ typedef struct worker_conn {
     int taken_over;              /* the broker gave our client id to another connection */
     int adopt_attempts;          /* adoption: connect attempts that failed */
     int short_connections;       /* connections in a row the broker closed soon after CONNACK */
+    char abort_why[128];         /* why worker_connect_tick cut the connection, for the log line; "": it did not */
 } worker_conn;
 
 /* A graceful stop in progress (worker.c). */
@@ -231,6 +232,7 @@ typedef struct worker {
     worker_retry retry;
     worker_out out;
     char *props_buf;         /* packing area for a message's properties */
+    int16_t *route_stat;     /* route index -> this slot's shm route_stats entry, -1: none (worker_dispatch.c) */
     /* The route match of the message last taken, so that starting it right
      * away does not match its topic again: record id + 1 (0: none; any
      * worker_keep_add clears it), route, captures as offsets into the topic
