@@ -339,7 +339,8 @@ static void teardown(master *m)
     /* Workers are gone: a waiting `routemq stop` may return now. */
     master_control_close(m);
     master_http_stop(m);
-    master_history_free();
+    master_history_free(m);
+    master_errors_free(m);
     master_presence_stop(m);
     devwatch_close(m->watch);
     m->watch = NULL;

@@ -24,7 +24,8 @@
  * master_presence.c the master's own MQTT connection: presence records of the group (docs/deployment.md)
  * master_adopt.c    adopting the sessions of a lost or stopped instance (docs/deployment.md)
  * The master's state is struct master below: one sub-object per concern
- * (control, presence, adopt, notify...), each released in master.c's teardown.
+ * (control, presence, adopt, notify, http_state, history...), each released
+ * in master.c's teardown.
  */
 #ifndef ROUTEMQ_MASTER_H
 #define ROUTEMQ_MASTER_H
@@ -160,7 +161,17 @@ typedef struct master_adopt_state {
     int nrefused;
 } master_adopt_state;
 
+/* The outcome of the latest reload, kept for POST /reload's answer (master_console.c). */
+typedef struct master_console_state {
+    uint64_t reload_seq;
+    int reload_ok;
+    char reload_msg[1024];
+} master_console_state;
+
 typedef struct master_control master_control;  /* master_control.c */
+typedef struct master_http_state master_http_state;  /* master_http.c */
+typedef struct master_history master_history;        /* master_history.c */
+typedef struct master_errors master_errors;          /* master_errors.c */
 struct MHD_Daemon;
 
 typedef struct master {
@@ -198,6 +209,10 @@ typedef struct master {
     master_control *control;
     struct MHD_Daemon *http;
     int http_epfd;         /* libmicrohttpd's epoll fd, inside ours; -1: no HTTP */
+    master_http_state *http_state; /* its connections and access rules; freed by master_http_stop */
+    master_history *history;  /* /stats: allocated when HTTP starts, freed by master_history_free */
+    master_errors *errors;    /* /errors: allocated when HTTP starts, freed by master_errors_free */
+    master_console_state console;
     struct devwatch *watch;   /* `routemq dev` file watching; NULL otherwise */
     int64_t watch_due_ns;     /* reload when files stop changing, 0: none due */
     master_notify_state notify;

@@ -72,8 +72,6 @@ http_verdict http_auth_check(const http_auth *a, const char *path, int post, con
     return host_is_address(host) ? HTTP_ALLOW : HTTP_FORBIDDEN_HOST;
 }
 
-static log_limit refusals = { .window_ns = INT64_MIN / 2 };
-
 /* The path as logged: printable ASCII, at most 100 bytes. */
 static void clean(char *out, size_t n, const char *s)
 {
@@ -82,9 +80,10 @@ static void clean(char *out, size_t n, const char *s)
     out[i] = 0;
 }
 
-void http_auth_log_refusal(const char *method, const char *path, const char *peer, const char *why, int64_t now)
+void http_auth_log_refusal(log_limit *refusals, const char *method, const char *path, const char *peer,
+                           const char *why, int64_t now)
 {
-    int more, allowed = log_limit_allow(&refusals, now, REFUSAL_WINDOW_NS, REFUSAL_LINES, &more);
+    int more, allowed = log_limit_allow(refusals, now, REFUSAL_WINDOW_NS, REFUSAL_LINES, &more);
     if (more)
         log_warn("admin HTTP: %d more requests refused in the last 10 s (not logged: at most %d lines per 10 s)", more,
                  REFUSAL_LINES);

@@ -8,6 +8,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "log_limit.h"
+
 typedef struct http_auth {
     const char *token;   /* NULL: no token configured */
     int metrics_open;    /* ROUTEMQ_HTTP_METRICS=open */
@@ -36,7 +38,9 @@ http_verdict http_auth_check(const http_auth *a, const char *path, int post, con
 int http_auth_token_equal(const char *given, size_t given_len, const char *token);
 
 /* Logs a refused request (method, path, peer address), at most 5 lines per
- * 10 s; the rest are counted and summed up in the next line. now in ns. */
-void http_auth_log_refusal(const char *method, const char *path, const char *peer, const char *why, int64_t now);
+ * 10 s counted in *refusals (the endpoint's); the rest are counted and
+ * summed up in the next line. now in ns. */
+void http_auth_log_refusal(log_limit *refusals, const char *method, const char *path, const char *peer,
+                           const char *why, int64_t now);
 
 #endif

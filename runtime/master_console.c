@@ -115,18 +115,11 @@ static unsigned answer_error(strbuf *out, unsigned status, const char *msg)
     return status;
 }
 
-static struct {
-    uint64_t seq;
-    int ok;
-    char msg[1024];
-} last_reload;
-
 void master_console_reload_done(master *m, uint64_t seq, int ok, const char *msg)
 {
-    (void)m;
-    last_reload.seq = seq;
-    last_reload.ok = ok;
-    snprintf(last_reload.msg, sizeof last_reload.msg, "%s", msg ? msg : "");
+    m->console.reload_seq = seq;
+    m->console.reload_ok = ok;
+    snprintf(m->console.reload_msg, sizeof m->console.reload_msg, "%s", msg ? msg : "");
 }
 
 /* Loading happens at once; replacing the workers slot by slot follows
@@ -143,10 +136,10 @@ static unsigned do_reload(master *m, strbuf *out)
         return 202;
     }
     if (m->reload_seq != seq + 1) return answer_error(out, 500, "the reload did not start");
-    if (last_reload.seq == m->reload_seq && !last_reload.ok) {
+    if (m->console.reload_seq == m->reload_seq && !m->console.reload_ok) {
         char msg[1100];
         snprintf(msg, sizeof msg, "reload failed: %s; the workers keep running the previous application",
-                 last_reload.msg);
+                 m->console.reload_msg);
         return answer_error(out, 422, msg);
     }
     int workers = m->reload.phase != RELOAD_IDLE ? m->reload.new_p : m->P;

@@ -42,10 +42,16 @@ void master_history_tick(master *m, int64_t now);
 /* /stats?window=seconds (1 .. MASTER_HISTORY_SECONDS): the busiest `limit`
  * routes, the first `top` of them with their series. */
 void master_history_json(master *m, int window, int top, int limit, strbuf *out);
-/* Frees the history (the master exits). */
-void master_history_free(void);
+/* Allocates m->history (the admin endpoint starts); 0 ok, -1 out of memory. */
+int master_history_start(master *m);
+/* Frees m->history (the master's teardown); NULL is fine. */
+void master_history_free(master *m);
 
 /* master_errors.c */
+/* Allocates m->errors (the admin endpoint starts); 0 ok, -1 out of memory. */
+int master_errors_start(master *m);
+/* Frees m->errors (the master's teardown); NULL is fine. */
+void master_errors_free(master *m);
 /* Copies the errors the workers recorded since the last call. */
 void master_errors_collect(master *m);
 /* /errors: the latest errors, newest first. */

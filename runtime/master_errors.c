@@ -6,6 +6,7 @@
 #include "shm_errors.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -14,28 +15,41 @@ typedef struct kept_error {
     shm_error e;
 } kept_error;
 
-static struct {
+struct master_errors {
     kept_error ring[MASTER_ERRORS_KEPT];
     uint64_t count;                 /* errors kept so far; ring[(count - 1) % KEPT] is the latest */
     uint64_t seen[SHM_MAX_SLOTS];   /* per slot: errors of its ring already looked at */
     uint64_t missed;                /* recorded by a worker, overwritten before we copied them */
-} errs;
+};
+
+int master_errors_start(master *m)
+{
+    m->errors = calloc(1, sizeof *m->errors);
+    return m->errors ? 0 : -1;
+}
+
+void master_errors_free(master *m)
+{
+    free(m->errors);
+    m->errors = NULL;
+}
 
 void master_errors_collect(master *m)
 {
+    master_errors *errs = m->errors;
     for (int i = 0; i < m->nslots && i < SHM_MAX_SLOTS; i++) {
         const shm_slot *sh = &m->shm->slots[i];
         uint64_t n = atomic_load_explicit(&sh->recent_errors.count, memory_order_acquire);
-        if (n == errs.seen[i]) continue;
-        uint64_t from = errs.seen[i];
-        if (n - from > SHM_ERRORS) { errs.missed += n - from - SHM_ERRORS; from = n - SHM_ERRORS; }
+        if (n == errs->seen[i]) continue;
+        uint64_t from = errs->seen[i];
+        if (n - from > SHM_ERRORS) { errs->missed += n - from - SHM_ERRORS; from = n - SHM_ERRORS; }
         for (uint64_t k = from; k < n; k++) {
-            kept_error *d = &errs.ring[errs.count % MASTER_ERRORS_KEPT];
-            if (shm_errors_read(sh, k, &d->e)) { errs.missed++; continue; }
+            kept_error *d = &errs->ring[errs->count % MASTER_ERRORS_KEPT];
+            if (shm_errors_read(sh, k, &d->e)) { errs->missed++; continue; }
             d->slot = i;
-            errs.count++;
+            errs->count++;
         }
-        errs.seen[i] = n;
+        errs->seen[i] = n;
     }
 }
 
@@ -51,11 +65,12 @@ static void iso_time(int64_t ms, char *out, size_t n)
 void master_errors_json(master *m, strbuf *b)
 {
     master_errors_collect(m);
-    uint64_t shown = errs.count < MASTER_ERRORS_KEPT ? errs.count : MASTER_ERRORS_KEPT;
-    sb_printf(b, "{\"total\":%llu,\"missed\":%llu,\"kept\":%d,\"errors\":[", (unsigned long long)errs.count,
-              (unsigned long long)errs.missed, MASTER_ERRORS_KEPT);
+    const master_errors *errs = m->errors;
+    uint64_t shown = errs->count < MASTER_ERRORS_KEPT ? errs->count : MASTER_ERRORS_KEPT;
+    sb_printf(b, "{\"total\":%llu,\"missed\":%llu,\"kept\":%d,\"errors\":[", (unsigned long long)errs->count,
+              (unsigned long long)errs->missed, MASTER_ERRORS_KEPT);
     for (uint64_t k = 0; k < shown; k++) {
-        const kept_error *d = &errs.ring[(errs.count - 1 - k) % MASTER_ERRORS_KEPT];
+        const kept_error *d = &errs->ring[(errs->count - 1 - k) % MASTER_ERRORS_KEPT];
         char when[40];
         iso_time(d->e.time_ms, when, sizeof when);
         sb_printf(b, "%s{\"time\":\"%s\",\"time_ms\":%lld,\"slot\":%d,\"pid\":%d,\"route\":", k ? "," : "", when,

@@ -44,7 +44,7 @@ typedef struct slot_hist {
     uint32_t mapped, cap;
 } slot_hist;
 
-static struct {
+struct master_history {
     route_hist *routes;
     int nroutes, cap;
     int32_t *cells;      /* open addressing: pattern -> routes index, -1 free */
@@ -53,7 +53,7 @@ static struct {
     uint64_t ticks;      /* samples taken; the latest is at (ticks - 1) % H */
     int64_t last_ms;     /* wall clock of the latest sample */
     int64_t tick_ns, tick_max_ns; /* what the latest sample cost the master, and the most since start */
-} hist;
+};
 
 static uint32_t hash_str(const char *s)
 {
@@ -62,47 +62,47 @@ static uint32_t hash_str(const char *s)
     return h;
 }
 
-static int rehash(size_t n)
+static int rehash(master_history *hist, size_t n)
 {
     int32_t *cells = malloc(n * sizeof *cells);
     if (!cells) return -1;
     memset(cells, 0xff, n * sizeof *cells);
-    for (int i = 0; i < hist.nroutes; i++) {
-        size_t c = hash_str(hist.routes[i].pattern) & (n - 1);
+    for (int i = 0; i < hist->nroutes; i++) {
+        size_t c = hash_str(hist->routes[i].pattern) & (n - 1);
         while (cells[c] >= 0) c = (c + 1) & (n - 1);
         cells[c] = i;
     }
-    free(hist.cells);
-    hist.cells = cells;
-    hist.ncells = n;
+    free(hist->cells);
+    hist->cells = cells;
+    hist->ncells = n;
     return 0;
 }
 
 /* The index of pattern's history, made when new; -1 when out of memory. */
-static int route_of(const char *pattern)
+static int route_of(master_history *hist, const char *pattern)
 {
-    if ((size_t)(hist.nroutes + 1) * 2 > hist.ncells && rehash(hist.ncells ? hist.ncells * 2 : 256)) return -1;
-    size_t c = hash_str(pattern) & (hist.ncells - 1);
-    for (; hist.cells[c] >= 0; c = (c + 1) & (hist.ncells - 1))
-        if (!strcmp(hist.routes[hist.cells[c]].pattern, pattern)) return hist.cells[c];
-    if (hist.nroutes == hist.cap) {
-        int cap = hist.cap ? hist.cap * 2 : 64;
-        route_hist *r = realloc(hist.routes, (size_t)cap * sizeof *r);
+    if ((size_t)(hist->nroutes + 1) * 2 > hist->ncells && rehash(hist, hist->ncells ? hist->ncells * 2 : 256)) return -1;
+    size_t c = hash_str(pattern) & (hist->ncells - 1);
+    for (; hist->cells[c] >= 0; c = (c + 1) & (hist->ncells - 1))
+        if (!strcmp(hist->routes[hist->cells[c]].pattern, pattern)) return hist->cells[c];
+    if (hist->nroutes == hist->cap) {
+        int cap = hist->cap ? hist->cap * 2 : 64;
+        route_hist *r = realloc(hist->routes, (size_t)cap * sizeof *r);
         if (!r) return -1;
-        hist.routes = r;
-        hist.cap = cap;
+        hist->routes = r;
+        hist->cap = cap;
     }
-    route_hist *r = &hist.routes[hist.nroutes];
+    route_hist *r = &hist->routes[hist->nroutes];
     memset(r, 0, sizeof *r);
     memcpy(r->pattern, pattern, SHM_PATTERN_MAX);
     r->pattern[SHM_PATTERN_MAX - 1] = 0;
-    hist.cells[c] = hist.nroutes;
-    return hist.nroutes++;
+    hist->cells[c] = hist->nroutes;
+    return hist->nroutes++;
 }
 
 /* Maps the slot's route_stats entries it has not mapped yet (entries only
  * ever get appended, and an entry's pattern never changes). */
-static void map_slot(slot_hist *s, const shm_slot *sh, uint32_t n)
+static void map_slot(master_history *hist, slot_hist *s, const shm_slot *sh, uint32_t n)
 {
     if (n > s->cap) {
         uint32_t cap = s->cap ? s->cap : 64;
@@ -117,7 +117,7 @@ static void map_slot(slot_hist *s, const shm_slot *sh, uint32_t n)
     /* A new entry's counters started at 0 after the master started: its
      * first reading is all new. */
     for (; s->mapped < n; s->mapped++) {
-        s->map[s->mapped] = route_of(sh->route_stats[s->mapped].pattern);
+        s->map[s->mapped] = route_of(hist, sh->route_stats[s->mapped].pattern);
         memset(&s->prev[s->mapped], 0, sizeof s->prev[s->mapped]);
     }
 }
@@ -143,11 +143,11 @@ static float quantile_ms(const uint64_t *b, uint64_t total, double q)
  * their routes' counts of this second. Only entries whose dirty bit the
  * worker set are read: with 64 workers and 2,000 routes, 128,000 entries
  * exist and a second touches a few. */
-static void scan_slot(slot_hist *s, shm_slot *sh)
+static void scan_slot(master_history *hist, slot_hist *s, shm_slot *sh)
 {
     uint32_t n = atomic_load_explicit(&sh->nroute_stats, memory_order_acquire);
     if (n > SHM_ROUTE_TABLE) n = SHM_ROUTE_TABLE;
-    map_slot(s, sh, n);
+    map_slot(hist, s, sh, n);
     for (uint32_t w = 0; w < (s->mapped + 63) / 64; w++) {
         if (!atomic_load_explicit(&sh->route_dirty[w], memory_order_relaxed)) continue;
         uint64_t bits = atomic_exchange_explicit(&sh->route_dirty[w], 0, memory_order_acquire);
@@ -156,7 +156,7 @@ static void scan_slot(slot_hist *s, shm_slot *sh)
             if (j >= s->mapped || s->map[j] < 0) continue;
             const shm_route_stats *e = &sh->route_stats[j];
             entry_prev *p = &s->prev[j];
-            route_hist *h = &hist.routes[s->map[j]];
+            route_hist *h = &hist->routes[s->map[j]];
             uint32_t v = (uint32_t)atomic_load_explicit(&e->ok, memory_order_relaxed);
             h->ok += (uint32_t)(v - p->ok);
             p->ok = v;
@@ -191,11 +191,12 @@ static void put_sample(route_hist *h, size_t at, sample x)
 void master_history_tick(master *m, int64_t now)
 {
     (void)now;
+    master_history *hist = m->history;
     int64_t t0 = cpu_ns();
-    size_t at = hist.ticks % H;
+    size_t at = hist->ticks % H;
     for (int i = 0; i < m->nslots && i < SHM_MAX_SLOTS; i++) {
         const shm_slot *sh = &m->shm->slots[i];
-        slot_hist *s = &hist.slots[i];
+        slot_hist *s = &hist->slots[i];
         uint64_t msg = atomic_load_explicit(&sh->messages, memory_order_relaxed);
         uint64_t err = atomic_load_explicit(&sh->errors, memory_order_relaxed);
         s->messages[at] = (uint32_t)(msg - s->prev_messages);
@@ -203,9 +204,9 @@ void master_history_tick(master *m, int64_t now)
         s->prev_messages = msg;
         s->prev_errors = err;
     }
-    for (int i = 0; i < m->nslots && i < SHM_MAX_SLOTS; i++) scan_slot(&hist.slots[i], &m->shm->slots[i]);
-    for (int r = 0; r < hist.nroutes; r++) {
-        route_hist *h = &hist.routes[r];
+    for (int i = 0; i < m->nslots && i < SHM_MAX_SLOTS; i++) scan_slot(hist, &hist->slots[i], &m->shm->slots[i]);
+    for (int r = 0; r < hist->nroutes; r++) {
+        route_hist *h = &hist->routes[r];
         uint64_t dn = 0;
         for (int k = 0; k < NB; k++) dn += h->b[k];
         if (h->ok + h->err && !h->ring) h->ring = calloc(H, sizeof *h->ring);
@@ -218,28 +219,28 @@ void master_history_tick(master *m, int64_t now)
     master_errors_collect(m);
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    hist.last_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-    hist.ticks++;
-    hist.tick_ns = cpu_ns() - t0;
-    if (hist.tick_ns > hist.tick_max_ns) hist.tick_max_ns = hist.tick_ns;
+    hist->last_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    hist->ticks++;
+    hist->tick_ns = cpu_ns() - t0;
+    if (hist->tick_ns > hist->tick_max_ns) hist->tick_max_ns = hist->tick_ns;
 }
 
 /* Writes n numbers of a ring, oldest first (u32 or float). */
-static void series_u32(strbuf *b, const uint32_t *ring, size_t stride, int n)
+static void series_u32(strbuf *b, uint64_t ticks, const uint32_t *ring, size_t stride, int n)
 {
     sb_puts(b, "[");
     for (int k = 0; k < n; k++) {
-        size_t at = (hist.ticks - (uint64_t)n + (uint64_t)k) % H;
+        size_t at = (ticks - (uint64_t)n + (uint64_t)k) % H;
         sb_printf(b, k ? ",%u" : "%u", *(const uint32_t *)((const char *)ring + at * stride));
     }
     sb_puts(b, "]");
 }
 
-static void series_ms(strbuf *b, const float *ring, size_t stride, int n)
+static void series_ms(strbuf *b, uint64_t ticks, const float *ring, size_t stride, int n)
 {
     sb_puts(b, "[");
     for (int k = 0; k < n; k++) {
-        size_t at = (hist.ticks - (uint64_t)n + (uint64_t)k) % H;
+        size_t at = (ticks - (uint64_t)n + (uint64_t)k) % H;
         sb_printf(b, k ? ",%.3g" : "%.3g", (double)*(const float *)((const char *)ring + at * stride));
     }
     sb_puts(b, "]");
@@ -247,6 +248,7 @@ static void series_ms(strbuf *b, const float *ring, size_t stride, int n)
 
 typedef struct route_sum {
     int r;
+    const char *pattern;     /* the route's (qsort gives the comparison no context) */
     uint64_t messages, errors;
     double p50_ms, p99_ms;   /* message-weighted mean of the seconds' p50; highest second's p99 */
 } route_sum;
@@ -255,31 +257,32 @@ static int by_messages(const void *a, const void *b)
 {
     const route_sum *x = a, *y = b;
     if (x->messages != y->messages) return x->messages < y->messages ? 1 : -1;
-    return strcmp(hist.routes[x->r].pattern, hist.routes[y->r].pattern);
+    return strcmp(x->pattern, y->pattern);
 }
 
 void master_history_json(master *m, int window, int top, int limit, strbuf *b)
 {
-    int n = hist.ticks < (uint64_t)window ? (int)hist.ticks : window;
+    const master_history *hist = m->history;
+    int n = hist->ticks < (uint64_t)window ? (int)hist->ticks : window;
     sb_printf(b, "{\"window\":%d,\"seconds\":%d,\"interval\":1,\"time_ms\":%lld,\"total\":{\"messages\":", window, n,
-              (long long)hist.last_ms);
+              (long long)hist->last_ms);
     /* The instance's totals: the sum of the slots. */
     uint32_t tm[H], te[H];
     memset(tm, 0, sizeof tm);
     memset(te, 0, sizeof te);
     for (int i = 0; i < m->nslots && i < SHM_MAX_SLOTS; i++)
-        for (int k = 0; k < H; k++) { tm[k] += hist.slots[i].messages[k]; te[k] += hist.slots[i].errors[k]; }
-    series_u32(b, tm, sizeof *tm, n);
+        for (int k = 0; k < H; k++) { tm[k] += hist->slots[i].messages[k]; te[k] += hist->slots[i].errors[k]; }
+    series_u32(b, hist->ticks, tm, sizeof *tm, n);
     sb_puts(b, ",\"errors\":");
-    series_u32(b, te, sizeof *te, n);
+    series_u32(b, hist->ticks, te, sizeof *te, n);
     sb_puts(b, "},\"workers\":[");
     int first = 1;
     for (int i = 0; i < m->nslots && i < SHM_MAX_SLOTS; i++) {
         if (i >= m->P && m->slots[i].pid <= 0) continue;
         sb_printf(b, "%s{\"slot\":%d,\"messages\":", first ? "" : ",", i);
-        series_u32(b, hist.slots[i].messages, sizeof(uint32_t), n);
+        series_u32(b, hist->ticks, hist->slots[i].messages, sizeof(uint32_t), n);
         sb_puts(b, ",\"errors\":");
-        series_u32(b, hist.slots[i].errors, sizeof(uint32_t), n);
+        series_u32(b, hist->ticks, hist->slots[i].errors, sizeof(uint32_t), n);
         sb_puts(b, "}");
         first = 0;
     }
@@ -288,16 +291,16 @@ void master_history_json(master *m, int window, int top, int limit, strbuf *b)
      * when the window holds every sample kept, else a walk of the window. A
      * route without traffic in the ring has none in any window. The
      * quantiles are walked for the routes shown only. */
-    route_sum *sums = hist.nroutes ? malloc((size_t)hist.nroutes * sizeof *sums) : NULL;
-    int ns = 0, whole = (uint64_t)n >= (hist.ticks < H ? hist.ticks : H);
-    for (int r = 0; r < hist.nroutes && sums; r++) {
-        const route_hist *h = &hist.routes[r];
+    route_sum *sums = hist->nroutes ? malloc((size_t)hist->nroutes * sizeof *sums) : NULL;
+    int ns = 0, whole = (uint64_t)n >= (hist->ticks < H ? hist->ticks : H);
+    for (int r = 0; r < hist->nroutes && sums; r++) {
+        const route_hist *h = &hist->routes[r];
         if (!h->ring || !h->win_messages) continue;
-        route_sum s = { .r = r, .messages = h->win_messages, .errors = h->win_errors };
+        route_sum s = { .r = r, .pattern = h->pattern, .messages = h->win_messages, .errors = h->win_errors };
         if (!whole) {
             s.messages = s.errors = 0;
             for (int k = 0; k < n; k++) {
-                const sample *x = &h->ring[(hist.ticks - (uint64_t)n + (uint64_t)k) % H];
+                const sample *x = &h->ring[(hist->ticks - (uint64_t)n + (uint64_t)k) % H];
                 s.messages += x->messages;
                 s.errors += x->errors;
             }
@@ -306,10 +309,10 @@ void master_history_json(master *m, int window, int top, int limit, strbuf *b)
     }
     if (ns) qsort(sums, (size_t)ns, sizeof *sums, by_messages);
     for (int i = 0; i < ns && i < limit; i++) {
-        const route_hist *h = &hist.routes[sums[i].r];
+        const route_hist *h = &hist->routes[sums[i].r];
         double w50 = 0;
         for (int k = 0; k < n; k++) {
-            const sample *x = &h->ring[(hist.ticks - (uint64_t)n + (uint64_t)k) % H];
+            const sample *x = &h->ring[(hist->ticks - (uint64_t)n + (uint64_t)k) % H];
             w50 += (double)x->p50_ms * x->messages;
             if (x->p99_ms > sums[i].p99_ms) sums[i].p99_ms = x->p99_ms;
         }
@@ -322,27 +325,36 @@ void master_history_json(master *m, int window, int top, int limit, strbuf *b)
                   sums[i].p99_ms);
         if (i < top) {
             sb_puts(b, ",\"series\":{\"messages\":");
-            series_u32(b, &h->ring[0].messages, sizeof(sample), n);
+            series_u32(b, hist->ticks, &h->ring[0].messages, sizeof(sample), n);
             sb_puts(b, ",\"errors\":");
-            series_u32(b, &h->ring[0].errors, sizeof(sample), n);
+            series_u32(b, hist->ticks, &h->ring[0].errors, sizeof(sample), n);
             sb_puts(b, ",\"p50_ms\":");
-            series_ms(b, &h->ring[0].p50_ms, sizeof(sample), n);
+            series_ms(b, hist->ticks, &h->ring[0].p50_ms, sizeof(sample), n);
             sb_puts(b, ",\"p99_ms\":");
-            series_ms(b, &h->ring[0].p99_ms, sizeof(sample), n);
+            series_ms(b, hist->ticks, &h->ring[0].p99_ms, sizeof(sample), n);
             sb_puts(b, "}");
         }
         sb_puts(b, "}");
     }
     free(sums);
     sb_printf(b, "],\"routes_active\":%d,\"routes_known\":%d,\"sample_us\":%.1f,\"sample_max_us\":%.1f}\n", ns,
-              hist.nroutes, (double)hist.tick_ns / 1000, (double)hist.tick_max_ns / 1000);
+              hist->nroutes, (double)hist->tick_ns / 1000, (double)hist->tick_max_ns / 1000);
 }
 
-void master_history_free(void)
+int master_history_start(master *m)
 {
-    for (int r = 0; r < hist.nroutes; r++) free(hist.routes[r].ring);
-    free(hist.routes);
-    free(hist.cells);
-    for (int i = 0; i < SHM_MAX_SLOTS; i++) { free(hist.slots[i].map); free(hist.slots[i].prev); }
-    memset(&hist, 0, sizeof hist);
+    m->history = calloc(1, sizeof *m->history);
+    return m->history ? 0 : -1;
+}
+
+void master_history_free(master *m)
+{
+    master_history *hist = m->history;
+    if (!hist) return;
+    for (int r = 0; r < hist->nroutes; r++) free(hist->routes[r].ring);
+    free(hist->routes);
+    free(hist->cells);
+    for (int i = 0; i < SHM_MAX_SLOTS; i++) { free(hist->slots[i].map); free(hist->slots[i].prev); }
+    free(hist);
+    m->history = NULL;
 }

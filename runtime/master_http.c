@@ -12,6 +12,7 @@
 #include "master_console.h"
 #include "master_dlq.h"
 #include "log.h"
+#include "log_limit.h"
 
 #include <dlfcn.h>
 #include <errno.h>
@@ -30,7 +31,8 @@
 
 /* libmicrohttpd is loaded when ROUTEMQ_HTTP is set, not linked: linked, it
  * maps gnutls and a dozen more libraries into the master and every worker
- * (3 MB of RSS measured). The header still gives the types. */
+ * (3 MB of RSS measured). The header still gives the types.
+ * A file static, not master's: the library is the process's, loaded once and never unloaded. */
 static struct {
     void *lib;
     __typeof__(MHD_start_daemon) *start_daemon;
@@ -107,17 +109,20 @@ typedef struct http_conn {
     int64_t since_ns;    /* connected or last answered; INT64_MAX once closed by us */
 } http_conn;
 
-static struct {
+/* m->http_state: allocated by master_http_start, freed by master_http_stop. */
+struct master_http_state {
     http_conn conn[HTTP_MAX_CONNS];
     int open;
     uint64_t closed;          /* connections closed to make room, since the last log line */
     int64_t logged_ns;
-} http_conns;
+    http_auth auth;           /* who may do what (master_auth.c) */
+    log_limit refusals;       /* the refused requests logged, and those not */
+};
 
-static http_conn *conn_of_fd(int fd)
+static http_conn *conn_of_fd(master_http_state *hs, int fd)
 {
     for (int i = 0; i < HTTP_MAX_CONNS; i++)
-        if (http_conns.conn[i].fd == fd) return &http_conns.conn[i];
+        if (hs->conn[i].fd == fd) return &hs->conn[i];
     return NULL;
 }
 
@@ -129,47 +134,48 @@ static int conn_fd(struct MHD_Connection *c)
 
 /* Shuts the socket down; libmicrohttpd then sees the end of the connection
  * and closes it (and tells on_connection) in its next run. */
-static void close_oldest(const http_conn *except, int64_t now)
+static void close_oldest(master_http_state *hs, const http_conn *except, int64_t now)
 {
     http_conn *old = NULL;
     for (int i = 0; i < HTTP_MAX_CONNS; i++) {
-        http_conn *e = &http_conns.conn[i];
+        http_conn *e = &hs->conn[i];
         if (e->fd < 0 || e == except || e->since_ns == INT64_MAX) continue;
         if (!old || e->since_ns < old->since_ns) old = e;
     }
     if (!old) return;
     shutdown(old->fd, SHUT_RDWR);
     old->since_ns = INT64_MAX;
-    http_conns.closed++;
-    if (now - http_conns.logged_ns >= 60 * NS_PER_S) {
+    hs->closed++;
+    if (now - hs->logged_ns >= 60 * NS_PER_S) {
         log_warn("admin HTTP: %d connections open: closed the %llu longest waiting for their client "
-                 "(idle or sending slowly) since the last such line", http_conns.open,
-                 (unsigned long long)http_conns.closed);
-        http_conns.logged_ns = now;
-        http_conns.closed = 0;
+                 "(idle or sending slowly) since the last such line", hs->open,
+                 (unsigned long long)hs->closed);
+        hs->logged_ns = now;
+        hs->closed = 0;
     }
 }
 
 static void on_connection(void *cls, struct MHD_Connection *c, void **ctx, enum MHD_ConnectionNotificationCode code)
 {
+    master_http_state *hs = ((master *)cls)->http_state;
     if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
         http_conn *e = *ctx;
-        if (e) { e->fd = -1; http_conns.open--; }
+        if (e) { e->fd = -1; hs->open--; }
         *ctx = NULL;
         return;
     }
     int64_t now = shm_now_ns();
-    http_conn *e = conn_of_fd(-1);
+    http_conn *e = conn_of_fd(hs, -1);
     int fd = conn_fd(c);
     *ctx = NULL;
     if (!e || fd < 0) return;  /* cannot happen below the connection limit */
     *e = (http_conn){ .fd = fd, .since_ns = now };
     *ctx = e;
-    http_conns.open++;
+    hs->open++;
     int waiting = 0;  /* open and not being closed by us already */
     for (int i = 0; i < HTTP_MAX_CONNS; i++)
-        waiting += http_conns.conn[i].fd >= 0 && http_conns.conn[i].since_ns != INT64_MAX;
-    if (waiting > HTTP_MAX_CONNS - HTTP_SPARE_CONNS) close_oldest(e, now);
+        waiting += hs->conn[i].fd >= 0 && hs->conn[i].since_ns != INT64_MAX;
+    if (waiting > HTTP_MAX_CONNS - HTTP_SPARE_CONNS) close_oldest(hs, e, now);
 }
 
 /* Headers of every answer: nothing cached, nothing sniffed, never framed.
@@ -235,10 +241,6 @@ typedef struct http_post {
     int too_big;
 } http_post;
 
-static struct {
-    http_auth auth;
-} http_access;
-
 static void peer_name(struct MHD_Connection *c, char *out, size_t n)
 {
     snprintf(out, n, "?");
@@ -250,21 +252,24 @@ static void peer_name(struct MHD_Connection *c, char *out, size_t n)
 }
 
 /* Applies master_auth's rules; MHD_YES/NO when it answered (refused), -1 when allowed. */
-static int refuse(struct MHD_Connection *c, const char *url, const char *method, int post)
+static int refuse(master *m, struct MHD_Connection *c, const char *url, const char *method, int post)
 {
+    master_http_state *hs = m->http_state;
     int missing;
     const char *authz = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
     const char *host = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST);
-    http_verdict v = http_auth_check(&http_access.auth, url, post, authz, host, &missing);
+    http_verdict v = http_auth_check(&hs->auth, url, post, authz, host, &missing);
     if (v == HTTP_ALLOW) return -1;
     char peer[INET6_ADDRSTRLEN + 2];
     peer_name(c, peer, sizeof peer);
     if (v == HTTP_UNAUTHORIZED) {
-        http_auth_log_refusal(method, url, peer, missing ? "no token" : "wrong token", shm_now_ns());
+        http_auth_log_refusal(&hs->refusals, method, url, peer, missing ? "no token" : "wrong token", shm_now_ns());
         return respond_error(c, MHD_HTTP_UNAUTHORIZED, "unauthorized: this endpoint needs Authorization: Bearer <ROUTEMQ_HTTP_TOKEN>");
     }
-    http_auth_log_refusal(method, url, peer, v == HTTP_FORBIDDEN_HOST ? "action with a Host name, not an address"
-                          : "action without ROUTEMQ_HTTP_TOKEN on a non-loopback address", shm_now_ns());
+    http_auth_log_refusal(&hs->refusals, method, url, peer,
+                          v == HTTP_FORBIDDEN_HOST ? "action with a Host name, not an address"
+                                                   : "action without ROUTEMQ_HTTP_TOKEN on a non-loopback address",
+                          shm_now_ns());
     if (v == HTTP_FORBIDDEN_HOST)
         return respond_error(c, MHD_HTTP_FORBIDDEN, "forbidden: without ROUTEMQ_HTTP_TOKEN, actions need a Host of "
                              "127.0.0.1, [::1] or localhost");
@@ -286,7 +291,7 @@ static enum MHD_Result on_post(master *m, struct MHD_Connection *c, const char *
 {
     http_post *p = *con_cls;
     if (!p) {
-        int r = refuse(c, url, "POST", 1);
+        int r = refuse(m, c, url, "POST", 1);
         if (r >= 0) return (enum MHD_Result)r;
         const char *type = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
         if (!type || strncasecmp(type, "application/json", 16))
@@ -319,14 +324,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     master *m = cls;
     strbuf b;
     sb_init(&b);
-    http_conn *e = conn_of_fd(conn_fd(c));
+    http_conn *e = conn_of_fd(m->http_state, conn_fd(c));
     if (e && e->since_ns != INT64_MAX) e->since_ns = shm_now_ns();
     if (!strcmp(method, "POST")) return on_post(m, c, url, upload, upload_size, con_cls);
     if (strcmp(method, "GET") && strcmp(method, "HEAD")) {
         sb_puts(&b, "method not allowed: use GET (or POST for an action)\n");
         return respond(c, MHD_HTTP_METHOD_NOT_ALLOWED, "text/plain; charset=utf-8", &b);
     }
-    int r = refuse(c, url, method, 0);
+    int r = refuse(m, c, url, method, 0);
     if (r >= 0) return (enum MHD_Result)r;
     if (!strcmp(url, "/health")) {
         sb_puts(&b, "ok\n");
@@ -475,6 +480,11 @@ int master_http_start(master *m)
     struct addrinfo *ai = NULL;
     if (!spec) return 0;
     if (mhd_load()) return -1;
+    /* Released in the master's teardown (master_http_stop, _history_free, _errors_free), even when this fails. */
+    if (!(m->http_state = calloc(1, sizeof *m->http_state)) || master_history_start(m) || master_errors_start(m)) {
+        log_error("ROUTEMQ_HTTP: cannot start the admin endpoint: out of memory");
+        return -1;
+    }
     if (resolve(spec, &ai, err, sizeof err)) {
         log_error("ROUTEMQ_HTTP: %s", err);
         return -1;
@@ -497,24 +507,25 @@ int master_http_start(master *m)
         close(fd);
         return -1;
     }
-    http_access.auth = (http_auth){ .token = m->cfg->http_token, .metrics_open = m->cfg->http_metrics_open,
-                                    .loopback = loopback };
-    for (int i = 0; i < HTTP_MAX_CONNS; i++) http_conns.conn[i].fd = -1;
-    http_conns.open = 0;
+    master_http_state *hs = m->http_state;
+    hs->auth = (http_auth){ .token = m->cfg->http_token, .metrics_open = m->cfg->http_metrics_open,
+                            .loopback = loopback };
+    hs->refusals = (log_limit){ .window_ns = INT64_MIN / 2 };  /* the first refusal opens a window */
+    for (int i = 0; i < HTTP_MAX_CONNS; i++) hs->conn[i].fd = -1;
     /* From here libmicrohttpd owns fd and closes it in MHD_stop_daemon. */
     unsigned flags = MHD_USE_EPOLL | MHD_USE_ERROR_LOG | (v6 ? MHD_USE_IPv6 : 0) | (tls ? MHD_USE_TLS : 0);
     if (tls)
         m->http = MHD_start_daemon(flags, 0, NULL, NULL, on_request, m, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
                                    MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_CONNECTION_LIMIT, (unsigned)HTTP_MAX_CONNS,
                                    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP_CONN_TIMEOUT_S,
-                                   MHD_OPTION_NOTIFY_CONNECTION, on_connection, NULL,
+                                   MHD_OPTION_NOTIFY_CONNECTION, on_connection, m,
                                    MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
                                    MHD_OPTION_HTTPS_MEM_CERT, cert, MHD_OPTION_HTTPS_MEM_KEY, key, MHD_OPTION_END);
     else
         m->http = MHD_start_daemon(flags, 0, NULL, NULL, on_request, m, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
                                    MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_CONNECTION_LIMIT, (unsigned)HTTP_MAX_CONNS,
                                    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP_CONN_TIMEOUT_S,
-                                   MHD_OPTION_NOTIFY_CONNECTION, on_connection, NULL,
+                                   MHD_OPTION_NOTIFY_CONNECTION, on_connection, m,
                                    MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL, MHD_OPTION_END);
     /* libmicrohttpd keeps its own copies of the PEM text. */
     if (key) explicit_bzero(key, strlen(key));
@@ -554,9 +565,12 @@ int64_t master_http_timeout_ms(master *m)
 
 void master_http_stop(master *m)
 {
-    if (!m->http) return;
-    if (m->http_epfd >= 0 && m->epfd >= 0) epoll_ctl(m->epfd, EPOLL_CTL_DEL, m->http_epfd, NULL);
-    MHD_stop_daemon(m->http);
-    m->http = NULL;
-    m->http_epfd = -1;
+    if (m->http) {
+        if (m->http_epfd >= 0 && m->epfd >= 0) epoll_ctl(m->epfd, EPOLL_CTL_DEL, m->http_epfd, NULL);
+        MHD_stop_daemon(m->http);  /* tells on_connection of every open connection: m->http_state lives until here */
+        m->http = NULL;
+        m->http_epfd = -1;
+    }
+    free(m->http_state);
+    m->http_state = NULL;
 }
