@@ -40,19 +40,6 @@ local function start(b, env, no_wait)
   return r
 end
 
--- Kills the master and its workers with SIGKILL; the master is stopped first
--- so that it cannot replace a worker in between.
-local function kill_all(r)
-  local workers = r.workers()
-  e2e.kill(r.pid, 19)  -- SIGSTOP
-  for _, pid in ipairs(workers) do e2e.kill(pid, "KILL") end
-  e2e.kill(r.pid, "KILL")
-  assert(e2e.wait_for(function()
-    for _, pid in ipairs(workers) do if e2e.alive(pid) then return false end end
-    return not e2e.alive(r.pid)
-  end, 10))
-end
-
 -- The held messages 1..n were kept at the end of the first run: the next run
 -- handles each once, as redelivered, before any message published after it started.
 local function assert_replayed_first(dir, n, new)
@@ -148,7 +135,7 @@ describe("the keep", function()
     e2e.publish_lines(b.port, "keep/hold/x", e2e.seq(1, 20), 1)
     -- 10 handlers wait and 10 messages are queued behind them: all 20 kept.
     assert(e2e.wait_for(function() return kept(env) == 20 end, 15), status(env))
-    kill_all(r)
+    e2e.kill_all(r)
     r = start(b, env)
     e2e.publish_lines(b.port, "keep/hold/x", { "new1", "new2", "new3" }, 1)
     assert(e2e.wait_for(function() return #e2e.records(dir) >= 23 end, 15), e2e.read(r.log))

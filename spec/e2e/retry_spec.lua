@@ -99,6 +99,25 @@ local function settled(b, env, dir)
   end, 30), "a slot still has messages in progress or waiting")
 end
 
+-- Each of 1..n was handled once on `route` once all is settled; the records.
+local function handled_once(b, env, dir, route, n)
+  settled(b, env, dir)
+  local list, by = records(dir, route)
+  assert.equal(n, #list)
+  for i = 1, n do assert.equal(1, by[tostring(i)]) end
+  return list
+end
+
+-- A run whose n messages on retry/wait/1 each failed once and wait for their
+-- next attempt, `delay` seconds away (E2E_DELAY).
+local function waiting_run(b, delay, n)
+  local env, dir = identity({ E2E_DELAY = delay })
+  local r = start(b, env)
+  assert.truthy(e2e.publish_lines(b.port, "retry/wait/1", e2e.seq(1, n), 1):match("rc=0"))
+  assert.truthy(e2e.wait_for(function() return retry_waiting(env) == n end, 30), e2e.read(r.log))
+  return r, env, dir
+end
+
 local function crashes(log)
   local _, n = e2e.read(log):gsub("died handling a message", "")
   return n
@@ -116,10 +135,7 @@ describe("retries", function()
     local n = 200
     assert.truthy(e2e.publish_lines(broker.port, "retry/flaky/1", e2e.seq(1, n), 1):match("rc=0"))
     assert.truthy(e2e.wait_for(function() return #records(dir) >= n end, 60), e2e.read(r.log))
-    settled(broker, env, dir)
-    local list, by = records(dir, "flaky")
-    assert.equal(n, #list)
-    for i = 1, n do assert.equal(1, by[tostring(i)]) end
+    local list = handled_once(broker, env, dir, "flaky", n)
     for _, rec in ipairs(list) do
       assert.equal(3, rec.attempt)
       assert.is_false(rec.redelivered)
@@ -184,22 +200,15 @@ describe("retries", function()
   end)
 
   it("wait kept through a kill -9 of their worker: all handled after it, none lost, no crash counted", function()
-    local env, dir = identity({ E2E_DELAY = 5 })
-    local r = start(broker, env)
     local n = 100
-    assert.truthy(e2e.publish_lines(broker.port, "retry/wait/1", e2e.seq(1, n), 1):match("rc=0"))
-    -- Every message failed once and waits for its next attempt, 5 s away.
-    assert.truthy(e2e.wait_for(function() return retry_waiting(env) == n end, 30), e2e.read(r.log))
+    local r, env, dir = waiting_run(broker, 5, n)
     assert.equal(n, count_files(dir, "failed-"))
     assert.equal(0, #records(dir))
     local pids = r.workers()
     assert.equal(1, #pids)
     e2e.kill(pids[1], "KILL")
     assert.truthy(e2e.wait_for(function() return #records(dir) >= n end, 60), e2e.read(r.log))
-    settled(broker, env, dir)
-    local list, by = records(dir, "wait")
-    assert.equal(n, #list)
-    for i = 1, n do assert.equal(1, by[tostring(i)]) end
+    local list = handled_once(broker, env, dir, "wait", n)
     for _, rec in ipairs(list) do
       assert.equal(2, rec.attempt)
       assert.is_false(rec.redelivered)
@@ -212,37 +221,21 @@ describe("retries", function()
   end)
 
   it("wait kept through a kill -9 of the whole instance: the next run handles them", function()
-    local env, dir = identity({ E2E_DELAY = 5 })
-    local r = start(broker, env)
     local n = 100
-    assert.truthy(e2e.publish_lines(broker.port, "retry/wait/1", e2e.seq(1, n), 1):match("rc=0"))
-    assert.truthy(e2e.wait_for(function() return retry_waiting(env) == n end, 30), e2e.read(r.log))
-    local workers = r.workers()
-    e2e.kill(r.pid, 19) -- SIGSTOP: it cannot replace a worker in between
-    for _, pid in ipairs(workers) do e2e.kill(pid, "KILL") end
-    e2e.kill(r.pid, "KILL")
-    assert.truthy(e2e.wait_for(function()
-      for _, pid in ipairs(workers) do if e2e.alive(pid) then return false end end
-      return not e2e.alive(r.pid)
-    end, 10))
+    local r, env, dir = waiting_run(broker, 5, n)
+    e2e.kill_all(r)
     assert.equal(0, #records(dir))
     local r2 = start(broker, env)
     assert.truthy(e2e.wait_for(function() return #records(dir) >= n end, 60), e2e.read(r2.log))
-    settled(broker, env, dir)
-    local list, by = records(dir, "wait")
-    assert.equal(n, #list)
-    for i = 1, n do assert.equal(1, by[tostring(i)]) end
+    local list = handled_once(broker, env, dir, "wait", n)
     for _, rec in ipairs(list) do assert.equal(2, rec.attempt) end
     assert.equal(0, crashes(r2.log))
     assert.same({}, store_rows(env.ROUTEMQ_RUN_DIR))
   end)
 
   it("stay kept through a graceful stop, which does not wait for them: the next run handles them", function()
-    local env, dir = identity({ E2E_DELAY = 15 })
-    local r = start(broker, env)
     local n = 20
-    assert.truthy(e2e.publish_lines(broker.port, "retry/wait/1", e2e.seq(1, n), 1):match("rc=0"))
-    assert.truthy(e2e.wait_for(function() return retry_waiting(env) == n end, 30), e2e.read(r.log))
+    local r, env, dir = waiting_run(broker, 15, n)
     local t0 = e2e.now()
     assert.equal(0, r.stop())
     assert.truthy(e2e.now() - t0 < 20, "the stop waited for the retries")

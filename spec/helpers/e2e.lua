@@ -355,6 +355,20 @@ function M.settle(dirs, n, quiet)
   end, math.huge, 0.2)
 end
 
+--- Kills the master of routemq handle r and its workers with -9 and waits
+-- until all are gone; the master is stopped first (SIGSTOP) so that it
+-- cannot replace a worker in between.
+function M.kill_all(r)
+  local workers = r.workers()
+  M.kill(r.pid, 19)  -- SIGSTOP
+  for _, pid in ipairs(workers) do M.kill(pid, "KILL") end
+  M.kill(r.pid, "KILL")
+  assert(M.wait_for(function()
+    for _, pid in ipairs(workers) do if M.alive(pid) then return false end end
+    return not M.alive(r.pid)
+  end, 10))
+end
+
 -- Kills one random worker of routemq handle r with -9, after `every`
 -- seconds (default 0.5: the pace of the kills the chaos tests ask for, not a
 -- wait for anything); true when there was one to kill.
