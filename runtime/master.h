@@ -310,6 +310,7 @@ int master_http_start(master *m);
 void master_http_run(master *m);
 /* Milliseconds until libmicrohttpd needs master_http_run again; -1: no deadline. */
 int64_t master_http_timeout_ms(master *m);
+/* Stops the endpoint and frees m->http_state; fine when it never started. */
 void master_http_stop(master *m);
 
 /* master_notify.c (no-ops unless built with libsystemd) */
