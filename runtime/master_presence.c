@@ -148,15 +148,16 @@ long presence_field_long(const char *json, const char *key)
 
 /* Records refused are logged once a minute per topic: a client that
  * republishes one in a loop must not flood the log. */
-static void log_ignored(const char *topic, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void log_ignored(const char *topic, const char *fmt, ...)
+static void log_ignored(struct master_presence *p, const char *topic, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void log_ignored(struct master_presence *p, const char *topic, const char *fmt, ...)
 {
-    static struct { uint64_t hash; int64_t at; } seen[64];
+    presence_ignored *seen = p->ignored;
     uint64_t h = 1469598103934665603ull;
     for (const char *c = topic; *c; c++) h = (h ^ (unsigned char)*c) * 1099511628211ull;
     int64_t now = shm_now_ns();
     int k = 0;
-    for (int i = 0; i < 64; i++) {
+    for (int i = 0; i < PRESENCE_IGNORED_TOPICS; i++) {
         if (seen[i].hash == h) { k = i; break; }
         if (seen[i].at < seen[k].at) k = i;
     }
@@ -219,22 +220,22 @@ static void on_message(struct mosquitto *mosq, void *ud, const struct mosquitto_
     char err[256];
     const char *why = NULL;
     if (presence_record_parse(msg->payload, (size_t)msg->payloadlen, &r, err, sizeof err)) {
-        log_ignored(msg->topic, "not a presence record (%s)", err);
+        log_ignored(p, msg->topic, "not a presence record (%s)", err);
         own_overwritten(m, inst, -1);
         return;
     }
     if (strcmp(r.instance, inst) || (r.group && strcmp(r.group, m->cfg->group_name))) {
-        log_ignored(msg->topic, "it is the record of %s%s%s, not of this topic", r.instance, r.group ? " in group " : "",
+        log_ignored(p, msg->topic, "it is the record of %s%s%s, not of this topic", r.instance, r.group ? " in group " : "",
                     r.group ? r.group : "");
         own_overwritten(m, inst, -1);
         presence_record_free(&r);
         return;
     }
     if (p->nkeys && !presence_verify(p->keys, p->nkeys, msg->payload, &r, &why)) {
-        if (r.nmacs) log_ignored(msg->topic, "%s (key id %s%s%s; ours: %s%s%s)", why, r.kid[0], r.nmacs > 1 ? ", " : "",
+        if (r.nmacs) log_ignored(p, msg->topic, "%s (key id %s%s%s; ours: %s%s%s)", why, r.kid[0], r.nmacs > 1 ? ", " : "",
                                  r.nmacs > 1 ? r.kid[1] : "", p->keys[0].kid, p->nkeys > 1 ? ", " : "",
                                  p->nkeys > 1 ? p->keys[1].kid : "");
-        else log_ignored(msg->topic, "it is not signed, and ROUTEMQ_CLUSTER_KEY is set");
+        else log_ignored(p, msg->topic, "it is not signed, and ROUTEMQ_CLUSTER_KEY is set");
         own_overwritten(m, inst, -1);
         presence_record_free(&r);
         return;
@@ -245,7 +246,7 @@ static void on_message(struct mosquitto *mosq, void *ud, const struct mosquitto_
         if (!strcmp(inst, p->instance) && r.pid == (long long)m->pid)
             log_debug("presence: our record of an earlier connection came back on %s; ours goes out again", p->topic);
         else
-            log_ignored(msg->topic, "a replay: seq %lld is older than %lld, seen already", r.seq, e->seq);
+            log_ignored(p, msg->topic, "a replay: seq %lld is older than %lld, seen already", r.seq, e->seq);
         own_overwritten(m, inst, r.seq);
         presence_record_free(&r);
         return;

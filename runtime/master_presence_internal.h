@@ -21,6 +21,13 @@ typedef struct peer {
     long long seq;            /* the highest seq accepted: a record below it is a replay */
 } peer;
 
+/* A topic whose refused records were logged, and when (log_ignored). */
+#define PRESENCE_IGNORED_TOPICS 64
+typedef struct presence_ignored {
+    uint64_t hash;
+    int64_t at;
+} presence_ignored;
+
 struct master_presence {
     struct mosquitto *mosq;
     char client_id[600];
@@ -52,6 +59,7 @@ struct master_presence {
     long long epoch_ms;         /* this connection's part of seq: records of later connections sort after */
     int seq_n;                  /* records published on this connection */
     int republish;              /* our topic holds a record not ours: publish ours again */
+    presence_ignored ignored[PRESENCE_IGNORED_TOPICS]; /* logged once a minute per topic at most */
 };
 
 /* seq of the will of a connection: above every record published on it. */
