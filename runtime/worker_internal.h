@@ -197,6 +197,7 @@ typedef struct worker_stop {
      * published to drain_topic after the UNSUBSCRIBEs (worker_mqtt.c). */
     char drain_topic[600];
     char drain_nonce[64];    /* the payload of this connection's marker */
+    unsigned drain_attempts; /* markers published: a later one's nonce differs */
     int drained;             /* the marker came back: nothing more is queued for us */
     int64_t unsubacked_ns;   /* when the last UNSUBACK came, 0: awaited */
 } worker_stop;

@@ -405,7 +405,6 @@ static void drain_topic(worker *w)
 
 void worker_mqtt_unsubscribe_all(worker *w)
 {
-    static unsigned attempt;
     w->conn.unsubs_pending = 0;
     w->stop.drained = 0;
     w->stop.unsubacked_ns = 0;
@@ -415,7 +414,7 @@ void worker_mqtt_unsubscribe_all(worker *w)
      * after them, is queued in our session behind everything the broker
      * assigned us before it processed them (one connection: in order). */
     drain_topic(w);
-    snprintf(w->stop.drain_nonce, sizeof w->stop.drain_nonce, "%d-%u", (int)getpid(), ++attempt);
+    snprintf(w->stop.drain_nonce, sizeof w->stop.drain_nonce, "%d-%u", (int)getpid(), ++w->stop.drain_attempts);
     int marker = mosquitto_subscribe(w->conn.mosq, NULL, w->stop.drain_topic, 1) == MOSQ_ERR_SUCCESS;
     /* An adopted session may hold any of the routes (the orphan may have run other worker counts). */
     int all = w->args->adopt_client_id != NULL;
