@@ -91,6 +91,10 @@ void master_begin_stop(master *m, int code)
     m->stop_started_ns = shm_now_ns();
     master_notify_stopping(m);
     master_reload_abort(m);
+    /* The orphans' records say lost again before ours says stopped (or is
+     * cleared): the same connection keeps that order, so no other instance
+     * sees us gone while a record still says adopted by us. */
+    master_adopt_stop(m);
     int end = 0;
     if (m->workers_started) {
         char why[1024];
@@ -112,7 +116,6 @@ void master_begin_stop(master *m, int code)
         if (s->stop == MSTOP_NONE) master_signal_slot(m, i, end ? SIGUSR2 : SIGTERM, MSTOP_SHUTDOWN);
     }
     log_info("stopping %d worker%s (WORKER_STOP_TIMEOUT %g s)", n, n == 1 ? "" : "s", m->cfg->stop_timeout);
-    master_adopt_stop(m);
 }
 
 static void on_signal(master *m, const struct signalfd_siginfo *si)

@@ -466,20 +466,16 @@ void master_adopt_refused_metrics(const master *m, strbuf *b)
                   (unsigned long long)m->adopt.refused_total[i]);
 }
 
-/* An orphan: lost, or stopped with its sessions kept; or adopted by an
- * instance that has since been lost (or stopped) itself for
- * ROUTEMQ_ADOPT_AFTER, leaving the rest of the sessions. */
-static int orphaned(master *m, const peer *e, int64_t now)
+/* Whether e is to be adopted now (presence_peer_adopt): lost, or stopped
+ * with its sessions kept, for ROUTEMQ_ADOPT_AFTER; or adopted by an instance
+ * that has since been lost (or stopped) itself for ROUTEMQ_ADOPT_AFTER,
+ * leaving the rest of the sessions. */
+static presence_adopt orphaned(master *m, const peer *e, int64_t now)
 {
-    if (!e->json) return 0;
-    const char *sessions = e->rec.sessions ? e->rec.sessions : "";
-    if (!strcmp(e->state, "adopted")) {
-        /* A graceful stop gives the record back (give_back); this is for an
-         * adopter that was lost in the middle. */
-        const peer *a = peer_of(m, e->rec.adopted_by ? e->rec.adopted_by : "");
-        return a && strcmp(a->state, "running") && now - a->state_seen_ns >= (int64_t)m->cfg->adopt_after * NS_PER_S;
-    }
-    return !strcmp(e->state, "lost") || (!strcmp(e->state, "stopped") && !strcmp(sessions, "kept"));
+    if (!e->json) return PRESENCE_ADOPT_NOT;
+    const peer *a = peer_of(m, e->rec.adopted_by ? e->rec.adopted_by : "");
+    return presence_peer_adopt(e->state, e->rec.sessions, e->state_seen_ns, a ? a->state : NULL,
+                               a ? a->state_seen_ns : 0, now, (int64_t)m->cfg->adopt_after * NS_PER_S);
 }
 
 /* 1 when id is <instance>-<slot>: a slot number, no sign, no leading zero. */
@@ -549,9 +545,10 @@ void master_adopt_orphans(master *m, int64_t now)
         if (!strcmp(p->peers[i].state, "running") && strcmp(p->peers[i].instance, p->instance) < 0) return;
     for (int i = 0; i < p->npeers; i++) {
         peer *e = &p->peers[i];
-        if (!strcmp(e->instance, p->instance) || !orphaned(m, e, now) || master_adopt_running(m, e->instance)) continue;
-        int readopt = !strcmp(e->state, "adopted");
-        if (!readopt && now - e->state_seen_ns < (int64_t)m->cfg->adopt_after * NS_PER_S) continue;
+        if (!strcmp(e->instance, p->instance) || master_adopt_running(m, e->instance)) continue;
+        presence_adopt why = orphaned(m, e, now);
+        if (why == PRESENCE_ADOPT_NOT) continue;
+        int readopt = why == PRESENCE_ADOPT_LEFT;
         if (is_refused(&m->adopt, e->instance, e->rec.seq) || !adoptable(m, e)) continue;
         char **clients = e->rec.clients;
         int n = e->rec.nclients;
@@ -586,8 +583,7 @@ void master_adopt_orphans(master *m, int64_t now)
         snprintf(topic, sizeof topic, "routemq/presence/%s/%s", m->cfg->group_name, e->instance);
         if (!b.oom) mosquitto_publish(p->mosq, NULL, topic, (int)b.len, b.p, 1, true);
         sb_free(&b);
-        snprintf(e->state, sizeof e->state, "adopted");
-        e->state_seen_ns = now;
+        presence_peer_set_state(e->state, &e->state_seen_ns, "adopted", now);
         /* The adopters accept only messages of the routes the record declares. */
         int nr = e->rec.nshared + e->rec.nroutes;
         char **routes = malloc((size_t)(nr + 1) * sizeof *routes);

@@ -177,7 +177,6 @@ static void peer_clear(peer *e)
     free(e->json);
     e->json = NULL;
     presence_record_free(&e->rec);
-    e->state[0] = 0;
 }
 
 static peer *find_peer(struct master_presence *p, const char *instance)
@@ -213,7 +212,12 @@ static void on_message(struct mosquitto *mosq, void *ud, const struct mosquitto_
     inst++;
     peer *e = find_peer(p, inst);
     if (msg->payloadlen == 0) {  /* cleared: the seq seen stays, against replays */
-        if (e) peer_clear(e);
+        if (!e) return;
+        peer_clear(e);
+        /* A change of state like any other: an adoption left by this
+         * instance waits ROUTEMQ_ADOPT_AFTER from now, not from when its
+         * record last changed (that would be at once). */
+        presence_peer_set_state(e->state, &e->state_seen_ns, "", shm_now_ns());
         return;
     }
     presence_record r;
@@ -267,10 +271,7 @@ static void on_message(struct mosquitto *mosq, void *ud, const struct mosquitto_
     e->json = json;
     e->rec = r;
     e->seq = r.seq;
-    if (strcmp(r.state, e->state)) {
-        snprintf(e->state, sizeof e->state, "%s", r.state);
-        e->state_seen_ns = shm_now_ns();
-    }
+    presence_peer_set_state(e->state, &e->state_seen_ns, r.state, shm_now_ns());
     own_overwritten(m, inst, e->rec.seq);
 }
 

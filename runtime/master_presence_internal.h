@@ -6,6 +6,7 @@
 #include <mosquitto.h>
 #include <stdint.h>
 #include <time.h>
+#include "presence_peer.h"
 #include "presence_record.h"
 #include "presence_sign.h"
 #include "strbuf.h"
@@ -16,7 +17,7 @@ typedef struct peer {
     char *instance;
     char *json;               /* the record as published; NULL once cleared */
     presence_record rec;      /* json, parsed (and verified with a cluster key) */
-    char state[16];
+    char state[PRESENCE_STATE_LEN];  /* "" once cleared (presence_peer_set_state) */
     int64_t state_seen_ns;    /* when we saw it enter that state (monotonic) */
     long long seq;            /* the highest seq accepted: a record below it is a replay */
 } peer;
