@@ -88,7 +88,7 @@ buckets() {
             if (/libmosquitto/) c = "libmosquitto"
             else if (/worker_keep\.c|keep_file/) c = "keep"
             else if (/worker_dispatch\.c|topic_trie\.c|topic_pattern\.c|worker_props\.c|worker_lua\.c|luavm\.c/) c = "dispatch"
-            else if (/cjson|strtod|str_to_mpn|round_and_return|__mpn_|ryu|yyjson|json_decode/) c = "json"
+            else if (/cjson|strtod|str_to_mpn|round_and_return|__mpn_|json_scan|json_decode/) c = "json"
             else if (/libluajit|\[\?\?\?\]/) c = "lua"
             else if (/libc\.so/) c = "libc"
             else if (/\/routemq\]/) c = "worker"
@@ -109,5 +109,6 @@ awk -v d="$((n_big - n_small))" '
         split("libmosquitto keep dispatch lua json libc worker other total", order, " ")
         for (i = 1; i <= 9; i++) printf "  %-13s %8.0f\n", order[i], per[order[i]] }' "$work/small.txt" "$work/big.txt"
 echo "(libmosquitto: libmosquitto.so; keep: worker_keep.c, keep_file.c; dispatch: worker_dispatch.c, topic_trie.c,"
-echo " topic_pattern.c, worker_props.c, worker_lua.c, luavm.c; lua: libluajit and JIT-compiled code; json: lua-cjson"
-echo " and glibc strtod; libc: the rest of glibc (malloc, memcpy, locks); worker: the rest of routemq (event loop))"
+echo " topic_pattern.c, worker_props.c, worker_lua.c, luavm.c; lua: libluajit and JIT-compiled code; json: json_scan.c,"
+echo " json_decode.c, lua-cjson and glibc strtod; libc: the rest of glibc (malloc, memcpy, locks); worker: the rest of"
+echo " routemq (event loop))"

@@ -6,7 +6,7 @@
 # a crash is saved as DIR/crashes/<target>-crash-* and fails the run: copy it
 # to runtime/fuzz/corpus/<target>/ as a regression input once it is fixed.
 set -u
-TARGETS="pattern trie dotenv control props json log presence"
+TARGETS="pattern trie dotenv control props json log presence jsondec"
 if [ "${1:-}" = "--targets" ]; then echo $TARGETS; exit 0; fi
 DIR=${1:?usage: scripts/fuzz.sh DIR SECONDS [TARGET...]}
 SECONDS_EACH=${2:-60}

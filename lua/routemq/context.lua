@@ -5,7 +5,6 @@
 -- created per message. Route views, the log table and the empty tables are
 -- shared between messages.
 local cjson = require("cjson")
-local cjson_safe = require("cjson.safe")
 local core = require("routemq.core")
 local util = require("routemq.util")
 
@@ -14,9 +13,11 @@ local setmetatable, type, pairs = setmetatable, type, pairs
 
 local M = {}
 
--- Private cjson instances: the app may reconfigure the global cjson module.
+-- A private cjson instance: the app may reconfigure the global cjson module.
 local json_encode = cjson.new().encode
-local json_decode = cjson_safe.new().decode
+-- Strict RFC 8259 decoding into what lua-cjson gives (null is cjson.null), in
+-- C with tables made at their final size: about half lua-cjson's cost.
+local json_decode = core.json_decode
 
 local function read_only(what)
   return setmetatable({}, {

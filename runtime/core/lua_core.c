@@ -1,5 +1,7 @@
-/* routemq.core: Lua bindings for the pattern compiler and matcher, plus listdir/monotime.
+/* routemq.core: Lua bindings for the pattern compiler and matcher, ctx:json()'s decoder,
+ * plus listdir/monotime.
  * Only LuaJIT's 5.1 API is used, so the same code serves core.so and the runtime's preload. */
+#include "json_decode.h"
 #include "lua_core.h"
 #include "topic_pattern.h"
 #include "topic_trie.h"
@@ -335,6 +337,24 @@ static int core_utf8_valid(lua_State *L)
     return 1;
 }
 
+/* core.json_decode(s) -> value | nil, err: ctx:json()'s strict decoder (json_decode.h).
+ * Bad input of any type is an error result, never a raised error. */
+static int core_json_decode(lua_State *L)
+{
+    if (lua_type(L, 1) != LUA_TSTRING) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "expected a string to decode, got %s", luaL_typename(L, 1));
+        return 2;
+    }
+    size_t len;
+    const char *s = lua_tolstring(L, 1, &len);
+    char err[ERRLEN];
+    if (json_decode_push(L, s, len, err, sizeof err) == 0) return 1;
+    lua_pushnil(L);
+    lua_pushstring(L, err);
+    return 2;
+}
+
 static const luaL_Reg matcher_methods[] = {
     { "add", matcher_add },
     { "match", matcher_match },
@@ -348,6 +368,7 @@ static const luaL_Reg core_funcs[] = {
     { "listdir", core_listdir },
     { "monotime", core_monotime },
     { "utf8_valid", core_utf8_valid },
+    { "json_decode", core_json_decode },
     { NULL, NULL },
 };
 
@@ -380,7 +401,7 @@ int luaopen_routemq_core(lua_State *L)
     lua_setfield(L, -2, "__index");
     lua_pop(L, 1);
 
-    lua_createtable(L, 0, 6);
+    lua_createtable(L, 0, 8);
     luaL_register(L, NULL, core_funcs);
     lua_pushliteral(L, CORE_VERSION);
     lua_setfield(L, -2, "version");

@@ -50,7 +50,7 @@
 ---@field log routemq.Log logger tagged with worker, route and topic
 local Context = {}
 
----The payload decoded as JSON (cached). Never raises.
+---The payload decoded as strict JSON (RFC 8259; cached), null as cjson.null. Never raises.
 ---@return any value decoded value, or nil on bad JSON
 ---@return string? err why the payload is not JSON
 function Context:json() end
