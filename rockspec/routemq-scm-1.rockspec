@@ -1,5 +1,5 @@
 -- routemq's Lua side as a rock: the Lua modules (router, testing harness, ...)
--- and the routemq.core C module (pattern compiler and topic matcher), so that
+-- and the routemq.core C module (pattern compiler, topic matcher, ctx:json's decoder), so that
 -- `busted --lua=luajit` can test a routemq application without the runtime.
 --
 -- LuaJIT speaks the Lua 5.1 C API. On Debian 12 (luarocks 3.8) build it with:
@@ -73,6 +73,8 @@ build = {
     ["routemq.worker"] = "lua/routemq/worker.lua",
     ["routemq.core"] = {
       sources = {
+        "runtime/core/json_decode.c",
+        "runtime/core/json_scan.c",
         "runtime/core/lua_core.c",
         "runtime/core/lua_core_module.c",
         "runtime/core/topic_pattern.c",
