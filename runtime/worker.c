@@ -5,6 +5,7 @@
 #include "luavm.h"
 #include "proc_statm.h"
 #include "mqtt_client.h"
+#include "mqtt_readbuf.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -216,6 +217,7 @@ static void update_socket(worker *w)
 {
     int fd = w->conn.mosq ? mosquitto_socket(w->conn.mosq) : -1;
     if (fd != w->conn.sock) w->conn.peer_closed = 0;
+    mqtt_readbuf_attach(fd);
     int events = (wants_read(w) ? EPOLLIN : 0) | (fd >= 0 && mosquitto_want_write(w->conn.mosq) ? EPOLLOUT : 0) |
                  (fd >= 0 && !w->conn.peer_closed ? EPOLLRDHUP : 0);
     mqtt_client_sync_epoll(w->epfd, fd, (uint32_t)events, (epoll_data_t){ .fd = fd }, &w->conn.sock,
@@ -240,9 +242,9 @@ static void flush_writes(worker *w)
 
 /* Reads and handles packets until nothing is left to read (or a budget is
  * spent, so signals and timers get their turn). What the handlers queued
- * (PUBACKs, publishes) is written after each packet: acknowledgements leave
- * once the message is kept, and a resumed session's backlog cannot starve
- * our SUBSCRIBEs. */
+ * (PUBACKs, publishes) is written after each batch that one read() brought
+ * (mqtt_readbuf.h): acknowledgements leave once the message is kept, and a
+ * resumed session's backlog cannot starve our SUBSCRIBEs. */
 static void read_socket(worker *w)
 {
     int64_t until = shm_now_ns() + READ_BUDGET_NS;
@@ -257,7 +259,10 @@ static void read_socket(worker *w)
         errno = 0;
         int rc = mosquitto_loop_read(w->conn.mosq, 1);
         int drained = errno == EAGAIN || errno == EWOULDBLOCK;
-        flush_writes(w);
+        /* The PUBACKs of the packets one read() brought leave together, at
+         * most 16 packets after their message was kept (and at the latest
+         * when the loop flushes after this). */
+        if (!mqtt_readbuf_pending(fd) || (i & 15) == 15) flush_writes(w);
         worker_pubconn_service(w);
         if (rc != MOSQ_ERR_SUCCESS) break;
         if (w->stop.kind && w->stop.disconnect_sent) break;
@@ -306,6 +311,7 @@ static int timeout_ms(worker *w, int64_t now)
     int64_t retry_ms = worker_retry_wait_ms(w);
     if (retry_ms >= 0 && retry_ms < ms && worker_can_start_over(w, 1)) ms = retry_ms;
     if (worker_queue_len(w) && worker_can_start(w)) ms = 0;  /* worker_pump left some for the next turn */
+    if (mqtt_readbuf_pending(w->conn.sock) && wants_read(w)) ms = 0;  /* read, not yet handed over */
     int step_ms = worker_step_timeout_ms(w);
     w->lua.step_due_ns = step_ms >= 0 ? now + (int64_t)step_ms * 1000000 : INT64_MAX;
     if (step_ms >= 0 && step_ms < ms) ms = step_ms;
@@ -352,6 +358,11 @@ static int run_loop(worker *w)
             if (evs[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP) || (evs[i].events & EPOLLRDHUP && wants_read(w)))
                 read_socket(w);
         }
+        /* Packets read into our buffer before read_socket stopped (budget,
+         * a full keep) raise no EPOLLIN: they are taken here. */
+        if (w->conn.mosq && mosquitto_socket(w->conn.mosq) == w->conn.sock &&
+            mqtt_readbuf_pending(w->conn.sock) && wants_read(w))
+            read_socket(w);
         /* Waiting handlers and timers whose socket or timer is ready (a
          * handler that starts waiting makes the controller's descriptor
          * readable, so it is stepped on the next turn). */
