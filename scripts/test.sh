@@ -123,7 +123,17 @@ test_file_check() {
   fi
 }
 
+# Unit specs that start a helper server (spec/ngx_spec.lua's redis-server)
+# make their directories with e2e.tmpdir: under the logs, which go when every
+# test passed, not in /tmp where they stayed after each run.
 unit() {
+  export E2E_TMP="$LOG/unit"
+  mkdir -p "$E2E_TMP"
+  unit_specs
+  unset E2E_TMP
+}
+
+unit_specs() {
   test_file_check || return
   case "$TEST_FILE" in
     *test_*.c|test_*|*/test_*)
