@@ -4,6 +4,7 @@
  * flat JSON object; unknown members are allowed (newer versions add some)
  * but must be valid JSON themselves. */
 #include "presence_record.h"
+#include "json_scan.h"
 #include "strbuf.h"
 #include "topic_pattern.h"
 
@@ -69,19 +70,6 @@ static int hex4(parser *p, uint32_t *out)
     return 0;
 }
 
-static size_t put_utf8(char *o, uint32_t cp)
-{
-    if (cp < 0x80) { o[0] = (char)cp; return 1; }
-    if (cp < 0x800) { o[0] = (char)(0xC0 | cp >> 6); o[1] = (char)(0x80 | (cp & 0x3F)); return 2; }
-    if (cp < 0x10000) {
-        o[0] = (char)(0xE0 | cp >> 12); o[1] = (char)(0x80 | (cp >> 6 & 0x3F)); o[2] = (char)(0x80 | (cp & 0x3F));
-        return 3;
-    }
-    o[0] = (char)(0xF0 | cp >> 18); o[1] = (char)(0x80 | (cp >> 12 & 0x3F));
-    o[2] = (char)(0x80 | (cp >> 6 & 0x3F)); o[3] = (char)(0x80 | (cp & 0x3F));
-    return 4;
-}
-
 /* A string literal, unescaped into a new NUL-terminated string (out may be
  * NULL to only check it). No NUL bytes (C strings), UTF-8, at most
  * PRESENCE_STR_MAX bytes once decoded. */
@@ -120,7 +108,7 @@ static int string(parser *p, char **out)
                 cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
             }
             if (cp == 0) return fail(p, "\\u0000 in a string");
-            n += put_utf8(buf + n, cp);
+            n += json_utf8_put(buf + n, cp);
             continue;
         }
         size_t k = c < 0x80 ? 1 : topic_utf8_char(p->s + p->pos, p->len - p->pos);

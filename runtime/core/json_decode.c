@@ -27,40 +27,10 @@ static const char *skip_ws(const char *p)
     return p;
 }
 
-static unsigned hex4(const char *p)
-{
-    unsigned v = 0;
-    for (int i = 0; i < 4; i++) {
-        char c = p[i];
-        v = v * 16 + (unsigned)(c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10);
-    }
-    return v;
-}
-
-static void add_utf8(luaL_Buffer *lb, unsigned cp)
+static void add_utf8(luaL_Buffer *lb, uint32_t cp)
 {
     char u[4];
-    size_t n;
-    if (cp < 0x80) {
-        u[0] = (char)cp;
-        n = 1;
-    } else if (cp < 0x800) {
-        u[0] = (char)(0xC0 | cp >> 6);
-        u[1] = (char)(0x80 | (cp & 0x3F));
-        n = 2;
-    } else if (cp < 0x10000) {
-        u[0] = (char)(0xE0 | cp >> 12);
-        u[1] = (char)(0x80 | (cp >> 6 & 0x3F));
-        u[2] = (char)(0x80 | (cp & 0x3F));
-        n = 3;
-    } else {
-        u[0] = (char)(0xF0 | cp >> 18);
-        u[1] = (char)(0x80 | (cp >> 12 & 0x3F));
-        u[2] = (char)(0x80 | (cp >> 6 & 0x3F));
-        u[3] = (char)(0x80 | (cp & 0x3F));
-        n = 4;
-    }
-    luaL_addlstring(lb, u, n);
+    luaL_addlstring(lb, u, json_utf8_put(u, cp));
 }
 
 /* The escape at p (a backslash) into lb; returns what follows it. */
@@ -76,9 +46,9 @@ static const char *add_escape(luaL_Buffer *lb, const char *p)
     case 'u': break;
     default: luaL_addchar(lb, e); return p + 2; /* " \ / */
     }
-    unsigned cp = hex4(p + 2);
+    uint32_t cp = (uint32_t)json_hex4(p + 2); /* checked by the scan */
     if (cp >= 0xD800 && cp <= 0xDBFF) { /* the scan saw its low half follow */
-        cp = 0x10000 + ((cp - 0xD800) << 10) + (hex4(p + 8) - 0xDC00);
+        cp = 0x10000 + ((cp - 0xD800) << 10) + ((uint32_t)json_hex4(p + 8) - 0xDC00);
         add_utf8(lb, cp);
         return p + 12;
     }

@@ -6,7 +6,6 @@
 #include "topic_pattern.h"
 
 #include <stdio.h>
-#include <string.h>
 
 typedef struct {
     const char *s, *end;
@@ -37,8 +36,7 @@ static int is_digit(char c)
     return c >= '0' && c <= '9';
 }
 
-/* The code unit of the four hex digits at p (stops at the '\0'), or -1. */
-static long hex4(const char *p)
+long json_hex4(const char *p)
 {
     long v = 0;
     for (int i = 0; i < 4; i++) {
@@ -50,17 +48,41 @@ static long hex4(const char *p)
     return v;
 }
 
+size_t json_utf8_put(char *out, uint32_t cp)
+{
+    if (cp < 0x80) {
+        out[0] = (char)cp;
+        return 1;
+    }
+    if (cp < 0x800) {
+        out[0] = (char)(0xC0 | cp >> 6);
+        out[1] = (char)(0x80 | (cp & 0x3F));
+        return 2;
+    }
+    if (cp < 0x10000) {
+        out[0] = (char)(0xE0 | cp >> 12);
+        out[1] = (char)(0x80 | (cp >> 6 & 0x3F));
+        out[2] = (char)(0x80 | (cp & 0x3F));
+        return 3;
+    }
+    out[0] = (char)(0xF0 | cp >> 18);
+    out[1] = (char)(0x80 | (cp >> 12 & 0x3F));
+    out[2] = (char)(0x80 | (cp >> 6 & 0x3F));
+    out[3] = (char)(0x80 | (cp & 0x3F));
+    return 4;
+}
+
 /* The \u escape at p (its backslash): its length (6, or 12 for a surrogate pair), or 0
  * with the reason in *why. */
 static size_t unicode_escape(const char *p, const char **why)
 {
-    long cp = hex4(p + 2);
+    long cp = json_hex4(p + 2);
     *why = "invalid \\u escape in string";
     if (cp < 0) return 0;
     if (cp < 0xD800 || cp > 0xDFFF) return 6;
     *why = "unpaired surrogate in string";
     if (cp > 0xDBFF || p[6] != '\\' || p[7] != 'u') return 0;
-    long lo = hex4(p + 8);
+    long lo = json_hex4(p + 8);
     return lo >= 0xDC00 && lo <= 0xDFFF ? 12 : 0;
 }
 

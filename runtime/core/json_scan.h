@@ -1,6 +1,7 @@
 /* Pass one of ctx:json(): checks that a payload is one JSON text (RFC 8259) and counts
  * the elements of each array and object, so that pass two (json_decode.c) builds every
- * Lua table at its final size. Pure: no Lua, no allocation, no globals. */
+ * Lua table at its final size. Pure: no Lua, no allocation, no globals. Also the \u
+ * escape and UTF-8 pieces both passes and the presence record parser share. */
 #ifndef ROUTEMQ_JSON_SCAN_H
 #define ROUTEMQ_JSON_SCAN_H
 
@@ -18,5 +19,12 @@
  * with "<problem> at character <n>" in err (n counts bytes from 1). */
 int json_scan(const char *buf, size_t len, uint32_t *counts, size_t cap, size_t *ncont,
               char *err, size_t errlen);
+
+/* The code unit of the four hex digits at p (either case), or -1; stops at the first
+ * byte that is not one, so a '\0' before them ends the read. */
+long json_hex4(const char *p);
+
+/* Writes code point cp (at most U+10FFFF) as UTF-8 to out (room for 4 bytes); its length. */
+size_t json_utf8_put(char *out, uint32_t cp);
 
 #endif
