@@ -4,6 +4,7 @@
 -- BENCH_RUNS, BENCH_MESSAGES, BENCH_KILLS, BENCH_ONLY=throughput,scaling,replay,
 -- memory,wait,db,rr,restart,reload,matcher (comma list), BENCH_WAIT_CONCURRENCY
 -- (the WORKER_CONCURRENCY values of the waiting-handler rows, default 256,1024),
+-- BENCH_PG_POOLS (the pool sizes of the PostgreSQL rows, default 4,16),
 -- BENCH_SCALING_COUNTS (1,2,4), BENCH_SCALING_QOS (0), BENCH_PEERS=node,python
 -- (the peer consumers of bench/peers/ to run; "none" for none), BENCH_KEEP=1
 -- (keep the work directory). Every child is started by this process, stopped by its pid,
@@ -1237,9 +1238,13 @@ local function main()
   end
   if enabled("wait") then bench_wait() end
   if enabled("db") then
+    local pg_pools = {}
+    for c in (os.getenv("BENCH_PG_POOLS") or "4,16"):gmatch("%d+") do
+      pg_pools[#pg_pools + 1] = tonumber(c)
+    end
     require("db_bench").run({ say = say, n = QUICK and 5000 or 20000, runs = RUNS, work = WORK, errors = errors,
       peers = PEERS, thr_routemq = thr_routemq, thr_counter = thr_counter, interleaved = interleaved,
-      add_row = add_row, column = column })
+      add_row = add_row, column = column, pools = pg_pools })
   end
   if enabled("scaling") then
     require("scaling_bench").run({ say = say, n = N, runs = RUNS, work = WORK, peers = PEERS, yardstick = YARDSTICK,

@@ -1,9 +1,10 @@
 -- Section 3d of bench/run.lua: a handler inserting one row per message (QoS
 -- 1) into a private PostgreSQL (initdb in the work directory as the
 -- unprivileged postgres user, a free 127.0.0.1 port, stopped by its pid):
--- routemq with routemq.pg (1 worker, WORKER_CONCURRENCY=64, pool 16), the
--- Node.js peer with node-postgres (pool 16, no limit on messages in progress)
--- and routemq with the blocking lua-sql-postgres, interleaved in one run.
+-- routemq with routemq.pg (1 worker, WORKER_CONCURRENCY=64) and the Node.js
+-- peer with node-postgres (no limit on messages in progress), each at every
+-- pool size of ctx.pools (BENCH_PG_POOLS), and routemq with the blocking
+-- lua-sql-postgres (one connection), interleaved in one run.
 -- Each run checks that the table holds exactly one row per message. The
 -- server runs with synchronous_commit=off: the clients are measured, not the
 -- disk flush of every commit.
@@ -79,30 +80,31 @@ function M.run(ctx)
         error(string.format("%d rows for %d handled messages", rows or -1, count))
       end
     end
-    local function routemq_run(handler)
+    local function routemq_run(handler, pool)
       return function(qos)
         local res = ctx.thr_routemq(qos, 1, { WORKER_CONCURRENCY = 64, BENCH_HANDLER = handler,
-          BENCH_DATABASE_URL = server.url, BENCH_PG_POOL = 16 }, n)
+          BENCH_DATABASE_URL = server.url, BENCH_PG_POOL = pool }, n)
         check(res.handled)
         return res
       end
     end
-    local subjects = {
-      { id = "routemq_pg", label = "routemq + routemq.pg, 1 worker, WORKER_CONCURRENCY=64, pool 16",
-        fn = routemq_run("pg") },
-    }
-    for _, p in ipairs(ctx.peers) do
-      if p.id == "node" and p.pg then
-        subjects[#subjects + 1] = { id = "peer_node_pg", label = "peer: node + node-postgres " .. p.pg
-          .. ", pool 16, no limit on messages in progress", fn = function(qos)
-            local res = ctx.thr_counter(p, qos, nil, n, { "-D", server.url, "-P", 16 })
-            check(res.handled)
-            return res
-          end }
+    local subjects = {}
+    for _, pool in ipairs(ctx.pools) do
+      subjects[#subjects + 1] = { id = "routemq_pg_" .. pool, fn = routemq_run("pg", pool),
+        label = "routemq + routemq.pg, 1 worker, WORKER_CONCURRENCY=64, pool " .. pool }
+      for _, p in ipairs(ctx.peers) do
+        if p.id == "node" and p.pg then
+          subjects[#subjects + 1] = { id = "peer_node_pg_" .. pool, label = "peer: node + node-postgres " .. p.pg
+            .. ", pool " .. pool .. ", no limit on messages in progress", fn = function(qos)
+              local res = ctx.thr_counter(p, qos, nil, n, { "-D", server.url, "-P", pool })
+              check(res.handled)
+              return res
+            end }
+        end
       end
     end
     if P.sh("luajit -e 'require(\"luasql.postgres\")' 2>&1; echo rc=$?"):match("rc=0") then
-      subjects[#subjects + 1] = { id = "routemq_luasql", fn = routemq_run("luasql"),
+      subjects[#subjects + 1] = { id = "routemq_luasql", fn = routemq_run("luasql", 1),
         label = "routemq + lua-sql-postgres (blocking), 1 worker, 1 connection" }
     else
       ctx.errors[#ctx.errors + 1] = "db: lua-sql-postgres is not installed: its row is missing"

@@ -67,7 +67,7 @@ function M.class(driver)
       idle = {},
       total = 0,
       waiting = 0,
-      freed = condition.new(),
+      queue = { first = 1, last = 0 },
       pid = ffi.C.getpid(),
     }, Pool)
   end
@@ -84,16 +84,41 @@ function M.class(driver)
     end
   end
 
-  -- Gives conn back: kept when clean and idle, else closed.
+  -- Hands what (a connection, or true: leave to open one) to the longest
+  -- waiting caller; false when nobody waits.
+  local function hand(self, what)
+    local q = self.queue
+    while q.first <= q.last do
+      local w = q[q.first]
+      q[q.first] = nil
+      q.first = q.first + 1
+      if not w.gone then
+        w.got = what
+        -- A waiter whose poll the controller has not taken yet (a job's
+        -- first wait is handed over at the next step) would miss the
+        -- signal: its timeout 0 wakes it as soon as the poll is taken.
+        w.timeout = 0
+        w.pollfd:signal()
+        return true
+      end
+    end
+    return false
+  end
+
+  -- Gives conn back: to the longest waiting caller, or kept idle when clean,
+  -- else closed (and a waiter may open a new one in its place).
   local function release(self, conn)
     if conn:ok() and not conn.busy and clean(conn) and self.pid == ffi.C.getpid() then
       conn.since = monotime()
-      self.idle[#self.idle + 1] = conn
+      if not hand(self, conn) then
+        self.idle[#self.idle + 1] = conn
+      end
     else
       conn:close()
-      self.total = self.total - 1
+      if not hand(self, true) then
+        self.total = self.total - 1
+      end
     end
-    self.freed:signal()
   end
 
   -- Cleans up after a job dropped at its deadline, then gives the
@@ -114,15 +139,59 @@ function M.class(driver)
     end)
   end
 
+  -- Opens a connection in a place already counted in total; on failure
+  -- the place goes to the next waiter (who tries in turn) or is given up.
+  local function open(self)
+    local conn, err = connect(self.params, self.connect_timeout)
+    if not conn and not hand(self, true) then
+      self.total = self.total - 1
+    end
+    return conn, err
+  end
+
+  -- Waits in line for a connection (or a place to open one) handed over by
+  -- release; a caller dropped while in line passes on what it was handed.
+  local function wait_in_line(self, deadline)
+    local q = self.queue
+    local w = { pollfd = condition.new(), timeout = nil } -- polled as an object, like a cqueues promise
+    q.last = q.last + 1
+    q[q.last] = w
+    self.waiting = self.waiting + 1
+    local co = coroutine.running()
+    runner.on_cancel(co, w, function()
+      w.gone = true
+      self.waiting = self.waiting - 1
+      if w.got == true then
+        if not hand(self, true) then
+          self.total = self.total - 1
+        end
+      elseif w.got then
+        release(self, w.got)
+      end
+    end)
+    while w.got == nil do
+      local left = deadline - monotime()
+      if left <= 0 then
+        break
+      end
+      cqueues.poll(w, left)
+    end
+    runner.on_cancel(co, w, nil)
+    w.gone = true
+    self.waiting = self.waiting - 1
+    return w.got
+  end
+
   -- Takes a connection: an idle one still alive, a new one while under
-  -- size, or waits for one to come back.
+  -- size, or waits in line (first come, first served: a new caller does
+  -- not overtake those waiting) for one to be handed over.
   local function checkout(self)
     if self.pid ~= ffi.C.getpid() then
       -- A forked child: the parent's connections are not ours.
       self.idle, self.total, self.waiting, self.pid = {}, 0, 0, ffi.C.getpid()
+      self.queue = { first = 1, last = 0 }
     end
-    local deadline = monotime() + self.acquire_timeout
-    while true do
+    if self.waiting == 0 then
       local idle = self.idle
       while #idle > 0 do
         local conn = table.remove(idle)
@@ -134,23 +203,17 @@ function M.class(driver)
       end
       if self.total < self.size then
         self.total = self.total + 1
-        local conn, err = connect(self.params, self.connect_timeout)
-        if not conn then
-          self.total = self.total - 1
-          self.freed:signal()
-          return nil, err
-        end
-        return conn
+        return open(self)
       end
-      local left = deadline - monotime()
-      if left <= 0 then
-        return nil, new_error({ message = ("no connection free in the pool (size %d) after %g s")
-          :format(self.size, self.acquire_timeout) })
-      end
-      self.waiting = self.waiting + 1
-      self.freed:wait(left)
-      self.waiting = self.waiting - 1
     end
+    local got = wait_in_line(self, monotime() + self.acquire_timeout)
+    if got == true then
+      return open(self)
+    elseif got then
+      return got -- just given back clean: no idle check needed
+    end
+    return nil, new_error({ message = ("no connection free in the pool (size %d) after %g s")
+      :format(self.size, self.acquire_timeout) })
   end
 
   -- P.acquire(self) -> conn | nil, err; P.give(self, conn): a checkout
