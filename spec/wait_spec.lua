@@ -44,6 +44,19 @@ describe("routemq.runner", function()
     assert.matches("^stack traceback:", out[3])
   end)
 
+  it("wakes a job waiting on a condition that the next job signals before the controller steps", function()
+    local condition = require("cqueues.condition")
+    local r = runner_mod.new()
+    local cond = condition.new()
+    local outcome
+    r:start(function() assert(cond:wait(0.5), "signal missed") end, nil, 1, function(_, ok, err)
+      outcome = { ok, err }
+    end)
+    assert.is_true(r:start(function() cond:signal() end, nil, 1, function() end))
+    assert.is_true(r:run_until(function() return outcome ~= nil end, 5))
+    assert.same({ true }, outcome)
+  end)
+
   it("lets many waiting jobs overlap", function()
     local r = runner_mod.new()
     local finished = 0

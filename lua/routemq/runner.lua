@@ -16,6 +16,7 @@
 -- hold something mid-wait (routemq.pg's queries) register with M.on_cancel to
 -- release it.
 local cqueues = require("cqueues")
+local condition = require("cqueues.condition")
 
 local monotime = cqueues.monotime
 local create, resume, yield = coroutine.create, coroutine.resume, coroutine.yield
@@ -229,6 +230,16 @@ end
 -- it has ended, false when it waits on the controller (done reports it).
 -- Its deadline counts from here: the first slice never waits, and the
 -- master's watchdog bounds it.
+-- Whether a poll request names a cqueues condition.
+local function waits_on_condition(...)
+  for i = 1, select("#", ...) do
+    if condition.type((select(i, ...))) then
+      return true
+    end
+  end
+  return false
+end
+
 local function after_first(self, co, done, token, tag, seconds, prev, rok, what, ...)
   direct_depth, direct_cq = direct_depth - 1, prev
   if what == DONE then
@@ -251,6 +262,12 @@ local function after_first(self, co, done, token, tag, seconds, prev, rok, what,
     return true, false, "cannot wait on the controller: " .. tostring(err), nil
   end
   self.active = self.active + 1
+  if real_running() == nil and waits_on_condition(...) then
+    -- The controller takes the wait at its next step, and a condition
+    -- keeps no memory of a signal: one sent before then (by the next
+    -- handler, say) would be lost. Step now so the wait is registered.
+    self.cq:step(0)
+  end
   return false
 end
 
