@@ -10,8 +10,10 @@
  * (getrusage); cpu_total_us: since start. Exit 0 when N were counted.
  *
  * Usage: bench_sub -p PORT -n N [-h HOST] [-q QOS] [-f FILTER] [-V 5|311]
- *                  [-i CLIENT_ID] [-t TIMEOUT_S] [-I IDLE_S] [-N]
- * -N sets TCP_NODELAY (MOSQ_OPT_TCP_NODELAY), to compare with a client that does. */
+ *                  [-i CLIENT_ID] [-t TIMEOUT_S] [-I IDLE_S] [-N] [-W USEC]
+ * -N sets TCP_NODELAY (MOSQ_OPT_TCP_NODELAY), to compare with a client that does.
+ * -W spins USEC microseconds per message: a consumer that costs more per
+ * message, to see what a consumer's own cost does to the broker's. */
 #include "bench_common.h"
 
 #include <errno.h>
@@ -30,6 +32,7 @@ typedef struct {
     int64_t cpu_sub_us, cpu_last_us;
     const char *filter;
     int qos;
+    int64_t spin_ns;
 } sub_state;
 
 static int64_t cpu_us(void)
@@ -73,13 +76,16 @@ static void on_message(struct mosquitto *m, void *ud, const struct mosquitto_mes
     int64_t now = bench_realtime_ns();
     if (!st->count) st->first_ns = now;
     st->last_ns = now;
+    if (st->spin_ns)
+        while (bench_realtime_ns() - now < st->spin_ns) {
+        }
     if (++st->count == st->want) st->cpu_last_us = cpu_us();
 }
 
 static void usage(void)
 {
     fprintf(stderr, "usage: bench_sub -p PORT -n N [-h HOST] [-q 0|1] [-f FILTER] [-V 5|311] "
-                    "[-i CLIENT_ID] [-t TIMEOUT_S] [-I IDLE_S] [-N]\n");
+                    "[-i CLIENT_ID] [-t TIMEOUT_S] [-I IDLE_S] [-N] [-W USEC]\n");
     exit(2);
 }
 
@@ -89,7 +95,7 @@ int main(int argc, char **argv)
     int port = 0, proto = 5, timeout_s = 120, idle_s = 10, nodelay = 0;
     sub_state st = { .want = 200000, .filter = "sensors/+/data", .qos = 0 };
     int opt;
-    while ((opt = getopt(argc, argv, "h:p:n:q:f:V:i:t:I:N")) != -1) {
+    while ((opt = getopt(argc, argv, "h:p:n:q:f:V:i:t:I:NW:")) != -1) {
         switch (opt) {
         case 'h': host = optarg; break;
         case 'p': port = atoi(optarg); break;
@@ -101,6 +107,7 @@ int main(int argc, char **argv)
         case 't': timeout_s = atoi(optarg); break;
         case 'I': idle_s = atoi(optarg); break;
         case 'N': nodelay = 1; break;
+        case 'W': st.spin_ns = (int64_t)atol(optarg) * 1000; break;
         default: usage();
         }
     }

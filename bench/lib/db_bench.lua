@@ -46,7 +46,7 @@ local function pg_start(work)
     return nil, "pg_ctl start failed: " .. (P.read(dir .. "/data/server.log") or "")
   end
   local pid = tonumber((P.read(dir .. "/data/postmaster.pid") or ""):match("^(%d+)"))
-  local s = { port = port, url = ("postgres://postgres@127.0.0.1:%d/postgres"):format(port) }
+  local s = { port = port, pid = pid, url = ("postgres://postgres@127.0.0.1:%d/postgres"):format(port) }
   function s.psql(sql)
     return (P.sh("psql -X -A -t -q -h 127.0.0.1 -p " .. port .. " -U postgres -d postgres -c \"" .. sql
       .. "\" 2>&1"):gsub("%s+$", ""))
@@ -62,6 +62,25 @@ local function pg_start(work)
   return s
 end
 
+-- CPU of the whole server in µs: the postmaster's own and that of its
+-- children, ended (cutime, cstime) and running; and how many are running.
+local function server_cpu_us(pid)
+  local st = P.read("/proc/" .. pid .. "/stat") or ""
+  local f = {}
+  for w in (st:match("^.*%) (.*)$") or ""):gmatch("%S+") do
+    f[#f + 1] = w
+  end
+  -- f[1] is field 3 (state): utime 14, stime 15, cutime 16, cstime 17.
+  local us = ((tonumber(f[12]) or 0) + (tonumber(f[13]) or 0) + (tonumber(f[14]) or 0) + (tonumber(f[15]) or 0))
+    * 1e6 / P.CLK_TCK
+  local n = 0
+  for child in P.sh("pgrep -P " .. pid .. " 2>/dev/null"):gmatch("%d+") do
+    us = us + (P.proc_cpu_us(tonumber(child)) or 0)
+    n = n + 1
+  end
+  return us, n
+end
+
 -- run(ctx): ctx holds run.lua's helpers and settings (see the call there).
 function M.run(ctx)
   local say, n = ctx.say, ctx.n
@@ -73,6 +92,18 @@ function M.run(ctx)
   end
   local ok, err = pcall(function()
     server.psql("create table bench_rows(id bigserial primary key, seq bigint not null)")
+    -- Runs fn(qos) and adds to its result the server's CPU per handled
+    -- message, read once the run's backends have ended.
+    local _, base = server_cpu_us(server.pid)
+    local function measured(fn)
+      return function(qos)
+        local c0 = server_cpu_us(server.pid)
+        local res = fn(qos)
+        P.wait_for(function() return select(2, server_cpu_us(server.pid)) <= base end, 10, 0.05)
+        res.server_us_per_msg = (server_cpu_us(server.pid) - c0) / math.max(1, res.handled)
+        return res
+      end
+    end
     local function check(count)
       local rows = tonumber(server.psql("select count(*) from bench_rows"))
       server.psql("truncate bench_rows")
@@ -90,21 +121,21 @@ function M.run(ctx)
     end
     local subjects = {}
     for _, pool in ipairs(ctx.pools) do
-      subjects[#subjects + 1] = { id = "routemq_pg_" .. pool, fn = routemq_run("pg", pool),
+      subjects[#subjects + 1] = { id = "routemq_pg_" .. pool, fn = measured(routemq_run("pg", pool)),
         label = "routemq + routemq.pg, 1 worker, WORKER_CONCURRENCY=64, pool " .. pool }
       for _, p in ipairs(ctx.peers) do
         if p.id == "node" and p.pg then
           subjects[#subjects + 1] = { id = "peer_node_pg_" .. pool, label = "peer: node + node-postgres " .. p.pg
-            .. ", pool " .. pool .. ", no limit on messages in progress", fn = function(qos)
+            .. ", pool " .. pool .. ", no limit on messages in progress", fn = measured(function(qos)
               local res = ctx.thr_counter(p, qos, nil, n, { "-D", server.url, "-P", pool })
               check(res.handled)
               return res
-            end }
+            end) }
         end
       end
     end
     if P.sh("luajit -e 'require(\"luasql.postgres\")' 2>&1; echo rc=$?"):match("rc=0") then
-      subjects[#subjects + 1] = { id = "routemq_luasql", fn = routemq_run("luasql", 1),
+      subjects[#subjects + 1] = { id = "routemq_luasql", fn = measured(routemq_run("luasql", 1)),
         label = "routemq + lua-sql-postgres (blocking), 1 worker, 1 connection" }
     else
       ctx.errors[#ctx.errors + 1] = "db: lua-sql-postgres is not installed: its row is missing"
@@ -119,6 +150,10 @@ function M.run(ctx)
       ctx.add_row({ section = "db", id = "db_" .. s.id .. "_cpu", subject = s.id, qos = 1, unit = "µs/msg",
         label = "QoS 1, insert one row per message: " .. s.label .. " — CPU per message",
         values = ctx.column(res, "cpu_us_per_msg"), note = "subscriber process only (not PostgreSQL)" })
+      ctx.add_row({ section = "db", id = "db_" .. s.id .. "_server_cpu", subject = s.id, qos = 1, unit = "µs/msg",
+        label = "QoS 1, insert one row per message: " .. s.label .. " — CPU per message, PostgreSQL",
+        values = ctx.column(res, "server_us_per_msg"),
+        note = "the server and all its processes, from /proc/<pid>/stat (cutime, cstime for ended backends)" })
     end
   end)
   server.stop()
