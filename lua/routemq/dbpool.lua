@@ -105,6 +105,14 @@ function M.class(driver)
     return false
   end
 
+  -- The place of a connection that is gone (closed, or never opened):
+  -- to the longest waiting caller, who opens one in it, or given up.
+  local function pass_place(self)
+    if not hand(self, true) then
+      self.total = self.total - 1
+    end
+  end
+
   -- Gives conn back: to the longest waiting caller, or kept idle when clean,
   -- else closed (and a waiter may open a new one in its place).
   local function release(self, conn)
@@ -115,9 +123,7 @@ function M.class(driver)
       end
     else
       conn:close()
-      if not hand(self, true) then
-        self.total = self.total - 1
-      end
+      pass_place(self)
     end
   end
 
@@ -143,8 +149,8 @@ function M.class(driver)
   -- the place goes to the next waiter (who tries in turn) or is given up.
   local function open(self)
     local conn, err = connect(self.params, self.connect_timeout)
-    if not conn and not hand(self, true) then
-      self.total = self.total - 1
+    if not conn then
+      pass_place(self)
     end
     return conn, err
   end
@@ -162,9 +168,7 @@ function M.class(driver)
       w.gone = true
       self.waiting = self.waiting - 1
       if w.got == true then
-        if not hand(self, true) then
-          self.total = self.total - 1
-        end
+        pass_place(self)
       elseif w.got then
         release(self, w.got)
       end

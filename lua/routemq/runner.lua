@@ -226,10 +226,6 @@ local function forward(self, co, done, token, tag, seconds, deadline, adopted, .
   end
 end
 
--- After the first, direct slice of a job: (true, ok, err, traceback) when
--- it has ended, false when it waits on the controller (done reports it).
--- Its deadline counts from here: the first slice never waits, and the
--- master's watchdog bounds it.
 -- Whether a poll request names a cqueues condition.
 local function waits_on_condition(...)
   for i = 1, select("#", ...) do
@@ -240,6 +236,10 @@ local function waits_on_condition(...)
   return false
 end
 
+-- After the first, direct slice of a job: (true, ok, err, traceback) when
+-- it has ended, false when it waits on the controller (done reports it).
+-- Its deadline counts from here: the first slice never waits, and the
+-- master's watchdog bounds it.
 local function after_first(self, co, done, token, tag, seconds, prev, rok, what, ...)
   direct_depth, direct_cq = direct_depth - 1, prev
   if what == DONE then
