@@ -65,14 +65,8 @@ end
 -- CPU of the whole server in µs: the postmaster's own and that of its
 -- children, ended (cutime, cstime) and running; and how many are running.
 local function server_cpu_us(pid)
-  local st = P.read("/proc/" .. pid .. "/stat") or ""
-  local f = {}
-  for w in (st:match("^.*%) (.*)$") or ""):gmatch("%S+") do
-    f[#f + 1] = w
-  end
-  -- f[1] is field 3 (state): utime 14, stime 15, cutime 16, cstime 17.
-  local us = ((tonumber(f[12]) or 0) + (tonumber(f[13]) or 0) + (tonumber(f[14]) or 0) + (tonumber(f[15]) or 0))
-    * 1e6 / P.CLK_TCK
+  local f = P.proc_stat(pid)
+  local us = f and (f[14] + f[15] + f[16] + f[17]) * 1e6 / P.CLK_TCK or 0
   local n = 0
   for child in P.sh("pgrep -P " .. pid .. " 2>/dev/null"):gmatch("%d+") do
     us = us + (P.proc_cpu_us(tonumber(child)) or 0)

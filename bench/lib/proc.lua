@@ -206,20 +206,30 @@ function M.worker_pids(ppid)
   return t
 end
 
+-- The fields of /proc/<pid>/stat as numbers (strings where not), by their
+-- number in proc(5): utime is [14], stime [15], cutime [16], cstime [17];
+-- nil when the process is gone.
+function M.proc_stat(pid)
+  local s = M.read("/proc/" .. pid .. "/stat")
+  local rest = s and s:match("^.*%) (.*)$")
+  if not rest then
+    return nil
+  end
+  local f = { pid, "comm" }
+  for w in rest:gmatch("%S+") do
+    f[#f + 1] = tonumber(w) or w
+  end
+  return f
+end
+
 -- utime + stime of a process in µs (/proc/<pid>/stat, clock-tick resolution),
 -- and its on-CPU time in µs from /proc/<pid>/schedstat (ns resolution).
 function M.proc_cpu_us(pid)
-  local s = M.read("/proc/" .. pid .. "/stat")
-  if not s then
+  local f = M.proc_stat(pid)
+  if not f then
     return nil
   end
-  local rest = s:match("^.*%) (.*)$")
-  local f = {}
-  for w in rest:gmatch("%S+") do
-    f[#f + 1] = w
-  end
-  -- rest starts at field 3 (state): utime is field 14, stime 15.
-  local ticks = tonumber(f[12]) + tonumber(f[13])
+  local ticks = f[14] + f[15]
   local sched = M.read("/proc/" .. pid .. "/schedstat")
   local run_ns = sched and tonumber(sched:match("^(%d+)"))
   return ticks * 1e6 / M.CLK_TCK, run_ns and run_ns / 1000
