@@ -102,8 +102,17 @@ no_leftovers() {  # no_leftovers DIR
 
 # The namespace specs (spec/helpers/netns.lua) name every namespace and link
 # rmq-<tag>-...: any left after the specs was leaked by a test (and is removed here).
+# The kernel dismantles a deleted namespace (and the veth ends in it) in the
+# background, which can take seconds on a busy machine: that is waited for.
+rmq_netns_links() {
+  (ip netns list 2>/dev/null | awk '{print $1}'; ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1) | grep '^rmq-' || true
+}
 no_leftover_netns() {
-  left=$( (ip netns list 2>/dev/null | awk '{print $1}'; ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1) | grep '^rmq-' || true)
+  tries=0
+  left=$(rmq_netns_links)
+  while [ -n "$left" ] && [ $tries -lt 20 ]; do
+    sleep 0.5; tries=$((tries + 1)); left=$(rmq_netns_links)
+  done
   if [ -n "$left" ]; then
     echo "left behind: $left"
     for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep '^rmq-'); do ip netns del "$ns"; done

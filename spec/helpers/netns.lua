@@ -176,14 +176,39 @@ function M.new()
     return r
   end
 
-  --- Removes the hosts, the black hole and the bridge (idempotent).
-  function net.remove()
-    for _, h in pairs(net.hosts) do
-      run("ip link del " .. h.link)
-      run("ip netns del " .. h.ns)
+  local function leftovers()
+    local left = {}
+    local names = e2e.sh("ip netns list 2>/dev/null | awk '{print $1}'; "
+      .. "ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1")
+    for name in names:gmatch("%S+") do
+      if name:sub(1, #net.prefix + 1) == net.prefix .. "-" then left[#left + 1] = name end
     end
-    run("ip link del " .. net.hole)
-    run("ip link del " .. net.bridge)
+    return left
+  end
+
+  --- Removes the hosts, the black hole and the bridge (idempotent). A
+  -- process still inside a host's namespace (a worker whose master was
+  -- killed, say) would keep the namespace and its veth alive after
+  -- `ip netns del`, so it is killed first; and a deletion that did not
+  -- take is tried again until nothing named rmq-<tag>- is left.
+  function net.remove()
+    local function once()
+      for _, h in pairs(net.hosts) do
+        run("ip netns pids " .. h.ns .. " 2>/dev/null | xargs -r kill -KILL")
+        run("ip link del " .. h.link)
+        run("ip netns del " .. h.ns)
+      end
+      run("ip link del " .. net.hole)
+      run("ip link del " .. net.bridge)
+    end
+    once()
+    if not e2e.wait_for(function()
+      if #leftovers() == 0 then return true end
+      once()
+      return false
+    end, 10) then
+      io.stderr:write("netns: could not remove ", table.concat(leftovers(), " "), "\n")
+    end
   end
 
   return net
