@@ -23,7 +23,7 @@ local monotime = cqueues.monotime
 
 -- class(driver) -> Pool, P. driver:
 --   name: the prefix of error and log messages ("routemq.pg")
---   connect(params, timeout) -> conn | nil, err
+--   connect(params, timeout, pool) -> conn | nil, err
 --   error(fields) -> err: the driver's error object
 --   log(level, msg): the driver's log (for the default pool log)
 --   clean(conn) -> whether a usable, not busy conn is idle (no transaction)
@@ -148,7 +148,7 @@ function M.class(driver)
   -- Opens a connection in a place already counted in total; on failure
   -- the place goes to the next waiter (who tries in turn) or is given up.
   local function open(self)
-    local conn, err = connect(self.params, self.connect_timeout)
+    local conn, err = connect(self.params, self.connect_timeout, self)
     if not conn then
       pass_place(self)
     end

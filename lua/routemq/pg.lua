@@ -27,7 +27,7 @@ local CANCEL_WAIT = 10 -- seconds a cancelled query may take to end before its c
 
 local Pool, P = dbpool.class({
   name = "routemq.pg",
-  connect = pgconn.connect,
+  connect = function(params, timeout, pool) return pgconn.connect(params, timeout, pool.statement_cache) end,
   error = pgconn.error,
   log = pgconn.log,
   clean = function(conn) return conn:transaction_status() == IDLE end,
@@ -52,9 +52,9 @@ local Pool, P = dbpool.class({
 })
 local check_self, acquire, give = P.check_self, P.acquire, P.give
 
--- pool{ url, size = 10, idle_timeout = 60, connect_timeout = 5, acquire_timeout = 30, log }
--- -> pool. url: "postgres://user:pass@host:port/db?sslmode=..." or libpq's
--- "key=value ..." (nil: libpq's PG* environment variables). Opens nothing.
+-- pool{ url, size = 10, idle_timeout = 60, connect_timeout = 5, acquire_timeout = 30,
+-- statement_cache = 100, log } -> pool. url: "postgres://user:pass@host:port/db?sslmode=..."
+-- or libpq's "key=value ..." (nil: libpq's PG* environment variables). Opens nothing.
 function M.pool(opts)
   if type(opts) ~= "table" then
     error("routemq.pg: pg.pool expects a table of options, got " .. type(opts), 2)
@@ -66,7 +66,15 @@ function M.pool(opts)
   if not params then
     error("routemq.pg: bad url: " .. err, 2)
   end
+  local cache = opts.statement_cache
+  if cache == nil then
+    cache = 100
+  elseif type(cache) ~= "number" or cache < 0 or cache % 1 ~= 0 then
+    error("routemq.pg: pool option statement_cache must be a whole number >= 0 (0: prepare nothing), got "
+      .. tostring(cache), 2)
+  end
   local pool = P.new(opts, params) -- not a tail call: option errors count this frame
+  pool.statement_cache = cache
   return pool
 end
 

@@ -1,9 +1,10 @@
 -- One PostgreSQL connection on libpq's asynchronous API (LuaJIT FFI), waiting
 -- on its socket through cqueues so the worker's other messages keep running:
--- connect (PQconnectStartParams/PQconnectPoll), query (PQsendQueryParams,
--- PQconsumeInput, PQisBusy, PQgetResult), notifications (PQnotifies) and a
--- cancel that never blocks (libpq 15's PQcancel does: it connects and waits
--- synchronously), sent as our own CancelRequest packet on a cqueues socket.
+-- connect (PQconnectStartParams/PQconnectPoll), query (PQsendQueryParams, or a
+-- statement prepared on the connection; PQconsumeInput, PQisBusy, PQgetResult),
+-- notifications (PQnotifies) and a cancel that never blocks (libpq 15's
+-- PQcancel does: it connects and waits synchronously), sent as our own
+-- CancelRequest packet on a cqueues socket.
 --
 -- FFI rather than a C module, by measurement (bench/pg_binding.lua, CPU of
 -- query + conversion to Lua rows, FFI / C): 0.98 for 20,000 one-row results,
@@ -143,9 +144,11 @@ local function wait(self, events, deadline)
   return ready
 end
 
--- connect(params, timeout) -> conn | nil, err without blocking: params as from
--- parse(); the host name is resolved here and given to libpq as hostaddr.
-function M.connect(conninfo, timeout)
+-- connect(params, timeout[, statement_cache]) -> conn | nil, err without
+-- blocking: params as from parse(); the host name is resolved here and given
+-- to libpq as hostaddr. statement_cache: how many statements with parameters
+-- the connection keeps prepared (default 0: none).
+function M.connect(conninfo, timeout, statement_cache)
   local deadline = cqueues.monotime() + timeout
   local keys, vals = {}, {}
   local host = conninfo.host
@@ -173,7 +176,8 @@ function M.connect(conninfo, timeout)
   end
   pq.PQsetNoticeProcessor(pg, notice_cb, nil)
   local self = setmetatable({ pg = pg, pid = C.getpid(), pollr = { events = "r" }, pollw = { events = "w" },
-    busy = false }, Conn)
+    busy = false, stmt_max = statement_cache or 0, stmts = {}, nstmts = 0, stmt_order = { first = 1, last = 0 },
+    stmt_seq = 0, seen = {}, nseen = 0, garbage = {} }, Conn)
   if pq.PQstatus(pg) == CONNECTION_BAD then
     local err = conn_error(self, "08001")
     self:close()
@@ -330,6 +334,90 @@ function Conn:finish(deadline)
   return rows
 end
 
+-- Statement cache ----------------------------------------------------------
+-- A statement with parameters that a connection sends a second time is
+-- prepared there under a name of its own, and from then on only bound and
+-- executed: PostgreSQL no longer parses and plans it for every message
+-- (docs/guide.md, "Databases"). Statements seen once are not prepared, so
+-- SQL built on the fly does not push the hot ones out.
+
+local STALE_PLAN = "cached plan must not change result type"
+
+-- Drops sql's prepared statement from the cache; its name is deallocated
+-- on the server before the next prepare (it may exist there still).
+local function forget(self, sql)
+  local name = self.stmts[sql]
+  if name then
+    self.stmts[sql] = nil
+    self.nstmts = self.nstmts - 1
+    self.garbage[#self.garbage + 1] = name
+  end
+end
+
+-- Sends one round trip and waits for it: true | nil, err.
+local function round_trip(self, sent)
+  if sent ~= 1 then
+    return nil, conn_error(self, pq.PQstatus(self.pg) == CONNECTION_BAD and "08006" or nil)
+  end
+  self.busy = true
+  if not flush(self) then
+    self.busy = false
+    return nil, conn_error(self, "08006")
+  end
+  local ok, err = self:finish()
+  if not ok then
+    return nil, err
+  end
+  return true
+end
+
+-- statement(sql, n) -> name | false (send it unnamed) | nil, err: the name
+-- sql is prepared under on this connection, preparing it on its second use.
+local function statement(self, sql, n)
+  local name = self.stmts[sql]
+  if name then
+    return name
+  end
+  if pq.PQtransactionStatus(self.pg) == M.TRANS_INERROR then
+    return false -- anything but ROLLBACK fails now; let it fail as itself
+  end
+  if not self.seen[sql] then
+    if self.nseen >= 4 * self.stmt_max then
+      self.seen, self.nseen = {}, 0
+    end
+    self.seen[sql], self.nseen = true, self.nseen + 1
+    return false
+  end
+  local order = self.stmt_order
+  while self.nstmts >= self.stmt_max do -- the oldest prepared makes room
+    local old = order[order.first]
+    order[order.first] = nil
+    order.first = order.first + 1
+    if self.stmts[old.sql] == old.name then
+      forget(self, old.sql)
+    end
+  end
+  if #self.garbage > 0 then
+    local drops = {}
+    for i, g in ipairs(self.garbage) do
+      drops[i] = "DEALLOCATE " .. g
+    end
+    self.garbage = {}
+    -- Not transactional; an error here (the name already gone) is no loss.
+    round_trip(self, pq.PQsendQuery(self.pg, table.concat(drops, "; ")))
+  end
+  self.stmt_seq = self.stmt_seq + 1
+  name = "routemq_" .. self.stmt_seq -- never reused: one orphaned by a cancel cannot clash
+  local ok, err = round_trip(self, pq.PQsendPrepare(self.pg, name, sql, n, nil))
+  if not ok then
+    return nil, err
+  end
+  self.stmts[sql], self.nstmts = name, self.nstmts + 1
+  order.last = order.last + 1
+  order[order.last] = { sql = sql, name = name }
+  return name
+end
+
 -- conn:send(sql, n, args, level) -> true | nil, err: starts a query; with no
 -- parameters sql may hold several statements. Misuse raises at `level`.
 function Conn:send(sql, n, args, level)
@@ -337,8 +425,20 @@ function Conn:send(sql, n, args, level)
   if n == 0 then
     sent = pq.PQsendQuery(self.pg, sql)
   else
+    local name = false
+    if self.stmt_max > 0 then
+      local err
+      name, err = statement(self, sql, n)
+      if name == nil then
+        return nil, err
+      end
+    end
     local values, lengths, formats, keep = params(n, args, level + 1)
-    sent = pq.PQsendQueryParams(self.pg, sql, n, nil, values, lengths, formats, 0)
+    if name then
+      sent = pq.PQsendQueryPrepared(self.pg, name, n, values, lengths, formats, 0)
+    else
+      sent = pq.PQsendQueryParams(self.pg, sql, n, nil, values, lengths, formats, 0)
+    end
     assert(keep) -- the converted strings live until libpq has copied them
   end
   if sent ~= 1 then
@@ -352,13 +452,33 @@ function Conn:send(sql, n, args, level)
   return true
 end
 
--- conn:query(sql, n, args, level) -> rows | nil, err
+-- Whether err says the server no longer has, or can no longer use, a
+-- prepared statement: gone (DISCARD ALL, DEALLOCATE) or its result's shape
+-- changed by DDL.
+local function stale(err)
+  return err.sqlstate == "26000" or (err.sqlstate == "0A000" and tostring(err.message):find(STALE_PLAN, 1, true))
+end
+
+-- conn:query(sql, n, args, level) -> rows | nil, err. A prepared statement
+-- the server can no longer use is prepared again and, outside a
+-- transaction (where the failed statement changed nothing), sent again.
 function Conn:query(sql, n, args, level)
   local ok, err = self:send(sql, n, args, level + 1)
   if not ok then
     return nil, err
   end
-  return self:finish()
+  local rows, qerr = self:finish()
+  if qerr and n > 0 and self.stmts[sql] and stale(qerr) then
+    forget(self, sql)
+    if self:ok() and self:transaction_status() == M.TRANS_IDLE then
+      ok, err = self:send(sql, n, args, level + 1)
+      if not ok then
+        return nil, err
+      end
+      return self:finish()
+    end
+  end
+  return rows, qerr
 end
 
 -- conn:cancel_target() -> { pid, key, host, port | path } | nil: where and what
@@ -460,7 +580,7 @@ end
 
 -- What may reach the notice processor (libpq parses input in these).
 for _, fn in ipairs({ M.connect, Conn.close, Conn.idle_alive, Conn.finish, Conn.send, Conn.query, Conn.wait_input,
-  flush, wait }) do
+  flush, wait, round_trip, statement }) do
   jit.off(fn)
 end
 

@@ -151,6 +151,60 @@ describe("routemq.pg API", function()
     assert.equal("0", server.psql("select count(*) from pg_stat_activity where state like 'idle in transaction%'"))
   end)
 
+  it("prepares a statement on its second use, keeps statement_cache of them, and recovers when the server drops "
+    .. "them or DDL changes their result", function()
+    server.psql("create table if not exists sc(id int primary key, a text)")
+    server.psql("insert into sc values (1, 'x') on conflict do nothing")
+    local function prepared(conn_db)
+      return assert(conn_db:query("select coalesce(string_agg(statement, ' | ' order by statement), '') as s "
+        .. "from pg_prepared_statements"))[1].s
+    end
+    run(function()
+      local one = pg.pool({ url = server.url, size = 1 })
+      local q = "select * from sc where id = $1"
+      assert.same({ id = 1, a = "x" }, assert(one:query(q, 1))[1])
+      assert.equal("", prepared(one)) -- seen once: sent unnamed
+      assert.same({ id = 1, a = "x" }, assert(one:query(q, 1))[1])
+      assert.equal(q, prepared(one))
+      for _ = 1, 3 do
+        assert.same({ id = 1, a = "x" }, assert(one:query(q, 1))[1])
+      end
+      assert.equal(q, prepared(one))
+      -- DDL changes what the statement returns: prepared again, sent again.
+      server.psql("alter table sc add column b int default 7")
+      assert.same({ id = 1, a = "x", b = 7 }, assert(one:query(q, 1))[1])
+      assert.equal(q, prepared(one))
+      -- In a transaction the failed statement aborted it: the error is returned, the next use works.
+      server.psql("alter table sc drop column b")
+      local r, err = one:transaction(function(tx) return tx:query(q, 1) end)
+      assert.is_nil(r)
+      assert.equal("0A000", err.sqlstate)
+      assert.same({ id = 1, a = "x" }, assert(one:query(q, 1))[1])
+      -- The server forgets them all (DISCARD ALL, as a pooler might): prepared again.
+      assert(one:query("discard all"))
+      assert.same({ id = 1, a = "x" }, assert(one:query(q, 1))[1])
+      assert.equal(q, prepared(one))
+      -- A bound: the oldest make room, and are deallocated on the server.
+      local small = pg.pool({ url = server.url, size = 1, statement_cache = 2 })
+      for i = 1, 4 do
+        for _ = 1, 2 do
+          assert.equal(i, assert(small:query("select $1::int + " .. i - 1 .. " as v", 1))[1].v)
+        end
+      end
+      assert.equal("select $1::int + 2 as v | select $1::int + 3 as v", prepared(small))
+      -- statement_cache = 0 prepares nothing (PgBouncer in transaction mode before 1.21).
+      local none = pg.pool({ url = server.url, size = 1, statement_cache = 0 })
+      for _ = 1, 3 do
+        assert.same({ id = 1, a = "x" }, assert(none:query(q, 1))[1])
+      end
+      assert.equal("", prepared(none))
+    end)
+    local ok, e = pcall(function() pg.pool({ statement_cache = -1 }) end)
+    assert.is_false(ok)
+    assert.matches("pg_api_spec%.lua:%d+: routemq%.pg: pool option statement_cache must be a whole number >= 0 "
+      .. "%(0: prepare nothing%), got %-1", e)
+  end)
+
   it("gives up connecting after connect_timeout, fails fast on a refused port, bounds the wait for a connection",
     function()
     local silent = csocket.listen({ host = "127.0.0.1", port = 0 })
