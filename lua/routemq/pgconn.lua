@@ -354,8 +354,9 @@ local function forget(self, sql)
   end
 end
 
--- Sends one round trip and waits for it: true | nil, err.
-local function round_trip(self, sent)
+-- started(sent) -> true | nil, err: after a PQsend* call (sent its result),
+-- marks the connection busy and flushes what libpq holds.
+local function started(self, sent)
   if sent ~= 1 then
     return nil, conn_error(self, pq.PQstatus(self.pg) == CONNECTION_BAD and "08006" or nil)
   end
@@ -364,7 +365,16 @@ local function round_trip(self, sent)
     self.busy = false
     return nil, conn_error(self, "08006")
   end
-  local ok, err = self:finish()
+  return true
+end
+
+-- Sends one round trip and waits for it: true | nil, err.
+local function round_trip(self, sent)
+  local ok, err = started(self, sent)
+  if not ok then
+    return nil, err
+  end
+  ok, err = self:finish()
   if not ok then
     return nil, err
   end
@@ -441,15 +451,7 @@ function Conn:send(sql, n, args, level)
     end
     assert(keep) -- the converted strings live until libpq has copied them
   end
-  if sent ~= 1 then
-    return nil, conn_error(self, pq.PQstatus(self.pg) == CONNECTION_BAD and "08006" or nil)
-  end
-  self.busy = true
-  if not flush(self) then
-    self.busy = false
-    return nil, conn_error(self, "08006")
-  end
-  return true
+  return started(self, sent)
 end
 
 -- Whether err says the server no longer has, or can no longer use, a
@@ -580,7 +582,7 @@ end
 
 -- What may reach the notice processor (libpq parses input in these).
 for _, fn in ipairs({ M.connect, Conn.close, Conn.idle_alive, Conn.finish, Conn.send, Conn.query, Conn.wait_input,
-  flush, wait, round_trip, statement }) do
+  flush, wait, started, round_trip, statement }) do
   jit.off(fn)
 end
 
