@@ -155,7 +155,14 @@ unit_specs() {
     return
   fi
   ctest_run "C tests" "$BUILD"
-  busted_run "busted unit specs" $(ls spec/*_spec.lua)
+  # One process per spec file: all of them in one LuaJIT crashed or hung in
+  # 4 of 22 runs (a segfault, or cqs_cancelfd looping in _cqueues.so while
+  # a socket closed, after earlier files' controllers were collected); file
+  # by file, 0 of 112. Not root-caused yet; a worker has one controller for
+  # its life and never frees one.
+  for f in spec/*_spec.lua; do
+    busted_run "busted $(basename "$f" .lua)" "$f"
+  done
   busted_run "default app specs" app/spec
   for ex in examples/*/spec; do
     [ -d "$ex" ] && busted_run "example $(basename "$(dirname "$ex")") specs" -C "$(dirname "$ex")" spec
