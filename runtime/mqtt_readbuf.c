@@ -15,6 +15,7 @@
 static struct {
     int fd;
     size_t start, end;
+    unsigned long long from_socket; /* bytes read from fd's socket since attach */
     unsigned char data[READBUF_SIZE];
 } rb = { .fd = -1 };
 
@@ -28,11 +29,17 @@ void mqtt_readbuf_attach(int fd)
     if (rb.fd == fd) return;
     rb.fd = fd;
     rb.start = rb.end = 0;
+    rb.from_socket = 0;
 }
 
 size_t mqtt_readbuf_pending(int fd)
 {
     return fd >= 0 && fd == rb.fd ? rb.end - rb.start : 0;
+}
+
+unsigned long long mqtt_readbuf_socket_bytes(int fd)
+{
+    return fd >= 0 && fd == rb.fd ? rb.from_socket : 0;
 }
 
 /* read(2) for the whole process: the buffered descriptor's bytes come from the buffer,
@@ -42,9 +49,14 @@ ssize_t read(int fd, void *buf, size_t count)
 {
     if (fd != rb.fd || fd < 0 || count == 0) return sys_read(fd, buf, count);
     if (rb.start == rb.end) {
-        if (count >= READBUF_SIZE) return sys_read(fd, buf, count);
+        if (count >= READBUF_SIZE) {
+            ssize_t n = sys_read(fd, buf, count);
+            if (n > 0) rb.from_socket += (unsigned long long)n;
+            return n;
+        }
         ssize_t n = sys_read(fd, rb.data, READBUF_SIZE);
         if (n <= 0) return n;
+        rb.from_socket += (unsigned long long)n;
         rb.start = 0;
         rb.end = (size_t)n;
     }
@@ -61,6 +73,7 @@ int close(int fd)
     if (fd == rb.fd) {
         rb.fd = -1;
         rb.start = rb.end = 0;
+        rb.from_socket = 0;
     }
     return (int)syscall(SYS_close, fd);
 }

@@ -17,4 +17,8 @@ void mqtt_readbuf_attach(int fd);
  * them without waiting for the socket. */
 size_t mqtt_readbuf_pending(int fd);
 
+/* Bytes read from fd's socket since it was attached (0 for another descriptor): what a
+ * reader compares before and after reading to learn how much one wake-up brought. */
+unsigned long long mqtt_readbuf_socket_bytes(int fd);
+
 #endif

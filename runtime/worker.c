@@ -216,7 +216,10 @@ static void on_signals(worker *w)
 static void update_socket(worker *w)
 {
     int fd = w->conn.mosq ? mosquitto_socket(w->conn.mosq) : -1;
-    if (fd != w->conn.sock) w->conn.peer_closed = 0;
+    if (fd != w->conn.sock) {
+        w->conn.peer_closed = 0;
+        worker_coalesce_reset(&w->conn.coalesce);
+    }
     mqtt_readbuf_attach(fd);
     int events = (wants_read(w) ? EPOLLIN : 0) | (fd >= 0 && mosquitto_want_write(w->conn.mosq) ? EPOLLOUT : 0) |
                  (fd >= 0 && !w->conn.peer_closed ? EPOLLRDHUP : 0);
@@ -272,6 +275,27 @@ static void read_socket(worker *w)
     }
 }
 
+/* read_socket, then raises or lowers the socket's SO_RCVLOWAT by what the
+ * read brought (worker_coalesce.h). by_timer: the coalescing deadline
+ * passed, the socket did not say it was ready. */
+static void read_coalesced(worker *w, int by_timer)
+{
+    int fd = mosquitto_socket(w->conn.mosq);
+    unsigned long long before = mqtt_readbuf_socket_bytes(fd);
+    read_socket(w);
+    if (fd < 0 || mosquitto_socket(w->conn.mosq) != fd) return;
+    size_t bytes = (size_t)(mqtt_readbuf_socket_bytes(fd) - before);
+    int64_t now = shm_now_ns();
+    if (bytes) w->conn.last_in_ns = now;
+    enum coalesce_action a = worker_coalesce_after_read(&w->conn.coalesce, bytes, now, by_timer);
+    if (a == COALESCE_KEEP) return;
+    int mark = a == COALESCE_RAISE ? COALESCE_BYTES : 1;
+    if (setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &mark, sizeof mark) == 0) return;
+    /* A socket that refuses it (not TCP) keeps waking at every byte. */
+    worker_coalesce_reset(&w->conn.coalesce);
+    w->conn.coalesce.holdoff_until_ns = INT64_MAX;
+}
+
 static void sample_memory(worker *w)
 {
     uint64_t kb;
@@ -312,6 +336,12 @@ static int timeout_ms(worker *w, int64_t now)
     if (retry_ms >= 0 && retry_ms < ms && worker_can_start_over(w, 1)) ms = retry_ms;
     if (worker_queue_len(w) && worker_can_start(w)) ms = 0;  /* worker_pump left some for the next turn */
     if (mqtt_readbuf_pending(w->conn.sock) && wants_read(w)) ms = 0;  /* read, not yet handed over */
+    int64_t coalesce_ns = worker_coalesce_deadline(&w->conn.coalesce);
+    if (coalesce_ns != INT64_MAX && wants_read(w)) {
+        /* Rounded up: a wait of 0 ms would spin until the deadline. */
+        int64_t cms = coalesce_ns <= now ? 0 : (coalesce_ns - now + 999999) / 1000000;
+        if (cms < ms) ms = cms;
+    }
     int step_ms = worker_step_timeout_ms(w);
     w->lua.step_due_ns = step_ms >= 0 ? now + (int64_t)step_ms * 1000000 : INT64_MAX;
     if (step_ms >= 0 && step_ms < ms) ms = step_ms;
@@ -356,13 +386,18 @@ static int run_loop(worker *w)
             if (evs[i].events & EPOLLOUT) flush_writes(w);
             if (evs[i].events & EPOLLRDHUP) w->conn.peer_closed = 1;
             if (evs[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP) || (evs[i].events & EPOLLRDHUP && wants_read(w)))
-                read_socket(w);
+                read_coalesced(w, 0);
         }
         /* Packets read into our buffer before read_socket stopped (budget,
          * a full keep) raise no EPOLLIN: they are taken here. */
         if (w->conn.mosq && mosquitto_socket(w->conn.mosq) == w->conn.sock &&
             mqtt_readbuf_pending(w->conn.sock) && wants_read(w))
-            read_socket(w);
+            read_coalesced(w, 0);
+        /* Below a raised SO_RCVLOWAT the socket says nothing: what came
+         * within the wait is read now. */
+        if (w->conn.mosq && mosquitto_socket(w->conn.mosq) == w->conn.sock && w->conn.sock >= 0 &&
+            shm_now_ns() >= worker_coalesce_deadline(&w->conn.coalesce) && wants_read(w))
+            read_coalesced(w, 1);
         /* Waiting handlers and timers whose socket or timer is ready (a
          * handler that starts waiting makes the controller's descriptor
          * readable, so it is stepped on the next turn). */

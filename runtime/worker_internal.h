@@ -31,6 +31,7 @@
 #include "topic_pattern.h"
 #include "topic_trie.h"
 #include "worker.h"
+#include "worker_coalesce.h"
 
 enum stop_kind { STOP_NONE = 0, STOP_KEEP, STOP_RETIRE, STOP_RECYCLE };
 
@@ -182,6 +183,7 @@ typedef struct worker_conn {
     int adopt_attempts;          /* adoption: connect attempts that failed */
     int short_connections;       /* connections in a row the broker closed soon after CONNACK */
     char abort_why[128];         /* why worker_connect_tick cut the connection, for the log line; "": it did not */
+    worker_coalesce coalesce;    /* the socket's SO_RCVLOWAT (worker_coalesce.h) */
 } worker_conn;
 
 /* A graceful stop in progress (worker.c). */

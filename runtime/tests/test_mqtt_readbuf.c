@@ -31,6 +31,7 @@ int main(void)
     size_t total = 4 + 8 + 4 + 3;
     CHECK(write(sv[1], stream, total) == (ssize_t)total, "written");
     CHECK(read(sv[0], buf, 1) == 1 && buf[0] == '\x30', "the first byte");
+    CHECK(mqtt_readbuf_socket_bytes(sv[0]) == total, "the socket gave %llu bytes", mqtt_readbuf_socket_bytes(sv[0]));
     CHECK(mqtt_readbuf_pending(sv[0]) == total - 1, "one read took all the socket held: %zu pending",
           mqtt_readbuf_pending(sv[0]));
     CHECK(read(sv[0], buf, 1) == 1 && buf[0] == '\x0b', "then the next, from the buffer");
@@ -52,7 +53,7 @@ int main(void)
     int old_fd = sv[0];
     close(sv[0]);
     close(sv[1]);
-    CHECK(mqtt_readbuf_pending(old_fd) == 0, "close drops them");
+    CHECK(mqtt_readbuf_pending(old_fd) == 0 && mqtt_readbuf_socket_bytes(old_fd) == 0, "close drops them");
     /* ...are never served to the next socket, even with the same number. */
     pair(sv);
     CHECK(sv[0] == old_fd, "the new socket reuses the number (%d, %d)", sv[0], old_fd);
