@@ -13,6 +13,7 @@ local cqueues = require("cqueues")
 local ffi = require("ffi")
 local dbpool = require("routemq.dbpool")
 local pgconn = require("routemq.pgconn")
+local util = require("routemq.util")
 
 local M = {}
 
@@ -69,7 +70,7 @@ function M.pool(opts)
   local cache = opts.statement_cache
   if cache == nil then
     cache = 100
-  elseif type(cache) ~= "number" or cache < 0 or cache % 1 ~= 0 then
+  elseif not util.is_integer(cache) or cache < 0 then
     error("routemq.pg: pool option statement_cache must be a whole number >= 0 (0: prepare nothing), got "
       .. tostring(cache), 2)
   end
