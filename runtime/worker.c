@@ -290,10 +290,7 @@ static void read_coalesced(worker *w, int by_timer)
     enum coalesce_action a = worker_coalesce_after_read(&w->conn.coalesce, bytes, now, by_timer);
     if (a == COALESCE_KEEP) return;
     int mark = a == COALESCE_RAISE ? COALESCE_BYTES : 1;
-    if (setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &mark, sizeof mark) == 0) return;
-    /* A socket that refuses it (not TCP) keeps waking at every byte. */
-    worker_coalesce_reset(&w->conn.coalesce);
-    w->conn.coalesce.holdoff_until_ns = INT64_MAX;
+    if (setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &mark, sizeof mark)) worker_coalesce_refused(&w->conn.coalesce);
 }
 
 static void sample_memory(worker *w)

@@ -6,6 +6,12 @@ void worker_coalesce_reset(worker_coalesce *c)
     *c = (worker_coalesce){ .deadline_ns = INT64_MAX };
 }
 
+void worker_coalesce_refused(worker_coalesce *c)
+{
+    worker_coalesce_reset(c);
+    c->holdoff_until_ns = INT64_MAX;
+}
+
 enum coalesce_action worker_coalesce_after_read(worker_coalesce *c, size_t bytes, int64_t now, int by_timer)
 {
     if (c->raised) {

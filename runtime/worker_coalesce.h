@@ -36,6 +36,10 @@ enum coalesce_action { COALESCE_KEEP, COALESCE_RAISE, COALESCE_LOWER };
 /* A new connection: its socket starts with SO_RCVLOWAT 1. */
 void worker_coalesce_reset(worker_coalesce *c);
 
+/* The socket refused SO_RCVLOWAT (not TCP): lowered, and never raised again
+ * on this connection; it keeps waking at every byte. */
+void worker_coalesce_refused(worker_coalesce *c);
+
 /* After a read that brought `bytes` from the socket at `now` (by_timer: the
  * read was made because the deadline passed, not because the socket was
  * ready): what to do with SO_RCVLOWAT. */

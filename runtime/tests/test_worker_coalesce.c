@@ -75,6 +75,17 @@ static void decisions(void)
     worker_coalesce_reset(&c);
     CHECK(!c.raised && c.holdoff_until_ns == 0 && worker_coalesce_deadline(&c) == INT64_MAX,
           "a new connection starts lowered, without hold-off");
+
+    /* A socket that refused the option is never raised again. */
+    CHECK(worker_coalesce_after_read(&c, COALESCE_BYTES, t, 0) == COALESCE_RAISE, "raised");
+    worker_coalesce_refused(&c);
+    CHECK(!c.raised && worker_coalesce_deadline(&c) == INT64_MAX, "refused: lowered");
+    int raised_after_refusal = 0;
+    for (int i = 0; i < 1000; i++) {
+        t += COALESCE_HOLDOFF_NS;
+        if (worker_coalesce_after_read(&c, 4 * COALESCE_BYTES, t, 0) != COALESCE_KEEP) raised_after_refusal = 1;
+    }
+    CHECK(!raised_after_refusal, "refused: never raised again, however fast the stream");
 }
 
 /* A connected TCP pair over 127.0.0.1: r reads, s sends. */
