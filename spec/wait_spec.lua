@@ -101,6 +101,20 @@ describe("routemq.runner", function()
     assert.is_true(cqueues.monotime() - t0 < 1)
   end)
 
+  it("counts a wait from when the job asked, not from the controller's next step", function()
+    local r = runner_mod.new()
+    local got
+    assert.is_false(r:start(function() got = { cqueues.poll(0.05) } end, nil, 5, function() end))
+    -- The controller is busy for longer than the wait before it steps (a
+    -- step that ends hundreds of other jobs): the wait is over by then.
+    local busy_until = cqueues.monotime() + 0.06
+    repeat until cqueues.monotime() >= busy_until
+    assert(r:step(0))
+    assert(r:step(0))
+    -- ... and the job sees the timeout it asked for.
+    assert.same({ 0.05 }, got)
+  end)
+
   it("refuses a plain coroutine.yield in a handler", function()
     local r = runner_mod.new()
     local out

@@ -163,11 +163,40 @@ local function pack(...)
   return { n = select("#", ...), ... }
 end
 
+-- The controller counts a poll's timeouts from the step that takes the
+-- request, which may come long after the job asked: a step that ends
+-- hundreds of jobs delays the next one, and the jobs that those ends let
+-- start (one after the other, while it ran) would all wake together, each
+-- later than it asked. Shortens the request's timeouts (its numbers) by the
+-- time since `at`, when the job asked; returns a map shortened -> asked
+-- (the controller answers with the number that expired: the job must see
+-- its own), or nil when nothing changed.
+local function since_asked(req, at)
+  local late = monotime() - at
+  if late <= 0 then
+    return nil
+  end
+  local asked
+  for i = 1, req.n do
+    local v = req[i]
+    if type(v) == "number" and v == v then -- NaN: no timeout
+      local t = v > late and v - late or 0
+      asked = asked or {}
+      asked[t] = v
+      req[i] = t
+    end
+  end
+  return asked
+end
+
 -- Drives one job on the controller: passes the coroutine's poll requests
 -- up (plus the job's deadline) and the controller's answers down. Poll
--- requests may hold nils, hence the explicit counts.
-local function forward(self, co, done, token, tag, seconds, deadline, adopted, ...)
+-- requests may hold nils, hence the explicit counts. `at`: when the job
+-- made its first request; its deadline is `seconds` later.
+local function forward(self, co, done, token, tag, seconds, at, adopted, ...)
   local req = pack(...)
+  local deadline = at + seconds
+  local asked = since_asked(req, at)
   while true do
     local left = deadline - monotime()
     if left <= 0 then
@@ -185,6 +214,15 @@ local function forward(self, co, done, token, tag, seconds, deadline, adopted, .
     else
       req[n + 1] = left
       answer = pack(yield(POLL, unpack(req, 1, n + 1)))
+    end
+    if asked then
+      for i = 1, answer.n do
+        local v = asked[answer[i]]
+        if v then
+          answer[i] = v
+        end
+      end
+      asked = nil
     end
     if monotime() >= deadline then
       self.active = self.active - 1
@@ -256,7 +294,7 @@ local function after_first(self, co, done, token, tag, seconds, prev, rok, what,
     return true, false, not rok and tostring(what)
       or "a handler yielded outside cqueues (use cqueues to wait)", nil
   end
-  local ok, err = self.cq:wrap(forward, self, co, done, token, tag, seconds, monotime() + seconds, false, ...)
+  local ok, err = self.cq:wrap(forward, self, co, done, token, tag, seconds, monotime(), false, ...)
   if not ok then
     self.arg_of[co] = nil
     return true, false, "cannot wait on the controller: " .. tostring(err), nil
@@ -335,7 +373,7 @@ end
 -- end: a yield of "fail", err, traceback, reason, delay (a failed attempt,
 -- routemq.dispatch) gives done(token, false, err, traceback, reason, delay).
 function Runner:adopt(co, done, token, tag, seconds, ...)
-  local ok, err = self.cq:wrap(forward, self, co, done, token, tag, seconds, monotime() + seconds, true,
+  local ok, err = self.cq:wrap(forward, self, co, done, token, tag, seconds, monotime(), true,
     select(2, ...))
   if not ok then
     return nil, "cannot wait on the controller: " .. tostring(err)
