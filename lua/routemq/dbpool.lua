@@ -1,6 +1,6 @@
 -- The connection pool routemq.pg and routemq.mysql share: per-worker
 -- connections opened on first use, kept idle up to idle_timeout, at most
--- size open, a bounded wait for one to come back, a fork detected by pid,
+-- size open, a bounded wait for one to come back, a fork detected (forkmark),
 -- and a connection of a job dropped at its deadline cleaned up (the driver's
 -- steps) before anyone else gets it.
 --
@@ -12,10 +12,8 @@
 -- db methods.
 local cqueues = require("cqueues")
 local condition = require("cqueues.condition")
-local ffi = require("ffi")
+local forkmark = require("routemq.forkmark")
 local runner = require("routemq.runner")
-
-pcall(ffi.cdef, "int getpid(void);")
 
 local M = {}
 
@@ -30,7 +28,7 @@ local monotime = cqueues.monotime
 --   reap(pool, conn): stops what conn was doing for a dropped job (runs on
 --     a thread of its own; may raise)
 --   drop(conn): closes a conn abandoned mid-statement
--- A conn has ok(), idle_alive(), close(), busy; the pool sets since, owner.
+-- A conn has ok(), idle_alive(), close(), busy; the pool sets since, owner, mark.
 function M.class(driver)
   local name, connect, new_error, clean = driver.name, driver.connect, driver.error, driver.clean
   local reap_steps, drop = driver.reap, driver.drop
@@ -68,7 +66,7 @@ function M.class(driver)
       total = 0,
       waiting = 0,
       queue = { first = 1, last = 0 },
-      pid = ffi.C.getpid(),
+      mark = forkmark.mark(), -- of the process whose connections these are
     }, Pool)
   end
 
@@ -114,9 +112,15 @@ function M.class(driver)
   end
 
   -- Gives conn back: to the longest waiting caller, or kept idle when clean,
-  -- else closed (and a waiter may open a new one in its place).
+  -- else closed (and a waiter may open a new one in its place). One opened
+  -- before a fork, in a child, is closed and not counted: its place is the
+  -- parent's.
   local function release(self, conn)
-    if conn:ok() and not conn.busy and clean(conn) and self.pid == ffi.C.getpid() then
+    if conn.mark ~= self.mark or not forkmark.same(self.mark) then
+      conn:close()
+      return
+    end
+    if conn:ok() and not conn.busy and clean(conn) then
       conn.since = monotime()
       if not hand(self, conn) then
         self.idle[#self.idle + 1] = conn
@@ -149,7 +153,9 @@ function M.class(driver)
   -- the place goes to the next waiter (who tries in turn) or is given up.
   local function open(self)
     local conn, err = connect(self.params, self.connect_timeout, self)
-    if not conn then
+    if conn then
+      conn.mark = self.mark
+    else
       pass_place(self)
     end
     return conn, err
@@ -190,9 +196,9 @@ function M.class(driver)
   -- size, or waits in line (first come, first served: a new caller does
   -- not overtake those waiting) for one to be handed over.
   local function checkout(self)
-    if self.pid ~= ffi.C.getpid() then
+    if not forkmark.same(self.mark) then
       -- A forked child: the parent's connections are not ours.
-      self.idle, self.total, self.waiting, self.pid = {}, 0, 0, ffi.C.getpid()
+      self.idle, self.total, self.waiting, self.mark = {}, 0, 0, forkmark.mark()
       self.queue = { first = 1, last = 0 }
     end
     if self.waiting == 0 then
