@@ -205,6 +205,33 @@ describe("concurrent dispatch", function()
   end)
 end)
 
+describe("stepping the controller (routemq.worker)", function()
+  it("runs in one step() what a step made ready: a job woken by another's signal", function()
+    local cond = require("cqueues.condition").new()
+    local done = {}
+    local io = {
+      publish = function() return true end,
+      log = function() end,
+      done = function(token, ok, err) done[#done + 1] = { token = token, ok = ok, err = err } end,
+      outgoing_fd = function() return -1 end,
+    }
+    local app = { routes = {
+      route("waits", function() assert(cond:wait(5), "not signalled") end),
+      route("signals", function()
+        cqueues.poll() -- let the others run first
+        cond:signal()
+      end),
+    } }
+    local g = require("routemq.worker").new(app, io, 0)
+    assert.is_false((g.call(1, "waits", "", 1, false, false, nil, false, {}, "w")))
+    assert.is_false((g.call(2, "signals", "", 1, false, false, nil, false, {}, "s")))
+    -- Step 1 takes both waits, step 2 resumes "signals", whose signal makes
+    -- "waits" ready for step 3: one call of step() runs all three.
+    assert.is_true((g.step()))
+    assert.same({ { token = "s", ok = true }, { token = "w", ok = true } }, done)
+  end)
+end)
+
 describe("publishing at the outgoing bound (routemq.worker)", function()
   local ffi = require("ffi")
   ffi.cdef [[

@@ -11,6 +11,12 @@ local dispatch = require("routemq.dispatch")
 
 local M = {}
 
+-- What one step makes ready (a connection given back wakes the next job in
+-- the pool's line; a signalled condition) runs only at the next step. The
+-- worker's step() takes those at once, up to this many steps, rather than
+-- after another turn of the worker's loop (its system calls included).
+local STEPS_PER_CALL = 8
+
 local function has_ordered(app)
   for _, route in ipairs(app.routes) do
     if route.ordered then
@@ -23,7 +29,8 @@ end
 -- new(app, io, slot) -> {
 --   new_thread() -> coroutine, adopt(co, ...)   handlers (dispatch),
 --   call(...)                                   d.call, when no controller is needed up front,
---   step() -> true | nil, err                   one controller step, never waits,
+--   step() -> true | nil, err                   controller steps until nothing is ready
+--                                               (at most STEPS_PER_CALL), never waits,
 --   pollfd() -> descriptor | nil                readable when a step is due,
 --   timeout() -> seconds | nil                  until the controller's next timer,
 --   init(seconds) -> true | nil, err, traceback,
@@ -116,7 +123,15 @@ function M.new(app, io, slot)
     adopt = d.adopt,
     step = function()
       if runner then
-        return runner.cq:step(0)
+        local cq = runner.cq
+        local ok, err = cq:step(0)
+        for _ = 2, STEPS_PER_CALL do
+          if not ok or cq:timeout() ~= 0 then
+            break
+          end
+          ok, err = cq:step(0)
+        end
+        return ok, err
       end
       return true
     end,
