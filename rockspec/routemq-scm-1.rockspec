@@ -58,6 +58,7 @@ build = {
     ["routemq.dispatch"] = "lua/routemq/dispatch.lua",
     ["routemq.dlq"] = "lua/routemq/dlq.lua",
     ["routemq.failure"] = "lua/routemq/failure.lua",
+    ["routemq.forkmark"] = "lua/routemq/forkmark.lua",
     ["routemq.jobs"] = "lua/routemq/jobs.lua",
     ["routemq.mysql"] = "lua/routemq/mysql.lua",
     ["routemq.mysqlconn"] = "lua/routemq/mysqlconn.lua",
