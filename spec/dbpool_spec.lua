@@ -4,6 +4,7 @@
 local cqueues = require("cqueues")
 local dbpool = require("routemq.dbpool")
 local runner_mod = require("routemq.runner")
+local sys = require("spec.helpers.sys")
 
 -- A driver that counts what it opens and closes; connect waits one step.
 local function driver()
@@ -40,8 +41,6 @@ end
 
 describe("routemq.dbpool", function()
   it("does not use its parent's connections in a forked child, idle or given back", function()
-    local ffi = require("ffi")
-    pcall(ffi.cdef, "int fork(void); int waitpid(int pid, int *status, int options); void _exit(int status);")
     local r = runner_mod.new()
     local d = driver()
     local P, db = pool(d, { size = 2 })
@@ -53,31 +52,25 @@ describe("routemq.dbpool", function()
     end, nil, 5, function() end)
     assert.is_true(r:run_until(function() return idle ~= nil end, 5))
     assert.same({ open = 2, idle = 1, waiting = 0 }, db:stats())
-    local pid = ffi.C.fork()
-    if pid == 0 then
-      -- The child: status 0 when it opened its own and closed the parent's.
-      local ok, status = pcall(function()
-        local got
-        r:start(function()
-          got = assert(P.acquire(db))
-          P.give(db, held) -- checked out before the fork
-        end, nil, 5, function() end)
-        if not r:run_until(function() return got ~= nil end, 5) then
-          return 1
-        end
-        if got == idle or got.id ~= 3 then
-          return 2
-        end
-        if not held.closed or db:stats().open ~= 1 then
-          return 3
-        end
-        return 0
-      end)
-      ffi.C._exit(ok and status or 99)
-    end
-    local st = ffi.new("int[1]")
-    assert.equal(pid, ffi.C.waitpid(pid, st, 0))
-    assert.equal(0, st[0], "the child's status (1: no connection, 2: the parent's idle one, 3: kept the parent's)")
+    -- The child: status 0 when it opened its own and closed the parent's.
+    local status = sys.in_child(function()
+      local got
+      r:start(function()
+        got = assert(P.acquire(db))
+        P.give(db, held) -- checked out before the fork
+      end, nil, 5, function() end)
+      if not r:run_until(function() return got ~= nil end, 5) then
+        return 1
+      end
+      if got == idle or got.id ~= 3 then
+        return 2
+      end
+      if not held.closed or db:stats().open ~= 1 then
+        return 3
+      end
+      return 0
+    end)
+    assert.equal(0, status, "the child's status (1: no connection, 2: the parent's idle one, 3: kept the parent's)")
     -- The parent's pool is as it was.
     local again
     r:start(function() again = assert(P.acquire(db)) end, nil, 5, function() end)

@@ -18,6 +18,9 @@ for _, decl in ipairs({
   "int connect(int fd, const void *addr, unsigned int len);",
   "int getsockname(int fd, void *addr, unsigned int *len);",
   "int close(int fd);",
+  "int fork(void);",
+  "int waitpid(int pid, int *status, int options);",
+  "void _exit(int status);",
 }) do
   pcall(ffi.cdef, decl)
 end
@@ -29,6 +32,26 @@ M.SIGHUP, M.SIGINT, M.SIGQUIT, M.SIGKILL, M.SIGUSR1, M.SIGUSR2, M.SIGTERM = 1, 2
 M.SIGCONT, M.SIGSTOP, M.SIGTTIN, M.SIGTTOU = 18, 19, 21, 22
 
 local ts = ffi.new("struct rmq_sys_timespec")
+
+--- in_child(fn) -> the exit status of a forked child that runs fn and
+-- leaves with its return value (99 when fn raises; 128 + the signal when
+-- it was killed). The child ends with _exit: nothing of the parent's
+-- (buffered output, busted's reporting) runs twice.
+function M.in_child(fn)
+  local pid = C.fork()
+  assert(pid >= 0, "fork failed")
+  if pid == 0 then
+    local ok, code = pcall(fn)
+    C._exit(ok and tonumber(code) or 99)
+  end
+  local status = ffi.new("int[1]")
+  assert(C.waitpid(pid, status, 0) == pid, "waitpid failed")
+  local sig = bit.band(status[0], 0x7f)
+  if sig ~= 0 then
+    return 128 + sig
+  end
+  return bit.rshift(bit.band(status[0], 0xff00), 8)
+end
 
 --- Wall-clock seconds (with fractions) since the epoch.
 function M.now()
