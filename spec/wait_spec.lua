@@ -115,6 +115,22 @@ describe("routemq.runner", function()
     assert.same({ 0.05 }, got)
   end)
 
+  it("leaves a NaN timeout of a wait as cqueues reads it: no timeout", function()
+    local condition = require("cqueues.condition")
+    local r = runner_mod.new()
+    local cond = condition.new()
+    local got
+    assert.is_false(r:start(function() got = { cqueues.poll(cond, 0 / 0) } end, nil, 5, function() end))
+    local busy_until = cqueues.monotime() + 0.02
+    repeat until cqueues.monotime() >= busy_until
+    assert(r:step(0))
+    assert(r:step(0))
+    assert.is_nil(got) -- shortened to 0, it would have woken here
+    cond:signal()
+    assert.is_true(r:run_until(function() return got ~= nil end, 5))
+    assert.equal(cond, got[1])
+  end)
+
   it("refuses a plain coroutine.yield in a handler", function()
     local r = runner_mod.new()
     local out
