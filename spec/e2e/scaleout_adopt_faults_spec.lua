@@ -40,7 +40,8 @@ local function adoption_in_progress(n, third, broker_opts)
   for _, r in ipairs({ t.a, t.bb, t.c }) do assert.truthy(netns.sees(r, hosts, APP), netns.cluster(r, APP)) end
   t.a.kill()
   e2e.sh(string.format("seq 1 %d | mosquitto_pub -h %s -p %d -t slowshared/1 -q 1 -l", n, t.b.host, t.b.port))
-  t.orphan = ("t" .. net.prefix .. "-hostA"):gsub("%p", "%%%0")
+  t.orphan_id = "t" .. net.prefix .. "-hostA"
+  t.orphan = t.orphan_id:gsub("%p", "%%%0") -- as a pattern
   assert.truthy(e2e.wait_for(function()
     return count(e2e.read(t.bb.log), "adopting the session of " .. t.orphan .. "%-%d: resumed") == 2
   end, 20), e2e.read(t.bb.log))
@@ -112,7 +113,11 @@ describe_netns("an adoption", function()
     -- Both adoption workers hold a message at the gate; kill one of them.
     local victim
     for pid in e2e.sh("pgrep -P " .. bb.pid .. " 2>/dev/null"):gmatch("%d+") do
-      if e2e.read("/proc/" .. pid .. "/cmdline"):match("routemq: adopt [^%z]+%-0") then victim = tonumber(pid) end
+      -- The whole title: a pattern ending in "-0" also matched slot 1's
+      -- worker when the group's random prefix began with 0 ("trmq-087b-...").
+      if e2e.read("/proc/" .. pid .. "/cmdline") == "routemq: adopt " .. t.orphan_id .. "-0\0" then
+        victim = tonumber(pid)
+      end
     end
     assert.truthy(victim, "no adoption worker found")
     e2e.kill(victim, "KILL")
