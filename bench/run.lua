@@ -5,6 +5,7 @@
 -- memory,wait,db,rr,restart,reload,matcher (comma list), BENCH_WAIT_CONCURRENCY
 -- (the WORKER_CONCURRENCY values of the waiting-handler rows, default 256,1024),
 -- BENCH_PG_POOLS (the pool sizes of the PostgreSQL rows, default 4,16),
+-- BENCH_PG_CONCURRENCY (routemq's WORKER_CONCURRENCY there; default twice the pool),
 -- BENCH_SCALING_COUNTS (1,2,4), BENCH_SCALING_QOS (0), BENCH_PEERS=node,python
 -- (the peer consumers of bench/peers/ to run; "none" for none), BENCH_KEEP=1
 -- (keep the work directory). Every child is started by this process, stopped by its pid,
@@ -1244,7 +1245,8 @@ local function main()
     end
     require("db_bench").run({ say = say, n = QUICK and 5000 or 20000, runs = RUNS, work = WORK, errors = errors,
       peers = PEERS, thr_routemq = thr_routemq, thr_counter = thr_counter, interleaved = interleaved,
-      add_row = add_row, column = column, pools = pg_pools })
+      add_row = add_row, column = column, pools = pg_pools,
+      concurrency = tonumber(os.getenv("BENCH_PG_CONCURRENCY") or "") })
   end
   if enabled("scaling") then
     require("scaling_bench").run({ say = say, n = N, runs = RUNS, work = WORK, peers = PEERS, yardstick = YARDSTICK,

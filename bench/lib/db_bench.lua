@@ -1,10 +1,12 @@
 -- Section 3d of bench/run.lua: a handler inserting one row per message (QoS
 -- 1) into a private PostgreSQL (initdb in the work directory as the
 -- unprivileged postgres user, a free 127.0.0.1 port, stopped by its pid):
--- routemq with routemq.pg (1 worker, WORKER_CONCURRENCY=64) and the Node.js
--- peer with node-postgres (no limit on messages in progress), each at every
--- pool size of ctx.pools (BENCH_PG_POOLS), and routemq with the blocking
--- lua-sql-postgres (one connection), interleaved in one run.
+-- routemq with routemq.pg (1 worker, WORKER_CONCURRENCY twice the pool's
+-- size, what docs/configuration.md advises when a handler's wait is mostly
+-- its database, or ctx.concurrency when set: BENCH_PG_CONCURRENCY) and the
+-- Node.js peer with node-postgres (no limit on messages in progress), each
+-- at every pool size of ctx.pools (BENCH_PG_POOLS), and routemq with the
+-- blocking lua-sql-postgres (one connection), interleaved in one run.
 -- Each run checks that the table holds exactly one row per message. The
 -- server runs with synchronous_commit=off: the clients are measured, not the
 -- disk flush of every commit.
@@ -105,9 +107,9 @@ function M.run(ctx)
         error(string.format("%d rows for %d handled messages", rows or -1, count))
       end
     end
-    local function routemq_run(handler, pool)
+    local function routemq_run(handler, pool, concurrency)
       return function(qos)
-        local res = ctx.thr_routemq(qos, 1, { WORKER_CONCURRENCY = 64, BENCH_HANDLER = handler,
+        local res = ctx.thr_routemq(qos, 1, { WORKER_CONCURRENCY = concurrency, BENCH_HANDLER = handler,
           BENCH_DATABASE_URL = server.url, BENCH_PG_POOL = pool }, n)
         check(res.handled)
         return res
@@ -115,8 +117,9 @@ function M.run(ctx)
     end
     local subjects = {}
     for _, pool in ipairs(ctx.pools) do
-      subjects[#subjects + 1] = { id = "routemq_pg_" .. pool, fn = measured(routemq_run("pg", pool)),
-        label = "routemq + routemq.pg, 1 worker, WORKER_CONCURRENCY=64, pool " .. pool }
+      local concurrency = ctx.concurrency or 2 * pool
+      subjects[#subjects + 1] = { id = "routemq_pg_" .. pool, fn = measured(routemq_run("pg", pool, concurrency)),
+        label = ("routemq + routemq.pg, 1 worker, WORKER_CONCURRENCY=%d, pool %d"):format(concurrency, pool) }
       for _, p in ipairs(ctx.peers) do
         if p.id == "node" and p.pg then
           subjects[#subjects + 1] = { id = "peer_node_pg_" .. pool, label = "peer: node + node-postgres " .. p.pg
@@ -129,7 +132,7 @@ function M.run(ctx)
       end
     end
     if P.sh("luajit -e 'require(\"luasql.postgres\")' 2>&1; echo rc=$?"):match("rc=0") then
-      subjects[#subjects + 1] = { id = "routemq_luasql", fn = measured(routemq_run("luasql", 1)),
+      subjects[#subjects + 1] = { id = "routemq_luasql", fn = measured(routemq_run("luasql", 1, 64)),
         label = "routemq + lua-sql-postgres (blocking), 1 worker, 1 connection" }
     else
       ctx.errors[#ctx.errors + 1] = "db: lua-sql-postgres is not installed: its row is missing"
