@@ -2,7 +2,7 @@
 # Benchmark suite: `make bench` runs `sh bench/run.sh build`.
 #   sh bench/run.sh [BUILD_DIR]
 # BENCH_QUICK=1: one run of each scenario with 20,000 messages (CI smoke
-# test, about a minute); the full run (about 11 minutes on 2 cores) also
+# test, about a minute); the full run (about 30 minutes on 2 cores) also
 # writes docs/benchmarks.{md,json,png}. See bench/run.lua for the other
 # BENCH_* variables. Needs mosquitto, mosquitto_sub, luajit with lua-cjson,
 # gnuplot (for the plot), and the tools built by CMake from bench/bench_*.c;
